@@ -1,0 +1,64 @@
+//! Configuration of the `http_ingest` stage (`type = "http_ingest"`).
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+/// `[[stages]] type = "http_ingest"`: the HTTP source of events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpIngestConfig {
+    /// Address to listen on, e.g. `"${HTTP_ADDR:-127.0.0.1:8080}"`.
+    pub listen: String,
+    /// Largest accepted request body; larger bodies get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Most events in one `POST /v1/events`; more get 400.
+    #[serde(default = "default_max_events_per_request")]
+    pub max_events_per_request: usize,
+    /// How long a request may wait (e.g. on a full `block` edge) before it
+    /// is answered 503.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// `Retry-After` seconds sent with 429 and 503.
+    #[serde(default = "default_retry_after_s")]
+    pub retry_after_s: u32,
+    /// Businesses this endpoint accepts; every registered one when absent.
+    pub businesses: Option<Vec<String>>,
+}
+
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_events_per_request() -> usize {
+    1000
+}
+fn default_request_timeout_ms() -> u64 {
+    5_000
+}
+fn default_retry_after_s() -> u32 {
+    1
+}
+
+impl HttpIngestConfig {
+    /// Stage-local problems, each naming its field.
+    pub fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "`listen` = {:?} is not an address such as 127.0.0.1:8080",
+                self.listen
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            problems.push("`max_body_bytes` must be at least 1".to_owned());
+        }
+        if self.max_events_per_request == 0 {
+            problems.push("`max_events_per_request` must be at least 1".to_owned());
+        }
+        if self.request_timeout_ms == 0 {
+            problems.push("`request_timeout_ms` must be at least 1".to_owned());
+        }
+        problems
+    }
+}

@@ -1,0 +1,88 @@
+//! Configuration of the `kafka_batch` bridge (`type = "kafka_batch"`).
+
+use serde::Deserialize;
+
+/// What a merge-topic message carries (DESIGN.md, payload modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Payload {
+    /// uid + item keys + view_at; the job re-reads records from Redis.
+    #[default]
+    Ids,
+    /// Whole records; the job never reads Redis.
+    Full,
+}
+
+/// Producer compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// lz4: cheap on CPU.
+    #[default]
+    Lz4,
+    /// zstd: smaller messages.
+    Zstd,
+}
+
+/// `[[stages]] type = "kafka_batch"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaBatchConfig {
+    /// Bootstrap brokers, e.g. `"${KAFKA_BROKERS:-127.0.0.1:9092}"`.
+    pub brokers: String,
+    /// The merge topic.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Consumer group of the job role.
+    #[serde(default = "default_consumer_group")]
+    pub consumer_group: String,
+    /// `ids` or `full`.
+    #[serde(default)]
+    pub payload: Payload,
+    /// `lz4` or `zstd`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// A flush larger than this is split into several messages.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Batches the in-process queue of `--embedded` holds before the
+    /// producer waits (backpressure, as a slow broker would apply).
+    #[serde(default = "default_embedded_queue_batches")]
+    pub embedded_queue_batches: usize,
+}
+
+fn default_topic() -> String {
+    "histflow-merge".to_owned()
+}
+fn default_consumer_group() -> String {
+    "histflow-job".to_owned()
+}
+fn default_max_message_bytes() -> usize {
+    1_000_000
+}
+fn default_embedded_queue_batches() -> usize {
+    1024
+}
+
+impl KafkaBatchConfig {
+    /// Stage-local problems, each naming its field.
+    pub fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.brokers.trim().is_empty() {
+            problems.push("`brokers` must name at least one host:port".to_owned());
+        }
+        if self.topic.is_empty() {
+            problems.push("`topic` must not be empty".to_owned());
+        }
+        if self.consumer_group.is_empty() {
+            problems.push("`consumer_group` must not be empty".to_owned());
+        }
+        if self.max_message_bytes < 1024 {
+            problems.push("`max_message_bytes` must be at least 1024".to_owned());
+        }
+        if self.embedded_queue_batches == 0 {
+            problems.push("`embedded_queue_batches` must be at least 1".to_owned());
+        }
+        problems
+    }
+}

@@ -1,0 +1,9 @@
+//! The `kafka_batch` bridge: in the service role it ships each shard flush
+//! as one message to the merge topic; in the job role its consumer group
+//! feeds the stages that read it. Under `--embedded` an in-process queue
+//! ([`embedded`]) stands in for the broker.
+
+mod config;
+pub mod embedded;
+
+pub use config::{Compression, KafkaBatchConfig, Payload};

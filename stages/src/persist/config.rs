@@ -1,0 +1,70 @@
+//! Configuration of the `persist` stage (`type = "persist"`).
+
+use serde::Deserialize;
+
+/// `[[stages]] type = "persist"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistConfig {
+    /// HBase Thrift1 gateway, `host:port`, e.g. `"${HBASE_THRIFT:-127.0.0.1:9090}"`.
+    pub hbase_thrift: String,
+    /// HBase table.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// Redis to re-read records from when the payload is `ids`.
+    pub redis_url: Option<String>,
+    /// Rows per HBase `mutateRows` call.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// The fold window writes when it holds this many rows...
+    #[serde(default = "default_flush_max_rows")]
+    pub flush_max_rows: usize,
+    /// ...or after this many milliseconds.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// Directory of the embedded on-disk store used by `--embedded`.
+    #[serde(default = "default_embedded_data_dir")]
+    pub embedded_data_dir: String,
+}
+
+fn default_table() -> String {
+    "history".to_owned()
+}
+fn default_batch_rows() -> usize {
+    500
+}
+fn default_flush_max_rows() -> usize {
+    10_000
+}
+fn default_flush_interval_ms() -> u64 {
+    60_000
+}
+fn default_embedded_data_dir() -> String {
+    "./data/hbase".to_owned()
+}
+
+impl PersistConfig {
+    /// Stage-local problems, each naming its field.
+    pub fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.hbase_thrift.contains(':') {
+            problems.push(format!(
+                "`hbase_thrift` = {:?} must be host:port",
+                self.hbase_thrift
+            ));
+        }
+        if self.table.is_empty() {
+            problems.push("`table` must not be empty".to_owned());
+        }
+        if self.batch_rows == 0 {
+            problems.push("`batch_rows` must be at least 1".to_owned());
+        }
+        if self.flush_max_rows == 0 {
+            problems.push("`flush_max_rows` must be at least 1".to_owned());
+        }
+        if self.flush_interval_ms == 0 {
+            problems.push("`flush_interval_ms` must be at least 1".to_owned());
+        }
+        problems
+    }
+}

@@ -1,0 +1,55 @@
+//! Configuration of the `realtime` stage (`type = "realtime"`).
+
+use serde::Deserialize;
+
+/// `[[stages]] type = "realtime"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// Redis to write to, e.g. `"${REDIS_URL:-redis://127.0.0.1:6379}"`.
+    pub redis_url: String,
+    /// Timeline length kept per user; older items are trimmed from Redis
+    /// (they stay in HBase).
+    #[serde(default = "default_max_items_per_user")]
+    pub max_items_per_user: usize,
+    /// Most events written to Redis in one pipeline (group commit).
+    #[serde(default = "default_group_commit_max_events")]
+    pub group_commit_max_events: usize,
+    /// Longest wait for more events before a group commit goes out, in
+    /// microseconds.
+    #[serde(default = "default_group_commit_linger_us")]
+    pub group_commit_linger_us: u64,
+}
+
+fn default_max_items_per_user() -> usize {
+    1000
+}
+fn default_group_commit_max_events() -> usize {
+    256
+}
+fn default_group_commit_linger_us() -> u64 {
+    1000
+}
+
+impl RealtimeConfig {
+    /// Stage-local problems, each naming its field.
+    pub fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(self.redis_url.starts_with("redis://")
+            || self.redis_url.starts_with("rediss://")
+            || self.redis_url.starts_with("redis+unix://"))
+        {
+            problems.push(format!(
+                "`redis_url` = {:?} must start with redis://, rediss:// or redis+unix://",
+                self.redis_url
+            ));
+        }
+        if self.max_items_per_user == 0 {
+            problems.push("`max_items_per_user` must be at least 1".to_owned());
+        }
+        if self.group_commit_max_events == 0 {
+            problems.push("`group_commit_max_events` must be at least 1".to_owned());
+        }
+        problems
+    }
+}
