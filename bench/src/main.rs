@@ -1,0 +1,29 @@
+//! histflow's benchmarks.
+//!
+//! # Layout
+//! - `runtime_dag`: events/s through a 4-stage no-op DAG, so the runtime
+//!   can be shown never to be what limits the pipeline.
+
+mod runtime_dag;
+
+use clap::{Parser, Subcommand};
+
+/// histflow benchmarks; each prints a table and the command to repeat it.
+#[derive(Debug, Parser)]
+#[command(name = "bench", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Events/s through source -> relay -> relay -> sink doing no work.
+    Runtime(runtime_dag::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Runtime(options) => runtime_dag::run(&options),
+    }
+}
