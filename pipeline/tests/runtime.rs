@@ -69,7 +69,7 @@ fn collecting_sink(
             if !per_batch.is_zero() {
                 tokio::time::sleep(per_batch).await;
             }
-            seen.lock().unwrap().extend(batch);
+            seen.lock().expect("collector lock").extend(batch);
         }
         Ok(())
     })

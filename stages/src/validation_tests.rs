@@ -61,9 +61,16 @@ fn base_topology_is_sound() {
     assert_eq!(problems_of(&[]), Vec::<String>::new());
 }
 
+/// (case name, edits to the base topology, the exact problems expected).
+type Case = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static [&'static str],
+);
+
 #[test]
 fn broken_topologies_report_exact_messages() {
-    let table: &[(&str, &[(&str, &str)], &[&str])] = &[
+    let table: &[Case] = &[
         (
             "unknown stage type",
             &[("type = \"aggregate\"", "type = \"aggregator\"")],

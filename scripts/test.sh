@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Runs every check and test of histflow against real services, on a fresh
+# Debian machine as root or on a developer's machine:
+#   - installs redis-server (apt-get) when missing, and starts a Redis on
+#     loopback when none answers at REDIS_URL;
+#   - installs the tansu Kafka-compatible broker (cargo install, about ten
+#     minutes the first time on 2 cores; skipped when this version is there)
+#     and starts it on loopback with memory:// storage when nothing listens
+#     at KAFKA_BROKERS;
+#   - exports REDIS_URL and KAFKA_BROKERS, then runs cargo fmt --check,
+#     cargo clippy -D warnings and cargo test --workspace;
+#   - stops only the services it started.
+# Environment: REDIS_URL (default redis://127.0.0.1:6379), KAFKA_BROKERS
+# (default 127.0.0.1:9092), TANSU_VERSION (default below).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
+LOG_DIR="target/test-services"
+mkdir -p "$LOG_DIR"
+
+started_pids=()
+stop_started() {
+    for pid in "${started_pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${started_pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap stop_started EXIT
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root (or sudo) to run: $*"; fi
+}
+
+# Waits up to $1 seconds for the command after it to succeed.
+wait_for() {
+    local deadline=$(( $(date +%s) + $1 )); shift
+    until "$@" >/dev/null 2>&1; do
+        [ "$(date +%s)" -lt "$deadline" ] || return 1
+        sleep 0.2
+    done
+}
+
+# host and port of a host:port or scheme://host:port[/...] address.
+host_of() { local a="${1#*://}"; a="${a%%/*}"; a="${a##*@}"; echo "${a%:*}"; }
+port_of() { local a="${1#*://}"; a="${a%%/*}"; echo "${a##*:}"; }
+is_loopback() { case "$1" in 127.*|localhost|::1) return 0 ;; *) return 1 ;; esac; }
+tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# --- Redis -------------------------------------------------------------------
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    say "installing redis-server (apt-get)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+if redis-cli -u "$REDIS_URL" ping 2>/dev/null | grep -q PONG; then
+    say "using the Redis already answering at $REDIS_URL"
+else
+    redis_host="$(host_of "$REDIS_URL")"; redis_port="$(port_of "$REDIS_URL")"
+    is_loopback "$redis_host" || die "no Redis answers at $REDIS_URL, and it is not a loopback address this script may start one on"
+    say "starting redis-server on $redis_host:$redis_port (no persistence; log: $LOG_DIR/redis.log)"
+    redis-server --bind "$redis_host" --port "$redis_port" --save '' --appendonly no --daemonize no \
+        >"$LOG_DIR/redis.log" 2>&1 &
+    started_pids+=("$!")
+    wait_for 10 sh -c "redis-cli -u '$REDIS_URL' ping | grep -q PONG" \
+        || { tail -20 "$LOG_DIR/redis.log" >&2; die "redis-server did not answer within 10 s"; }
+fi
+
+# --- Kafka protocol: tansu -----------------------------------------------------
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! tansu --version 2>/dev/null | grep -qx "tansu $TANSU_VERSION"; then
+    say "installing tansu $TANSU_VERSION (cargo install; about 10 minutes the first time on 2 cores)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
+fi
+first_broker="${KAFKA_BROKERS%%,*}"
+kafka_host="$(host_of "$first_broker")"; kafka_port="$(port_of "$first_broker")"
+if tcp_open "$kafka_host" "$kafka_port"; then
+    say "using the Kafka broker already listening at $first_broker"
+else
+    is_loopback "$kafka_host" || die "no broker listens at $first_broker, and it is not a loopback address this script may start one on"
+    say "starting tansu on $kafka_host:$kafka_port with memory:// storage (log: $LOG_DIR/tansu.log)"
+    tansu broker \
+        --listener-url "tcp://$kafka_host:$kafka_port" \
+        --advertised-listener-url "tcp://$kafka_host:$kafka_port" \
+        --storage-engine "memory://tansu/" \
+        >"$LOG_DIR/tansu.log" 2>&1 &
+    started_pids+=("$!")
+    wait_for 30 tcp_open "$kafka_host" "$kafka_port" \
+        || { tail -20 "$LOG_DIR/tansu.log" >&2; die "tansu did not listen within 30 s"; }
+fi
+
+# --- checks and tests --------------------------------------------------------
+say "REDIS_URL=$REDIS_URL KAFKA_BROKERS=$KAFKA_BROKERS"
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+say "cargo test --workspace"
+cargo test --workspace
