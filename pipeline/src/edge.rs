@@ -123,6 +123,7 @@ impl<M> fmt::Display for SendError<M> {
 impl<M> std::error::Error for SendError<M> {}
 
 /// One outgoing edge: the edge's state plus the receiving stage's queue.
+#[derive(Clone)]
 pub(crate) struct EdgeSender<M> {
     pub(crate) edge: Arc<EdgeShared>,
     pub(crate) queue: mpsc::UnboundedSender<Delivery<M>>,
@@ -146,13 +147,25 @@ impl<M> EdgeSender<M> {
     }
 }
 
-/// A stage's outgoing side: every edge to a downstream stage.
+/// A stage's outgoing side: every edge to a downstream stage. Clones share
+/// the edges (a source's concurrent handlers each hold one); downstream
+/// stages see their input close when the last clone is dropped.
 pub struct Output<M> {
-    edges: Vec<EdgeSender<M>>,
+    edges: Arc<[EdgeSender<M>]>,
     metrics: StageMetrics,
     /// Only sources carry their rate limit here; other stages apply it on
     /// their input.
-    rate_limit: Option<RateLimit>,
+    rate_limit: Option<Arc<RateLimit>>,
+}
+
+impl<M> Clone for Output<M> {
+    fn clone(&self) -> Self {
+        Output {
+            edges: self.edges.clone(),
+            metrics: self.metrics.clone(),
+            rate_limit: self.rate_limit.clone(),
+        }
+    }
 }
 
 impl<M: Message> Output<M> {
@@ -165,9 +178,9 @@ impl<M: Message> Output<M> {
         // sender holding places it waited for on a blocking edge.
         edges.sort_by_key(|sender| sender.edge.when_full != WhenFull::Reject);
         Output {
-            edges,
+            edges: edges.into(),
             metrics,
-            rate_limit,
+            rate_limit: rate_limit.map(Arc::new),
         }
     }
 
@@ -179,13 +192,13 @@ impl<M: Message> Output<M> {
     /// Sends `message` to every downstream stage, all or none: places are
     /// reserved on every edge (waiting on `block` edges, failing at once on
     /// a full `reject` edge) before anything is delivered.
-    pub async fn send(&mut self, message: M) -> Result<(), SendError<M>> {
+    pub async fn send(&self, message: M) -> Result<(), SendError<M>> {
         let events = message.event_count();
         if let Some(limit) = &self.rate_limit {
             self.metrics.rate_limit_wait(limit.take_all(events).await);
         }
         let mut reserved = Vec::with_capacity(self.edges.len());
-        for sender in &self.edges {
+        for sender in self.edges.iter() {
             let edge = &sender.edge;
             let wanted = edge.permits_for(events);
             let places = match edge.permits.clone().try_acquire_many_owned(wanted) {

@@ -62,7 +62,7 @@ impl Stage<Batch> for QueueProducer {
 }
 
 impl Stage<Batch> for QueueConsumer {
-    fn run(mut self: Box<Self>, mut cx: StageContext<Batch>) -> StageFuture {
+    fn run(mut self: Box<Self>, cx: StageContext<Batch>) -> StageFuture {
         async move {
             while let Some(batch) = self.queue.recv().await {
                 if let Err(error) = cx.output.send(batch).await {

@@ -1,0 +1,223 @@
+//! The one encoding of every stored or shipped value: protobuf messages of
+//! `proto/histflow/v1/history.proto`, each carrying a `version`.
+
+use prost::Message as _;
+use serde::Deserialize;
+
+use crate::op::Op;
+use crate::proto;
+use crate::record::Record;
+
+/// The encoding revision this build writes.
+pub const VERSION: u32 = 1;
+
+/// A value that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not a protobuf message of the expected type.
+    #[error("not a valid {what}: {source}")]
+    Protobuf {
+        /// The message type expected.
+        what: &'static str,
+        /// prost's reason.
+        source: prost::DecodeError,
+    },
+    /// Written by a newer revision this build does not know.
+    #[error("{what} has encoding version {version}, this build reads up to {VERSION}")]
+    Version {
+        /// The message type.
+        what: &'static str,
+        /// The version found.
+        version: u32,
+    },
+    /// A merge op with no operation set.
+    #[error("a merge op carries no operation")]
+    EmptyOp,
+}
+
+/// What a merge-topic message carries for an upsert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Payload {
+    /// uid + item key + view_at; the job re-reads the record from Redis.
+    #[default]
+    Ids,
+    /// The whole record; the job never reads Redis.
+    Full,
+}
+
+fn to_proto(record: &Record) -> proto::Record {
+    proto::Record {
+        version: VERSION,
+        uid: record.uid,
+        business: record.business.clone(),
+        oid: record.oid,
+        sub_id: record.sub_id,
+        progress: record.progress,
+        duration: record.duration,
+        device: record.device.clone(),
+        view_at: record.view_at,
+    }
+}
+
+fn from_proto(record: proto::Record) -> Result<Record, DecodeError> {
+    if record.version > VERSION {
+        return Err(DecodeError::Version { what: "Record", version: record.version });
+    }
+    Ok(Record {
+        uid: record.uid,
+        business: record.business,
+        oid: record.oid,
+        sub_id: record.sub_id,
+        progress: record.progress,
+        duration: record.duration,
+        device: record.device,
+        view_at: record.view_at,
+    })
+}
+
+/// A record as stored in Redis and HBase.
+pub fn encode_record(record: &Record) -> Vec<u8> {
+    to_proto(record).encode_to_vec()
+}
+
+/// A stored record.
+pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let record = proto::Record::decode(bytes).map_err(|source| DecodeError::Protobuf { what: "Record", source })?;
+    from_proto(record)
+}
+
+/// One op of a decoded merge-topic message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOp {
+    /// `ids` payload: the record is to be read from Redis.
+    UpsertRef {
+        /// The user.
+        uid: u64,
+        /// Item key.
+        item: String,
+        /// The view the record must be at least as new as.
+        view_at: i64,
+    },
+    /// Any other op, whole.
+    Op(Op),
+}
+
+fn op_to_proto(op: &Op, payload: Payload) -> proto::MergeOp {
+    use proto::merge_op::Op as P;
+    let op = match op {
+        Op::Upsert(record) => match payload {
+            Payload::Ids => P::UpsertRef(proto::ItemRef { uid: record.uid, item: record.item_key(), view_at: record.view_at }),
+            Payload::Full => P::Upsert(to_proto(record)),
+        },
+        Op::Delete { uid, item, at } => P::Delete(proto::ItemDelete { uid: *uid, item: item.clone(), at: *at }),
+        Op::Clear { uid, at } => P::Clear(proto::HistoryClear { uid: *uid, at: *at }),
+        Op::SetRecording { uid, paused, at } => P::Recording(proto::RecordingSwitch { uid: *uid, paused: *paused, at: *at }),
+    };
+    proto::MergeOp { op: Some(op) }
+}
+
+/// Encodes one shard flush as merge-topic messages of at most
+/// `max_message_bytes` each (a single op larger than that still travels,
+/// alone). Op order is kept across the split.
+pub fn encode_merge_batch(shard: u32, ops: &[Op], payload: Payload, max_message_bytes: usize) -> Vec<Vec<u8>> {
+    let mut messages = Vec::new();
+    let mut current = proto::MergeBatch { version: VERSION, shard, ops: Vec::new() };
+    let header = current.encoded_len();
+    let mut size = header;
+    for op in ops {
+        let op = op_to_proto(op, payload);
+        let op_size = prost::length_delimiter_len(op.encoded_len()) + op.encoded_len() + 1;
+        if !current.ops.is_empty() && size + op_size > max_message_bytes {
+            messages.push(current.encode_to_vec());
+            current.ops.clear();
+            size = header;
+        }
+        size += op_size;
+        current.ops.push(op);
+    }
+    if !current.ops.is_empty() {
+        messages.push(current.encode_to_vec());
+    }
+    messages
+}
+
+/// A merge-topic message: its shard and ops.
+pub fn decode_merge_batch(bytes: &[u8]) -> Result<(u32, Vec<MergeOp>), DecodeError> {
+    use proto::merge_op::Op as P;
+    let batch = proto::MergeBatch::decode(bytes).map_err(|source| DecodeError::Protobuf { what: "MergeBatch", source })?;
+    if batch.version > VERSION {
+        return Err(DecodeError::Version { what: "MergeBatch", version: batch.version });
+    }
+    let ops = batch
+        .ops
+        .into_iter()
+        .map(|op| match op.op.ok_or(DecodeError::EmptyOp)? {
+            P::UpsertRef(r) => Ok(MergeOp::UpsertRef { uid: r.uid, item: r.item, view_at: r.view_at }),
+            P::Upsert(record) => Ok(MergeOp::Op(Op::Upsert(from_proto(record)?))),
+            P::Delete(d) => Ok(MergeOp::Op(Op::Delete { uid: d.uid, item: d.item, at: d.at })),
+            P::Clear(c) => Ok(MergeOp::Op(Op::Clear { uid: c.uid, at: c.at })),
+            P::Recording(r) => Ok(MergeOp::Op(Op::SetRecording { uid: r.uid, paused: r.paused, at: r.at })),
+        })
+        .collect::<Result<_, DecodeError>>()?;
+    Ok((batch.shard, ops))
+}
+
+/// The first-watch broadcast of `record`'s user on UTC day `day`.
+pub fn encode_first_watch(record: &Record, day: i64) -> Vec<u8> {
+    proto::FirstWatch { version: VERSION, uid: record.uid, day, item: record.item_key(), view_at: record.view_at }.encode_to_vec()
+}
+
+/// A first-watch broadcast.
+pub fn decode_first_watch(bytes: &[u8]) -> Result<proto::FirstWatch, DecodeError> {
+    proto::FirstWatch::decode(bytes).map_err(|source| DecodeError::Protobuf { what: "FirstWatch", source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(uid: u64, oid: u64, view_at: i64) -> Record {
+        Record { uid, business: "archive".into(), oid, sub_id: Some(3), progress: 120, duration: Some(600), device: Some("ios".into()), view_at }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let original = record(7, 99, 1_700_000_000_000);
+        assert_eq!(decode_record(&encode_record(&original)).unwrap(), original);
+        let minimal = Record { sub_id: None, duration: None, device: None, progress: -1, ..original };
+        assert_eq!(decode_record(&encode_record(&minimal)).unwrap(), minimal);
+    }
+
+    #[test]
+    fn newer_versions_and_garbage_are_refused() {
+        let mut newer = to_proto(&record(1, 1, 1));
+        newer.version = VERSION + 1;
+        assert!(matches!(decode_record(&newer.encode_to_vec()), Err(DecodeError::Version { version: 2, .. })));
+        assert!(decode_merge_batch(b"\xff\xff\xff").is_err());
+    }
+
+    #[test]
+    fn merge_batches_split_by_size_and_keep_order() {
+        let ops: Vec<Op> = (0..1000).map(|i| Op::Upsert(record(i + 1, i, 1_700_000_000_000 + i as i64))).collect();
+        for payload in [Payload::Ids, Payload::Full] {
+            let messages = encode_merge_batch(5, &ops, payload, 4096);
+            assert!(messages.len() > 1);
+            assert!(messages.iter().all(|m| m.len() <= 4096), "a message exceeds the limit");
+            let decoded: Vec<MergeOp> = messages.iter().flat_map(|m| {
+                let (shard, ops) = decode_merge_batch(m).unwrap();
+                assert_eq!(shard, 5);
+                ops
+            }).collect();
+            assert_eq!(decoded.len(), 1000);
+            for (op, original) in decoded.iter().zip(&ops) {
+                let Op::Upsert(r) = original else { unreachable!() };
+                match (payload, op) {
+                    (Payload::Ids, MergeOp::UpsertRef { uid, item, view_at }) => assert_eq!((*uid, item.clone(), *view_at), (r.uid, r.item_key(), r.view_at)),
+                    (Payload::Full, MergeOp::Op(Op::Upsert(got))) => assert_eq!(got, r),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Operations on a user's history. Ops of one user keep their order from
+//! ingest to HBase: they share a shard, hence a Kafka partition.
+
+use crate::record::Record;
+
+/// One change to a user's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Record a report; the newer `view_at` wins.
+    Upsert(Record),
+    /// Remove one item as of `at` (unix ms); older reports stay hidden.
+    Delete {
+        /// The user.
+        uid: u64,
+        /// The item key `business:oid`.
+        item: String,
+        /// When the delete happened, unix ms.
+        at: i64,
+    },
+    /// Remove every item as of `at`; older reports stay hidden.
+    Clear {
+        /// The user.
+        uid: u64,
+        /// When the clear happened, unix ms.
+        at: i64,
+    },
+    /// Pause or resume recording for the user.
+    SetRecording {
+        /// The user.
+        uid: u64,
+        /// Whether recording is paused.
+        paused: bool,
+        /// When it was switched, unix ms.
+        at: i64,
+    },
+}
+
+impl Op {
+    /// The user this op belongs to.
+    pub fn uid(&self) -> u64 {
+        match self {
+            Op::Upsert(record) => record.uid,
+            Op::Delete { uid, .. } | Op::Clear { uid, .. } | Op::SetRecording { uid, .. } => *uid,
+        }
+    }
+}
