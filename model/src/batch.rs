@@ -61,7 +61,11 @@ pub struct Batch {
 impl Batch {
     /// A batch of `ops` with no shard and no waiter.
     pub fn of(ops: Vec<Op>) -> Self {
-        Batch { ops, shard: None, ack: None }
+        Batch {
+            ops,
+            shard: None,
+            ack: None,
+        }
     }
 }
 

@@ -326,3 +326,25 @@ impl<M> Drop for Input<M> {
         }
     }
 }
+
+/// One edge from an `Output` to an `Input`, outside any runtime: for stage
+/// tests and for wiring a stage by hand.
+pub fn channel<M: Message>(
+    from: &str,
+    to: &str,
+    capacity: usize,
+    when_full: WhenFull,
+) -> (Output<M>, Input<M>) {
+    let edge = EdgeShared::new(from, to, capacity, when_full);
+    let (queue, receiver) = mpsc::unbounded_channel();
+    let output = Output::new(
+        vec![EdgeSender {
+            edge: edge.clone(),
+            queue,
+        }],
+        StageMetrics::new(from),
+        None,
+    );
+    let input = Input::new(receiver, vec![edge], StageMetrics::new(to), None);
+    (output, input)
+}

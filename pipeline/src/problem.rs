@@ -12,6 +12,8 @@ pub enum Scope {
     Pipeline,
     /// A `[businesses]` entry.
     Business(String),
+    /// The `[auth]` section.
+    Auth,
     /// A named stage.
     Stage(String),
     /// A stage without a usable name, by its position in `[[stages]]`.
@@ -41,6 +43,13 @@ impl Problem {
     pub fn pipeline(message: impl Into<String>) -> Self {
         Problem {
             scope: Scope::Pipeline,
+            message: message.into(),
+        }
+    }
+    /// A problem of `[auth]`.
+    pub fn auth(message: impl Into<String>) -> Self {
+        Problem {
+            scope: Scope::Auth,
             message: message.into(),
         }
     }
@@ -80,6 +89,7 @@ impl fmt::Display for Problem {
             Scope::Topology => write!(f, "topology: {}", self.message),
             Scope::Pipeline => write!(f, "[pipeline]: {}", self.message),
             Scope::Business(name) => write!(f, "business `{name}`: {}", self.message),
+            Scope::Auth => write!(f, "[auth]: {}", self.message),
             Scope::Stage(name) => write!(f, "stage `{name}`: {}", self.message),
             Scope::StageIndex(index) => write!(f, "stages[{index}]: {}", self.message),
             Scope::Field(path) => write!(f, "{path}: {}", self.message),

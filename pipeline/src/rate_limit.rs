@@ -85,6 +85,20 @@ impl RateLimit {
         }
     }
 
+    /// Charges `events` now if they may pass; otherwise charges nothing and
+    /// says how long until they could (for `Retry-After`). `None` when
+    /// `events` exceeds the burst and can never pass at once.
+    pub fn try_take(&self, events: u32) -> Result<(), Option<Duration>> {
+        let Some(cells) = NonZeroU32::new(events) else {
+            return Ok(());
+        };
+        match self.limiter.check_n(cells) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(Some(not_until.wait_time_from(self.clock.now()))),
+            Err(_) => Err(None),
+        }
+    }
+
     /// Waits until `events` may pass, in chunks of at most the burst.
     /// Returns the time spent waiting.
     pub async fn take_all(&self, mut events: usize) -> Duration {

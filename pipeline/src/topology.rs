@@ -94,6 +94,8 @@ pub struct Topology<S> {
     pub settings: Settings,
     /// `[businesses]`, by name.
     pub businesses: BTreeMap<String, Business>,
+    /// `[auth]`: the clients allowed to call the HTTP and gRPC APIs.
+    pub auth: Auth,
     /// `[[stages]]`, in file order.
     pub stages: Vec<StageDef<S>>,
     /// Stages whose own part failed to parse, kept by name and inputs so
@@ -160,6 +162,40 @@ fn default_shutdown_timeout_ms() -> u64 {
 
 fn default_admin_listen() -> String {
     DEFAULT_ADMIN_LISTEN.to_owned()
+}
+
+/// `[auth]`: who may call the APIs. No clients: the APIs are open (a
+/// warning is logged at start-up).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// `[[auth.clients]]`.
+    #[serde(default)]
+    pub clients: Vec<AuthClient>,
+}
+
+/// One API client.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthClient {
+    /// Name for logs and metrics.
+    pub name: String,
+    /// Bearer token; write it as `"${SOME_TOKEN_VAR}"` so it comes from the
+    /// environment, not the file.
+    pub token: String,
+    /// This client's own limit, in events per second; exceeding it answers
+    /// 429 with `Retry-After`.
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+impl fmt::Debug for AuthClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the token.
+        f.debug_struct("AuthClient")
+            .field("name", &self.name)
+            .field("rate_limit", &self.rate_limit)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One entry of `[businesses]`.
@@ -288,7 +324,7 @@ struct CommonKeys {
 }
 
 const COMMON_KEYS: &[&str] = &["inputs", "rate_limit"];
-const TOP_LEVEL_KEYS: &[&str] = &["pipeline", "businesses", "stages"];
+const TOP_LEVEL_KEYS: &[&str] = &["pipeline", "businesses", "auth", "stages"];
 
 /// Parses `text` into a topology, interpolating `${VAR}` from `vars`.
 /// Returns every problem found, or the topology when there were none.
@@ -364,6 +400,14 @@ pub(crate) fn parse_partial<S: StageSpec>(
         )),
     }
 
+    let auth = match root.remove("auth") {
+        None => Auth::default(),
+        Some(value) => value.try_into::<Auth>().unwrap_or_else(|err| {
+            problems.push(Problem::auth(serde_message(&err)));
+            Auth::default()
+        }),
+    };
+
     let mut stages = Vec::new();
     let mut opaque = Vec::new();
     match root.remove("stages") {
@@ -392,6 +436,7 @@ pub(crate) fn parse_partial<S: StageSpec>(
         Topology {
             settings,
             businesses,
+            auth,
             stages,
             opaque,
         },

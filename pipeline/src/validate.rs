@@ -49,6 +49,7 @@ pub fn validate<S: StageSpec>(topology: &Topology<S>) -> Vec<Problem> {
     let mut problems = Vec::new();
     check_settings(topology, &mut problems);
     check_businesses(topology, &mut problems);
+    check_auth(topology, &mut problems);
     check_names(topology, &mut problems);
     check_stages(topology, &mut problems);
     check_cycles(topology, &mut problems);
@@ -91,6 +92,31 @@ fn check_businesses<S: StageSpec>(topology: &Topology<S>, problems: &mut Vec<Pro
         }
         if name.is_empty() || name.contains(':') {
             problems.push(Problem::business(name, "a business name must be non-empty and must not contain `:` (it is part of the item key `business:oid`)"));
+        }
+    }
+}
+
+fn check_auth<S: StageSpec>(topology: &Topology<S>, problems: &mut Vec<Problem>) {
+    let mut names = HashSet::new();
+    let mut tokens = HashSet::new();
+    for client in &topology.auth.clients {
+        let name = &client.name;
+        if !names.insert(name.as_str()) {
+            problems.push(Problem::auth(format!("client `{name}` is declared twice")));
+        }
+        if client.token.len() < 16 {
+            problems.push(Problem::auth(format!(
+                "client `{name}`: `token` must be at least 16 characters"
+            )));
+        } else if !tokens.insert(client.token.as_str()) {
+            problems.push(Problem::auth(format!(
+                "client `{name}`: `token` is the same as another client's"
+            )));
+        }
+        if let Some(limit) = &client.rate_limit {
+            if limit.per_second == 0 || limit.burst == Some(0) {
+                problems.push(Problem::auth(format!("client `{name}`: `rate_limit.per_second` and `rate_limit.burst` must be at least 1")));
+            }
         }
     }
 }

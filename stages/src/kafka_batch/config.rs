@@ -1,17 +1,7 @@
 //! Configuration of the `kafka_batch` bridge (`type = "kafka_batch"`).
 
+pub use model::codec::Payload;
 use serde::Deserialize;
-
-/// What a merge-topic message carries (DESIGN.md, payload modes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Payload {
-    /// uid + item keys + view_at; the job re-reads records from Redis.
-    #[default]
-    Ids,
-    /// Whole records; the job never reads Redis.
-    Full,
-}
 
 /// Producer compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
