@@ -84,12 +84,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { topology } => match topology_file::load(&topology) {
             Ok(loaded) => {
-                println!(
-                    "{}: valid ({} stages, {} businesses)",
-                    topology.display(),
-                    loaded.stages.len(),
-                    loaded.businesses.len()
-                );
+                println!("{}: valid ({} stages, {} businesses)", topology.display(), loaded.stages.len(), loaded.businesses.len());
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -105,11 +100,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Run {
-            topology,
-            role,
-            embedded,
-        } => {
+        Command::Run { topology, role, embedded } => {
             init_logging();
             run::run(&topology, role.into(), embedded)
         }
@@ -117,10 +108,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }

@@ -25,10 +25,7 @@ pub fn run(path: &Path, role: RoleSelection, embedded: bool) -> ExitCode {
         Ok(topology) => topology,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cannot start the tokio runtime: {error}");
@@ -38,33 +35,26 @@ pub fn run(path: &Path, role: RoleSelection, embedded: bool) -> ExitCode {
     runtime.block_on(run_topology(topology, role, embedded))
 }
 
-async fn run_topology(
-    topology: Topology<StageConfig>,
-    role: RoleSelection,
-    embedded: bool,
-) -> ExitCode {
-    let nodes = match stages::build(&topology, BuildOptions { role, embedded }) {
+async fn run_topology(topology: Topology<StageConfig>, role: RoleSelection, embedded: bool) -> ExitCode {
+    let metrics =
+        install_prometheus().map_err(|error| tracing::warn!(%error, "metrics recorder not installed; /metrics will answer 503")).ok();
+    let health = Health::default();
+    let admin_state = AdminState { health: health.clone(), metrics };
+    let nodes = match stages::build(&topology, BuildOptions { role, embedded, admin: Some(admin_state.clone()) }) {
         Ok(nodes) => nodes,
         Err(problems) => {
-            eprintln!(
-                "cannot run the {role} role{}:",
-                if embedded { " with --embedded" } else { "" }
-            );
+            eprintln!("cannot run the {role} role{}:", if embedded { " with --embedded" } else { "" });
             for problem in problems {
                 eprintln!("  - {problem}");
             }
             return ExitCode::from(EXIT_BAD_TOPOLOGY);
         }
     };
-    let metrics = install_prometheus().map_err(|error| tracing::warn!(%error, "metrics recorder not installed; /metrics will answer 503")).ok();
-    let health = Health::default();
     let shutdown = CancellationToken::new();
 
     // The ingest server carries /metrics and the health endpoints; without
     // one in this role they get an address of their own.
-    let ingest_runs = plan(&topology, role)
-        .iter()
-        .any(|node| matches!(node.stage.config, StageConfig::HttpIngest(_)));
+    let ingest_runs = plan(&topology, role).iter().any(|node| matches!(node.stage.config, StageConfig::HttpIngest(_)));
     let admin_stop = CancellationToken::new();
     let admin = if ingest_runs {
         None
@@ -77,15 +67,7 @@ async fn run_topology(
                 return ExitCode::from(EXIT_RUN_FAILED);
             }
         };
-        let state = AdminState {
-            health: health.clone(),
-            metrics,
-        };
-        Some(tokio::spawn(serve_admin(
-            listener,
-            state,
-            admin_stop.clone(),
-        )))
+        Some(tokio::spawn(serve_admin(listener, admin_state, admin_stop.clone())))
     };
 
     let stage_count = nodes.len();
@@ -100,9 +82,7 @@ async fn run_topology(
     tracing::info!(%role, embedded, stages = stage_count, "histflow running; SIGINT or SIGTERM drains and stops it");
     let watcher = tokio::spawn(watch_signals(shutdown.clone(), health.clone()));
 
-    let outcome = running
-        .wait(Duration::from_millis(topology.settings.shutdown_timeout_ms))
-        .await;
+    let outcome = running.wait(Duration::from_millis(topology.settings.shutdown_timeout_ms)).await;
     health.start_draining();
     watcher.abort();
     admin_stop.cancel();
@@ -133,24 +113,20 @@ async fn watch_signals(shutdown: CancellationToken, health: Health) {
     health.start_draining();
     shutdown.cancel();
     let signal = stop_signal().await;
-    tracing::warn!(
-        signal,
-        "second stop signal; exiting without waiting for the drain"
-    );
+    tracing::warn!(signal, "second stop signal; exiting without waiting for the drain");
     std::process::exit(EXIT_FORCED);
 }
 
 /// Resolves with the name of the first SIGINT or SIGTERM.
 async fn stop_signal() -> &'static str {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(terminate) => terminate,
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the process");
-                let _ = tokio::signal::ctrl_c().await;
-                return "SIGINT";
-            }
-        };
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the process");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = terminate.recv() => "SIGTERM",

@@ -53,22 +53,12 @@ struct RunFigures {
 
 /// Runs the benchmark and prints its table.
 pub fn run(options: &Options) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        options.batch > 0 && options.events >= options.batch,
-        "--events must be at least --batch, and --batch at least 1"
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.threads)
-        .enable_all()
-        .build()?;
+    anyhow::ensure!(options.batch > 0 && options.events >= options.batch, "--events must be at least --batch, and --batch at least 1");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(options.threads).enable_all().build()?;
     let mut runs = Vec::with_capacity(options.runs);
     for index in 0..options.runs.max(1) {
         let figures = runtime.block_on(one_run(options))?;
-        println!(
-            "run {}: {:>12.0} events/s",
-            index + 1,
-            figures.events_per_sec
-        );
+        println!("run {}: {:>12.0} events/s", index + 1, figures.events_per_sec);
         runs.push(figures);
     }
     runs.sort_by(|a, b| a.events_per_sec.total_cmp(&b.events_per_sec));
@@ -96,11 +86,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 }
 
 fn edge(from: &str, capacity: usize) -> Vec<InputSpec> {
-    vec![InputSpec {
-        from: from.to_owned(),
-        capacity,
-        when_full: WhenFull::Block,
-    }]
+    vec![InputSpec { from: from.to_owned(), capacity, when_full: WhenFull::Block }]
 }
 
 fn relay() -> Box<dyn Stage<Stamped>> {
@@ -113,28 +99,17 @@ fn relay() -> Box<dyn Stage<Stamped>> {
 }
 
 async fn one_run(options: &Options) -> anyhow::Result<RunFigures> {
-    let (total, batch) = (
-        options.events / options.batch * options.batch,
-        options.batch,
-    );
-    let source = stage_fn(move |mut cx: StageContext<Stamped>| async move {
+    let (total, batch) = (options.events / options.batch * options.batch, options.batch);
+    let source = stage_fn(move |cx: StageContext<Stamped>| async move {
         let mut next = 0;
         while next < total {
             let events: Vec<u64> = (next..next + batch).collect();
             next += batch;
-            cx.output
-                .send(Stamped {
-                    sent_at: Instant::now(),
-                    events,
-                })
-                .await?;
+            cx.output.send(Stamped { sent_at: Instant::now(), events }).await?;
         }
         Ok(())
     });
-    let received = Arc::new(Mutex::new((
-        0u64,
-        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?,
-    )));
+    let received = Arc::new(Mutex::new((0u64, Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?)));
     let in_sink = received.clone();
     let sink = stage_fn(move |mut cx: StageContext<Stamped>| async move {
         let mut transit = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
@@ -149,61 +124,15 @@ async fn one_run(options: &Options) -> anyhow::Result<RunFigures> {
         Ok(())
     });
     let nodes = vec![
-        (
-            NodeSpec {
-                name: "source".into(),
-                inputs: vec![],
-                rate_limit: None,
-                source: true,
-            },
-            source,
-        ),
-        (
-            NodeSpec {
-                name: "relay1".into(),
-                inputs: edge("source", options.capacity),
-                rate_limit: None,
-                source: false,
-            },
-            relay(),
-        ),
-        (
-            NodeSpec {
-                name: "relay2".into(),
-                inputs: edge("relay1", options.capacity),
-                rate_limit: None,
-                source: false,
-            },
-            relay(),
-        ),
-        (
-            NodeSpec {
-                name: "sink".into(),
-                inputs: edge("relay2", options.capacity),
-                rate_limit: None,
-                source: false,
-            },
-            sink,
-        ),
+        (NodeSpec { name: "source".into(), inputs: vec![], rate_limit: None, source: true }, source),
+        (NodeSpec { name: "relay1".into(), inputs: edge("source", options.capacity), rate_limit: None, source: false }, relay()),
+        (NodeSpec { name: "relay2".into(), inputs: edge("relay1", options.capacity), rate_limit: None, source: false }, relay()),
+        (NodeSpec { name: "sink".into(), inputs: edge("relay2", options.capacity), rate_limit: None, source: false }, sink),
     ];
     let started = Instant::now();
-    start(nodes, CancellationToken::new())?
-        .wait(Duration::from_secs(600))
-        .await
-        .context("the benchmark DAG failed")?;
+    start(nodes, CancellationToken::new())?.wait(Duration::from_secs(600)).await.context("the benchmark DAG failed")?;
     let elapsed = started.elapsed();
-    let (count, transit) = std::mem::replace(
-        &mut *received
-            .lock()
-            .map_err(|_| anyhow::anyhow!("sink panicked"))?,
-        (0, Histogram::new(1)?),
-    );
-    anyhow::ensure!(
-        count == total,
-        "the sink received {count} events of {total}"
-    );
-    Ok(RunFigures {
-        events_per_sec: count as f64 / elapsed.as_secs_f64(),
-        transit,
-    })
+    let (count, transit) = std::mem::replace(&mut *received.lock().map_err(|_| anyhow::anyhow!("sink panicked"))?, (0, Histogram::new(1)?));
+    anyhow::ensure!(count == total, "the sink received {count} events of {total}");
+    Ok(RunFigures { events_per_sec: count as f64 / elapsed.as_secs_f64(), transit })
 }

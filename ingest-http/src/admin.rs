@@ -41,25 +41,13 @@ pub fn install_prometheus() -> Result<PrometheusHandle, metrics_exporter_prometh
 
 /// The admin routes.
 pub fn admin_router(state: AdminState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(state)
+    Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state)
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     match &state.metrics {
-        Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            handle.render(),
-        )
-            .into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no metrics recorder installed\n",
-        )
-            .into_response(),
+        Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no metrics recorder installed\n").into_response(),
     }
 }
 
@@ -71,21 +59,16 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     match state.health.readiness() {
         Readiness::Ready => (StatusCode::OK, "ready\n").into_response(),
         Readiness::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
+        Readiness::Waiting(dependency) => (StatusCode::SERVICE_UNAVAILABLE, format!("waiting for {dependency}\n")).into_response(),
         Readiness::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response(),
     }
 }
 
 /// Serves the admin routes on `listener` until `stop` fires.
-pub async fn serve_admin(
-    listener: tokio::net::TcpListener,
-    state: AdminState,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
+pub async fn serve_admin(listener: tokio::net::TcpListener, state: AdminState, stop: CancellationToken) -> std::io::Result<()> {
     let local: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?local, "admin endpoints listening (/metrics, /healthz, /readyz)");
-    axum::serve(listener, admin_router(state))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    axum::serve(listener, admin_router(state)).with_graceful_shutdown(async move { stop.cancelled().await }).await
 }
 
 #[cfg(test)]
@@ -97,10 +80,7 @@ mod tests {
     use tower::ServiceExt;
 
     async fn get_status(router: Router, path: &str) -> (StatusCode, String) {
-        let response = router
-            .oneshot(Request::get(path).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let response = router.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
@@ -109,24 +89,16 @@ mod tests {
     #[tokio::test]
     async fn readiness_follows_start_and_drain() {
         let health = Health::default();
-        let router = admin_router(AdminState {
-            health: health.clone(),
-            metrics: None,
-        });
-        assert_eq!(
-            get_status(router.clone(), "/readyz").await,
-            (StatusCode::SERVICE_UNAVAILABLE, "starting\n".into())
-        );
+        let router = admin_router(AdminState { health: health.clone(), metrics: None });
+        assert_eq!(get_status(router.clone(), "/readyz").await, (StatusCode::SERVICE_UNAVAILABLE, "starting\n".into()));
         health.set_started();
-        assert_eq!(
-            get_status(router.clone(), "/readyz").await,
-            (StatusCode::OK, "ready\n".into())
-        );
+        assert_eq!(get_status(router.clone(), "/readyz").await, (StatusCode::OK, "ready\n".into()));
+        let redis = health.dependency("redis");
+        assert_eq!(get_status(router.clone(), "/readyz").await, (StatusCode::SERVICE_UNAVAILABLE, "waiting for redis\n".into()));
+        redis.set_up(true);
+        assert_eq!(get_status(router.clone(), "/readyz").await, (StatusCode::OK, "ready\n".into()));
         health.start_draining();
-        assert_eq!(
-            get_status(router.clone(), "/readyz").await,
-            (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
-        );
+        assert_eq!(get_status(router.clone(), "/readyz").await, (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into()));
         assert_eq!(get_status(router, "/healthz").await.0, StatusCode::OK);
     }
 }

@@ -28,9 +28,7 @@ impl Client {
         };
         match limit.try_take(u32::try_from(events).unwrap_or(u32::MAX)) {
             Ok(()) => Ok(()),
-            Err(Some(wait)) => Err(ApiError::RateLimited {
-                retry_after_s: wait.as_secs_f64().ceil() as u64,
-            }),
+            Err(Some(wait)) => Err(ApiError::RateLimited { retry_after_s: wait.as_secs_f64().ceil() as u64 }),
             Err(None) => Err(ApiError::TooLarge(format!(
                 "{events} events exceed client `{}`'s burst of {}; send smaller requests",
                 self.name,
@@ -55,10 +53,7 @@ impl Clients {
             .map(|client| {
                 (
                     client.token.clone(),
-                    Arc::new(Client {
-                        name: client.name.clone(),
-                        limit: client.rate_limit.as_ref().map(RateLimit::new),
-                    }),
+                    Arc::new(Client { name: client.name.clone(), limit: client.rate_limit.as_ref().map(RateLimit::new) }),
                 )
             })
             .collect();
@@ -79,17 +74,9 @@ impl Clients {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-            })
+            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;
-        self.by_token
-            .get(token)
-            .cloned()
-            .map(Some)
-            .ok_or(ApiError::Unauthorized)
+        self.by_token.get(token).cloned().map(Some).ok_or(ApiError::Unauthorized)
     }
 }

@@ -45,10 +45,7 @@ impl HttpIngestConfig {
     pub fn check(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.listen.parse::<SocketAddr>().is_err() {
-            problems.push(format!(
-                "`listen` = {:?} is not an address such as 127.0.0.1:8080",
-                self.listen
-            ));
+            problems.push(format!("`listen` = {:?} is not an address such as 127.0.0.1:8080", self.listen));
         }
         if self.max_body_bytes == 0 {
             problems.push("`max_body_bytes` must be at least 1".to_owned());

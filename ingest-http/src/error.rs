@@ -57,8 +57,7 @@ impl IntoResponse for ApiError {
         let (status, code, message, index, errors, retry_after) = match &self {
             ApiError::BadRequest(errors) => {
                 let first = errors.first();
-                let bad: std::collections::BTreeSet<usize> =
-                    errors.iter().filter_map(|e| e.index).collect();
+                let bad: std::collections::BTreeSet<usize> = errors.iter().filter_map(|e| e.index).collect();
                 let message = match (first, bad.len()) {
                     (Some(only), _) if errors.len() == 1 => only.message.clone(),
                     (_, 0) => format!("{} problems in the request", errors.len()),
@@ -73,22 +72,10 @@ impl IntoResponse for ApiError {
                     None,
                 )
             }
-            ApiError::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or unknown bearer token".to_owned(),
-                None,
-                None,
-                None,
-            ),
-            ApiError::TooLarge(message) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                message.clone(),
-                None,
-                None,
-                None,
-            ),
+            ApiError::Unauthorized => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown bearer token".to_owned(), None, None, None)
+            }
+            ApiError::TooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message.clone(), None, None, None),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -105,37 +92,17 @@ impl IntoResponse for ApiError {
                 None,
                 Some(*retry_after_s),
             ),
-            ApiError::Unavailable {
-                code,
-                message,
-                retry_after_s,
-            } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                *code,
-                message.clone(),
-                None,
-                None,
-                Some(*retry_after_s),
-            ),
+            ApiError::Unavailable { code, message, retry_after_s } => {
+                (StatusCode::SERVICE_UNAVAILABLE, *code, message.clone(), None, None, Some(*retry_after_s))
+            }
         };
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code,
-                message,
-                index,
-                errors,
-            },
-        };
+        let body = ErrorBody { error: ErrorDetail { code, message, index, errors } };
         let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         if matches!(self, ApiError::Unauthorized) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -45,18 +45,10 @@ pub struct EventError {
 
 impl EventError {
     fn body(code: &'static str, message: impl Into<String>) -> Self {
-        EventError {
-            code,
-            message: message.into(),
-            index: None,
-        }
+        EventError { code, message: message.into(), index: None }
     }
     fn at(index: usize, code: &'static str, message: impl Into<String>) -> Self {
-        EventError {
-            code,
-            message: message.into(),
-            index: Some(index),
-        }
+        EventError { code, message: message.into(), index: Some(index) }
     }
 }
 
@@ -72,39 +64,20 @@ pub struct EventRules {
 /// Decodes and validates a body; `now_ms` is the server clock (unix ms),
 /// which fills absent `view_at` and bounds future ones. Returns every
 /// problem, or the records in request order.
-pub fn decode_events(
-    body: &[u8],
-    rules: &EventRules,
-    now_ms: i64,
-) -> Result<Vec<Record>, Vec<EventError>> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
-        vec![EventError::body(
-            "malformed_json",
-            format!("the body is not valid JSON: {error}"),
-        )]
-    })?;
+pub fn decode_events(body: &[u8], rules: &EventRules, now_ms: i64) -> Result<Vec<Record>, Vec<EventError>> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|error| vec![EventError::body("malformed_json", format!("the body is not valid JSON: {error}"))])?;
     let serde_json::Value::Object(mut object) = value else {
-        return Err(vec![EventError::body(
-            "invalid_body",
-            "the body must be an event object or {\"events\": [...]}",
-        )]);
+        return Err(vec![EventError::body("invalid_body", "the body must be an event object or {\"events\": [...]}")]);
     };
     let items = if object.contains_key("events") {
         if object.len() != 1 {
             let extra: Vec<&String> = object.keys().filter(|key| *key != "events").collect();
-            return Err(vec![EventError::body(
-                "invalid_body",
-                format!("a batch body has only `events`; unknown field(s) {extra:?}"),
-            )]);
+            return Err(vec![EventError::body("invalid_body", format!("a batch body has only `events`; unknown field(s) {extra:?}"))]);
         }
         match object.remove("events") {
             Some(serde_json::Value::Array(items)) => items,
-            _ => {
-                return Err(vec![EventError::body(
-                    "invalid_body",
-                    "`events` must be an array of event objects",
-                )])
-            }
+            _ => return Err(vec![EventError::body("invalid_body", "`events` must be an array of event objects")]),
         }
     } else {
         vec![serde_json::Value::Object(object)]
@@ -115,11 +88,7 @@ pub fn decode_events(
     if items.len() > rules.max_events {
         return Err(vec![EventError::body(
             "too_many_events",
-            format!(
-                "{} events in one request; at most {} are accepted",
-                items.len(),
-                rules.max_events
-            ),
+            format!("{} events in one request; at most {} are accepted", items.len(), rules.max_events),
         )]);
     }
 
@@ -141,67 +110,40 @@ pub fn decode_events(
     }
 }
 
-fn check(
-    index: usize,
-    event: WireEvent,
-    rules: &EventRules,
-    now_ms: i64,
-) -> Result<Record, Vec<EventError>> {
+fn check(index: usize, event: WireEvent, rules: &EventRules, now_ms: i64) -> Result<Record, Vec<EventError>> {
     let mut errors = Vec::new();
     if event.uid == 0 {
-        errors.push(EventError::at(
-            index,
-            "invalid_uid",
-            "`uid` must be greater than 0",
-        ));
+        errors.push(EventError::at(index, "invalid_uid", "`uid` must be greater than 0"));
     }
     if !rules.businesses.contains(&event.business) {
         errors.push(EventError::at(
             index,
             "unknown_business",
-            format!(
-                "`business` {:?} is not registered on this endpoint",
-                event.business
-            ),
+            format!("`business` {:?} is not registered on this endpoint", event.business),
         ));
     }
     if event.progress < -1 {
         errors.push(EventError::at(
             index,
             "invalid_progress",
-            format!(
-                "`progress` is {}; it must be -1 (finished) or at least 0",
-                event.progress
-            ),
+            format!("`progress` is {}; it must be -1 (finished) or at least 0", event.progress),
         ));
     }
     if event.duration.is_some_and(|duration| duration < 0) {
-        errors.push(EventError::at(
-            index,
-            "invalid_duration",
-            "`duration` must not be negative",
-        ));
+        errors.push(EventError::at(index, "invalid_duration", "`duration` must not be negative"));
     }
-    if event
-        .device
-        .as_ref()
-        .is_some_and(|device| device.len() > MAX_DEVICE_BYTES)
-    {
-        errors.push(EventError::at(
-            index,
-            "device_too_long",
-            format!("`device` is longer than {MAX_DEVICE_BYTES} bytes"),
-        ));
+    if event.device.as_ref().is_some_and(|device| device.len() > MAX_DEVICE_BYTES) {
+        errors.push(EventError::at(index, "device_too_long", format!("`device` is longer than {MAX_DEVICE_BYTES} bytes")));
     }
     let view_at = event.view_at.unwrap_or(now_ms);
     if view_at < 0 {
+        errors.push(EventError::at(index, "invalid_view_at", "`view_at` must be unix milliseconds, not negative"));
+    } else if view_at > now_ms + MAX_FUTURE_MS {
         errors.push(EventError::at(
             index,
-            "invalid_view_at",
-            "`view_at` must be unix milliseconds, not negative",
+            "view_at_in_future",
+            format!("`view_at` is {} ms ahead of the server clock; at most {MAX_FUTURE_MS} ms is accepted", view_at - now_ms),
         ));
-    } else if view_at > now_ms + MAX_FUTURE_MS {
-        errors.push(EventError::at(index, "view_at_in_future", format!("`view_at` is {} ms ahead of the server clock; at most {MAX_FUTURE_MS} ms is accepted", view_at - now_ms)));
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -225,10 +167,7 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000;
 
     fn rules() -> EventRules {
-        EventRules {
-            businesses: ["archive".to_owned(), "pgc".to_owned()].into(),
-            max_events: 3,
-        }
+        EventRules { businesses: ["archive".to_owned(), "pgc".to_owned()].into(), max_events: 3 }
     }
 
     fn codes(body: &str) -> Vec<(Option<usize>, &'static str)> {
@@ -240,12 +179,7 @@ mod tests {
 
     #[test]
     fn single_and_batch_bodies_decode_in_order() {
-        let one = decode_events(
-            br#"{"uid":1,"business":"archive","oid":9,"progress":30}"#,
-            &rules(),
-            NOW,
-        )
-        .unwrap();
+        let one = decode_events(br#"{"uid":1,"business":"archive","oid":9,"progress":30}"#, &rules(), NOW).unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].view_at, NOW, "absent view_at takes the server time");
         let many = decode_events(
@@ -254,15 +188,7 @@ mod tests {
             NOW,
         )
         .unwrap();
-        assert_eq!(
-            (
-                many[0].uid,
-                many[0].view_at,
-                many[1].sub_id,
-                many[1].device.as_deref()
-            ),
-            (1, 5, Some(3), Some("tv"))
-        );
+        assert_eq!((many[0].uid, many[0].view_at, many[1].sub_id, many[1].device.as_deref()), (1, 5, Some(3), Some("tv")));
     }
 
     #[test]
@@ -273,10 +199,7 @@ mod tests {
             {"uid":"x","business":"archive","oid":1,"progress":1},
             {"uid":1,"business":"archive","oid":1,"progress":1,"color":"red"}
         ]}"#;
-        let rules = EventRules {
-            max_events: 10,
-            ..rules()
-        };
+        let rules = EventRules { max_events: 10, ..rules() };
         let errors = decode_events(body.as_bytes(), &rules, NOW).unwrap_err();
         let got: Vec<(Option<usize>, &str)> = errors.iter().map(|e| (e.index, e.code)).collect();
         assert_eq!(
@@ -289,16 +212,8 @@ mod tests {
                 (Some(3), "invalid_event")
             ]
         );
-        assert!(
-            errors[3].message.contains("invalid type"),
-            "{}",
-            errors[3].message
-        );
-        assert!(
-            errors[4].message.contains("unknown field `color`"),
-            "{}",
-            errors[4].message
-        );
+        assert!(errors[3].message.contains("invalid type"), "{}", errors[3].message);
+        assert!(errors[4].message.contains("unknown field `color`"), "{}", errors[4].message);
     }
 
     #[test]
@@ -306,57 +221,22 @@ mod tests {
         assert_eq!(codes("{not json"), vec![(None, "malformed_json")]);
         assert_eq!(codes("[1,2]"), vec![(None, "invalid_body")]);
         assert_eq!(codes(r#"{"events":{}}"#), vec![(None, "invalid_body")]);
-        assert_eq!(
-            codes(r#"{"events":[],"x":1}"#),
-            vec![(None, "invalid_body")]
-        );
+        assert_eq!(codes(r#"{"events":[],"x":1}"#), vec![(None, "invalid_body")]);
         assert_eq!(codes(r#"{"events":[]}"#), vec![(None, "no_events")]);
         let four = r#"{"uid":1,"business":"archive","oid":1,"progress":1}"#;
-        assert_eq!(
-            codes(&format!(r#"{{"events":[{four},{four},{four},{four}]}}"#)),
-            vec![(None, "too_many_events")]
-        );
-        assert_eq!(
-            codes(r#"{"uid":1,"business":"archive","progress":1}"#),
-            vec![(Some(0), "invalid_event")]
-        );
+        assert_eq!(codes(&format!(r#"{{"events":[{four},{four},{four},{four}]}}"#)), vec![(None, "too_many_events")]);
+        assert_eq!(codes(r#"{"uid":1,"business":"archive","progress":1}"#), vec![(Some(0), "invalid_event")]);
     }
 
     #[test]
     fn field_limits() {
-        let event = |extra: &str| {
-            format!(r#"{{"uid":1,"business":"archive","oid":1,"progress":1{extra}}}"#)
-        };
-        assert_eq!(
-            codes(&event(&format!(r#","device":"{}""#, "d".repeat(33)))),
-            vec![(Some(0), "device_too_long")]
-        );
-        assert_eq!(
-            codes(&event(&format!(r#","device":"{}""#, "d".repeat(32)))),
-            vec![]
-        );
-        assert_eq!(
-            codes(&event(&format!(
-                r#","view_at":{}"#,
-                NOW + MAX_FUTURE_MS + 1
-            ))),
-            vec![(Some(0), "view_at_in_future")]
-        );
-        assert_eq!(
-            codes(&event(&format!(r#","view_at":{}"#, NOW + MAX_FUTURE_MS))),
-            vec![]
-        );
-        assert_eq!(
-            codes(&event(r#","view_at":-5"#)),
-            vec![(Some(0), "invalid_view_at")]
-        );
-        assert_eq!(
-            codes(&event(r#","duration":-5"#)),
-            vec![(Some(0), "invalid_duration")]
-        );
-        assert_eq!(
-            codes(r#"{"uid":-1,"business":"archive","oid":1,"progress":1}"#),
-            vec![(Some(0), "invalid_event")]
-        );
+        let event = |extra: &str| format!(r#"{{"uid":1,"business":"archive","oid":1,"progress":1{extra}}}"#);
+        assert_eq!(codes(&event(&format!(r#","device":"{}""#, "d".repeat(33)))), vec![(Some(0), "device_too_long")]);
+        assert_eq!(codes(&event(&format!(r#","device":"{}""#, "d".repeat(32)))), vec![]);
+        assert_eq!(codes(&event(&format!(r#","view_at":{}"#, NOW + MAX_FUTURE_MS + 1))), vec![(Some(0), "view_at_in_future")]);
+        assert_eq!(codes(&event(&format!(r#","view_at":{}"#, NOW + MAX_FUTURE_MS))), vec![]);
+        assert_eq!(codes(&event(r#","view_at":-5"#)), vec![(Some(0), "invalid_view_at")]);
+        assert_eq!(codes(&event(r#","duration":-5"#)), vec![(Some(0), "invalid_duration")]);
+        assert_eq!(codes(r#"{"uid":-1,"business":"archive","oid":1,"progress":1}"#), vec![(Some(0), "invalid_event")]);
     }
 }

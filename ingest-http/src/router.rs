@@ -59,29 +59,9 @@ pub struct IngestSettings {
 
 impl IngestState {
     /// State sending accepted batches to `output`.
-    pub fn new(
-        output: Output<Batch>,
-        settings: IngestSettings,
-        clients: Clients,
-        health: Health,
-    ) -> Self {
-        let IngestSettings {
-            rules,
-            request_timeout,
-            retry_after_s,
-            max_body_bytes,
-        } = settings;
-        IngestState {
-            inner: Arc::new(Inner {
-                output,
-                rules,
-                clients,
-                health,
-                request_timeout,
-                retry_after_s,
-                max_body_bytes,
-            }),
-        }
+    pub fn new(output: Output<Batch>, settings: IngestSettings, clients: Clients, health: Health) -> Self {
+        let IngestSettings { rules, request_timeout, retry_after_s, max_body_bytes } = settings;
+        IngestState { inner: Arc::new(Inner { output, rules, clients, health, request_timeout, retry_after_s, max_body_bytes }) }
     }
 }
 
@@ -103,10 +83,7 @@ pub struct EventResultBody {
 
 impl From<EventResult> for EventResultBody {
     fn from(result: EventResult) -> Self {
-        EventResultBody {
-            recorded: result.recorded,
-            first_today: result.first_today,
-        }
+        EventResultBody { recorded: result.recorded, first_today: result.first_today }
     }
 }
 
@@ -114,26 +91,17 @@ impl From<EventResult> for EventResultBody {
 pub fn ingest_router(state: IngestState) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            refuse_while_draining,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_while_draining))
         .layer(middleware::from_fn(count_requests))
         .with_state(state)
 }
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
 }
 
-async fn refuse_while_draining(
-    State(state): State<IngestState>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn refuse_while_draining(State(state): State<IngestState>, request: Request, next: Next) -> Response {
     if state.inner.health.is_draining() {
         return axum::response::IntoResponse::into_response(ApiError::Unavailable {
             code: "draining",
@@ -149,10 +117,8 @@ async fn count_requests(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("histflow_http_requests_total", "route" => "/v1/events", "status" => status)
-        .increment(1);
-    metrics::histogram!("histflow_http_request_duration_seconds", "route" => "/v1/events")
-        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("histflow_http_requests_total", "route" => "/v1/events", "status" => status).increment(1);
+    metrics::histogram!("histflow_http_request_duration_seconds", "route" => "/v1/events").record(started.elapsed().as_secs_f64());
     response
 }
 
@@ -164,100 +130,50 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn post_events(
-    State(state): State<IngestState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<EventsAnswer>, ApiError> {
+async fn post_events(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Result<Json<EventsAnswer>, ApiError> {
     let inner = &state.inner;
     let client = inner.clients.authenticate(&headers)?;
     if !is_json(&headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let too_large = || {
-        ApiError::TooLarge(format!(
-            "the body is larger than {} bytes",
-            inner.max_body_bytes
-        ))
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+    let too_large = || ApiError::TooLarge(format!("the body is larger than {} bytes", inner.max_body_bytes));
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|length| length > inner.max_body_bytes) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, inner.max_body_bytes)
-        .await
-        .map_err(|_| too_large())?;
+    let bytes = axum::body::to_bytes(body, inner.max_body_bytes).await.map_err(|_| too_large())?;
     let records = decode_events(&bytes, &inner.rules, now_ms()).map_err(ApiError::BadRequest)?;
     if let Some(client) = &client {
         client.charge(records.len())?;
     }
 
-    let unavailable = |code: &'static str, message: String| ApiError::Unavailable {
-        code,
-        message,
-        retry_after_s: inner.retry_after_s,
-    };
+    let unavailable = |code: &'static str, message: String| ApiError::Unavailable { code, message, retry_after_s: inner.retry_after_s };
     let events = records.len();
     let (ack, answer) = Ack::new();
-    let batch = Batch {
-        ops: records.into_iter().map(Op::Upsert).collect(),
-        shard: None,
-        ack: Some(ack),
-    };
+    let batch = Batch { ack: Some(ack), ..Batch::of(records.into_iter().map(Op::Upsert).collect()) };
     let written = tokio::time::timeout(inner.request_timeout, async {
-        inner
-            .output
-            .send(batch)
-            .await
-            .map_err(|error| match error {
-                SendError::Full { .. } => unavailable(
-                    "overloaded",
-                    "the pipeline is full; retry shortly".to_owned(),
-                ),
-                SendError::Closed { .. } => {
-                    unavailable("stopping", "the pipeline is stopping".to_owned())
-                }
-            })?;
-        answer.await.map_err(|_| {
-            unavailable(
-                "not_written",
-                "the events were not written; retry".to_owned(),
-            )
-        })
+        inner.output.send(batch).await.map_err(|error| match error {
+            SendError::Full { .. } => unavailable("overloaded", "the pipeline is full; retry shortly".to_owned()),
+            SendError::Closed { .. } => unavailable("stopping", "the pipeline is stopping".to_owned()),
+        })?;
+        answer.await.map_err(|_| unavailable("not_written", "the events were not written; retry".to_owned()))
     })
     .await
     .map_err(|_| {
         unavailable(
             "timeout",
-            format!(
-                "no answer within {} ms; the events may or may not be recorded, retrying is safe",
-                inner.request_timeout.as_millis()
-            ),
+            format!("no answer within {} ms; the events may or may not be recorded, retrying is safe", inner.request_timeout.as_millis()),
         )
     })??;
     match written {
-        Ok(results) if results.len() == events => Ok(Json(EventsAnswer {
-            results: results.into_iter().map(Into::into).collect(),
-        })),
+        Ok(results) if results.len() == events => Ok(Json(EventsAnswer { results: results.into_iter().map(Into::into).collect() })),
         Ok(results) => {
-            tracing::error!(
-                expected = events,
-                got = results.len(),
-                "realtime answered with the wrong number of results"
-            );
-            Err(unavailable(
-                "internal",
-                "the write answered inconsistently; retry".to_owned(),
-            ))
+            tracing::error!(expected = events, got = results.len(), "realtime answered with the wrong number of results");
+            Err(unavailable("internal", "the write answered inconsistently; retry".to_owned()))
         }
         Err(reason) => {
             tracing::warn!(%reason, events, "realtime write failed; answering 503");
-            Err(unavailable(
-                "write_failed",
-                "the realtime store did not take the events; retry".to_owned(),
-            ))
+            Err(unavailable("write_failed", "the realtime store did not take the events; retry".to_owned()))
         }
     }
 }

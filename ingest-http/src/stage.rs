@@ -28,17 +28,9 @@ pub struct HttpIngestStage {
 
 impl HttpIngestStage {
     /// Binds `config.listen` and prepares the routes.
-    pub fn new(
-        config: &HttpIngestConfig,
-        businesses: &BTreeMap<String, Business>,
-        auth: &Auth,
-        admin: AdminState,
-    ) -> Result<Self, String> {
-        let listener = TcpListener::bind(&config.listen)
-            .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|error| format!("cannot use {}: {error}", config.listen))?;
+    pub fn new(config: &HttpIngestConfig, businesses: &BTreeMap<String, Business>, auth: &Auth, admin: AdminState) -> Result<Self, String> {
+        let listener = TcpListener::bind(&config.listen).map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
+        listener.set_nonblocking(true).map_err(|error| format!("cannot use {}: {error}", config.listen))?;
         let accepted: HashSet<String> = match &config.businesses {
             Some(names) => names.iter().cloned().collect(),
             None => businesses.keys().cloned().collect(),
@@ -48,20 +40,12 @@ impl HttpIngestStage {
             tracing::warn!(listen = %config.listen, "no [[auth.clients]] configured: the ingest API is open to anyone who can reach it");
         }
         let settings = IngestSettings {
-            rules: EventRules {
-                businesses: accepted,
-                max_events: config.max_events_per_request,
-            },
+            rules: EventRules { businesses: accepted, max_events: config.max_events_per_request },
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             retry_after_s: u64::from(config.retry_after_s),
             max_body_bytes: config.max_body_bytes,
         };
-        Ok(HttpIngestStage {
-            listener,
-            settings,
-            clients,
-            admin,
-        })
+        Ok(HttpIngestStage { listener, settings, clients, admin })
     }
 
     /// The bound address (useful with port 0).

@@ -21,10 +21,7 @@ const TOKEN: &str = "test-token-0123456789";
 
 fn settings() -> IngestSettings {
     IngestSettings {
-        rules: EventRules {
-            businesses: ["archive".to_owned(), "pgc".to_owned()].into(),
-            max_events: 1000,
-        },
+        rules: EventRules { businesses: ["archive".to_owned(), "pgc".to_owned()].into(), max_events: 1000 },
         request_timeout: Duration::from_secs(2),
         retry_after_s: 3,
         max_body_bytes: 4096,
@@ -32,27 +29,13 @@ fn settings() -> IngestSettings {
 }
 
 fn with_client(rate_limit: Option<RateLimitSpec>) -> Clients {
-    Clients::new(&Auth {
-        clients: vec![AuthClient {
-            name: "web".into(),
-            token: TOKEN.into(),
-            rate_limit,
-        }],
-    })
+    Clients::new(&Auth { clients: vec![AuthClient { name: "web".into(), token: TOKEN.into(), rate_limit }] })
 }
 
 /// A router whose downstream edge holds `capacity` events with `when_full`.
-fn router(
-    clients: Clients,
-    capacity: usize,
-    when_full: WhenFull,
-    health: Health,
-) -> (Router, Input<Batch>) {
+fn router(clients: Clients, capacity: usize, when_full: WhenFull, health: Health) -> (Router, Input<Batch>) {
     let (output, input) = channel("ingest", "realtime", capacity, when_full);
-    (
-        ingest_router(IngestState::new(output, settings(), clients, health)),
-        input,
-    )
+    (ingest_router(IngestState::new(output, settings(), clients, health)), input)
 }
 
 /// Answers every batch's ack: recorded, and first_today for the first event.
@@ -60,12 +43,7 @@ fn answer_acks(mut input: Input<Batch>) -> tokio::task::JoinHandle<Vec<Batch>> {
     tokio::spawn(async move {
         let mut seen = Vec::new();
         while let Some(batch) = input.recv().await {
-            let results = (0..batch.ops.len())
-                .map(|i| EventResult {
-                    recorded: true,
-                    first_today: i == 0,
-                })
-                .collect();
+            let results = (0..batch.ops.len()).map(|i| EventResult { recorded: true, first_today: i == 0 }).collect();
             if let Some(ack) = &batch.ack {
                 ack.complete(Ok(results));
             }
@@ -76,25 +54,16 @@ fn answer_acks(mut input: Input<Batch>) -> tokio::task::JoinHandle<Vec<Batch>> {
 }
 
 fn post() -> axum::http::request::Builder {
-    Request::post("/v1/events")
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+    Request::post("/v1/events").header(header::CONTENT_TYPE, "application/json").header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
 }
 
 async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Option<String>, Value) {
     use tower::ServiceExt;
     let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(header::RETRY_AFTER)
-        .map(|v| v.to_str().unwrap().to_owned());
+    let retry_after = response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        retry_after,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    (status, retry_after, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 const ONE: &str = r#"{"uid":1,"business":"archive","oid":9,"progress":30}"#;
@@ -106,10 +75,7 @@ async fn accepted_events_are_answered_after_the_write_in_order() {
     let body = r#"{"events":[{"uid":1,"business":"archive","oid":9,"progress":30},{"uid":2,"business":"pgc","oid":3,"progress":-1}]}"#;
     let (status, _, answer) = send(&router, post().body(Body::from(body)).unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(
-        answer,
-        serde_json::json!({"results":[{"recorded":true,"first_today":true},{"recorded":true,"first_today":false}]})
-    );
+    assert_eq!(answer, serde_json::json!({"results":[{"recorded":true,"first_today":true},{"recorded":true,"first_today":false}]}));
     drop(router);
     let batches = downstream.await.unwrap();
     assert_eq!(batches.len(), 1);
@@ -122,21 +88,12 @@ async fn refusals_have_their_status_code_and_send_nothing() {
     let (router, input) = router(with_client(None), 1000, WhenFull::Block, Health::default());
     let downstream = answer_acks(input);
 
-    let no_token = Request::post("/v1/events")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(ONE))
-        .unwrap();
+    let no_token = Request::post("/v1/events").header(header::CONTENT_TYPE, "application/json").body(Body::from(ONE)).unwrap();
     let (status, _, body) = send(&router, no_token).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
 
     let mut wrong_token = post().body(Body::from(ONE)).unwrap();
-    wrong_token.headers_mut().insert(
-        header::AUTHORIZATION,
-        "Bearer not-the-token-at-all".parse().unwrap(),
-    );
+    wrong_token.headers_mut().insert(header::AUTHORIZATION, "Bearer not-the-token-at-all".parse().unwrap());
     assert_eq!(send(&router, wrong_token).await.0, StatusCode::UNAUTHORIZED);
 
     let text = Request::post("/v1/events")
@@ -144,79 +101,39 @@ async fn refusals_have_their_status_code_and_send_nothing() {
         .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
         .body(Body::from(ONE))
         .unwrap();
-    assert_eq!(
-        send(&router, text).await.0,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE
-    );
+    assert_eq!(send(&router, text).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     let huge = format!(r#"{{"events":[{}]}}"#, vec![ONE; 200].join(","));
     let (status, _, body) = send(&router, post().body(Body::from(huge.clone())).unwrap()).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large")));
 
     let bad = r#"{"events":[{"uid":1,"business":"archive","oid":9,"progress":30},{"uid":0,"business":"comic","oid":1,"progress":1},{"uid":1,"business":"archive","oid":1,"progress":"x"}]}"#;
     let (status, _, body) = send(&router, post().body(Body::from(bad)).unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "invalid_uid");
     assert_eq!(body["error"]["index"], 1);
-    assert_eq!(
-        body["error"]["message"],
-        "2 invalid event(s); nothing was recorded"
-    );
-    let listed: Vec<(u64, &str)> = body["error"]["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["index"].as_u64().unwrap(), e["code"].as_str().unwrap()))
-        .collect();
-    assert_eq!(
-        listed,
-        vec![
-            (1, "invalid_uid"),
-            (1, "unknown_business"),
-            (2, "invalid_event")
-        ]
-    );
+    assert_eq!(body["error"]["message"], "2 invalid event(s); nothing was recorded");
+    let listed: Vec<(u64, &str)> =
+        body["error"]["errors"].as_array().unwrap().iter().map(|e| (e["index"].as_u64().unwrap(), e["code"].as_str().unwrap())).collect();
+    assert_eq!(listed, vec![(1, "invalid_uid"), (1, "unknown_business"), (2, "invalid_event")]);
 
     drop(router);
-    assert!(
-        downstream.await.unwrap().is_empty(),
-        "a refused request reached the pipeline"
-    );
+    assert!(downstream.await.unwrap().is_empty(), "a refused request reached the pipeline");
 }
 
 #[tokio::test]
 async fn client_rate_limit_answers_429_with_retry_after() {
-    let (router, input) = router(
-        with_client(Some(RateLimitSpec {
-            per_second: 1,
-            burst: Some(2),
-        })),
-        1000,
-        WhenFull::Block,
-        Health::default(),
-    );
+    let (router, input) =
+        router(with_client(Some(RateLimitSpec { per_second: 1, burst: Some(2) })), 1000, WhenFull::Block, Health::default());
     let _downstream = answer_acks(input);
     let two = format!(r#"{{"events":[{ONE},{ONE}]}}"#);
-    assert_eq!(
-        send(&router, post().body(Body::from(two.clone())).unwrap())
-            .await
-            .0,
-        StatusCode::OK
-    );
+    assert_eq!(send(&router, post().body(Body::from(two.clone())).unwrap()).await.0, StatusCode::OK);
     let (status, retry_after, body) = send(&router, post().body(Body::from(ONE)).unwrap()).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")));
     assert_eq!(retry_after.as_deref(), Some("1"));
     let three = format!(r#"{{"events":[{ONE},{ONE},{ONE}]}}"#);
     assert_eq!(
-        send(&router, post().body(Body::from(three.clone())).unwrap())
-            .await
-            .0,
+        send(&router, post().body(Body::from(three.clone())).unwrap()).await.0,
         StatusCode::PAYLOAD_TOO_LARGE,
         "more than the burst can never pass"
     );
@@ -234,21 +151,10 @@ async fn a_full_reject_edge_answers_503_at_once() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = std::time::Instant::now();
     let (status, retry_after, body) = send(&router, post().body(Body::from(ONE)).unwrap()).await;
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "a reject edge must not wait"
-    );
+    assert!(started.elapsed() < Duration::from_millis(500), "a reject edge must not wait");
     assert_eq!(
-        (
-            status,
-            body["error"]["code"].as_str(),
-            retry_after.as_deref()
-        ),
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some("overloaded"),
-            Some("3")
-        )
+        (status, body["error"]["code"].as_str(), retry_after.as_deref()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded"), Some("3"))
     );
     // The first request times out (nobody writes it): 503, never 200.
     assert_eq!(first.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
@@ -265,10 +171,7 @@ async fn a_failed_write_is_503_never_200() {
         }
     });
     let (status, _, body) = send(&router, post().body(Body::from(ONE)).unwrap()).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("write_failed"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("write_failed")));
 }
 
 #[tokio::test]
@@ -279,11 +182,7 @@ async fn draining_refuses_new_requests() {
     health.start_draining();
     let (status, retry_after, body) = send(&router, post().body(Body::from(ONE)).unwrap()).await;
     assert_eq!(
-        (
-            status,
-            body["error"]["code"].as_str(),
-            retry_after.as_deref()
-        ),
+        (status, body["error"]["code"].as_str(), retry_after.as_deref()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("draining"), Some("3"))
     );
     drop(router);

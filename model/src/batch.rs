@@ -56,16 +56,15 @@ pub struct Batch {
     pub shard: Option<u32>,
     /// Who waits for this batch's realtime write (an HTTP request).
     pub ack: Option<Ack>,
+    /// When the aggregate took this shard's snapshot (unix ms): dirty marks
+    /// made after it belong to a later flush and must stay.
+    pub flushed_at_ms: Option<i64>,
 }
 
 impl Batch {
     /// A batch of `ops` with no shard and no waiter.
     pub fn of(ops: Vec<Op>) -> Self {
-        Batch {
-            ops,
-            shard: None,
-            ack: None,
-        }
+        Batch { ops, shard: None, ack: None, flushed_at_ms: None }
     }
 }
 

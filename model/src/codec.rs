@@ -62,10 +62,7 @@ fn to_proto(record: &Record) -> proto::Record {
 
 fn from_proto(record: proto::Record) -> Result<Record, DecodeError> {
     if record.version > VERSION {
-        return Err(DecodeError::Version {
-            what: "Record",
-            version: record.version,
-        });
+        return Err(DecodeError::Version { what: "Record", version: record.version });
     }
     Ok(Record {
         uid: record.uid,
@@ -86,74 +83,33 @@ pub fn encode_record(record: &Record) -> Vec<u8> {
 
 /// A stored record.
 pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
-    let record = proto::Record::decode(bytes).map_err(|source| DecodeError::Protobuf {
-        what: "Record",
-        source,
-    })?;
+    let record = proto::Record::decode(bytes).map_err(|source| DecodeError::Protobuf { what: "Record", source })?;
     from_proto(record)
 }
 
-/// One op of a decoded merge-topic message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MergeOp {
-    /// `ids` payload: the record is to be read from Redis.
-    UpsertRef {
-        /// The user.
-        uid: u64,
-        /// Item key.
-        item: String,
-        /// The view the record must be at least as new as.
-        view_at: i64,
-    },
-    /// Any other op, whole.
-    Op(Op),
-}
-
-fn op_to_proto(op: &Op, payload: Payload) -> proto::MergeOp {
+fn op_to_proto(op: &Op) -> proto::MergeOp {
     use proto::merge_op::Op as P;
     let op = match op {
-        Op::Upsert(record) => match payload {
-            Payload::Ids => P::UpsertRef(proto::ItemRef {
-                uid: record.uid,
-                item: record.item_key(),
-                view_at: record.view_at,
-            }),
-            Payload::Full => P::Upsert(to_proto(record)),
-        },
-        Op::Delete { uid, item, at } => P::Delete(proto::ItemDelete {
-            uid: *uid,
-            item: item.clone(),
-            at: *at,
-        }),
+        Op::Upsert(record) => P::Upsert(to_proto(record)),
+        Op::UpsertRef { uid, item, view_at } => P::UpsertRef(proto::ItemRef { uid: *uid, item: item.clone(), view_at: *view_at }),
+        Op::Delete { uid, item, at } => P::Delete(proto::ItemDelete { uid: *uid, item: item.clone(), at: *at }),
         Op::Clear { uid, at } => P::Clear(proto::HistoryClear { uid: *uid, at: *at }),
-        Op::SetRecording { uid, paused, at } => P::Recording(proto::RecordingSwitch {
-            uid: *uid,
-            paused: *paused,
-            at: *at,
-        }),
+        Op::SetRecording { uid, paused, at } => P::Recording(proto::RecordingSwitch { uid: *uid, paused: *paused, at: *at }),
     };
     proto::MergeOp { op: Some(op) }
 }
 
 /// Encodes one shard flush as merge-topic messages of at most
 /// `max_message_bytes` each (a single op larger than that still travels,
-/// alone). Op order is kept across the split.
-pub fn encode_merge_batch(
-    shard: u32,
-    ops: &[Op],
-    payload: Payload,
-    max_message_bytes: usize,
-) -> Vec<Vec<u8>> {
+/// alone). Op order is kept across the split. `Upsert` travels whole and
+/// `UpsertRef` as ids: the payload mode is the aggregate's choice.
+pub fn encode_merge_batch(shard: u32, ops: &[Op], max_message_bytes: usize) -> Vec<Vec<u8>> {
     let mut messages = Vec::new();
-    let mut current = proto::MergeBatch {
-        version: VERSION,
-        shard,
-        ops: Vec::new(),
-    };
+    let mut current = proto::MergeBatch { version: VERSION, shard, ops: Vec::new() };
     let header = current.encoded_len();
     let mut size = header;
     for op in ops {
-        let op = op_to_proto(op, payload);
+        let op = op_to_proto(op);
         let op_size = prost::length_delimiter_len(op.encoded_len()) + op.encoded_len() + 1;
         if !current.ops.is_empty() && size + op_size > max_message_bytes {
             messages.push(current.encode_to_vec());
@@ -170,42 +126,21 @@ pub fn encode_merge_batch(
 }
 
 /// A merge-topic message: its shard and ops.
-pub fn decode_merge_batch(bytes: &[u8]) -> Result<(u32, Vec<MergeOp>), DecodeError> {
+pub fn decode_merge_batch(bytes: &[u8]) -> Result<(u32, Vec<Op>), DecodeError> {
     use proto::merge_op::Op as P;
-    let batch = proto::MergeBatch::decode(bytes).map_err(|source| DecodeError::Protobuf {
-        what: "MergeBatch",
-        source,
-    })?;
+    let batch = proto::MergeBatch::decode(bytes).map_err(|source| DecodeError::Protobuf { what: "MergeBatch", source })?;
     if batch.version > VERSION {
-        return Err(DecodeError::Version {
-            what: "MergeBatch",
-            version: batch.version,
-        });
+        return Err(DecodeError::Version { what: "MergeBatch", version: batch.version });
     }
     let ops = batch
         .ops
         .into_iter()
         .map(|op| match op.op.ok_or(DecodeError::EmptyOp)? {
-            P::UpsertRef(r) => Ok(MergeOp::UpsertRef {
-                uid: r.uid,
-                item: r.item,
-                view_at: r.view_at,
-            }),
-            P::Upsert(record) => Ok(MergeOp::Op(Op::Upsert(from_proto(record)?))),
-            P::Delete(d) => Ok(MergeOp::Op(Op::Delete {
-                uid: d.uid,
-                item: d.item,
-                at: d.at,
-            })),
-            P::Clear(c) => Ok(MergeOp::Op(Op::Clear {
-                uid: c.uid,
-                at: c.at,
-            })),
-            P::Recording(r) => Ok(MergeOp::Op(Op::SetRecording {
-                uid: r.uid,
-                paused: r.paused,
-                at: r.at,
-            })),
+            P::UpsertRef(r) => Ok(Op::UpsertRef { uid: r.uid, item: r.item, view_at: r.view_at }),
+            P::Upsert(record) => Ok(Op::Upsert(from_proto(record)?)),
+            P::Delete(d) => Ok(Op::Delete { uid: d.uid, item: d.item, at: d.at }),
+            P::Clear(c) => Ok(Op::Clear { uid: c.uid, at: c.at }),
+            P::Recording(r) => Ok(Op::SetRecording { uid: r.uid, paused: r.paused, at: r.at }),
         })
         .collect::<Result<_, DecodeError>>()?;
     Ok((batch.shard, ops))
@@ -213,22 +148,12 @@ pub fn decode_merge_batch(bytes: &[u8]) -> Result<(u32, Vec<MergeOp>), DecodeErr
 
 /// The first-watch broadcast of `record`'s user on UTC day `day`.
 pub fn encode_first_watch(record: &Record, day: i64) -> Vec<u8> {
-    proto::FirstWatch {
-        version: VERSION,
-        uid: record.uid,
-        day,
-        item: record.item_key(),
-        view_at: record.view_at,
-    }
-    .encode_to_vec()
+    proto::FirstWatch { version: VERSION, uid: record.uid, day, item: record.item_key(), view_at: record.view_at }.encode_to_vec()
 }
 
 /// A first-watch broadcast.
 pub fn decode_first_watch(bytes: &[u8]) -> Result<proto::FirstWatch, DecodeError> {
-    proto::FirstWatch::decode(bytes).map_err(|source| DecodeError::Protobuf {
-        what: "FirstWatch",
-        source,
-    })
+    proto::FirstWatch::decode(bytes).map_err(|source| DecodeError::Protobuf { what: "FirstWatch", source })
 }
 
 #[cfg(test)]
@@ -252,13 +177,7 @@ mod tests {
     fn records_round_trip() {
         let original = record(7, 99, 1_700_000_000_000);
         assert_eq!(decode_record(&encode_record(&original)).unwrap(), original);
-        let minimal = Record {
-            sub_id: None,
-            duration: None,
-            device: None,
-            progress: -1,
-            ..original
-        };
+        let minimal = Record { sub_id: None, duration: None, device: None, progress: -1, ..original };
         assert_eq!(decode_record(&encode_record(&minimal)).unwrap(), minimal);
     }
 
@@ -266,26 +185,20 @@ mod tests {
     fn newer_versions_and_garbage_are_refused() {
         let mut newer = to_proto(&record(1, 1, 1));
         newer.version = VERSION + 1;
-        assert!(matches!(
-            decode_record(&newer.encode_to_vec()),
-            Err(DecodeError::Version { version: 2, .. })
-        ));
+        assert!(matches!(decode_record(&newer.encode_to_vec()), Err(DecodeError::Version { version: 2, .. })));
         assert!(decode_merge_batch(b"\xff\xff\xff").is_err());
     }
 
     #[test]
     fn merge_batches_split_by_size_and_keep_order() {
-        let ops: Vec<Op> = (0..1000)
-            .map(|i| Op::Upsert(record(i + 1, i, 1_700_000_000_000 + i as i64)))
-            .collect();
-        for payload in [Payload::Ids, Payload::Full] {
-            let messages = encode_merge_batch(5, &ops, payload, 4096);
+        let full: Vec<Op> = (0..1000).map(|i| Op::Upsert(record(i + 1, i, 1_700_000_000_000 + i as i64))).collect();
+        let refs: Vec<Op> =
+            (0..1000).map(|i| Op::UpsertRef { uid: i + 1, item: format!("archive:{i}"), view_at: 1_700_000_000_000 + i as i64 }).collect();
+        for ops in [full, refs] {
+            let messages = encode_merge_batch(5, &ops, 4096);
             assert!(messages.len() > 1);
-            assert!(
-                messages.iter().all(|m| m.len() <= 4096),
-                "a message exceeds the limit"
-            );
-            let decoded: Vec<MergeOp> = messages
+            assert!(messages.iter().all(|m| m.len() <= 4096), "a message exceeds the limit");
+            let decoded: Vec<Op> = messages
                 .iter()
                 .flat_map(|m| {
                     let (shard, ops) = decode_merge_batch(m).unwrap();
@@ -293,20 +206,7 @@ mod tests {
                     ops
                 })
                 .collect();
-            assert_eq!(decoded.len(), 1000);
-            for (op, original) in decoded.iter().zip(&ops) {
-                let Op::Upsert(r) = original else {
-                    unreachable!()
-                };
-                match (payload, op) {
-                    (Payload::Ids, MergeOp::UpsertRef { uid, item, view_at }) => assert_eq!(
-                        (*uid, item.clone(), *view_at),
-                        (r.uid, r.item_key(), r.view_at)
-                    ),
-                    (Payload::Full, MergeOp::Op(Op::Upsert(got))) => assert_eq!(got, r),
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
+            assert_eq!(decoded, ops);
         }
     }
 }

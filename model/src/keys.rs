@@ -64,9 +64,6 @@ mod tests {
         for uid in 1..=16_000u64 {
             counts[shard_of(uid, 16) as usize] += 1;
         }
-        assert!(
-            counts.iter().all(|&c| (850..=1150).contains(&c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (850..=1150).contains(&c)), "{counts:?}");
     }
 }

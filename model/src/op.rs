@@ -8,6 +8,16 @@ use crate::record::Record;
 pub enum Op {
     /// Record a report; the newer `view_at` wins.
     Upsert(Record),
+    /// An item's latest view without its record (`ids` payload): whoever
+    /// persists it reads the record from the realtime store.
+    UpsertRef {
+        /// The user.
+        uid: u64,
+        /// Item key `business:oid`.
+        item: String,
+        /// The view the stored record is at least as new as.
+        view_at: i64,
+    },
     /// Remove one item as of `at` (unix ms); older reports stay hidden.
     Delete {
         /// The user.
@@ -40,7 +50,7 @@ impl Op {
     pub fn uid(&self) -> u64 {
         match self {
             Op::Upsert(record) => record.uid,
-            Op::Delete { uid, .. } | Op::Clear { uid, .. } | Op::SetRecording { uid, .. } => *uid,
+            Op::UpsertRef { uid, .. } | Op::Delete { uid, .. } | Op::Clear { uid, .. } | Op::SetRecording { uid, .. } => *uid,
         }
     }
 }

@@ -56,8 +56,7 @@ impl EdgeShared {
 
     /// Events queued on this edge now.
     pub(crate) fn queued(&self) -> usize {
-        self.capacity
-            .saturating_sub(self.permits.available_permits())
+        self.capacity.saturating_sub(self.permits.available_permits())
     }
 
     fn permits_for(&self, events: usize) -> u32 {
@@ -131,16 +130,9 @@ pub(crate) struct EdgeSender<M> {
 
 impl<M> EdgeSender<M> {
     fn deliver(&self, message: M, places: OwnedSemaphorePermit) -> Result<(), SendError<M>> {
-        let delivery = Delivery {
-            message,
-            _places: places,
-            edge: self.edge.clone(),
-        };
+        let delivery = Delivery { message, _places: places, edge: self.edge.clone() };
         if let Err(mpsc::error::SendError(undelivered)) = self.queue.send(delivery) {
-            return Err(SendError::Closed {
-                to: self.edge.to.clone(),
-                message: undelivered.message,
-            });
+            return Err(SendError::Closed { to: self.edge.to.clone(), message: undelivered.message });
         }
         self.edge.report_depth();
         Ok(())
@@ -160,28 +152,16 @@ pub struct Output<M> {
 
 impl<M> Clone for Output<M> {
     fn clone(&self) -> Self {
-        Output {
-            edges: self.edges.clone(),
-            metrics: self.metrics.clone(),
-            rate_limit: self.rate_limit.clone(),
-        }
+        Output { edges: self.edges.clone(), metrics: self.metrics.clone(), rate_limit: self.rate_limit.clone() }
     }
 }
 
 impl<M: Message> Output<M> {
-    pub(crate) fn new(
-        mut edges: Vec<EdgeSender<M>>,
-        metrics: StageMetrics,
-        rate_limit: Option<RateLimit>,
-    ) -> Self {
+    pub(crate) fn new(mut edges: Vec<EdgeSender<M>>, metrics: StageMetrics, rate_limit: Option<RateLimit>) -> Self {
         // Try the edges that refuse first, so a refusal never leaves the
         // sender holding places it waited for on a blocking edge.
         edges.sort_by_key(|sender| sender.edge.when_full != WhenFull::Reject);
-        Output {
-            edges: edges.into(),
-            metrics,
-            rate_limit: rate_limit.map(Arc::new),
-        }
+        Output { edges: edges.into(), metrics, rate_limit: rate_limit.map(Arc::new) }
     }
 
     /// Whether any stage reads this output.
@@ -203,18 +183,10 @@ impl<M: Message> Output<M> {
             let wanted = edge.permits_for(events);
             let places = match edge.permits.clone().try_acquire_many_owned(wanted) {
                 Ok(places) => places,
-                Err(TryAcquireError::Closed) => {
-                    return Err(SendError::Closed {
-                        to: edge.to.clone(),
-                        message,
-                    })
-                }
+                Err(TryAcquireError::Closed) => return Err(SendError::Closed { to: edge.to.clone(), message }),
                 Err(TryAcquireError::NoPermits) if edge.when_full == WhenFull::Reject => {
                     edge.metrics.rejected();
-                    return Err(SendError::Full {
-                        to: edge.to.clone(),
-                        message,
-                    });
+                    return Err(SendError::Full { to: edge.to.clone(), message });
                 }
                 Err(TryAcquireError::NoPermits) => {
                     let started = tokio::time::Instant::now();
@@ -222,12 +194,7 @@ impl<M: Message> Output<M> {
                     self.metrics.backpressure_wait(started.elapsed());
                     match acquired {
                         Ok(places) => places,
-                        Err(_closed) => {
-                            return Err(SendError::Closed {
-                                to: edge.to.clone(),
-                                message,
-                            })
-                        }
+                        Err(_closed) => return Err(SendError::Closed { to: edge.to.clone(), message }),
                     }
                 }
             };
@@ -266,13 +233,7 @@ impl<M: Message> Input<M> {
         metrics: StageMetrics,
         rate_limit: Option<RateLimit>,
     ) -> Self {
-        Input {
-            queue,
-            edges,
-            metrics,
-            rate_limit,
-            pending: None,
-        }
+        Input { queue, edges, metrics, rate_limit, pending: None }
     }
 
     /// The next batch from any input, after the stage's rate limit allows
@@ -286,11 +247,7 @@ impl<M: Message> Input<M> {
         }
         if let Some(limit) = &self.rate_limit {
             // Charge chunk by chunk; a cancelled wait keeps what is charged.
-            while let Some((_, remaining)) = self
-                .pending
-                .as_mut()
-                .filter(|(_, remaining)| *remaining > 0)
-            {
+            while let Some((_, remaining)) = self.pending.as_mut().filter(|(_, remaining)| *remaining > 0) {
                 let chunk = (*remaining).min(limit.burst() as usize);
                 let waited = limit.take(chunk as u32).await;
                 self.metrics.rate_limit_wait(waited);
@@ -300,11 +257,7 @@ impl<M: Message> Input<M> {
             }
         }
         let (delivery, _) = self.pending.take()?;
-        let Delivery {
-            message,
-            _places,
-            edge,
-        } = delivery;
+        let Delivery { message, _places, edge } = delivery;
         // Free the places before reporting, so the gauge shows the queue.
         drop(_places);
         edge.report_depth();
@@ -329,22 +282,10 @@ impl<M> Drop for Input<M> {
 
 /// One edge from an `Output` to an `Input`, outside any runtime: for stage
 /// tests and for wiring a stage by hand.
-pub fn channel<M: Message>(
-    from: &str,
-    to: &str,
-    capacity: usize,
-    when_full: WhenFull,
-) -> (Output<M>, Input<M>) {
+pub fn channel<M: Message>(from: &str, to: &str, capacity: usize, when_full: WhenFull) -> (Output<M>, Input<M>) {
     let edge = EdgeShared::new(from, to, capacity, when_full);
     let (queue, receiver) = mpsc::unbounded_channel();
-    let output = Output::new(
-        vec![EdgeSender {
-            edge: edge.clone(),
-            queue,
-        }],
-        StageMetrics::new(from),
-        None,
-    );
+    let output = Output::new(vec![EdgeSender { edge: edge.clone(), queue }], StageMetrics::new(from), None);
     let input = Input::new(receiver, vec![edge], StageMetrics::new(to), None);
     (output, input)
 }

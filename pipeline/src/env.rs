@@ -45,12 +45,7 @@ pub fn interpolate(value: &mut toml::Value, vars: &VarSource) -> Vec<Interpolati
     errors
 }
 
-fn walk(
-    value: &mut toml::Value,
-    path: String,
-    vars: &VarSource,
-    errors: &mut Vec<InterpolationError>,
-) {
+fn walk(value: &mut toml::Value, path: String, vars: &VarSource, errors: &mut Vec<InterpolationError>) {
     match value {
         toml::Value::String(text) => match expand(text, vars) {
             Ok(expanded) => *value = typed(text, expanded),
@@ -63,11 +58,7 @@ fn walk(
         }
         toml::Value::Table(table) => {
             for (key, item) in table.iter_mut() {
-                let child = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
+                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
                 walk(item, child, vars, errors);
             }
         }
@@ -78,9 +69,7 @@ fn walk(
 /// A whole-string placeholder whose value looks like an integer or a bool
 /// takes that type; anything else stays a string.
 fn typed(original: &str, expanded: String) -> toml::Value {
-    let whole_placeholder = original.starts_with("${")
-        && original.ends_with('}')
-        && original.matches("${").count() == 1;
+    let whole_placeholder = original.starts_with("${") && original.ends_with('}') && original.matches("${").count() == 1;
     if whole_placeholder {
         if let Ok(number) = expanded.parse::<i64>() {
             return toml::Value::Integer(number);
@@ -110,9 +99,7 @@ pub fn expand(text: &str, vars: &VarSource) -> Result<String, String> {
             continue;
         };
         let Some(end) = body_and_tail.find('}') else {
-            return Err(format!(
-                "unterminated placeholder in {text:?}: missing `}}`"
-            ));
+            return Err(format!("unterminated placeholder in {text:?}: missing `}}`"));
         };
         let body = &body_and_tail[..end];
         let (name, default) = match body.split_once(":-") {
@@ -126,7 +113,9 @@ pub fn expand(text: &str, vars: &VarSource) -> Result<String, String> {
             (Some(found), _) => out.push_str(&found),
             (None, Some(default)) => out.push_str(default),
             (None, None) => {
-                return Err(format!("environment variable {name} is not set and `${{{name}}}` has no default (write `${{{name}:-default}}`)"));
+                return Err(format!(
+                    "environment variable {name} is not set and `${{{name}}}` has no default (write `${{{name}:-default}}`)"
+                ));
             }
         }
         rest = &body_and_tail[end + 1..];
@@ -140,21 +129,13 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> VarSource {
-        VarSource::Fixed(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        VarSource::Fixed(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
     #[test]
     fn expands_set_default_and_literal_dollar() {
         let v = vars(&[("HOST", "10.0.0.1")]);
-        assert_eq!(
-            expand("redis://${HOST}:6379", &v).as_deref(),
-            Ok("redis://10.0.0.1:6379")
-        );
+        assert_eq!(expand("redis://${HOST}:6379", &v).as_deref(), Ok("redis://10.0.0.1:6379"));
         assert_eq!(expand("${PORT:-8080}", &v).as_deref(), Ok("8080"));
         assert_eq!(expand("${HOST:-x}", &v).as_deref(), Ok("10.0.0.1"));
         assert_eq!(expand("cost $$5 $x", &v).as_deref(), Ok("cost $5 $x"));
@@ -165,12 +146,8 @@ mod tests {
     fn undefined_without_default_names_the_variable() {
         let err = expand("${NOPE}", &vars(&[])).unwrap_err();
         assert!(err.contains("NOPE is not set"), "{err}");
-        assert!(expand("${OPEN", &vars(&[]))
-            .unwrap_err()
-            .contains("unterminated"));
-        assert!(expand("${a-b}", &vars(&[]))
-            .unwrap_err()
-            .contains("invalid variable name"));
+        assert!(expand("${OPEN", &vars(&[])).unwrap_err().contains("unterminated"));
+        assert!(expand("${a-b}", &vars(&[])).unwrap_err().contains("invalid variable name"));
     }
 
     #[test]

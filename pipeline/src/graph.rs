@@ -23,12 +23,7 @@ fn node_label<S: StageSpec>(stage: &StageDef<S>) -> String {
     };
     let mut label = format!("{}\\n{} ({role})", stage.name, stage.config.kind());
     if let Some(limit) = &stage.rate_limit {
-        let _ = write!(
-            label,
-            "\\nrate {}/s burst {}",
-            limit.per_second,
-            limit.burst_or_default()
-        );
+        let _ = write!(label, "\\nrate {}/s burst {}", limit.per_second, limit.burst_or_default());
     }
     label
 }
@@ -42,16 +37,12 @@ fn edge_label<S: StageSpec>(to: &StageDef<S>, input: &InputSpec) -> String {
 }
 
 fn is_broker_hop<S: StageSpec>(topology: &Topology<S>, input: &InputSpec) -> bool {
-    topology
-        .stage(&input.from)
-        .is_some_and(|from| from.config.shape() == Shape::Bridge)
+    topology.stage(&input.from).is_some_and(|from| from.config.shape() == Shape::Bridge)
 }
 
 /// Mermaid node ids must be plain identifiers.
 fn mermaid_id(name: &str) -> String {
-    name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
 }
 
 /// Renders `topology` in `format`.
@@ -59,9 +50,7 @@ pub fn render<S: StageSpec>(topology: &Topology<S>, format: GraphFormat) -> Stri
     let mut out = String::new();
     match format {
         GraphFormat::Dot => {
-            out.push_str(
-                "digraph histflow {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n",
-            );
+            out.push_str("digraph histflow {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];\n");
             for stage in &topology.stages {
                 let shape = match stage.config.shape() {
                     Shape::Source => "invhouse",
@@ -69,12 +58,7 @@ pub fn render<S: StageSpec>(topology: &Topology<S>, format: GraphFormat) -> Stri
                     Shape::Bridge => "cds",
                     Shape::Transform => "box",
                 };
-                let _ = writeln!(
-                    out,
-                    "  \"{}\" [label=\"{}\", shape={shape}];",
-                    stage.name,
-                    node_label(stage)
-                );
+                let _ = writeln!(out, "  \"{}\" [label=\"{}\", shape={shape}];", stage.name, node_label(stage));
             }
             for stage in &topology.stages {
                 for input in &stage.inputs {
@@ -85,11 +69,7 @@ pub fn render<S: StageSpec>(topology: &Topology<S>, format: GraphFormat) -> Stri
                     } else {
                         ""
                     };
-                    let _ = writeln!(
-                        out,
-                        "  \"{}\" -> \"{}\" [label=\"{label}\"{style}];",
-                        input.from, stage.name
-                    );
+                    let _ = writeln!(out, "  \"{}\" -> \"{}\" [label=\"{label}\"{style}];", input.from, stage.name);
                 }
             }
             out.push_str("}\n");
@@ -109,12 +89,7 @@ pub fn render<S: StageSpec>(topology: &Topology<S>, format: GraphFormat) -> Stri
                     } else {
                         "-->"
                     };
-                    let _ = writeln!(
-                        out,
-                        "  {} {arrow}|\"{label}\"| {}",
-                        mermaid_id(&input.from),
-                        mermaid_id(&stage.name)
-                    );
+                    let _ = writeln!(out, "  {} {arrow}|\"{label}\"| {}", mermaid_id(&input.from), mermaid_id(&stage.name));
                 }
             }
         }

@@ -32,10 +32,5 @@ pub mod topology;
 pub mod validate;
 
 pub use edge::{Input, Message, Output, SendError};
-pub use runtime::{
-    stage_fn, NodeSpec, RunError, RunnableNode, Running, Stage, StageContext, StageError,
-    StageFuture,
-};
-pub use topology::{
-    InputSpec, RateLimitSpec, Role, Shape, StageDef, StageSpec, Topology, WhenFull,
-};
+pub use runtime::{stage_fn, NodeSpec, RunError, RunnableNode, Running, Stage, StageContext, StageError, StageFuture};
+pub use topology::{InputSpec, RateLimitSpec, Role, Shape, StageDef, StageSpec, Topology, WhenFull};

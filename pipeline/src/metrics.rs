@@ -37,10 +37,7 @@ impl StageMetrics {
             events_in: counter!("histflow_stage_events_in_total", &labels),
             events_out: counter!("histflow_stage_events_out_total", &labels),
             errors: counter!("histflow_stage_errors_total", &labels),
-            backpressure_wait: counter!(
-                "histflow_stage_backpressure_wait_microseconds_total",
-                &labels
-            ),
+            backpressure_wait: counter!("histflow_stage_backpressure_wait_microseconds_total", &labels),
             rate_limit_wait: counter!("histflow_stage_rate_limit_wait_microseconds_total", &labels),
         }
     }
@@ -83,10 +80,7 @@ impl EdgeMetrics {
     pub(crate) fn new(from: &str, to: &str, capacity: usize) -> Self {
         let labels = [("from", from.to_owned()), ("to", to.to_owned())];
         gauge!("histflow_edge_capacity_events", &labels).set(capacity as f64);
-        EdgeMetrics {
-            queued: gauge!("histflow_edge_queue_events", &labels),
-            rejected: counter!("histflow_edge_rejected_total", &labels),
-        }
+        EdgeMetrics { queued: gauge!("histflow_edge_queue_events", &labels), rejected: counter!("histflow_edge_rejected_total", &labels) }
     }
 
     pub(crate) fn queued(&self, events: usize) {

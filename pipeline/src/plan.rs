@@ -26,12 +26,7 @@ pub enum RoleSelection {
 impl RoleSelection {
     /// Whether this selection runs stages of `role`.
     pub fn includes(self, role: Role) -> bool {
-        matches!(
-            (self, role),
-            (RoleSelection::All, _)
-                | (RoleSelection::Service, Role::Service)
-                | (RoleSelection::Job, Role::Job)
-        )
+        matches!((self, role), (RoleSelection::All, _) | (RoleSelection::Service, Role::Service) | (RoleSelection::Job, Role::Job))
     }
 }
 
@@ -42,9 +37,7 @@ impl FromStr for RoleSelection {
             "service" => Ok(RoleSelection::Service),
             "job" => Ok(RoleSelection::Job),
             "all" => Ok(RoleSelection::All),
-            other => Err(format!(
-                "unknown role `{other}`, expected service, job or all"
-            )),
+            other => Err(format!("unknown role `{other}`, expected service, job or all")),
         }
     }
 }
@@ -95,63 +88,27 @@ pub fn plan<S: StageSpec>(topology: &Topology<S>, role: RoleSelection) -> Vec<Pl
             .inputs
             .iter()
             .map(|input| {
-                let from_bridge = topology
-                    .stage(&input.from)
-                    .is_some_and(|upstream| upstream.config.shape() == Shape::Bridge);
-                let from = if from_bridge {
-                    consumer_node_name(&input.from)
-                } else {
-                    input.from.clone()
-                };
-                InputSpec {
-                    from,
-                    ..input.clone()
-                }
+                let from_bridge = topology.stage(&input.from).is_some_and(|upstream| upstream.config.shape() == Shape::Bridge);
+                let from = if from_bridge { consumer_node_name(&input.from) } else { input.from.clone() };
+                InputSpec { from, ..input.clone() }
             })
             .collect();
         let rate_limit = stage.rate_limit;
         match config.shape() {
             Shape::Bridge => {
                 if role.includes(config.role()) {
-                    let spec = NodeSpec {
-                        name: stage.name.clone(),
-                        inputs,
-                        rate_limit,
-                        source: false,
-                    };
-                    nodes.push(PlannedNode {
-                        stage,
-                        half: Half::Producer,
-                        spec,
-                    });
+                    let spec = NodeSpec { name: stage.name.clone(), inputs, rate_limit, source: false };
+                    nodes.push(PlannedNode { stage, half: Half::Producer, spec });
                 }
                 let read = topology.downstream_of(&stage.name).next().is_some();
                 if role.includes(Role::Job) && read {
-                    let spec = NodeSpec {
-                        name: consumer_node_name(&stage.name),
-                        inputs: Vec::new(),
-                        rate_limit: None,
-                        source: true,
-                    };
-                    nodes.push(PlannedNode {
-                        stage,
-                        half: Half::Consumer,
-                        spec,
-                    });
+                    let spec = NodeSpec { name: consumer_node_name(&stage.name), inputs: Vec::new(), rate_limit: None, source: true };
+                    nodes.push(PlannedNode { stage, half: Half::Consumer, spec });
                 }
             }
             shape if role.includes(config.role()) => {
-                let spec = NodeSpec {
-                    name: stage.name.clone(),
-                    inputs,
-                    rate_limit,
-                    source: shape == Shape::Source,
-                };
-                nodes.push(PlannedNode {
-                    stage,
-                    half: Half::Whole,
-                    spec,
-                });
+                let spec = NodeSpec { name: stage.name.clone(), inputs, rate_limit, source: shape == Shape::Source };
+                nodes.push(PlannedNode { stage, half: Half::Whole, spec });
             }
             _ => {}
         }

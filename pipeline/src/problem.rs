@@ -34,52 +34,31 @@ pub struct Problem {
 impl Problem {
     /// A problem of the whole file.
     pub fn topology(message: impl Into<String>) -> Self {
-        Problem {
-            scope: Scope::Topology,
-            message: message.into(),
-        }
+        Problem { scope: Scope::Topology, message: message.into() }
     }
     /// A problem of `[pipeline]`.
     pub fn pipeline(message: impl Into<String>) -> Self {
-        Problem {
-            scope: Scope::Pipeline,
-            message: message.into(),
-        }
+        Problem { scope: Scope::Pipeline, message: message.into() }
     }
     /// A problem of `[auth]`.
     pub fn auth(message: impl Into<String>) -> Self {
-        Problem {
-            scope: Scope::Auth,
-            message: message.into(),
-        }
+        Problem { scope: Scope::Auth, message: message.into() }
     }
     /// A problem of one business.
     pub fn business(name: &str, message: impl Into<String>) -> Self {
-        Problem {
-            scope: Scope::Business(name.to_owned()),
-            message: message.into(),
-        }
+        Problem { scope: Scope::Business(name.to_owned()), message: message.into() }
     }
     /// A problem of one stage.
     pub fn stage(name: &str, message: impl Into<String>) -> Self {
-        Problem {
-            scope: Scope::Stage(name.to_owned()),
-            message: message.into(),
-        }
+        Problem { scope: Scope::Stage(name.to_owned()), message: message.into() }
     }
     /// A problem of an unnamed stage.
     pub fn stage_index(index: usize, message: impl Into<String>) -> Self {
-        Problem {
-            scope: Scope::StageIndex(index),
-            message: message.into(),
-        }
+        Problem { scope: Scope::StageIndex(index), message: message.into() }
     }
     /// A problem at a dotted path such as `stages[2].url`.
     pub fn at_path(path: &str, message: impl Into<String>) -> Self {
-        Problem {
-            scope: Scope::Field(path.to_owned()),
-            message: message.into(),
-        }
+        Problem { scope: Scope::Field(path.to_owned()), message: message.into() }
     }
 }
 
@@ -117,11 +96,7 @@ impl Problems {
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let count = self.0.len();
-        writeln!(
-            f,
-            "{count} problem{} in the topology:",
-            if count == 1 { "" } else { "s" }
-        )?;
+        writeln!(f, "{count} problem{} in the topology:", if count == 1 { "" } else { "s" })?;
         for problem in &self.0 {
             writeln!(f, "  - {problem}")?;
         }

@@ -23,9 +23,7 @@ pub struct TokioClock {
 
 impl Default for TokioClock {
     fn default() -> Self {
-        TokioClock {
-            origin: tokio::time::Instant::now(),
-        }
+        TokioClock { origin: tokio::time::Instant::now() }
     }
 }
 
@@ -53,11 +51,7 @@ impl RateLimit {
         let burst = NonZeroU32::new(spec.burst_or_default()).unwrap_or(NonZeroU32::MIN);
         let clock = TokioClock::default();
         let quota = Quota::per_second(per_second).allow_burst(burst);
-        RateLimit {
-            limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
-            clock,
-            burst,
-        }
+        RateLimit { limiter: RateLimiter::direct_with_clock(quota, clock.clone()), clock, burst }
     }
 
     /// The largest number of events one [`RateLimit::take`] may ask for.
@@ -76,9 +70,7 @@ impl RateLimit {
         loop {
             match self.limiter.check_n(cells) {
                 Ok(Ok(())) => return started.elapsed(),
-                Ok(Err(not_until)) => {
-                    tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await
-                }
+                Ok(Err(not_until)) => tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await,
                 // Unreachable: `cells` is clamped to the burst.
                 Err(_) => return started.elapsed(),
             }
@@ -118,18 +110,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn burst_passes_at_once_then_paces() {
-        let limit = RateLimit::new(&RateLimitSpec {
-            per_second: 100,
-            burst: Some(10),
-        });
+        let limit = RateLimit::new(&RateLimitSpec { per_second: 100, burst: Some(10) });
         let start = tokio::time::Instant::now();
         assert_eq!(limit.take(10).await, Duration::ZERO);
         // 90 more events at 100/s: 0.9 s of virtual time.
         limit.take_all(90).await;
         let elapsed = start.elapsed();
-        assert!(
-            elapsed >= Duration::from_millis(890) && elapsed <= Duration::from_millis(910),
-            "{elapsed:?}"
-        );
+        assert!(elapsed >= Duration::from_millis(890) && elapsed <= Duration::from_millis(910), "{elapsed:?}");
     }
 }

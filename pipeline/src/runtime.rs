@@ -128,12 +128,8 @@ pub struct Running {
 
 /// Wires `nodes` together and spawns one task per node. `shutdown` is the
 /// stop signal handed to sources; cancel it to begin a drain.
-pub fn start<M: Message>(
-    nodes: Vec<(NodeSpec, Box<dyn Stage<M>>)>,
-    shutdown: CancellationToken,
-) -> Result<Running, BuildError> {
-    let mut queues: HashMap<&str, (mpsc::UnboundedSender<_>, Option<mpsc::UnboundedReceiver<_>>)> =
-        HashMap::new();
+pub fn start<M: Message>(nodes: Vec<(NodeSpec, Box<dyn Stage<M>>)>, shutdown: CancellationToken) -> Result<Running, BuildError> {
+    let mut queues: HashMap<&str, (mpsc::UnboundedSender<_>, Option<mpsc::UnboundedReceiver<_>>)> = HashMap::new();
     for (spec, _) in &nodes {
         let (tx, rx) = mpsc::unbounded_channel();
         if queues.insert(spec.name.as_str(), (tx, Some(rx))).is_some() {
@@ -146,17 +142,11 @@ pub fn start<M: Message>(
     for (spec, _) in &nodes {
         for input in &spec.inputs {
             let Some((from_name, _)) = queues.get_key_value(input.from.as_str()) else {
-                return Err(BuildError::UnknownInput {
-                    to: spec.name.clone(),
-                    from: input.from.clone(),
-                });
+                return Err(BuildError::UnknownInput { to: spec.name.clone(), from: input.from.clone() });
             };
             let edge = EdgeShared::new(&input.from, &spec.name, input.capacity, input.when_full);
             let queue = queues[spec.name.as_str()].0.clone();
-            outgoing.entry(from_name).or_default().push(EdgeSender {
-                edge: edge.clone(),
-                queue,
-            });
+            outgoing.entry(from_name).or_default().push(EdgeSender { edge: edge.clone(), queue });
             incoming.entry(spec.name.as_str()).or_default().push(edge);
         }
     }
@@ -166,35 +156,14 @@ pub fn start<M: Message>(
         let name: Arc<str> = spec.name.as_str().into();
         let metrics = StageMetrics::new(&name);
         let rate_limit = spec.rate_limit.as_ref().map(RateLimit::new);
-        let (input_limit, output_limit) = if spec.source {
-            (None, rate_limit)
-        } else {
-            (rate_limit, None)
-        };
-        let receiver = queues
-            .get_mut(spec.name.as_str())
-            .and_then(|(_, rx)| rx.take());
+        let (input_limit, output_limit) = if spec.source { (None, rate_limit) } else { (rate_limit, None) };
+        let receiver = queues.get_mut(spec.name.as_str()).and_then(|(_, rx)| rx.take());
         let Some(receiver) = receiver else {
             return Err(BuildError::DuplicateNode(spec.name.clone()));
         };
-        let input = Input::new(
-            receiver,
-            incoming.remove(spec.name.as_str()).unwrap_or_default(),
-            metrics.clone(),
-            input_limit,
-        );
-        let output = Output::new(
-            outgoing.remove(spec.name.as_str()).unwrap_or_default(),
-            metrics.clone(),
-            output_limit,
-        );
-        contexts.push(StageContext {
-            name,
-            input,
-            output,
-            shutdown: shutdown.clone(),
-            metrics,
-        });
+        let input = Input::new(receiver, incoming.remove(spec.name.as_str()).unwrap_or_default(), metrics.clone(), input_limit);
+        let output = Output::new(outgoing.remove(spec.name.as_str()).unwrap_or_default(), metrics.clone(), output_limit);
+        contexts.push(StageContext { name, input, output, shutdown: shutdown.clone(), metrics });
     }
     // Only the edges' senders may keep a queue open: a stage's input closes
     // exactly when all its upstream stages have finished.
@@ -207,11 +176,7 @@ pub fn start<M: Message>(
         let handle = tasks.spawn(stage.run(cx));
         names.insert(handle.id(), name);
     }
-    Ok(Running {
-        tasks,
-        names,
-        shutdown,
-    })
+    Ok(Running { tasks, names, shutdown })
 }
 
 impl Running {
@@ -244,10 +209,7 @@ impl Running {
             let Some(joined) = joined else { break };
             let (id, outcome) = match joined {
                 Ok((id, outcome)) => (id, outcome.map_err(|error| error.to_string())),
-                Err(join_error) => (
-                    join_error.id(),
-                    Err(format!("task ended abnormally: {join_error}")),
-                ),
+                Err(join_error) => (join_error.id(), Err(format!("task ended abnormally: {join_error}"))),
             };
             let name = self.names.remove(&id).unwrap_or_else(|| "?".into());
             match outcome {

@@ -119,17 +119,10 @@ impl<S> Topology<S> {
     }
 
     /// The stages that read from `name`, with the edge they read it through.
-    pub fn downstream_of<'a>(
-        &'a self,
-        name: &'a str,
-    ) -> impl Iterator<Item = (&'a StageDef<S>, &'a InputSpec)> + 'a {
-        self.stages.iter().flat_map(move |stage| {
-            stage
-                .inputs
-                .iter()
-                .filter(move |input| input.from == name)
-                .map(move |input| (stage, input))
-        })
+    pub fn downstream_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (&'a StageDef<S>, &'a InputSpec)> + 'a {
+        self.stages
+            .iter()
+            .flat_map(move |stage| stage.inputs.iter().filter(move |input| input.from == name).map(move |input| (stage, input)))
     }
 }
 
@@ -149,10 +142,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
-            admin_listen: DEFAULT_ADMIN_LISTEN.to_owned(),
-        }
+        Settings { shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS, admin_listen: DEFAULT_ADMIN_LISTEN.to_owned() }
     }
 }
 
@@ -191,10 +181,7 @@ pub struct AuthClient {
 impl fmt::Debug for AuthClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print the token.
-        f.debug_struct("AuthClient")
-            .field("name", &self.name)
-            .field("rate_limit", &self.rate_limit)
-            .finish_non_exhaustive()
+        f.debug_struct("AuthClient").field("name", &self.name).field("rate_limit", &self.rate_limit).finish_non_exhaustive()
     }
 }
 
@@ -277,19 +264,11 @@ impl<'de> Deserialize<'de> for InputSpec {
                 f.write_str("a stage name or a table { from, capacity, when_full }")
             }
             fn visit_str<E: de::Error>(self, name: &str) -> Result<InputSpec, E> {
-                Ok(InputSpec {
-                    from: name.to_owned(),
-                    capacity: DEFAULT_EDGE_CAPACITY,
-                    when_full: WhenFull::Block,
-                })
+                Ok(InputSpec { from: name.to_owned(), capacity: DEFAULT_EDGE_CAPACITY, when_full: WhenFull::Block })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<InputSpec, A::Error> {
                 let table = InputTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(InputSpec {
-                    from: table.from,
-                    capacity: table.capacity,
-                    when_full: table.when_full,
-                })
+                Ok(InputSpec { from: table.from, capacity: table.capacity, when_full: table.when_full })
             }
         }
         deserializer.deserialize_any(InputVisitor)
@@ -340,37 +319,21 @@ pub fn parse<S: StageSpec>(text: &str, vars: &VarSource) -> Result<Topology<S>, 
 
 /// Parses as much as parses: the topology (unparseable stages kept opaque)
 /// and the problems found. Fails outright only when the file is not TOML.
-pub(crate) fn parse_partial<S: StageSpec>(
-    text: &str,
-    vars: &VarSource,
-) -> Result<(Topology<S>, Vec<Problem>), Problems> {
-    let mut root: toml::Value = toml::from_str(text).map_err(|err| {
-        Problems::from(vec![Problem::topology(format!(
-            "not valid TOML: {}",
-            err.message().trim()
-        ))])
-    })?;
+pub(crate) fn parse_partial<S: StageSpec>(text: &str, vars: &VarSource) -> Result<(Topology<S>, Vec<Problem>), Problems> {
+    let mut root: toml::Value =
+        toml::from_str(text).map_err(|err| Problems::from(vec![Problem::topology(format!("not valid TOML: {}", err.message().trim()))]))?;
     let interpolation_errors = interpolate(&mut root, vars);
-    let mut problems: Vec<Problem> = interpolation_errors
-        .iter()
-        .map(|err| locate(&root, &err.path, &err.message))
-        .collect();
+    let mut problems: Vec<Problem> = interpolation_errors.iter().map(|err| locate(&root, &err.path, &err.message)).collect();
     // A stage with an unresolved value is reported once, for the variable;
     // its own checks would only complain about the raw `${...}` text.
-    let unresolved: Vec<usize> = interpolation_errors
-        .iter()
-        .filter_map(|err| stage_index_of(&err.path))
-        .collect();
+    let unresolved: Vec<usize> = interpolation_errors.iter().filter_map(|err| stage_index_of(&err.path)).collect();
     let toml::Value::Table(mut root) = root else {
         return Err(vec![Problem::topology("the file must be a TOML table")].into());
     };
 
     for key in root.keys() {
         if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
-            problems.push(Problem::topology(format!(
-                "unknown section `{key}`, expected one of {}",
-                quoted(TOP_LEVEL_KEYS)
-            )));
+            problems.push(Problem::topology(format!("unknown section `{key}`, expected one of {}", quoted(TOP_LEVEL_KEYS))));
         }
     }
 
@@ -395,9 +358,7 @@ pub(crate) fn parse_partial<S: StageSpec>(
                 }
             }
         }
-        Some(_) => problems.push(Problem::topology(
-            "`businesses` must be a table of `name = { id, retention_days }`",
-        )),
+        Some(_) => problems.push(Problem::topology("`businesses` must be a table of `name = { id, retention_days }`")),
     }
 
     let auth = match root.remove("auth") {
@@ -415,10 +376,7 @@ pub(crate) fn parse_partial<S: StageSpec>(
         Some(toml::Value::Array(items)) => {
             for (index, item) in items.into_iter().enumerate() {
                 match parse_stage::<S>(index, item) {
-                    Ok(stage) if unresolved.contains(&index) => opaque.push(OpaqueStage {
-                        name: stage.name,
-                        inputs: Some(stage.inputs),
-                    }),
+                    Ok(stage) if unresolved.contains(&index) => opaque.push(OpaqueStage { name: stage.name, inputs: Some(stage.inputs) }),
                     Ok(stage) => stages.push(stage),
                     Err((unparsed, mut stage_problems)) => {
                         opaque.extend(unparsed);
@@ -427,37 +385,21 @@ pub(crate) fn parse_partial<S: StageSpec>(
                 }
             }
         }
-        Some(_) => problems.push(Problem::topology(
-            "`stages` must be an array of tables (`[[stages]]`)",
-        )),
+        Some(_) => problems.push(Problem::topology("`stages` must be an array of tables (`[[stages]]`)")),
     }
 
-    Ok((
-        Topology {
-            settings,
-            businesses,
-            auth,
-            stages,
-            opaque,
-        },
-        problems,
-    ))
+    Ok((Topology { settings, businesses, auth, stages, opaque }, problems))
 }
 
 /// `stages[3].url` → 3.
 fn stage_index_of(path: &str) -> Option<usize> {
-    path.strip_prefix("stages[")?
-        .split(']')
-        .next()?
-        .parse()
-        .ok()
+    path.strip_prefix("stages[")?.split(']').next()?.parse().ok()
 }
 
 /// An interpolation problem, named by its stage when it is in one:
 /// `stage `realtime`: `redis_url`: ...` rather than `stages[1].redis_url`.
 fn locate(root: &toml::Value, path: &str, message: &str) -> Problem {
-    let stage_name = stage_index_of(path)
-        .and_then(|index| root.get("stages")?.get(index)?.get("name")?.as_str());
+    let stage_name = stage_index_of(path).and_then(|index| root.get("stages")?.get(index)?.get("name")?.as_str());
     let field = path.split_once("].").map(|(_, field)| field);
     match (stage_name, field) {
         (Some(name), Some(field)) => Problem::stage(name, format!("`{field}`: {message}")),
@@ -466,30 +408,14 @@ fn locate(root: &toml::Value, path: &str, message: &str) -> Problem {
 }
 
 /// One stage, or its problems plus what is known of it (name and inputs).
-fn parse_stage<S: StageSpec>(
-    index: usize,
-    item: toml::Value,
-) -> Result<StageDef<S>, (Option<OpaqueStage>, Vec<Problem>)> {
+fn parse_stage<S: StageSpec>(index: usize, item: toml::Value) -> Result<StageDef<S>, (Option<OpaqueStage>, Vec<Problem>)> {
     let toml::Value::Table(mut table) = item else {
         return Err((None, vec![Problem::stage_index(index, "must be a table")]));
     };
     let name = match table.remove("name") {
         Some(toml::Value::String(name)) if !name.is_empty() => name,
-        Some(_) => {
-            return Err((
-                None,
-                vec![Problem::stage_index(
-                    index,
-                    "field `name` must be a non-empty string",
-                )],
-            ))
-        }
-        None => {
-            return Err((
-                None,
-                vec![Problem::stage_index(index, "missing field `name`")],
-            ))
-        }
+        Some(_) => return Err((None, vec![Problem::stage_index(index, "field `name` must be a non-empty string")])),
+        None => return Err((None, vec![Problem::stage_index(index, "missing field `name`")])),
     };
     let mut problems = Vec::new();
 
@@ -499,9 +425,8 @@ fn parse_stage<S: StageSpec>(
             common.insert((*key).to_owned(), value);
         }
     }
-    let common = toml::Value::Table(common)
-        .try_into::<CommonKeys>()
-        .map_err(|err| problems.push(Problem::stage(&name, serde_message(&err))));
+    let common =
+        toml::Value::Table(common).try_into::<CommonKeys>().map_err(|err| problems.push(Problem::stage(&name, serde_message(&err))));
 
     let config = match table.get("type") {
         None => {
@@ -509,28 +434,16 @@ fn parse_stage<S: StageSpec>(
             None
         }
         Some(toml::Value::String(kind)) if !S::KINDS.contains(&kind.as_str()) => {
-            problems.push(Problem::stage(
-                &name,
-                format!(
-                    "unknown stage type `{kind}`, expected one of {}",
-                    quoted(S::KINDS)
-                ),
-            ));
+            problems.push(Problem::stage(&name, format!("unknown stage type `{kind}`, expected one of {}", quoted(S::KINDS))));
             None
         }
-        Some(_) => toml::Value::Table(table)
-            .try_into::<S>()
-            .map_err(|err| problems.push(Problem::stage(&name, serde_message(&err))))
-            .ok(),
+        Some(_) => toml::Value::Table(table).try_into::<S>().map_err(|err| problems.push(Problem::stage(&name, serde_message(&err)))).ok(),
     };
 
     match (common, config) {
-        (Ok(common), Some(config)) if problems.is_empty() => Ok(StageDef {
-            name,
-            inputs: common.inputs,
-            rate_limit: common.rate_limit,
-            config,
-        }),
+        (Ok(common), Some(config)) if problems.is_empty() => {
+            Ok(StageDef { name, inputs: common.inputs, rate_limit: common.rate_limit, config })
+        }
         (common, _) => {
             let inputs = common.ok().map(|common| common.inputs);
             Err((Some(OpaqueStage { name, inputs }), problems))
@@ -546,9 +459,5 @@ fn serde_message(err: &toml::de::Error) -> String {
 
 /// `` `a`, `b`, `c` `` for messages.
 pub(crate) fn quoted(items: &[&str]) -> String {
-    items
-        .iter()
-        .map(|item| format!("`{item}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.iter().map(|item| format!("`{item}`")).collect::<Vec<_>>().join(", ")
 }

@@ -17,24 +17,14 @@ struct Node<'a, S> {
 }
 
 fn nodes<S>(topology: &Topology<S>) -> Vec<Node<'_, S>> {
-    let parsed = topology.stages.iter().map(|stage| Node {
-        name: &stage.name,
-        inputs: &stage.inputs,
-        config: Some(&stage.config),
-    });
-    let opaque = topology.opaque.iter().map(|stage| Node {
-        name: &stage.name,
-        inputs: stage.inputs.as_deref().unwrap_or_default(),
-        config: None,
-    });
+    let parsed = topology.stages.iter().map(|stage| Node { name: &stage.name, inputs: &stage.inputs, config: Some(&stage.config) });
+    let opaque =
+        topology.opaque.iter().map(|stage| Node { name: &stage.name, inputs: stage.inputs.as_deref().unwrap_or_default(), config: None });
     parsed.chain(opaque).collect()
 }
 
 /// Parses and validates in one step: the whole check `histflow validate` runs.
-pub fn load<S: StageSpec>(
-    text: &str,
-    vars: &crate::env::VarSource,
-) -> Result<Topology<S>, Problems> {
+pub fn load<S: StageSpec>(text: &str, vars: &crate::env::VarSource) -> Result<Topology<S>, Problems> {
     let (topology, mut problems) = crate::topology::parse_partial::<S>(text, vars)?;
     problems.extend(validate(&topology));
     if problems.is_empty() {
@@ -60,15 +50,10 @@ pub fn validate<S: StageSpec>(topology: &Topology<S>) -> Vec<Problem> {
 fn check_settings<S: StageSpec>(topology: &Topology<S>, problems: &mut Vec<Problem>) {
     let settings = &topology.settings;
     if settings.shutdown_timeout_ms == 0 {
-        problems.push(Problem::pipeline(
-            "`shutdown_timeout_ms` must be at least 1",
-        ));
+        problems.push(Problem::pipeline("`shutdown_timeout_ms` must be at least 1"));
     }
     if settings.admin_listen.parse::<SocketAddr>().is_err() {
-        problems.push(Problem::pipeline(format!(
-            "`admin_listen` = {:?} is not an address such as 127.0.0.1:9464",
-            settings.admin_listen
-        )));
+        problems.push(Problem::pipeline(format!("`admin_listen` = {:?} is not an address such as 127.0.0.1:9464", settings.admin_listen)));
     }
 }
 
@@ -76,22 +61,16 @@ fn check_businesses<S: StageSpec>(topology: &Topology<S>, problems: &mut Vec<Pro
     let mut ids: HashMap<u32, &str> = HashMap::new();
     for (name, business) in &topology.businesses {
         if let Some(other) = ids.insert(business.id, name) {
-            problems.push(Problem::business(
-                name,
-                format!(
-                    "`id` = {} is already the id of business `{other}`",
-                    business.id
-                ),
-            ));
+            problems.push(Problem::business(name, format!("`id` = {} is already the id of business `{other}`", business.id)));
         }
         if business.retention_days == 0 {
-            problems.push(Problem::business(
-                name,
-                "`retention_days` must be at least 1",
-            ));
+            problems.push(Problem::business(name, "`retention_days` must be at least 1"));
         }
         if name.is_empty() || name.contains(':') {
-            problems.push(Problem::business(name, "a business name must be non-empty and must not contain `:` (it is part of the item key `business:oid`)"));
+            problems.push(Problem::business(
+                name,
+                "a business name must be non-empty and must not contain `:` (it is part of the item key `business:oid`)",
+            ));
         }
     }
 }
@@ -105,13 +84,9 @@ fn check_auth<S: StageSpec>(topology: &Topology<S>, problems: &mut Vec<Problem>)
             problems.push(Problem::auth(format!("client `{name}` is declared twice")));
         }
         if client.token.len() < 16 {
-            problems.push(Problem::auth(format!(
-                "client `{name}`: `token` must be at least 16 characters"
-            )));
+            problems.push(Problem::auth(format!("client `{name}`: `token` must be at least 16 characters")));
         } else if !tokens.insert(client.token.as_str()) {
-            problems.push(Problem::auth(format!(
-                "client `{name}`: `token` is the same as another client's"
-            )));
+            problems.push(Problem::auth(format!("client `{name}`: `token` is the same as another client's")));
         }
         if let Some(limit) = &client.rate_limit {
             if limit.per_second == 0 || limit.burst == Some(0) {
@@ -125,10 +100,7 @@ fn check_names<S: StageSpec>(topology: &Topology<S>, problems: &mut Vec<Problem>
     let mut seen = HashSet::new();
     for node in nodes(topology) {
         if !seen.insert(node.name) {
-            problems.push(Problem::stage(
-                node.name,
-                "duplicate stage name: another stage already has it",
-            ));
+            problems.push(Problem::stage(node.name, "duplicate stage name: another stage already has it"));
         }
     }
 }
@@ -149,39 +121,26 @@ fn check_stages<S: StageSpec>(topology: &Topology<S>, problems: &mut Vec<Problem
     for stage in &topology.stages {
         let name = &stage.name;
         match (stage.config.shape(), stage.inputs.is_empty()) {
-            (Shape::Source, false) => problems.push(Problem::stage(
-                name,
-                format!(
-                    "a `{}` stage is a source and takes no `inputs`",
-                    stage.config.kind()
-                ),
-            )),
-            (Shape::Transform | Shape::Sink | Shape::Bridge, true) => problems.push(
-                Problem::stage(name, "`inputs` is empty: nothing feeds this stage"),
-            ),
+            (Shape::Source, false) => {
+                problems.push(Problem::stage(name, format!("a `{}` stage is a source and takes no `inputs`", stage.config.kind())))
+            }
+            (Shape::Transform | Shape::Sink | Shape::Bridge, true) => {
+                problems.push(Problem::stage(name, "`inputs` is empty: nothing feeds this stage"))
+            }
             _ => {}
         }
         if let Some(limit) = &stage.rate_limit {
             if limit.per_second == 0 {
-                problems.push(Problem::stage(
-                    name,
-                    "`rate_limit.per_second` must be at least 1",
-                ));
+                problems.push(Problem::stage(name, "`rate_limit.per_second` must be at least 1"));
             }
             if limit.burst == Some(0) {
-                problems.push(Problem::stage(
-                    name,
-                    "`rate_limit.burst` must be at least 1",
-                ));
+                problems.push(Problem::stage(name, "`rate_limit.burst` must be at least 1"));
             }
         }
 
         for business in stage.config.businesses() {
             if !topology.businesses.contains_key(business) {
-                problems.push(Problem::stage(
-                    name,
-                    format!("business `{business}` is not registered in [businesses]"),
-                ));
+                problems.push(Problem::stage(name, format!("business `{business}` is not registered in [businesses]")));
             }
         }
         for message in stage.config.check() {
@@ -196,22 +155,13 @@ fn check_edges<S: StageSpec>(all: &[Node<'_, S>], node: &Node<'_, S>, problems: 
     for input in node.inputs {
         let from = &input.from;
         if !seen_inputs.insert(from.as_str()) {
-            problems.push(Problem::stage(
-                name,
-                format!("input `{from}` is listed twice"),
-            ));
+            problems.push(Problem::stage(name, format!("input `{from}` is listed twice")));
         }
         if input.capacity == 0 {
-            problems.push(Problem::stage(
-                name,
-                format!("input `{from}`: `capacity` must be at least 1"),
-            ));
+            problems.push(Problem::stage(name, format!("input `{from}`: `capacity` must be at least 1")));
         }
         let Some(upstream) = all.iter().find(|other| other.name == from) else {
-            problems.push(Problem::stage(
-                name,
-                format!("input `{from}` is not a stage of this topology"),
-            ));
+            problems.push(Problem::stage(name, format!("input `{from}` is not a stage of this topology")));
             continue;
         };
         // Shape and role checks need both ends parsed.
@@ -219,13 +169,7 @@ fn check_edges<S: StageSpec>(all: &[Node<'_, S>], node: &Node<'_, S>, problems: 
             continue;
         };
         if upstream.shape() == Shape::Sink {
-            problems.push(Problem::stage(
-                name,
-                format!(
-                    "input `{from}` is a `{}` sink and emits nothing",
-                    upstream.kind()
-                ),
-            ));
+            problems.push(Problem::stage(name, format!("input `{from}` is a `{}` sink and emits nothing", upstream.kind())));
         }
         if input.when_full == WhenFull::Reject && !upstream.can_refuse_clients() {
             problems.push(Problem::stage(
@@ -285,12 +229,7 @@ fn check_cycles<S: StageSpec>(topology: &Topology<S>, problems: &mut Vec<Problem
                     // Walked against the data flow; reverse to read a -> b -> a,
                     // then start at the stage written first in the file.
                     cycle.reverse();
-                    if let Some(first) = cycle
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, &n)| n)
-                        .map(|(at, _)| at)
-                    {
+                    if let Some(first) = cycle.iter().enumerate().min_by_key(|(_, &n)| n).map(|(at, _)| at) {
                         cycle.rotate_left(first);
                     }
                     let mut key = cycle.clone();
@@ -298,10 +237,7 @@ fn check_cycles<S: StageSpec>(topology: &Topology<S>, problems: &mut Vec<Problem
                     if reported.insert(key) {
                         let mut names: Vec<&str> = cycle.iter().map(|&n| all[n].name).collect();
                         names.push(names[0]);
-                        problems.push(Problem::stage(
-                            names[0],
-                            format!("cyclic dependency: {}", names.join(" -> ")),
-                        ));
+                        problems.push(Problem::stage(names[0], format!("cyclic dependency: {}", names.join(" -> "))));
                     }
                 }
                 Mark::Done => {}
@@ -313,15 +249,7 @@ fn check_cycles<S: StageSpec>(topology: &Topology<S>, problems: &mut Vec<Problem
 
     for node in 0..all.len() {
         if marks[node] == Mark::New {
-            visit(
-                node,
-                &all,
-                &index,
-                &mut marks,
-                &mut Vec::new(),
-                &mut reported,
-                problems,
-            );
+            visit(node, &all, &index, &mut marks, &mut Vec::new(), &mut reported, problems);
         }
     }
 }
@@ -335,15 +263,8 @@ fn check_reaches_sink<S: StageSpec>(topology: &Topology<S>, problems: &mut Vec<P
         return;
     }
     let all = nodes(topology);
-    let ends = |node: &Node<'_, S>| {
-        node.config
-            .is_none_or(|config| matches!(config.shape(), Shape::Sink | Shape::Bridge))
-    };
-    let mut reaches: HashSet<&str> = all
-        .iter()
-        .filter(|node| ends(node))
-        .map(|node| node.name)
-        .collect();
+    let ends = |node: &Node<'_, S>| node.config.is_none_or(|config| matches!(config.shape(), Shape::Sink | Shape::Bridge));
+    let mut reaches: HashSet<&str> = all.iter().filter(|node| ends(node)).map(|node| node.name).collect();
     let mut frontier: Vec<&str> = reaches.iter().copied().collect();
     while let Some(name) = frontier.pop() {
         for node in all.iter().filter(|node| node.name == name) {
@@ -356,7 +277,10 @@ fn check_reaches_sink<S: StageSpec>(topology: &Topology<S>, problems: &mut Vec<P
     }
     for node in &all {
         if !reaches.contains(node.name) {
-            problems.push(Problem::stage(node.name, "reaches no sink: nothing downstream writes its events anywhere, so they would be dropped"));
+            problems.push(Problem::stage(
+                node.name,
+                "reaches no sink: nothing downstream writes its events anywhere, so they would be dropped",
+            ));
         }
     }
 }

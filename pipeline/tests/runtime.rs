@@ -18,11 +18,7 @@ fn node(name: &str, inputs: &[(&str, usize, WhenFull)]) -> NodeSpec {
         name: name.to_owned(),
         inputs: inputs
             .iter()
-            .map(|(from, capacity, when_full)| InputSpec {
-                from: (*from).to_owned(),
-                capacity: *capacity,
-                when_full: *when_full,
-            })
+            .map(|(from, capacity, when_full)| InputSpec { from: (*from).to_owned(), capacity: *capacity, when_full: *when_full })
             .collect(),
         rate_limit: None,
         source: inputs.is_empty(),
@@ -31,12 +27,8 @@ fn node(name: &str, inputs: &[(&str, usize, WhenFull)]) -> NodeSpec {
 
 /// A source emitting `batches` batches of `size` consecutive numbers, then
 /// finishing; counts sends that had to wait.
-fn counting_source(
-    batches: u64,
-    size: u64,
-    blocked: Arc<AtomicUsize>,
-) -> Box<dyn pipeline::Stage<Batch>> {
-    stage_fn(move |mut cx| async move {
+fn counting_source(batches: u64, size: u64, blocked: Arc<AtomicUsize>) -> Box<dyn pipeline::Stage<Batch>> {
+    stage_fn(move |cx| async move {
         for b in 0..batches {
             let batch: Batch = (b * size..(b + 1) * size).collect();
             let send = cx.output.send(batch);
@@ -55,11 +47,7 @@ fn counting_source(
 
 /// A sink that collects everything, optionally sleeping per batch, and
 /// records the largest queue it ever saw on its input.
-fn collecting_sink(
-    seen: Arc<Mutex<Vec<u64>>>,
-    per_batch: Duration,
-    max_queued: Arc<AtomicUsize>,
-) -> Box<dyn pipeline::Stage<Batch>> {
+fn collecting_sink(seen: Arc<Mutex<Vec<u64>>>, per_batch: Duration, max_queued: Arc<AtomicUsize>) -> Box<dyn pipeline::Stage<Batch>> {
     stage_fn(move |mut cx| async move {
         loop {
             max_queued.fetch_max(cx.input.queued(), Ordering::Relaxed);
@@ -78,16 +66,9 @@ fn collecting_sink(
 #[tokio::test(start_paused = true)]
 async fn backpressure_bounds_the_queue_and_loses_nothing() {
     const CAPACITY: usize = 64;
-    let (blocked, max_queued, seen) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(Mutex::new(Vec::new())),
-    );
+    let (blocked, max_queued, seen) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::new())));
     let nodes = vec![
-        (
-            node("source", &[]),
-            counting_source(200, 16, blocked.clone()),
-        ),
+        (node("source", &[]), counting_source(200, 16, blocked.clone())),
         (
             node("sink", &[("source", CAPACITY, WhenFull::Block)]),
             collecting_sink(seen.clone(), Duration::from_millis(1), max_queued.clone()),
@@ -96,25 +77,11 @@ async fn backpressure_bounds_the_queue_and_loses_nothing() {
     let running = start(nodes, CancellationToken::new()).unwrap();
     running.wait(Duration::from_secs(5)).await.unwrap();
 
-    assert!(
-        max_queued.load(Ordering::Relaxed) <= CAPACITY,
-        "queue reached {}",
-        max_queued.load(Ordering::Relaxed)
-    );
-    assert!(
-        max_queued.load(Ordering::Relaxed) >= CAPACITY - 16,
-        "the edge never filled: the test did not exercise backpressure"
-    );
-    assert!(
-        blocked.load(Ordering::Relaxed) > 0,
-        "the source never waited"
-    );
+    assert!(max_queued.load(Ordering::Relaxed) <= CAPACITY, "queue reached {}", max_queued.load(Ordering::Relaxed));
+    assert!(max_queued.load(Ordering::Relaxed) >= CAPACITY - 16, "the edge never filled: the test did not exercise backpressure");
+    assert!(blocked.load(Ordering::Relaxed) > 0, "the source never waited");
     let seen = seen.lock().unwrap();
-    assert_eq!(
-        *seen,
-        (0..200 * 16).collect::<Vec<u64>>(),
-        "every event exactly once, in order"
-    );
+    assert_eq!(*seen, (0..200 * 16).collect::<Vec<u64>>(), "every event exactly once, in order");
 }
 
 #[tokio::test]
@@ -122,7 +89,7 @@ async fn reject_edge_fails_the_send_at_once() {
     let outcome: Arc<Mutex<Vec<String>>> = Arc::default();
     let release = CancellationToken::new();
     let (outcome_in_source, release_in_source) = (outcome.clone(), release.clone());
-    let source = stage_fn(move |mut cx| async move {
+    let source = stage_fn(move |cx| async move {
         let first = cx.output.send(vec![1, 2]).now_or_never();
         let second = cx.output.send(vec![3]).now_or_never();
         let describe = |result: Option<Result<(), SendError<Batch>>>| match result {
@@ -131,10 +98,7 @@ async fn reject_edge_fails_the_send_at_once() {
             Some(Err(SendError::Full { to, message })) => format!("full {to} {message:?}"),
             Some(Err(error)) => error.to_string(),
         };
-        outcome_in_source
-            .lock()
-            .unwrap()
-            .extend([describe(first), describe(second)]);
+        outcome_in_source.lock().unwrap().extend([describe(first), describe(second)]);
         release_in_source.cancel();
         Ok(())
     });
@@ -144,19 +108,9 @@ async fn reject_edge_fails_the_send_at_once() {
         while cx.input.recv().await.is_some() {}
         Ok(())
     });
-    let nodes = vec![
-        (node("source", &[]), source),
-        (node("sink", &[("source", 2, WhenFull::Reject)]), sink),
-    ];
-    start(nodes, CancellationToken::new())
-        .unwrap()
-        .wait(Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(
-        *outcome.lock().unwrap(),
-        vec!["sent".to_owned(), "full sink [3]".to_owned()]
-    );
+    let nodes = vec![(node("source", &[]), source), (node("sink", &[("source", 2, WhenFull::Reject)]), sink)];
+    start(nodes, CancellationToken::new()).unwrap().wait(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(*outcome.lock().unwrap(), vec!["sent".to_owned(), "full sink [3]".to_owned()]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -165,53 +119,27 @@ async fn rate_limit_delays_and_never_drops() {
     // the other 490 take 4.9 s of virtual time.
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut limited = node("sink", &[("source", 10_000, WhenFull::Block)]);
-    limited.rate_limit = Some(RateLimitSpec {
-        per_second: 100,
-        burst: Some(10),
-    });
+    limited.rate_limit = Some(RateLimitSpec { per_second: 100, burst: Some(10) });
     let nodes = vec![
         (node("source", &[]), counting_source(50, 10, Arc::default())),
-        (
-            limited,
-            collecting_sink(seen.clone(), Duration::ZERO, Arc::default()),
-        ),
+        (limited, collecting_sink(seen.clone(), Duration::ZERO, Arc::default())),
     ];
     let started = tokio::time::Instant::now();
-    start(nodes, CancellationToken::new())
-        .unwrap()
-        .wait(Duration::from_secs(60))
-        .await
-        .unwrap();
+    start(nodes, CancellationToken::new()).unwrap().wait(Duration::from_secs(60)).await.unwrap();
     let elapsed = started.elapsed();
-    assert!(
-        elapsed >= Duration::from_millis(4_850) && elapsed <= Duration::from_millis(5_000),
-        "took {elapsed:?} of virtual time"
-    );
+    assert!(elapsed >= Duration::from_millis(4_850) && elapsed <= Duration::from_millis(5_000), "took {elapsed:?} of virtual time");
     assert_eq!(seen.lock().unwrap().len(), 500);
 }
 
 #[tokio::test(start_paused = true)]
 async fn fan_out_delivers_every_batch_to_every_reader() {
-    let (left, right) = (
-        Arc::new(Mutex::new(Vec::new())),
-        Arc::new(Mutex::new(Vec::new())),
-    );
+    let (left, right) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
     let nodes = vec![
         (node("source", &[]), counting_source(100, 8, Arc::default())),
-        (
-            node("left", &[("source", 32, WhenFull::Block)]),
-            collecting_sink(left.clone(), Duration::from_millis(1), Arc::default()),
-        ),
-        (
-            node("right", &[("source", 32, WhenFull::Block)]),
-            collecting_sink(right.clone(), Duration::ZERO, Arc::default()),
-        ),
+        (node("left", &[("source", 32, WhenFull::Block)]), collecting_sink(left.clone(), Duration::from_millis(1), Arc::default())),
+        (node("right", &[("source", 32, WhenFull::Block)]), collecting_sink(right.clone(), Duration::ZERO, Arc::default())),
     ];
-    start(nodes, CancellationToken::new())
-        .unwrap()
-        .wait(Duration::from_secs(5))
-        .await
-        .unwrap();
+    start(nodes, CancellationToken::new()).unwrap().wait(Duration::from_secs(5)).await.unwrap();
     let expected: Vec<u64> = (0..800).collect();
     assert_eq!(*left.lock().unwrap(), expected);
     assert_eq!(*right.lock().unwrap(), expected);
@@ -222,7 +150,7 @@ async fn shutdown_drains_events_in_flight() {
     let sent = Arc::new(AtomicUsize::new(0));
     let received = Arc::new(AtomicUsize::new(0));
     let sent_in_source = sent.clone();
-    let source = stage_fn(move |mut cx| async move {
+    let source = stage_fn(move |cx| async move {
         let mut next = 0u64;
         // A source stops taking new work on the signal; what it sent stays.
         while !cx.shutdown.is_cancelled() {
@@ -258,14 +186,8 @@ async fn shutdown_drains_events_in_flight() {
     shutdown.cancel();
     let in_flight = sent.load(Ordering::Relaxed) - received.load(Ordering::Relaxed);
     running.wait(Duration::from_secs(10)).await.unwrap();
-    assert!(
-        in_flight > 0,
-        "nothing was in flight at the signal: the test proves nothing"
-    );
-    assert_eq!(
-        received.load(Ordering::Relaxed),
-        sent.load(Ordering::Relaxed)
-    );
+    assert!(in_flight > 0, "nothing was in flight at the signal: the test proves nothing");
+    assert_eq!(received.load(Ordering::Relaxed), sent.load(Ordering::Relaxed));
 }
 
 #[tokio::test(start_paused = true)]
@@ -278,19 +200,13 @@ async fn deadline_names_the_stages_that_did_not_drain() {
                 Ok(())
             }),
         ),
-        (
-            node("stuck", &[("source", 10, WhenFull::Block)]),
-            stage_fn(|_cx: pipeline::StageContext<Batch>| std::future::pending()),
-        ),
+        (node("stuck", &[("source", 10, WhenFull::Block)]), stage_fn(|_cx: pipeline::StageContext<Batch>| std::future::pending())),
     ];
     let shutdown = CancellationToken::new();
     let running = start(nodes, shutdown.clone()).unwrap();
     shutdown.cancel();
     match running.wait(Duration::from_secs(3)).await {
-        Err(RunError::DeadlineExceeded {
-            still_running,
-            timeout,
-        }) => {
+        Err(RunError::DeadlineExceeded { still_running, timeout }) => {
             assert_eq!(still_running, vec!["stuck".to_owned()]);
             assert_eq!(timeout, Duration::from_secs(3));
         }
@@ -300,7 +216,7 @@ async fn deadline_names_the_stages_that_did_not_drain() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_stage_stops_the_sources_and_fails_the_run() {
-    let source = stage_fn(|mut cx: pipeline::StageContext<Batch>| async move {
+    let source = stage_fn(|cx: pipeline::StageContext<Batch>| async move {
         loop {
             tokio::select! {
                 () = cx.shutdown.cancelled() => return Ok(()),
@@ -312,20 +228,11 @@ async fn a_failed_stage_stops_the_sources_and_fails_the_run() {
         cx.input.recv().await;
         Err("disk on fire".into())
     });
-    let nodes = vec![
-        (node("source", &[]), source),
-        (node("failing", &[("source", 10, WhenFull::Block)]), failing),
-    ];
+    let nodes = vec![(node("source", &[]), source), (node("failing", &[("source", 10, WhenFull::Block)]), failing)];
     let shutdown = CancellationToken::new();
-    let outcome = start(nodes, shutdown.clone())
-        .unwrap()
-        .wait(Duration::from_secs(5))
-        .await;
+    let outcome = start(nodes, shutdown.clone()).unwrap().wait(Duration::from_secs(5)).await;
     match outcome {
-        Err(RunError::StagesFailed(failures)) => assert_eq!(
-            failures,
-            vec![("failing".to_owned(), "disk on fire".to_owned())]
-        ),
+        Err(RunError::StagesFailed(failures)) => assert_eq!(failures, vec![("failing".to_owned(), "disk on fire".to_owned())]),
         other => panic!("expected a failure, got {other:?}"),
     }
     assert!(shutdown.is_cancelled());
@@ -333,19 +240,10 @@ async fn a_failed_stage_stops_the_sources_and_fails_the_run() {
 
 #[test]
 fn wiring_errors_name_the_nodes() {
-    let nodes: Vec<pipeline::RunnableNode<Batch>> = vec![(
-        node("sink", &[("ghost", 1, WhenFull::Block)]),
-        stage_fn(|_cx| async { Ok(()) }),
-    )];
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let nodes: Vec<pipeline::RunnableNode<Batch>> =
+        vec![(node("sink", &[("ghost", 1, WhenFull::Block)]), stage_fn(|_cx| async { Ok(()) }))];
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let _guard = runtime.enter();
-    let error = start(nodes, CancellationToken::new())
-        .err()
-        .map(|error| error.to_string());
-    assert_eq!(
-        error.as_deref(),
-        Some("node `sink` reads from `ghost`, which is not a node of this pipeline")
-    );
+    let error = start(nodes, CancellationToken::new()).err().map(|error| error.to_string());
+    assert_eq!(error.as_deref(), Some("node `sink` reads from `ghost`, which is not a node of this pipeline"));
 }

@@ -3,71 +3,171 @@
 //! `--embedded`, its in-process stand-in. Every problem is collected.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
+use ingest_http::{AdminState, HttpIngestStage};
 use model::Batch;
 use pipeline::plan::{plan, Half, RoleSelection};
-use pipeline::{RunnableNode, Stage, Topology};
+use pipeline::{RunnableNode, Stage, StageDef, Topology};
 
+use crate::aggregate::fold::Fold;
+use crate::aggregate::AggregateStage;
 use crate::kafka_batch::embedded::{self, QueueConsumer, QueueProducer};
+use crate::kafka_batch::{KafkaProducerStage, Payload};
+use crate::realtime::broadcast::Broadcast;
+use crate::realtime::{EmbeddedStore, RealtimeStage, RealtimeStore, RedisStore};
 use crate::StageConfig;
 
+/// Shards when no aggregate stage says otherwise.
+const DEFAULT_SHARDS: u32 = 64;
+
 /// How to build.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub struct BuildOptions {
     /// The roles this process runs.
     pub role: RoleSelection,
     /// Use in-process stand-ins for Redis, Kafka and HBase.
     pub embedded: bool,
+    /// Health and metrics, served by the ingest stage when it runs.
+    pub admin: Option<AdminState>,
+}
+
+/// The backends a process shares between its stages.
+struct Backends {
+    embedded: Option<Arc<EmbeddedStore>>,
+    redis: HashMap<String, RealtimeStore>,
+}
+
+impl Backends {
+    fn realtime_store(&mut self, redis_url: &str) -> Result<RealtimeStore, String> {
+        if let Some(store) = &self.embedded {
+            return Ok(RealtimeStore::Embedded(store.clone()));
+        }
+        if let Some(store) = self.redis.get(redis_url) {
+            return Ok(store.clone());
+        }
+        let store = RealtimeStore::Redis(RedisStore::connect_lazy(redis_url).map_err(|error| error.to_string())?);
+        self.redis.insert(redis_url.to_owned(), store.clone());
+        Ok(store)
+    }
+}
+
+/// The first stage of kind `matches` downstream of `name`, if any.
+fn downstream_config<'t>(
+    topology: &'t Topology<StageConfig>,
+    name: &'t str,
+    matches: impl Fn(&StageConfig) -> bool,
+) -> Option<&'t StageConfig> {
+    topology.downstream_of(name).map(|(stage, _)| &stage.config).find(|config| matches(config))
+}
+
+/// The realtime stage feeding `name` (directly or through others).
+fn upstream_redis_url<'t>(topology: &'t Topology<StageConfig>, stage: &'t StageDef<StageConfig>) -> Option<&'t str> {
+    let mut frontier: Vec<&StageDef<StageConfig>> = vec![stage];
+    let mut seen = 0;
+    while let Some(current) = frontier.pop() {
+        if let StageConfig::Realtime(config) = &current.config {
+            return Some(&config.redis_url);
+        }
+        seen += 1;
+        if seen > topology.stages.len() {
+            break;
+        }
+        frontier.extend(current.inputs.iter().filter_map(|input| topology.stage(&input.from)));
+    }
+    None
+}
+
+/// The shard count of the aggregate after `realtime` (dirty sets must use it).
+fn shards_after(topology: &Topology<StageConfig>, name: &str) -> u32 {
+    match downstream_config(topology, name, |config| matches!(config, StageConfig::Aggregate(_))) {
+        Some(StageConfig::Aggregate(config)) => config.shards,
+        _ => DEFAULT_SHARDS,
+    }
 }
 
 /// Builds every node `options.role` runs, or every reason it cannot.
-pub fn build(
-    topology: &Topology<StageConfig>,
-    options: BuildOptions,
-) -> Result<Vec<RunnableNode<Batch>>, Vec<String>> {
+pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<Vec<RunnableNode<Batch>>, Vec<String>> {
     let planned = plan(topology, options.role);
     let mut problems = Vec::new();
     if planned.is_empty() {
-        problems.push(format!(
-            "the {} role has no stages in this topology",
-            options.role
-        ));
+        problems.push(format!("the {} role has no stages in this topology", options.role));
     }
+    let mut backends = Backends { embedded: options.embedded.then(|| Arc::new(EmbeddedStore::default())), redis: HashMap::new() };
+    let ttl_s = topology.businesses.values().map(|business| u64::from(business.retention_days) * 86_400).max().unwrap_or(90 * 86_400);
+    let admin = options.admin.clone().unwrap_or_else(|| AdminState { health: ingest_http::Health::default(), metrics: None });
 
     // Embedded bridges: both halves share one in-process queue, so both must
     // run in this process.
-    let mut embedded_queues: HashMap<&str, (Option<QueueProducer>, Option<QueueConsumer>)> =
-        HashMap::new();
+    let mut embedded_queues: HashMap<&str, (Option<QueueProducer>, Option<QueueConsumer>)> = HashMap::new();
     let mut nodes: Vec<RunnableNode<Batch>> = Vec::new();
     for node in planned {
-        let name = &node.stage.name;
-        let built: Result<Box<dyn Stage<Batch>>, String> = match (&node.stage.config, node.half) {
+        let stage = node.stage;
+        let name = &stage.name;
+        let built: Result<Box<dyn Stage<Batch>>, String> = match (&stage.config, node.half) {
+            (StageConfig::HttpIngest(config), _) => HttpIngestStage::new(config, &topology.businesses, &topology.auth, admin.clone())
+                .map(|stage| Box::new(stage) as Box<dyn Stage<Batch>>),
+            (StageConfig::Realtime(config), _) => backends.realtime_store(&config.redis_url).and_then(|store| {
+                let broadcast = match (&config.broadcast_brokers, options.embedded) {
+                    (_, true) => Broadcast::Embedded,
+                    (Some(brokers), false) => Broadcast::kafka(brokers, &config.broadcast_topic)?,
+                    (None, false) => Broadcast::Disabled,
+                };
+                Ok(Box::new(RealtimeStage {
+                    store,
+                    broadcast,
+                    max_items: config.max_items_per_user,
+                    ttl_s,
+                    shards: shards_after(topology, name),
+                    max_events: config.group_commit_max_events,
+                    max_in_flight: config.max_in_flight_commits,
+                    linger: Duration::from_micros(config.group_commit_linger_us),
+                    readiness: Some(admin.health.dependency(if options.embedded { "the embedded store" } else { "redis" })),
+                }) as Box<dyn Stage<Batch>>)
+            }),
+            (StageConfig::Aggregate(config), _) => {
+                // The payload mode belongs to the bridge that ships the
+                // flushes; without one, keep whole records.
+                let keep_records = match downstream_config(topology, name, |config| matches!(config, StageConfig::KafkaBatch(_))) {
+                    Some(StageConfig::KafkaBatch(bridge)) => bridge.payload == Payload::Full,
+                    _ => true,
+                };
+                let businesses = topology.businesses.iter().map(|(name, business)| (name.clone(), business.id));
+                Ok(Box::new(AggregateStage {
+                    fold: Fold::new(config.shards, keep_records, businesses),
+                    flush_max_entries: config.flush_max_entries,
+                    flush_interval: Duration::from_millis(config.flush_interval_ms),
+                    max_pending_entries: config.max_pending_entries,
+                }) as Box<dyn Stage<Batch>>)
+            }
             (StageConfig::KafkaBatch(config), half) if options.embedded => {
                 if options.role != RoleSelection::All {
                     Err(format!("stage `{name}`: under --embedded the in-process queue stands in for Kafka and cannot cross processes; run with --role all"))
                 } else {
+                    // The embedded realtime store is the same for every URL.
+                    let dirty = backends.embedded.clone().map(RealtimeStore::Embedded);
                     let halves = embedded_queues.entry(name.as_str()).or_insert_with(|| {
-                        let (producer, consumer) = embedded::queue(config.embedded_queue_batches);
+                        let (producer, consumer) = embedded::queue(config.embedded_queue_batches, dirty);
                         (Some(producer), Some(consumer))
                     });
                     match half {
-                        Half::Consumer => halves
-                            .1
-                            .take()
-                            .map(|consumer| Box::new(consumer) as Box<dyn Stage<Batch>>),
-                        _ => halves
-                            .0
-                            .take()
-                            .map(|producer| Box::new(producer) as Box<dyn Stage<Batch>>),
+                        Half::Consumer => halves.1.take().map(|consumer| Box::new(consumer) as Box<dyn Stage<Batch>>),
+                        _ => halves.0.take().map(|producer| Box::new(producer) as Box<dyn Stage<Batch>>),
                     }
                     .ok_or_else(|| format!("stage `{name}`: planned twice"))
                 }
             }
-            (config, _) => Err(not_implemented(name, config, options.embedded)),
+            (StageConfig::KafkaBatch(config), Half::Producer | Half::Whole) => {
+                let dirty = upstream_redis_url(topology, stage).map(|url| backends.realtime_store(url)).transpose();
+                dirty.and_then(|dirty| KafkaProducerStage::new(config, dirty)).map(|stage| Box::new(stage) as Box<dyn Stage<Batch>>)
+            }
+            (config, _) => Err(not_implemented(config, options.embedded)),
         };
         match built {
             Ok(stage) => nodes.push((node.spec, stage)),
-            Err(problem) => problems.push(problem),
+            Err(problem) if problem.starts_with("stage `") => problems.push(problem),
+            Err(problem) => problems.push(format!("stage `{name}`: {problem}")),
         }
     }
     if problems.is_empty() {
@@ -77,8 +177,12 @@ pub fn build(
     }
 }
 
-fn not_implemented(name: &str, config: &StageConfig, embedded: bool) -> String {
+fn not_implemented(config: &StageConfig, embedded: bool) -> String {
     use pipeline::StageSpec;
+    let what = match config {
+        StageConfig::KafkaBatch(_) => "the Kafka consumer side of `kafka_batch`".to_owned(),
+        other => format!("type `{}`", other.kind()),
+    };
     let mode = if embedded { " with --embedded" } else { "" };
-    format!("stage `{name}`: type `{}` is accepted by the topology but cannot run{mode} in this version of histflow yet", config.kind())
+    format!("{what} is accepted by the topology but cannot run{mode} in this version of histflow yet")
 }

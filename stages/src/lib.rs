@@ -38,13 +38,7 @@ pub enum StageConfig {
 }
 
 impl StageSpec for StageConfig {
-    const KINDS: &'static [&'static str] = &[
-        "http_ingest",
-        "realtime",
-        "aggregate",
-        "kafka_batch",
-        "persist",
-    ];
+    const KINDS: &'static [&'static str] = &["http_ingest", "realtime", "aggregate", "kafka_batch", "persist"];
 
     fn kind(&self) -> &'static str {
         match self {
@@ -67,22 +61,14 @@ impl StageSpec for StageConfig {
 
     fn role(&self) -> Role {
         match self {
-            StageConfig::HttpIngest(_)
-            | StageConfig::Realtime(_)
-            | StageConfig::Aggregate(_)
-            | StageConfig::KafkaBatch(_) => Role::Service,
+            StageConfig::HttpIngest(_) | StageConfig::Realtime(_) | StageConfig::Aggregate(_) | StageConfig::KafkaBatch(_) => Role::Service,
             StageConfig::Persist(_) => Role::Job,
         }
     }
 
     fn businesses(&self) -> Vec<&str> {
         match self {
-            StageConfig::HttpIngest(config) => config
-                .businesses
-                .iter()
-                .flatten()
-                .map(String::as_str)
-                .collect(),
+            StageConfig::HttpIngest(config) => config.businesses.iter().flatten().map(String::as_str).collect(),
             _ => Vec::new(),
         }
     }

@@ -44,10 +44,7 @@ hbase_thrift = "127.0.0.1:9090"
 fn problems_of(edits: &[(&str, &str)]) -> Vec<String> {
     let mut text = BASE.to_owned();
     for (find, replace) in edits {
-        assert!(
-            text.contains(find),
-            "edit target {find:?} not in the base topology"
-        );
+        assert!(text.contains(find), "edit target {find:?} not in the base topology");
         text = text.replacen(find, replace, 1);
     }
     match load::<StageConfig>(&text, &VarSource::Fixed(Default::default())) {
@@ -62,11 +59,7 @@ fn base_topology_is_sound() {
 }
 
 /// (case name, edits to the base topology, the exact problems expected).
-type Case = (
-    &'static str,
-    &'static [(&'static str, &'static str)],
-    &'static [&'static str],
-);
+type Case = (&'static str, &'static [(&'static str, &'static str)], &'static [&'static str]);
 
 #[test]
 fn broken_topologies_report_exact_messages() {
@@ -79,7 +72,7 @@ fn broken_topologies_report_exact_messages() {
         (
             "unknown field",
             &[("redis_url = ", "redis_urll = ")],
-            &["stage `realtime`: unknown field `redis_urll`, expected one of `redis_url`, `max_items_per_user`, `group_commit_max_events`, `group_commit_linger_us`"],
+            &["stage `realtime`: unknown field `redis_urll`, expected one of `redis_url`, `max_items_per_user`, `group_commit_max_events`, `group_commit_linger_us`, `max_in_flight_commits`, `broadcast_brokers`, `broadcast_topic`"],
         ),
         (
             "unknown field of an edge",
@@ -162,9 +155,7 @@ fn broken_topologies_report_exact_messages() {
     for (case, edits, expected) in table {
         let got = problems_of(edits);
         if got != *expected {
-            failures.push(format!(
-                "case {case:?}\n  expected: {expected:#?}\n  got:      {got:#?}"
-            ));
+            failures.push(format!("case {case:?}\n  expected: {expected:#?}\n  got:      {got:#?}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -175,16 +166,13 @@ fn unknown_field_and_graph_problems_are_reported_together() {
     // A stage that fails to parse must not hide the graph problems around it.
     let got = problems_of(&[
         ("redis_url = ", "redis_urll = "),
-        (
-            "inputs = [\"realtime\"]",
-            "inputs = [\"realtime\", \"nowhere\"]",
-        ),
+        ("inputs = [\"realtime\"]", "inputs = [\"realtime\", \"nowhere\"]"),
         ("capacity = 1024", "capacity = 0"),
     ]);
     assert_eq!(
         got,
         vec![
-            "stage `realtime`: unknown field `redis_urll`, expected one of `redis_url`, `max_items_per_user`, `group_commit_max_events`, `group_commit_linger_us`",
+            "stage `realtime`: unknown field `redis_urll`, expected one of `redis_url`, `max_items_per_user`, `group_commit_max_events`, `group_commit_linger_us`, `max_in_flight_commits`, `broadcast_brokers`, `broadcast_topic`",
             "stage `aggregate`: input `nowhere` is not a stage of this topology",
             "stage `realtime`: input `ingest`: `capacity` must be at least 1",
         ]

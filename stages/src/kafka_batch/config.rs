@@ -29,6 +29,9 @@ pub struct KafkaBatchConfig {
     /// `ids` or `full`.
     #[serde(default)]
     pub payload: Payload,
+    /// Partitions of the merge topic when histflow creates it.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
     /// `lz4` or `zstd`.
     #[serde(default)]
     pub compression: Compression,
@@ -46,6 +49,9 @@ fn default_topic() -> String {
 }
 fn default_consumer_group() -> String {
     "histflow-job".to_owned()
+}
+fn default_partitions() -> u32 {
+    16
 }
 fn default_max_message_bytes() -> usize {
     1_000_000
@@ -67,8 +73,11 @@ impl KafkaBatchConfig {
         if self.consumer_group.is_empty() {
             problems.push("`consumer_group` must not be empty".to_owned());
         }
-        if self.max_message_bytes < 1024 {
-            problems.push("`max_message_bytes` must be at least 1024".to_owned());
+        if self.max_message_bytes < 16 * 1024 {
+            problems.push("`max_message_bytes` must be at least 16384".to_owned());
+        }
+        if self.partitions == 0 {
+            problems.push("`partitions` must be at least 1".to_owned());
         }
         if self.embedded_queue_batches == 0 {
             problems.push("`embedded_queue_batches` must be at least 1".to_owned());

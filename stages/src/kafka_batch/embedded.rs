@@ -14,15 +14,20 @@ use model::Batch;
 use pipeline::{Stage, StageContext, StageFuture};
 use tokio::sync::mpsc;
 
-/// Creates the two halves of one in-process queue holding `capacity` batches.
-pub fn queue(capacity: usize) -> (QueueProducer, QueueConsumer) {
+use crate::realtime::RealtimeStore;
+
+/// Creates the two halves of one in-process queue holding `capacity`
+/// batches; `dirty` is the realtime store whose dirty marks a queued flush
+/// clears.
+pub fn queue(capacity: usize, dirty: Option<RealtimeStore>) -> (QueueProducer, QueueConsumer) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    (QueueProducer { queue: tx }, QueueConsumer { queue: rx })
+    (QueueProducer { queue: tx, dirty }, QueueConsumer { queue: rx })
 }
 
 /// The producing half (service side).
 pub struct QueueProducer {
     queue: mpsc::Sender<Batch>,
+    dirty: Option<RealtimeStore>,
 }
 
 /// The consuming half (job side).
@@ -50,9 +55,13 @@ impl Stage<Batch> for QueueProducer {
         async move {
             while let Some(batch) = cx.input.recv().await {
                 let events = batch.ops.len();
+                let delivered = (batch.shard, batch.flushed_at_ms, batch.ops.iter().map(model::Op::uid).collect::<Vec<_>>());
                 if self.queue.send(batch).await.is_err() {
                     cx.metrics.error();
                     return Err(ConsumerGone { events }.into());
+                }
+                if let (Some(dirty), (Some(shard), Some(flushed_at), uids)) = (&self.dirty, delivered) {
+                    dirty.unmark_dirty(shard, &uids, flushed_at).await?;
                 }
             }
             Ok(())
@@ -67,11 +76,7 @@ impl Stage<Batch> for QueueConsumer {
             while let Some(batch) = self.queue.recv().await {
                 if let Err(error) = cx.output.send(batch).await {
                     cx.metrics.error();
-                    return Err(DownstreamGone {
-                        stage: cx.name.clone(),
-                        reason: error.to_string(),
-                    }
-                    .into());
+                    return Err(DownstreamGone { stage: cx.name.clone(), reason: error.to_string() }.into());
                 }
             }
             Ok(())

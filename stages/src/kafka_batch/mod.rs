@@ -5,5 +5,7 @@
 
 mod config;
 pub mod embedded;
+pub mod producer;
 
 pub use config::{Compression, KafkaBatchConfig, Payload};
+pub use producer::KafkaProducerStage;

@@ -48,10 +48,7 @@ impl PersistConfig {
     pub fn check(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if !self.hbase_thrift.contains(':') {
-            problems.push(format!(
-                "`hbase_thrift` = {:?} must be host:port",
-                self.hbase_thrift
-            ));
+            problems.push(format!("`hbase_thrift` = {:?} must be host:port", self.hbase_thrift));
         }
         if self.table.is_empty() {
             problems.push("`table` must not be empty".to_owned());

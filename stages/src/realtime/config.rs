@@ -15,10 +15,20 @@ pub struct RealtimeConfig {
     /// Most events written to Redis in one pipeline (group commit).
     #[serde(default = "default_group_commit_max_events")]
     pub group_commit_max_events: usize,
-    /// Longest wait for more events before a group commit goes out, in
-    /// microseconds.
-    #[serde(default = "default_group_commit_linger_us")]
+    /// Extra wait for more events when a commit is not full, in
+    /// microseconds. 0 (the default) sends at once: while earlier commits
+    /// are in flight, later requests gather into the next one anyway.
+    #[serde(default)]
     pub group_commit_linger_us: u64,
+    /// Commits (Redis pipelines) in flight at once.
+    #[serde(default = "default_max_in_flight_commits")]
+    pub max_in_flight_commits: usize,
+    /// Brokers of the first-watch broadcast; none: no broadcast (under
+    /// `--embedded` first watches are counted in process).
+    pub broadcast_brokers: Option<String>,
+    /// Topic of the first-watch broadcast.
+    #[serde(default = "default_broadcast_topic")]
+    pub broadcast_topic: String,
 }
 
 fn default_max_items_per_user() -> usize {
@@ -27,8 +37,11 @@ fn default_max_items_per_user() -> usize {
 fn default_group_commit_max_events() -> usize {
     256
 }
-fn default_group_commit_linger_us() -> u64 {
-    1000
+fn default_max_in_flight_commits() -> usize {
+    4
+}
+fn default_broadcast_topic() -> String {
+    "histflow-first-watch".to_owned()
 }
 
 impl RealtimeConfig {
@@ -39,13 +52,16 @@ impl RealtimeConfig {
             || self.redis_url.starts_with("rediss://")
             || self.redis_url.starts_with("redis+unix://"))
         {
-            problems.push(format!(
-                "`redis_url` = {:?} must start with redis://, rediss:// or redis+unix://",
-                self.redis_url
-            ));
+            problems.push(format!("`redis_url` = {:?} must start with redis://, rediss:// or redis+unix://", self.redis_url));
         }
         if self.max_items_per_user == 0 {
             problems.push("`max_items_per_user` must be at least 1".to_owned());
+        }
+        if self.group_commit_linger_us > 100_000 {
+            problems.push("`group_commit_linger_us` must be at most 100000 (0.1 s): every request waits for it".to_owned());
+        }
+        if self.max_in_flight_commits == 0 {
+            problems.push("`max_in_flight_commits` must be at least 1".to_owned());
         }
         if self.group_commit_max_events == 0 {
             problems.push("`group_commit_max_events` must be at least 1".to_owned());

@@ -1,0 +1,103 @@
+//! The aggregate stage's loop: fold what arrives, flush a shard when it
+//! holds `flush_max_entries`, every shard every `flush_interval_ms`, the
+//! largest shards early when `max_pending_entries` is reached, and all of
+//! them when the input closes. A flush waits for room downstream (never
+//! drops), which is how a slow or absent Kafka reaches ingest.
+
+use std::time::Duration;
+
+use futures::FutureExt;
+use model::{Batch, Op};
+use pipeline::{Stage, StageContext, StageError, StageFuture};
+
+use super::fold::Fold;
+
+/// A built aggregate stage.
+pub struct AggregateStage {
+    /// The pending items.
+    pub fold: Fold,
+    /// Flush a shard at this many items.
+    pub flush_max_entries: usize,
+    /// Flush every shard this often.
+    pub flush_interval: Duration,
+    /// Flush the largest shards early above this many items in all.
+    pub max_pending_entries: usize,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
+}
+
+impl AggregateStage {
+    async fn flush(&mut self, shard: u32, cx: &StageContext<Batch>) -> Result<(), StageError> {
+        let flushed_at_ms = Some(now_ms());
+        let ops = self.fold.take(shard);
+        if !ops.is_empty() {
+            cx.output.send(Batch { shard: Some(shard), flushed_at_ms, ..Batch::of(ops) }).await?;
+        }
+        self.report();
+        Ok(())
+    }
+
+    async fn flush_all(&mut self, cx: &StageContext<Batch>) -> Result<(), StageError> {
+        for shard in 0..self.fold.shard_count() {
+            if self.fold.shard_len(shard) > 0 {
+                self.flush(shard, cx).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&self) {
+        metrics::gauge!("histflow_aggregate_pending_items").set(self.fold.pending() as f64);
+        metrics::gauge!("histflow_aggregate_table_bytes").set(self.fold.memory_bytes() as f64);
+    }
+
+    async fn fold_batch(&mut self, batch: Batch, cx: &StageContext<Batch>) -> Result<(), StageError> {
+        for op in batch.ops {
+            match op {
+                Op::Upsert(record) => {
+                    let shard = self.fold.upsert(record);
+                    if self.fold.shard_len(shard) >= self.flush_max_entries {
+                        self.flush(shard, cx).await?;
+                    }
+                }
+                other => {
+                    // Deletes, clears and switches must not overtake the
+                    // user's pending upserts: flush them first, then send
+                    // the op alone, in order.
+                    let shard = model::keys::shard_of(other.uid(), self.fold.shard_count());
+                    self.flush(shard, cx).await?;
+                    cx.output.send(Batch { shard: Some(shard), flushed_at_ms: Some(now_ms()), ..Batch::of(vec![other]) }).await?;
+                }
+            }
+        }
+        while self.fold.pending() > self.max_pending_entries {
+            let Some(largest) = self.fold.largest_shard() else { break };
+            self.flush(largest, cx).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Stage<Batch> for AggregateStage {
+    fn run(mut self: Box<Self>, mut cx: StageContext<Batch>) -> StageFuture {
+        async move {
+            let mut tick = tokio::time::interval(self.flush_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    received = cx.input.recv() => match received {
+                        Some(batch) => self.fold_batch(batch, &cx).await?,
+                        None => break,
+                    },
+                    _ = tick.tick() => self.flush_all(&cx).await?,
+                }
+            }
+            // Input closed: nothing more can arrive; hand everything on.
+            self.flush_all(&cx).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+}

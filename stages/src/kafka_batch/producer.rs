@@ -1,0 +1,170 @@
+//! The service side of `kafka_batch` on a real broker: one merge-topic
+//! message per shard flush (split above `max_message_bytes`), key = shard,
+//! through an idempotent, acks=all, compressed producer.
+//!
+//! Nothing is dropped: a message that fails is sent again with capped
+//! backoff until the broker takes it. librdkafka's local queue is kept
+//! small, so while the broker is away the queue fills, deliveries stop
+//! completing, this stage stops reading, and backpressure reaches ingest.
+//! Once every message of a flush is delivered, its users' dirty marks are
+//! cleared (unless a newer write marked them again).
+
+use std::time::Duration;
+
+use futures::future::{join_all, BoxFuture};
+use futures::stream::{FuturesOrdered, StreamExt};
+use futures::FutureExt;
+use model::{codec, Batch};
+use pipeline::{Stage, StageContext, StageFuture};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::ClientConfig;
+
+use super::config::{Compression, KafkaBatchConfig};
+use crate::realtime::RealtimeStore;
+
+/// Room left in a message for the record batch's own framing.
+const FRAMING_BYTES: usize = 4096;
+/// Flushes whose deliveries may be outstanding at once.
+const MAX_IN_FLIGHT: usize = 8;
+/// Longest pause between two attempts at a failing message.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A built producing half of `kafka_batch`.
+pub struct KafkaProducerStage {
+    producer: FutureProducer,
+    brokers: String,
+    topic: String,
+    partitions: i32,
+    max_message_bytes: usize,
+    dirty: Option<RealtimeStore>,
+}
+
+impl KafkaProducerStage {
+    /// A producer for `config`; `dirty` is the realtime store whose dirty
+    /// marks delivered flushes clear.
+    pub fn new(config: &KafkaBatchConfig, dirty: Option<RealtimeStore>) -> Result<Self, String> {
+        let compression = match config.compression {
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        };
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", compression)
+            .set("linger.ms", "5")
+            // 0 = no delivery deadline: retried until the broker takes it.
+            .set("message.timeout.ms", "0")
+            // Keep librdkafka's own buffer small: backpressure, not memory.
+            .set("queue.buffering.max.messages", "10000")
+            .set("queue.buffering.max.kbytes", "65536")
+            .set("message.max.bytes", (config.max_message_bytes + FRAMING_BYTES).to_string())
+            .create()
+            .map_err(|error| format!("cannot create the Kafka producer for {}: {error}", config.brokers))?;
+        Ok(KafkaProducerStage {
+            producer,
+            brokers: config.brokers.clone(),
+            topic: config.topic.clone(),
+            partitions: config.partitions as i32,
+            max_message_bytes: config.max_message_bytes.saturating_sub(FRAMING_BYTES).max(1024),
+            dirty,
+        })
+    }
+
+    /// Creates the merge topic if it does not exist, retrying until the
+    /// broker answers.
+    async fn ensure_topic(&self, stage: &str) -> Result<(), pipeline::StageError> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &self.brokers).create()?;
+        let topic = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match admin.create_topics([&topic], &options).await.map(|mut results| results.pop()) {
+                Ok(Some(Ok(_))) => {
+                    tracing::info!(stage, topic = %self.topic, partitions = self.partitions, "created the merge topic");
+                    return Ok(());
+                }
+                Ok(Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists)))) | Ok(None) => return Ok(()),
+                Ok(Some(Err((_, code)))) => {
+                    tracing::warn!(stage, topic = %self.topic, ?code, "cannot create the merge topic yet; retrying")
+                }
+                Err(error) => tracing::warn!(stage, brokers = %self.brokers, %error, "Kafka not reachable yet; retrying"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Delivers one flush: every message, each retried until taken; then
+    /// clears its users' dirty marks.
+    fn deliver(&self, batch: Batch, stage: std::sync::Arc<str>) -> BoxFuture<'static, ()> {
+        let shard = batch.shard.unwrap_or(0);
+        let messages = codec::encode_merge_batch(shard, &batch.ops, self.max_message_bytes);
+        let mut uids: Vec<u64> = batch.ops.iter().map(model::Op::uid).collect();
+        uids.sort_unstable();
+        uids.dedup();
+        let (producer, topic, dirty, flushed_at) = (self.producer.clone(), self.topic.clone(), self.dirty.clone(), batch.flushed_at_ms);
+        let events = batch.ops.len();
+        async move {
+            let key = shard.to_string();
+            let count = messages.len();
+            join_all(messages.into_iter().map(|payload| send_until_taken(&producer, &topic, &key, payload, &stage))).await;
+            metrics::counter!("histflow_kafka_messages_total").increment(count as u64);
+            metrics::counter!("histflow_kafka_message_events_total").increment(events as u64);
+            if let (Some(dirty), Some(flushed_at)) = (dirty, flushed_at) {
+                if let Err(error) = dirty.unmark_dirty(shard, &uids, flushed_at).await {
+                    tracing::warn!(stage = %stage, shard, %error, "delivered, but the dirty marks stay (a restart would re-drive these users)");
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+async fn send_until_taken(producer: &FutureProducer, topic: &str, key: &str, payload: Vec<u8>, stage: &str) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match producer.send(FutureRecord::to(topic).key(key).payload(&payload), Timeout::Never).await {
+            Ok(_) => {
+                metrics::counter!("histflow_kafka_message_bytes_total").increment(payload.len() as u64);
+                return;
+            }
+            Err((error, _)) => {
+                metrics::counter!("histflow_kafka_delivery_retries_total").increment(1);
+                tracing::warn!(stage, topic, %error, retry_in_ms = backoff.as_millis() as u64, "merge message not delivered; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+impl Stage<Batch> for KafkaProducerStage {
+    fn run(self: Box<Self>, mut cx: StageContext<Batch>) -> StageFuture {
+        async move {
+            self.ensure_topic(&cx.name).await?;
+            let mut in_flight: FuturesOrdered<BoxFuture<'static, ()>> = FuturesOrdered::new();
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                    received = cx.input.recv(), if open && in_flight.len() < MAX_IN_FLIGHT => match received {
+                        Some(batch) if batch.ops.is_empty() => {}
+                        Some(batch) => in_flight.push_back(self.deliver(batch, cx.name.clone())),
+                        None => open = false,
+                    },
+                    else => break,
+                }
+            }
+            let producer = self.producer.clone();
+            tokio::task::spawn_blocking(move || producer.flush(Timeout::After(Duration::from_secs(30)))).await??;
+            Ok(())
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,203 @@
+//! The realtime write rules, as data: how a commit's events are grouped per
+//! user, and (for the embedded store) the decision itself. `record.lua` is
+//! the same decision for Redis; the two are kept in step and tested on the
+//! same scenarios.
+
+use std::collections::{BTreeSet, HashMap};
+
+use model::{codec, EventResult, Op};
+
+/// One event to write: the item, when, and the encoded record.
+#[derive(Debug, Clone)]
+pub struct EventWrite {
+    /// Item key `business:oid`.
+    pub item: String,
+    /// Unix ms.
+    pub view_at: i64,
+    /// The encoded record.
+    pub record: Vec<u8>,
+}
+
+/// All of one user's events in a commit, in arrival order.
+#[derive(Debug, Clone)]
+pub struct UserWrite {
+    /// The user.
+    pub uid: u64,
+    /// Its events.
+    pub events: Vec<EventWrite>,
+}
+
+/// Outcome code of one event, as `record.lua` returns it.
+pub type Status = i64;
+/// Not recorded (paused, not newer, deleted or cleared after it).
+pub const NOT_RECORDED: Status = 0;
+/// Recorded.
+pub const RECORDED: Status = 1;
+/// Recorded, and the user's first recorded watch of the day.
+pub const RECORDED_FIRST_TODAY: Status = 2;
+
+/// The result an HTTP client sees for a status.
+pub fn result_of(status: Status) -> EventResult {
+    EventResult { recorded: status != NOT_RECORDED, first_today: status == RECORDED_FIRST_TODAY }
+}
+
+/// Where each event of a commit went: `(user index, event index)` per op of
+/// each batch, so results can be put back in request order.
+pub type Placement = Vec<Vec<(usize, usize)>>;
+
+/// Groups the upserts of `batches` per user (first-seen order), so each
+/// user's events go to Redis in one atomic call.
+pub fn group_by_user<'a>(batches: impl IntoIterator<Item = &'a [Op]>) -> (Vec<UserWrite>, Placement) {
+    let mut users: Vec<UserWrite> = Vec::new();
+    let mut index_of: HashMap<u64, usize> = HashMap::new();
+    let mut placement = Vec::new();
+    for ops in batches {
+        let mut places = Vec::with_capacity(ops.len());
+        for op in ops {
+            let Op::Upsert(record) = op else {
+                // Only upserts reach the realtime stage from ingest; other
+                // ops are written by the API that makes them.
+                places.push((usize::MAX, usize::MAX));
+                continue;
+            };
+            let user = *index_of.entry(record.uid).or_insert_with(|| {
+                users.push(UserWrite { uid: record.uid, events: Vec::new() });
+                users.len() - 1
+            });
+            let events = &mut users[user].events;
+            events.push(EventWrite { item: record.item_key(), view_at: record.view_at, record: codec::encode_record(record) });
+            places.push((user, events.len() - 1));
+        }
+        placement.push(places);
+    }
+    (users, placement)
+}
+
+/// One user's realtime state in the embedded store (what Redis holds in
+/// the user's three keys).
+#[derive(Debug, Clone)]
+pub struct UserState {
+    /// Recording paused.
+    pub paused: bool,
+    /// UTC day of the last first watch.
+    pub day: Option<i64>,
+    /// Items viewed at or before this were cleared.
+    pub cleared_at: i64,
+    /// Per item: viewed at or before this were deleted.
+    pub deleted: HashMap<String, i64>,
+    /// (view_at, item), oldest first.
+    pub timeline: BTreeSet<(i64, String)>,
+    /// item -> (view_at, record).
+    pub records: HashMap<String, (i64, Vec<u8>)>,
+}
+
+impl Default for UserState {
+    /// A user nobody has written yet (never cleared: `cleared_at` = -1, as
+    /// `record.lua` reads an absent field).
+    fn default() -> Self {
+        UserState { paused: false, day: None, cleared_at: -1, deleted: HashMap::new(), timeline: BTreeSet::new(), records: HashMap::new() }
+    }
+}
+
+impl UserState {
+    /// Applies `events` exactly as `record.lua` does; returns their statuses.
+    pub fn apply(&mut self, events: &[EventWrite], max_items: usize, today: i64) -> Vec<Status> {
+        if self.paused {
+            return vec![NOT_RECORDED; events.len()];
+        }
+        let new_day = self.day != Some(today);
+        let (mut recorded_any, mut first_given) = (false, false);
+        let mut statuses = Vec::with_capacity(events.len());
+        for event in events {
+            let mut status = NOT_RECORDED;
+            let deleted_after = self.deleted.get(&event.item).is_some_and(|&at| event.view_at <= at);
+            let current = self.records.get(&event.item).map(|(view_at, _)| *view_at);
+            if event.view_at > self.cleared_at && !deleted_after && current.is_none_or(|current| event.view_at > current) {
+                if let Some(current) = current {
+                    self.timeline.remove(&(current, event.item.clone()));
+                }
+                self.timeline.insert((event.view_at, event.item.clone()));
+                self.records.insert(event.item.clone(), (event.view_at, event.record.clone()));
+                recorded_any = true;
+                status = RECORDED;
+                if new_day && !first_given {
+                    first_given = true;
+                    status = RECORDED_FIRST_TODAY;
+                }
+            }
+            statuses.push(status);
+        }
+        if recorded_any {
+            if first_given {
+                self.day = Some(today);
+            }
+            while self.timeline.len() > max_items {
+                if let Some((_, item)) = self.timeline.pop_first() {
+                    self.records.remove(&item);
+                }
+            }
+        }
+        statuses
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(item: &str, view_at: i64) -> EventWrite {
+        EventWrite { item: item.to_owned(), view_at, record: view_at.to_string().into_bytes() }
+    }
+
+    #[test]
+    fn newer_wins_older_and_equal_are_ignored() {
+        let mut user = UserState::default();
+        assert_eq!(user.apply(&[event("a:1", 10)], 10, 1), vec![RECORDED_FIRST_TODAY]);
+        assert_eq!(user.apply(&[event("a:1", 5), event("a:1", 10), event("a:1", 11)], 10, 1), vec![NOT_RECORDED, NOT_RECORDED, RECORDED]);
+        assert_eq!(user.records["a:1"].0, 11);
+        assert_eq!(user.timeline.len(), 1);
+    }
+
+    #[test]
+    fn first_watch_once_per_day_and_pause_records_nothing() {
+        let mut user = UserState::default();
+        assert_eq!(user.apply(&[event("a:1", 1), event("a:2", 2)], 10, 7), vec![RECORDED_FIRST_TODAY, RECORDED]);
+        assert_eq!(user.apply(&[event("a:3", 3)], 10, 7), vec![RECORDED]);
+        assert_eq!(user.apply(&[event("a:4", 4)], 10, 8), vec![RECORDED_FIRST_TODAY]);
+        user.paused = true;
+        assert_eq!(user.apply(&[event("a:5", 5)], 10, 9), vec![NOT_RECORDED]);
+        assert!(!user.records.contains_key("a:5"));
+    }
+
+    #[test]
+    fn trims_oldest_and_respects_delete_and_clear_markers() {
+        let mut user = UserState::default();
+        user.apply(&[event("a:1", 1), event("a:2", 2), event("a:3", 3)], 2, 1);
+        assert_eq!(user.records.keys().map(String::as_str).collect::<BTreeSet<_>>(), ["a:2", "a:3"].into());
+        user.deleted.insert("a:3".into(), 5);
+        assert_eq!(user.apply(&[event("a:3", 4), event("a:3", 6)], 2, 1), vec![NOT_RECORDED, RECORDED]);
+        user.cleared_at = 100;
+        assert_eq!(user.apply(&[event("a:9", 100), event("a:9", 101)], 2, 1), vec![NOT_RECORDED, RECORDED]);
+    }
+
+    #[test]
+    fn grouping_keeps_request_order_per_user() {
+        let record = |uid, oid| {
+            Op::Upsert(model::Record {
+                uid,
+                business: "archive".into(),
+                oid,
+                sub_id: None,
+                progress: 1,
+                duration: None,
+                device: None,
+                view_at: 5,
+            })
+        };
+        let first = [record(1, 1), record(2, 1)];
+        let second = [record(1, 2)];
+        let (users, placement) = group_by_user([&first[..], &second[..]]);
+        assert_eq!(users.iter().map(|u| (u.uid, u.events.len())).collect::<Vec<_>>(), vec![(1, 2), (2, 1)]);
+        assert_eq!(placement, vec![vec![(0, 0), (1, 0)], vec![(0, 1)]]);
+    }
+}

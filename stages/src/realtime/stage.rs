@@ -1,0 +1,196 @@
+//! The realtime stage's loop: group commit.
+//!
+//! Batches from many concurrent requests are gathered into one commit (up
+//! to `group_commit_max_events`; whatever is already queued, plus an
+//! optional linger) and written in one Redis pipeline. Up to
+//! `max_in_flight_commits` commits overlap on the multiplexed connection,
+//! so while Redis is busy the next commit grows instead of waiting. Commits
+//! finish in order: each request's ack gets its own events' results, the
+//! recorded events go downstream, first watches are broadcast. A failed
+//! commit answers its requests with an error (503), forwards nothing, and
+//! the connection manager reconnects behind it.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesOrdered, StreamExt};
+use futures::FutureExt;
+use model::{keys, Batch, EventResult, Op};
+use pipeline::{Input, Stage, StageContext, StageFuture};
+
+use super::broadcast::Broadcast;
+use super::core::{group_by_user, result_of, Placement, Status, NOT_RECORDED};
+use super::store::{RealtimeStore, StoreError, WriteParams};
+
+/// A built realtime stage.
+pub struct RealtimeStage {
+    /// Redis or the embedded store.
+    pub store: RealtimeStore,
+    /// Where first watches are announced.
+    pub broadcast: Broadcast,
+    /// Timeline length kept per user.
+    pub max_items: usize,
+    /// Key expiry after inactivity (longest business retention), seconds.
+    pub ttl_s: u64,
+    /// Shards of the downstream aggregate (dirty sets).
+    pub shards: u32,
+    /// Most events per commit.
+    pub max_events: usize,
+    /// Commits in flight at once.
+    pub max_in_flight: usize,
+    /// Extra wait for more events when a commit is not full.
+    pub linger: Duration,
+    /// Readiness: whether the store answers (probed every second).
+    pub readiness: Option<ingest_http::health::Dependency>,
+}
+
+/// Stops a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A commit that has finished (or failed).
+struct Committed {
+    batches: Vec<Batch>,
+    placement: Placement,
+    outcome: Result<Vec<Vec<Status>>, StoreError>,
+    today: i64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
+}
+
+impl RealtimeStage {
+    /// Takes what is already queued (and, with a linger, what arrives
+    /// soon) until the commit holds `max_events`.
+    async fn gather(&self, first: Batch, input: &mut Input<Batch>, open: &mut bool) -> Vec<Batch> {
+        let mut events = first.ops.len();
+        let mut batches = vec![first];
+        let deadline = tokio::time::Instant::now() + self.linger;
+        while events < self.max_events {
+            let next = match input.recv().now_or_never() {
+                Some(next) => next,
+                None if self.linger.is_zero() => break,
+                None => match tokio::time::timeout_at(deadline, input.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            match next {
+                Some(batch) => {
+                    events += batch.ops.len();
+                    batches.push(batch);
+                }
+                None => {
+                    *open = false;
+                    break;
+                }
+            }
+        }
+        batches
+    }
+
+    fn commit(&self, batches: Vec<Batch>) -> BoxFuture<'static, Committed> {
+        let store = self.store.clone();
+        let now = now_ms();
+        let params =
+            WriteParams { max_items: self.max_items, ttl_s: self.ttl_s, today: keys::utc_day(now), now_ms: now, shards: self.shards };
+        async move {
+            let (users, placement) = group_by_user(batches.iter().map(|batch| batch.ops.as_slice()));
+            let outcome = match store.write(&users, params).await {
+                Ok(statuses) if statuses.len() == users.len() && statuses.iter().zip(&users).all(|(s, u)| s.len() == u.events.len()) => {
+                    Ok(statuses)
+                }
+                Ok(_) => Err(StoreError("the store answered with the wrong number of results".to_owned())),
+                Err(error) => Err(error),
+            };
+            Committed { batches, placement, outcome, today: params.today }
+        }
+        .boxed()
+    }
+
+    /// Answers the requests of a finished commit and forwards what it
+    /// recorded.
+    async fn finish(&self, committed: Committed, cx: &StageContext<Batch>) -> Result<(), pipeline::StageError> {
+        let Committed { batches, placement, outcome, today } = committed;
+        let statuses = match outcome {
+            Ok(statuses) => statuses,
+            Err(error) => {
+                cx.metrics.error();
+                let events: usize = batches.iter().map(|batch| batch.ops.len()).sum();
+                tracing::warn!(stage = %cx.name, %error, events, "realtime commit failed; its requests are answered 503");
+                for batch in &batches {
+                    if let Some(ack) = &batch.ack {
+                        ack.complete(Err(error.to_string()));
+                    }
+                }
+                return Ok(());
+            }
+        };
+        let mut forward = Vec::new();
+        for (batch, places) in batches.into_iter().zip(placement) {
+            let mut results = Vec::with_capacity(batch.ops.len());
+            for (op, (user, event)) in batch.ops.into_iter().zip(places) {
+                let status = statuses.get(user).and_then(|events| events.get(event)).copied().unwrap_or(NOT_RECORDED);
+                let result: EventResult = result_of(status);
+                if result.first_today {
+                    if let Op::Upsert(record) = &op {
+                        self.broadcast.first_watch(record, today);
+                    }
+                }
+                if result.recorded {
+                    forward.push(op);
+                }
+                results.push(result);
+            }
+            if let Some(ack) = &batch.ack {
+                ack.complete(Ok(results));
+            }
+        }
+        if !forward.is_empty() && cx.output.is_connected() {
+            cx.output.send(Batch::of(forward)).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Stage<Batch> for RealtimeStage {
+    fn run(self: Box<Self>, mut cx: StageContext<Batch>) -> StageFuture {
+        async move {
+            // Probe the store for /readyz while the stage runs.
+            let _probe = self.readiness.clone().map(|readiness| {
+                let store = self.store.clone();
+                AbortOnDrop(tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    loop {
+                        tick.tick().await;
+                        readiness.set_up(store.ping().await);
+                    }
+                }))
+            });
+            let mut in_flight: FuturesOrdered<BoxFuture<'static, Committed>> = FuturesOrdered::new();
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(committed) = in_flight.next(), if !in_flight.is_empty() => self.finish(committed, &cx).await?,
+                    received = cx.input.recv(), if open && in_flight.len() < self.max_in_flight => match received {
+                        Some(first) => {
+                            let batches = self.gather(first, &mut cx.input, &mut open).await;
+                            in_flight.push_back(self.commit(batches));
+                        }
+                        None => open = false,
+                    },
+                    else => break,
+                }
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
