@@ -1,10 +1,20 @@
 //! Helpers shared by the end-to-end tests: where the real services are,
-//! and failing loudly (never skipping) when they are not there.
+//! processes the tests own (histflow, and Redis or tansu instances a test
+//! stops and starts), and reading topics. Missing services fail loudly;
+//! nothing is skipped. Every wait has a deadline.
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::ClientConfig;
 
 /// The Redis the tests use: `REDIS_URL`, as exported by scripts/test.sh.
 pub fn redis_url() -> String {
@@ -42,4 +52,277 @@ pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
 /// stdout and stderr of a finished command, as text.
 pub fn texts(output: &Output) -> (String, String) {
     (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).map(|addr| addr.port()).expect("a free port")
+}
+
+/// A name no other test run uses (topics, groups).
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// A uid range no other test run uses on the shared Redis.
+pub fn unique_uid_base() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    // Leaves room for a million users per test above the base.
+    ((nanos as u64) % 1_000_000_000_000 + 1) * 1_000_000
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after
+/// `timeout`.
+pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends a signal to a process by pid with the `kill` command.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// A child process killed when dropped.
+pub struct Owned(pub Child);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A redis-server owned by a test (so it can stop and restart it), with
+/// append-only persistence in its own directory.
+pub struct TestRedis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    process: Option<Owned>,
+}
+
+impl TestRedis {
+    pub fn start() -> Self {
+        let mut redis = TestRedis { port: free_port(), dir: tempfile::tempdir().expect("redis dir"), process: None };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and directory.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("{}", missing("redis-server (the binary)", "PATH", error)));
+        self.process = Some(Owned(child));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !tcp_open(self.port) {
+            assert!(Instant::now() < deadline, "redis-server did not listen on {} within 10 s", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it (SIGTERM: Redis writes its append-only file and exits).
+    pub fn stop(&mut self) {
+        if let Some(mut owned) = self.process.take() {
+            signal(owned.0.id(), "TERM");
+            let _ = owned.0.wait();
+        }
+    }
+}
+
+/// A tansu broker owned by a test (so it can pause it), in memory.
+pub struct TestTansu {
+    pub port: u16,
+    process: Owned,
+}
+
+impl TestTansu {
+    pub fn start() -> Self {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new("tansu")
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("{}", missing("tansu (the binary)", "PATH", error)));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !tcp_open(port) {
+            assert!(Instant::now() < deadline, "tansu did not listen on {port} within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TestTansu { port, process: Owned(child) }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        signal(self.process.0.id(), "STOP");
+    }
+
+    /// Thaws it (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.process.0.id(), "CONT");
+    }
+}
+
+pub fn tcp_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+}
+
+/// A running `histflow run` with its own topology file and HTTP port.
+pub struct Histflow {
+    pub http: u16,
+    pub base: String,
+    process: Option<Owned>,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Histflow {
+    /// Starts `histflow run <topology> <args>` and waits until `/readyz`
+    /// answers 200 on `http`.
+    pub async fn start(topology: &str, http: u16, args: &[&str]) -> Self {
+        Self::start_with_env(topology, http, args, &[]).await
+    }
+
+    /// As [`Histflow::start`], with extra environment variables.
+    pub async fn start_with_env(topology: &str, http: u16, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let (dir, path) = temp_file("topology.toml", topology);
+        let log = dir.path().join("histflow.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = histflow()
+            .arg("run")
+            .arg(&path)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start histflow");
+        let mut running = Histflow { http, base: format!("http://127.0.0.1:{http}"), process: Some(Owned(child)), _dir: dir, log };
+        let client = reqwest::Client::new();
+        let url = format!("{}/readyz", running.base);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(response) = client.get(&url).send().await {
+                if response.status() == 200 {
+                    break;
+                }
+            }
+            if let Some(Owned(child)) = &mut running.process {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("histflow exited ({status}) before it was ready:\n{}", running.log_text());
+                }
+            }
+            assert!(Instant::now() < deadline, "histflow not ready within 20 s:\n{}", running.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        running
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits (at most `timeout`) for the exit code.
+    pub fn stop(&mut self, timeout: Duration) -> Option<i32> {
+        let mut owned = self.process.take()?;
+        signal(owned.0.id(), "TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = owned.0.try_wait() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "histflow did not exit within {timeout:?} of SIGTERM:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Histflow {
+    fn drop(&mut self) {
+        if let Some(Owned(child)) = &mut self.process {
+            signal(child.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Creates `topic` with `partitions` partitions.
+pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin client");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &options)
+        .await
+        .unwrap_or_else(|error| panic!("{}", missing("the Kafka broker", brokers, error)));
+    for result in results {
+        result.unwrap_or_else(|(name, code)| panic!("creating topic {name}: {code}"));
+    }
+}
+
+/// A consumer of `topic` from its beginning, in a group of its own.
+pub fn consumer(brokers: &str, topic: &str) -> StreamConsumer {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("histflow-test-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+/// Reads messages, handing each to `take`, until `take` says it has seen
+/// enough (returns true) or `timeout` passes (panics naming `what`).
+pub async fn read_until(consumer: &StreamConsumer, what: &str, timeout: Duration, mut take: impl FnMut(&BorrowedMessage<'_>) -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let message = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out after {timeout:?} reading {what}"))
+            .expect("consume");
+        if take(&message) {
+            return;
+        }
+    }
+}
+
+/// The payload of a message (empty when none).
+pub fn payload<'a>(message: &'a BorrowedMessage<'_>) -> &'a [u8] {
+    message.payload().unwrap_or_default()
+}
+
+/// Path of a binary on PATH, for messages.
+pub fn which(binary: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(binary)).find(|path| Path::new(path).is_file()))
 }
