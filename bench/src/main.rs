@@ -3,7 +3,9 @@
 //! # Layout
 //! - `runtime_dag`: events/s through a 4-stage no-op DAG, so the runtime
 //!   can be shown never to be what limits the pipeline.
+//! - `load`: closed-loop HTTP load against a running histflow.
 
+mod load;
 mod runtime_dag;
 
 use clap::{Parser, Subcommand};
@@ -20,10 +22,13 @@ struct Cli {
 enum Command {
     /// Events/s through source -> relay -> relay -> sink doing no work.
     Runtime(runtime_dag::Options),
+    /// Closed-loop POST /v1/events load against a running histflow.
+    Load(load::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Runtime(options) => runtime_dag::run(&options),
+        Command::Load(options) => load::run(&options),
     }
 }

@@ -36,6 +36,23 @@ pub fn shard_of(uid: u64, shards: u32) -> u32 {
     (x % u64::from(shards.max(1))) as u32
 }
 
+/// The Redis Cluster hash slot of every key of `uid` (the slot of its hash
+/// tag, the decimal uid): CRC16-XMODEM mod 16384, as the cluster computes it.
+pub fn cluster_slot(uid: u64) -> u16 {
+    crc16_xmodem(uid.to_string().as_bytes()) % 16384
+}
+
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc
+}
+
 /// Days since the unix epoch (UTC) of a unix-ms instant.
 pub fn utc_day(unix_ms: i64) -> i64 {
     unix_ms.div_euclid(86_400_000)
@@ -51,6 +68,13 @@ mod tests {
         assert_eq!(records(42), "h:{42}:r");
         assert_eq!(meta(42), "h:{42}:m");
         assert_eq!(dirty(7), "h:dirty:{7}");
+    }
+
+    #[test]
+    fn cluster_slots_match_the_redis_spec() {
+        // The Redis Cluster specification's CRC16 test vector.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31c3);
+        assert_eq!(cluster_slot(123_456_789), 0x31c3 % 16384);
     }
 
     #[test]

@@ -16,7 +16,8 @@ use crate::aggregate::AggregateStage;
 use crate::kafka_batch::embedded::{self, QueueConsumer, QueueProducer};
 use crate::kafka_batch::{KafkaProducerStage, Payload};
 use crate::realtime::broadcast::Broadcast;
-use crate::realtime::{EmbeddedStore, RealtimeStage, RealtimeStore, RedisStore};
+use crate::realtime::store::CallShape;
+use crate::realtime::{EmbeddedStore, RealtimeConfig, RealtimeStage, RealtimeStore, RedisStore};
 use crate::StageConfig;
 
 /// Shards when no aggregate stage says otherwise.
@@ -40,14 +41,14 @@ struct Backends {
 }
 
 impl Backends {
-    fn realtime_store(&mut self, redis_url: &str) -> Result<RealtimeStore, String> {
+    fn realtime_store(&mut self, redis_url: &str, shape: CallShape) -> Result<RealtimeStore, String> {
         if let Some(store) = &self.embedded {
             return Ok(RealtimeStore::Embedded(store.clone()));
         }
         if let Some(store) = self.redis.get(redis_url) {
             return Ok(store.clone());
         }
-        let store = RealtimeStore::Redis(RedisStore::connect_lazy(redis_url).map_err(|error| error.to_string())?);
+        let store = RealtimeStore::Redis(RedisStore::connect_lazy(redis_url, shape).map_err(|error| error.to_string())?);
         self.redis.insert(redis_url.to_owned(), store.clone());
         Ok(store)
     }
@@ -62,13 +63,18 @@ fn downstream_config<'t>(
     topology.downstream_of(name).map(|(stage, _)| &stage.config).find(|config| matches(config))
 }
 
-/// The realtime stage feeding `name` (directly or through others).
-fn upstream_redis_url<'t>(topology: &'t Topology<StageConfig>, stage: &'t StageDef<StageConfig>) -> Option<&'t str> {
+/// How a realtime stage groups users into script calls.
+fn call_shape(config: &RealtimeConfig) -> CallShape {
+    CallShape { cluster: config.cluster, max_events: config.script_max_events }
+}
+
+/// The realtime stage feeding `stage` (directly or through others).
+fn upstream_realtime<'t>(topology: &'t Topology<StageConfig>, stage: &'t StageDef<StageConfig>) -> Option<&'t RealtimeConfig> {
     let mut frontier: Vec<&StageDef<StageConfig>> = vec![stage];
     let mut seen = 0;
     while let Some(current) = frontier.pop() {
         if let StageConfig::Realtime(config) = &current.config {
-            return Some(&config.redis_url);
+            return Some(config);
         }
         seen += 1;
         if seen > topology.stages.len() {
@@ -108,7 +114,7 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
         let built: Result<Box<dyn Stage<Batch>>, String> = match (&stage.config, node.half) {
             (StageConfig::HttpIngest(config), _) => HttpIngestStage::new(config, &topology.businesses, &topology.auth, admin.clone())
                 .map(|stage| Box::new(stage) as Box<dyn Stage<Batch>>),
-            (StageConfig::Realtime(config), _) => backends.realtime_store(&config.redis_url).and_then(|store| {
+            (StageConfig::Realtime(config), _) => backends.realtime_store(&config.redis_url, call_shape(config)).and_then(|store| {
                 let broadcast = match (&config.broadcast_brokers, options.embedded) {
                     (_, true) => Broadcast::Embedded,
                     (Some(brokers), false) => Broadcast::kafka(brokers, &config.broadcast_topic)?,
@@ -159,7 +165,9 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
                 }
             }
             (StageConfig::KafkaBatch(config), Half::Producer | Half::Whole) => {
-                let dirty = upstream_redis_url(topology, stage).map(|url| backends.realtime_store(url)).transpose();
+                let dirty = upstream_realtime(topology, stage)
+                    .map(|config| backends.realtime_store(&config.redis_url, call_shape(config)))
+                    .transpose();
                 dirty.and_then(|dirty| KafkaProducerStage::new(config, dirty)).map(|stage| Box::new(stage) as Box<dyn Stage<Batch>>)
             }
             (config, _) => Err(not_implemented(config, options.embedded)),

@@ -20,6 +20,13 @@ pub struct RealtimeConfig {
     /// are in flight, later requests gather into the next one anyway.
     #[serde(default)]
     pub group_commit_linger_us: u64,
+    /// Most events in one script call; a call carries many users' events
+    /// (Redis spends most of a call's time on the call itself).
+    #[serde(default = "default_script_max_events")]
+    pub script_max_events: usize,
+    /// Redis Cluster: only users of one hash slot share a script call.
+    #[serde(default)]
+    pub cluster: bool,
     /// Commits (Redis pipelines) in flight at once.
     #[serde(default = "default_max_in_flight_commits")]
     pub max_in_flight_commits: usize,
@@ -36,6 +43,9 @@ fn default_max_items_per_user() -> usize {
 }
 fn default_group_commit_max_events() -> usize {
     256
+}
+fn default_script_max_events() -> usize {
+    128
 }
 fn default_max_in_flight_commits() -> usize {
     4
@@ -59,6 +69,9 @@ impl RealtimeConfig {
         }
         if self.group_commit_linger_us > 100_000 {
             problems.push("`group_commit_linger_us` must be at most 100000 (0.1 s): every request waits for it".to_owned());
+        }
+        if self.script_max_events == 0 {
+            problems.push("`script_max_events` must be at least 1".to_owned());
         }
         if self.max_in_flight_commits == 0 {
             problems.push("`max_in_flight_commits` must be at least 1".to_owned());

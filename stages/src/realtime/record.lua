@@ -1,59 +1,74 @@
--- histflow realtime write: one user's events, atomically.
--- KEYS[1] = h:{uid}:t  timeline ZSET (member item, score view_at)
--- KEYS[2] = h:{uid}:r  records HASH  (item -> encoded record)
--- KEYS[3] = h:{uid}:m  meta HASH     (paused, day, cleared_at, d:<item>)
+-- histflow realtime write: the events of one or more users, each user's
+-- events applied atomically (the whole call is atomic).
+-- KEYS: per user, three keys, all hash-tagged by that user (so a Redis
+-- Cluster keeps them in one slot; a cluster caller only groups users of
+-- the same slot into one call):
+--   h:{uid}:t  timeline ZSET (member item, score view_at)
+--   h:{uid}:r  records HASH  (item -> encoded record)
+--   h:{uid}:m  meta HASH     (paused, day, cleared_at, d:<item>)
 -- ARGV[1] = max items kept, ARGV[2] = key TTL seconds, ARGV[3] = today
--- (UTC day number), then per event: item, view_at, record.
--- Returns one status per event: 0 not recorded, 1 recorded, 2 recorded
--- and the user's first recorded watch of the day.
+-- (UTC day number); then per user: its event count n, then n times
+-- item, view_at, record.
+-- Returns one status per event, in order: 0 not recorded, 1 recorded,
+-- 2 recorded and the user's first recorded watch of the day.
 -- Keep in step with core.rs, the embedded store's copy of these rules.
-local t, r, m = KEYS[1], KEYS[2], KEYS[3]
 local max_items = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local today = ARGV[3]
-local count = (#ARGV - 3) / 3
 local out = {}
-if redis.call('HGET', m, 'paused') == '1' then
-  for i = 1, count do out[i] = 0 end
-  return out
-end
-local cleared_at = tonumber(redis.call('HGET', m, 'cleared_at') or '-1')
-local new_day = redis.call('HGET', m, 'day') ~= today
-local recorded_any, first_given = false, false
-for i = 1, count do
-  local base = 3 + (i - 1) * 3
-  local item, view_at, record = ARGV[base + 1], tonumber(ARGV[base + 2]), ARGV[base + 3]
-  local status = 0
-  if view_at > cleared_at then
-    local deleted_at = redis.call('HGET', m, 'd:' .. item)
-    if not deleted_at or view_at > tonumber(deleted_at) then
-      local current = redis.call('ZSCORE', t, item)
-      if not current or view_at > tonumber(current) then
-        redis.call('ZADD', t, view_at, item)
-        redis.call('HSET', r, item, record)
-        recorded_any = true
-        status = 1
-        if new_day and not first_given then
-          first_given = true
-          status = 2
-        end
+local arg = 4
+
+local function write_user(t, r, m, count)
+  -- One read of everything the decision needs: pause, clear, day, and each
+  -- event's delete marker.
+  local fields = { 'paused', 'cleared_at', 'day' }
+  for i = 1, count do fields[3 + i] = 'd:' .. ARGV[arg + (i - 1) * 3] end
+  local meta = redis.call('HMGET', m, unpack(fields))
+  local paused = meta[1] == '1'
+  local cleared_at = tonumber(meta[2] or '-1')
+  local new_day = meta[3] ~= today
+  local recorded_any, first_given = false, false
+  for i = 1, count do
+    local item, view_at, record = ARGV[arg], tonumber(ARGV[arg + 1]), ARGV[arg + 2]
+    arg = arg + 3
+    local deleted_at = meta[3 + i]
+    local status = 0
+    -- ZADD GT CH answers 1 only when the item is new or strictly newer.
+    if not paused and view_at > cleared_at and (not deleted_at or view_at > tonumber(deleted_at))
+       and redis.call('ZADD', t, 'GT', 'CH', view_at, item) == 1 then
+      redis.call('HSET', r, item, record)
+      recorded_any = true
+      status = 1
+      if new_day and not first_given then
+        first_given = true
+        status = 2
       end
     end
+    out[#out + 1] = status
   end
-  out[i] = status
+  if recorded_any then
+    local excess = redis.call('ZCARD', t) - max_items
+    while excess > 0 do
+      local chunk = math.min(excess, 1000)
+      local oldest = redis.call('ZRANGE', t, 0, chunk - 1)
+      redis.call('ZREMRANGEBYRANK', t, 0, chunk - 1)
+      redis.call('HDEL', r, unpack(oldest))
+      excess = excess - chunk
+    end
+    -- Expiry counts days of inactivity: refreshing it on the user's first
+    -- write of each day keeps it exact to the day at a fraction of the cost.
+    if first_given then
+      redis.call('HSET', m, 'day', today)
+      redis.call('EXPIRE', t, ttl)
+      redis.call('EXPIRE', r, ttl)
+      redis.call('EXPIRE', m, ttl)
+    end
+  end
 end
-if recorded_any then
-  if first_given then redis.call('HSET', m, 'day', today) end
-  local excess = redis.call('ZCARD', t) - max_items
-  while excess > 0 do
-    local chunk = math.min(excess, 1000)
-    local oldest = redis.call('ZRANGE', t, 0, chunk - 1)
-    redis.call('ZREMRANGEBYRANK', t, 0, chunk - 1)
-    redis.call('HDEL', r, unpack(oldest))
-    excess = excess - chunk
-  end
-  redis.call('EXPIRE', t, ttl)
-  redis.call('EXPIRE', r, ttl)
-  redis.call('EXPIRE', m, ttl)
+
+for user = 1, #KEYS / 3 do
+  local count = tonumber(ARGV[arg])
+  arg = arg + 1
+  write_user(KEYS[user * 3 - 2], KEYS[user * 3 - 1], KEYS[user * 3], count)
 end
 return out

@@ -42,6 +42,44 @@ pub struct WriteParams {
     pub shards: u32,
 }
 
+/// How users are grouped into script calls.
+#[derive(Debug, Clone, Copy)]
+pub struct CallShape {
+    /// Redis Cluster: only users of one hash slot share a call.
+    pub cluster: bool,
+    /// Most events in one call (a user's events are never split).
+    pub max_events: usize,
+}
+
+/// Groups user indexes into script calls: whole users, at most
+/// `max_events` events a call (a larger user goes alone), and under
+/// `cluster` only users of the same hash slot together.
+pub fn plan_calls(users: &[UserWrite], shape: CallShape) -> Vec<Vec<usize>> {
+    let mut groups: std::collections::BTreeMap<u16, Vec<usize>> = std::collections::BTreeMap::new();
+    for (index, user) in users.iter().enumerate() {
+        let slot = if shape.cluster { keys::cluster_slot(user.uid) } else { 0 };
+        groups.entry(slot).or_default().push(index);
+    }
+    let mut calls = Vec::new();
+    for members in groups.into_values() {
+        let mut call: Vec<usize> = Vec::new();
+        let mut events = 0;
+        for index in members {
+            let size = users[index].events.len();
+            if !call.is_empty() && events + size > shape.max_events {
+                calls.push(std::mem::take(&mut call));
+                events = 0;
+            }
+            call.push(index);
+            events += size;
+        }
+        if !call.is_empty() {
+            calls.push(call);
+        }
+    }
+    calls
+}
+
 /// A write that did not happen; the requests it carried get 503.
 #[derive(Debug, thiserror::Error)]
 #[error("realtime store: {0}")]
@@ -90,6 +128,7 @@ impl RealtimeStore {
 #[derive(Clone)]
 pub struct RedisStore {
     connection: ConnectionManager,
+    shape: CallShape,
     record: redis::Script,
     unmark: redis::Script,
 }
@@ -97,7 +136,7 @@ pub struct RedisStore {
 impl RedisStore {
     /// A store for `url`; connects lazily and reconnects with capped
     /// exponential backoff, so Redis may be down at start-up.
-    pub fn connect_lazy(url: &str) -> Result<Self, StoreError> {
+    pub fn connect_lazy(url: &str, shape: CallShape) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(|error| StoreError(format!("bad redis_url {url:?}: {error}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -106,33 +145,62 @@ impl RedisStore {
             .set_max_delay(Duration::from_secs(2))
             .set_number_of_retries(3);
         let connection = ConnectionManager::new_lazy_with_config(client, config).map_err(|error| StoreError(error.to_string()))?;
-        Ok(RedisStore { connection, record: redis::Script::new(RECORD_SCRIPT), unmark: redis::Script::new(UNMARK_SCRIPT) })
+        Ok(RedisStore { connection, shape, record: redis::Script::new(RECORD_SCRIPT), unmark: redis::Script::new(UNMARK_SCRIPT) })
     }
 
     async fn write(&self, users: &[UserWrite], params: WriteParams) -> Result<Vec<Vec<Status>>, StoreError> {
+        let calls = plan_calls(users, self.shape);
         let mut pipe = redis::pipe();
-        for user in users {
+        for call_users in &calls {
             let mut call = redis::cmd("EVALSHA");
-            call.arg(self.record.get_hash()).arg(3).arg(keys::timeline(user.uid)).arg(keys::records(user.uid)).arg(keys::meta(user.uid));
+            call.arg(self.record.get_hash()).arg(call_users.len() * 3);
+            for &index in call_users {
+                let uid = users[index].uid;
+                call.arg(keys::timeline(uid)).arg(keys::records(uid)).arg(keys::meta(uid));
+            }
             call.arg(params.max_items).arg(params.ttl_s).arg(params.today);
-            for event in &user.events {
-                call.arg(&event.item).arg(event.view_at).arg(&event.record);
+            for &index in call_users {
+                call.arg(users[index].events.len());
+                for event in &users[index].events {
+                    call.arg(&event.item).arg(event.view_at).arg(&event.record);
+                }
             }
             pipe.add_command(call);
-            pipe.cmd("ZADD").arg(keys::dirty(keys::shard_of(user.uid, params.shards))).arg(params.now_ms).arg(user.uid).ignore();
+        }
+        // Dirty marks: one ZADD per shard for all of its users.
+        let mut by_shard: std::collections::BTreeMap<u32, Vec<u64>> = std::collections::BTreeMap::new();
+        for user in users {
+            by_shard.entry(keys::shard_of(user.uid, params.shards)).or_default().push(user.uid);
+        }
+        for (shard, uids) in by_shard {
+            let mut mark = redis::cmd("ZADD");
+            mark.arg(keys::dirty(shard));
+            for uid in uids {
+                mark.arg(params.now_ms).arg(uid);
+            }
+            pipe.add_command(mark).ignore();
         }
         let mut connection = self.connection.clone();
         let first: redis::RedisResult<Vec<Vec<Status>>> = pipe.query_async(&mut connection).await;
-        match first {
-            Ok(statuses) => Ok(statuses),
+        let replies = match first {
+            Ok(replies) => replies,
             // The script cache was flushed (restart, SCRIPT FLUSH): load it
             // and try once more. No EVALSHA ran, so nothing is applied twice.
             Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 self.record.prepare_invoke().load_async(&mut connection).await.map_err(|error| StoreError(error.to_string()))?;
-                pipe.query_async(&mut connection).await.map_err(|error| StoreError(error.to_string()))
+                pipe.query_async(&mut connection).await.map_err(|error| StoreError(error.to_string()))?
             }
-            Err(error) => Err(StoreError(error.to_string())),
+            Err(error) => return Err(StoreError(error.to_string())),
+        };
+        // Put each call's flat statuses back per user.
+        let mut statuses: Vec<Vec<Status>> = vec![Vec::new(); users.len()];
+        for (call_users, reply) in calls.iter().zip(replies) {
+            let mut reply = reply.into_iter();
+            for &index in call_users {
+                statuses[index] = reply.by_ref().take(users[index].events.len()).collect();
+            }
         }
+        Ok(statuses)
     }
 
     async fn unmark_dirty(&self, shard: u32, uids: &[u64], flushed_at: i64) -> Result<(), StoreError> {
@@ -195,5 +263,33 @@ impl EmbeddedStore {
         let mut uids: Vec<u64> = dirty.get(&shard).map(|marks| marks.keys().copied().collect()).unwrap_or_default();
         uids.sort_unstable();
         uids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::realtime::core::EventWrite;
+
+    fn user(uid: u64, events: usize) -> UserWrite {
+        UserWrite { uid, events: (0..events).map(|i| EventWrite { item: format!("a:{i}"), view_at: 1, record: Vec::new() }).collect() }
+    }
+
+    #[test]
+    fn calls_carry_whole_users_up_to_the_limit() {
+        let users = vec![user(1, 2), user(2, 2), user(3, 5), user(4, 1)];
+        let calls = plan_calls(&users, CallShape { cluster: false, max_events: 4 });
+        assert_eq!(calls, vec![vec![0, 1], vec![2], vec![3]]);
+    }
+
+    #[test]
+    fn cluster_calls_never_mix_slots() {
+        let users: Vec<UserWrite> = (1..=500).map(|uid| user(uid, 1)).collect();
+        let calls = plan_calls(&users, CallShape { cluster: true, max_events: 128 });
+        for call in &calls {
+            let slot = keys::cluster_slot(users[call[0]].uid);
+            assert!(call.iter().all(|&i| keys::cluster_slot(users[i].uid) == slot), "a call mixes hash slots");
+        }
+        assert_eq!(calls.iter().map(Vec::len).sum::<usize>(), 500);
     }
 }
