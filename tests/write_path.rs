@@ -338,7 +338,7 @@ async fn merge_topic_in_full_mode() {
 async fn bad_input_is_refused_with_its_status_and_redis_stays_untouched() {
     let (url, brokers) = (common::redis_url(), common::kafka_brokers());
     // The token reaches histflow through its environment.
-    let knobs = Knobs { max_body_bytes: 2048, auth_token_env: Some("HISTFLOW_WRITE_PATH_TEST_TOKEN"), ..Knobs::default() };
+    let knobs = Knobs { max_body_bytes: 128 * 1024, auth_token_env: Some("HISTFLOW_WRITE_PATH_TEST_TOKEN"), ..Knobs::default() };
     let service = start_service(&url, &brokers, &common::unique("merge"), &knobs).await;
     let client = reqwest::Client::new();
     let mut redis = redis(&url).await;
@@ -384,14 +384,14 @@ async fn bad_input_is_refused_with_its_status_and_redis_stays_untouched() {
             "too many events",
             authorized(client.post(&url_events))
                 .json(&json!({"events": vec![json!({"uid":uid,"business":"archive","oid":1,"progress":1}); 1001]})),
-            413,
-            "too_large",
+            400,
+            "too_many_events",
         ),
         (
             "too large",
             authorized(client.post(&url_events))
                 .header("content-type", "application/json")
-                .body(format!("{{\"events\":[{}]}}", vec![good.to_string(); 40].join(","))),
+                .body(format!("{{\"events\":[{}]}}", vec![good.to_string(); 3000].join(","))),
             413,
             "too_large",
         ),

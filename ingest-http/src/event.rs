@@ -44,7 +44,8 @@ pub struct EventError {
 }
 
 impl EventError {
-    fn body(code: &'static str, message: impl Into<String>) -> Self {
+    /// A problem of the body as a whole.
+    pub fn body(code: &'static str, message: impl Into<String>) -> Self {
         EventError { code, message: message.into(), index: None }
     }
     fn at(index: usize, code: &'static str, message: impl Into<String>) -> Self {

@@ -130,18 +130,43 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// Most bytes read and discarded from an oversized body so its client,
+/// still sending, gets the 413 instead of a reset connection.
+const DRAIN_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The body, or 413 when it exceeds `limit` (after draining what is left,
+/// up to [`DRAIN_LIMIT_BYTES`]).
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    use futures::StreamExt;
+    let too_large = || ApiError::TooLarge(format!("the body is larger than {limit} bytes"));
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|_| ApiError::BadRequest(vec![crate::event::EventError::body("unreadable_body", "the body could not be read")]))?;
+        seen += chunk.len();
+        if seen > limit {
+            if seen > DRAIN_LIMIT_BYTES {
+                return Err(too_large());
+            }
+            continue;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 async fn post_events(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Result<Json<EventsAnswer>, ApiError> {
     let inner = &state.inner;
     let client = inner.clients.authenticate(&headers)?;
     if !is_json(&headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let too_large = || ApiError::TooLarge(format!("the body is larger than {} bytes", inner.max_body_bytes));
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > inner.max_body_bytes) {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(body, inner.max_body_bytes).await.map_err(|_| too_large())?;
+    let bytes = read_body(body, inner.max_body_bytes).await?;
     let records = decode_events(&bytes, &inner.rules, now_ms()).map_err(ApiError::BadRequest)?;
     if let Some(client) = &client {
         client.charge(records.len())?;
