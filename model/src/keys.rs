@@ -36,6 +36,15 @@ pub fn shard_of(uid: u64, shards: u32) -> u32 {
     (x % u64::from(shards.max(1))) as u32
 }
 
+/// The HBase row key of `uid`: 4 hex chars of md5(decimal uid), which
+/// spreads users over regions, then the decimal uid.
+pub fn hbase_row(uid: u64) -> String {
+    use md5::{Digest, Md5};
+    let decimal = uid.to_string();
+    let digest = Md5::digest(decimal.as_bytes());
+    format!("{:02x}{:02x}{decimal}", digest[0], digest[1])
+}
+
 /// The Redis Cluster hash slot of every key of `uid` (the slot of its hash
 /// tag, the decimal uid): CRC16-XMODEM mod 16384, as the cluster computes it.
 pub fn cluster_slot(uid: u64) -> u16 {
@@ -68,6 +77,12 @@ mod tests {
         assert_eq!(records(42), "h:{42}:r");
         assert_eq!(meta(42), "h:{42}:m");
         assert_eq!(dirty(7), "h:dirty:{7}");
+    }
+
+    #[test]
+    fn hbase_rows_prefix_the_md5_of_the_uid() {
+        // md5("42") = a1d0c6e83f027327d8461063f4ac58a6
+        assert_eq!(hbase_row(42), "a1d042");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::aggregate::fold::Fold;
 use crate::aggregate::AggregateStage;
 use crate::kafka_batch::embedded::{self, QueueConsumer, QueueProducer};
 use crate::kafka_batch::{KafkaProducerStage, Payload};
+use crate::persist::{EmbeddedTable, HistoryTable, PersistStage};
 use crate::realtime::broadcast::Broadcast;
 use crate::realtime::store::CallShape;
 use crate::realtime::{EmbeddedStore, RealtimeConfig, RealtimeStage, RealtimeStore, RedisStore};
@@ -150,6 +151,8 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
             (StageConfig::KafkaBatch(config), half) if options.embedded => {
                 if options.role != RoleSelection::All {
                     Err(format!("stage `{name}`: under --embedded the in-process queue stands in for Kafka and cannot cross processes; run with --role all"))
+                } else if topology.downstream_of(name).next().is_none() {
+                    Err(format!("stage `{name}`: under --embedded nothing reads its in-process queue (no stage has it as an input), so its events would go nowhere"))
                 } else {
                     // The embedded realtime store is the same for every URL.
                     let dirty = backends.embedded.clone().map(RealtimeStore::Embedded);
@@ -169,6 +172,18 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
                     .map(|config| backends.realtime_store(&config.redis_url, call_shape(config)))
                     .transpose();
                 dirty.and_then(|dirty| KafkaProducerStage::new(config, dirty)).map(|stage| Box::new(stage) as Box<dyn Stage<Batch>>)
+            }
+            (StageConfig::Persist(config), _) if options.embedded => {
+                let records = backends.embedded.clone().map(RealtimeStore::Embedded);
+                EmbeddedTable::open(std::path::Path::new(&config.embedded_data_dir)).map_err(|error| error.to_string()).map(|table| {
+                    Box::new(PersistStage {
+                        table: HistoryTable::Embedded(Arc::new(table)),
+                        records,
+                        flush_max_rows: config.flush_max_rows,
+                        flush_interval: Duration::from_millis(config.flush_interval_ms),
+                        batch_rows: config.batch_rows,
+                    }) as Box<dyn Stage<Batch>>
+                })
             }
             (config, _) => Err(not_implemented(config, options.embedded)),
         };

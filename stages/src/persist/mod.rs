@@ -1,6 +1,17 @@
-//! The `persist` stage (job role): folds consumed batches and writes them
-//! to HBase through its Thrift gateway, committing offsets after the write.
+//! The `persist` stage (job role): folds consumed batches in a window and
+//! writes them to the history table, durably, before their offsets may be
+//! committed.
+//!
+//! - `config`: the stage's topology fields.
+//! - `window`: the pure fold of a window.
+//! - `table`: HBase's timestamp semantics; the embedded on-disk table.
+//! - `stage`: the window loop and the writes.
 
 mod config;
+pub mod stage;
+pub mod table;
+pub mod window;
 
 pub use config::PersistConfig;
+pub use stage::{HistoryTable, PersistStage};
+pub use table::EmbeddedTable;

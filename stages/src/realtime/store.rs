@@ -115,6 +115,15 @@ impl RealtimeStore {
         }
     }
 
+    /// The stored records of each user's items (`None` where an item has
+    /// none: trimmed, expired, deleted), one pipelined HMGET per user.
+    pub async fn read_records(&self, wanted: &[(u64, Vec<String>)]) -> Result<Vec<Vec<Option<Vec<u8>>>>, StoreError> {
+        match self {
+            RealtimeStore::Redis(redis) => redis.read_records(wanted).await,
+            RealtimeStore::Embedded(store) => Ok(store.read_records(wanted)),
+        }
+    }
+
     /// Whether the store answers (for `/readyz`).
     pub async fn ping(&self) -> bool {
         match self {
@@ -213,6 +222,15 @@ impl RedisStore {
         invocation.invoke_async::<i64>(&mut connection).await.map(drop).map_err(|error| StoreError(error.to_string()))
     }
 
+    async fn read_records(&self, wanted: &[(u64, Vec<String>)]) -> Result<Vec<Vec<Option<Vec<u8>>>>, StoreError> {
+        let mut pipe = redis::pipe();
+        for (uid, items) in wanted {
+            pipe.cmd("HMGET").arg(keys::records(*uid)).arg(items);
+        }
+        let mut connection = self.connection.clone();
+        pipe.query_async(&mut connection).await.map_err(|error| StoreError(error.to_string()))
+    }
+
     async fn ping(&self) -> bool {
         let mut connection = self.connection.clone();
         redis::cmd("PING").query_async::<String>(&mut connection).await.is_ok()
@@ -250,6 +268,17 @@ impl EmbeddedStore {
                 }
             }
         }
+    }
+
+    fn read_records(&self, wanted: &[(u64, Vec<String>)]) -> Vec<Vec<Option<Vec<u8>>>> {
+        let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        wanted
+            .iter()
+            .map(|(uid, items)| {
+                let user = users.get(uid);
+                items.iter().map(|item| user.and_then(|user| user.records.get(item)).map(|(_, record)| record.clone())).collect()
+            })
+            .collect()
     }
 
     /// A copy of one user's state (reads and tests).

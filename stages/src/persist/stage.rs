@@ -1,0 +1,190 @@
+//! The persist stage's loop: fold what arrives into a window, and write the
+//! window when it holds `flush_max_rows` users, every `flush_interval_ms`,
+//! and when the input closes. `ids` upserts are completed from the realtime
+//! store first (an item missing there is counted and logged, never silently
+//! skipped). Rows go out `batch_rows` at a time on the blocking pool; a
+//! failed write is retried with capped backoff while nothing new is read,
+//! so the stage pushes back on its source. Acks of the window's batches
+//! (offsets to commit) are completed only after the whole window is
+//! durable.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use model::{codec, keys, Batch, EventResult};
+use pipeline::{Stage, StageContext, StageError, StageFuture};
+
+use super::table::{EmbeddedTable, RowMutation, TableError};
+use super::window::{Pending, Window};
+use crate::realtime::RealtimeStore;
+
+/// Family of history records.
+pub const RECORDS_FAMILY: &str = "r";
+/// Family of per-user meta (the recording switch).
+pub const META_FAMILY: &str = "m";
+/// Longest pause between two attempts at a failing write.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Where rows are written.
+#[derive(Clone)]
+pub enum HistoryTable {
+    /// The embedded on-disk table of `--embedded`.
+    Embedded(Arc<EmbeddedTable>),
+}
+
+impl HistoryTable {
+    async fn mutate_rows(&self, rows: Vec<RowMutation>) -> Result<(), TableError> {
+        match self {
+            HistoryTable::Embedded(table) => {
+                let table = table.clone();
+                tokio::task::spawn_blocking(move || table.mutate_rows(&rows))
+                    .await
+                    .map_err(|error| TableError(format!("write task failed: {error}")))?
+            }
+        }
+    }
+}
+
+/// A built persist stage.
+pub struct PersistStage {
+    /// Where rows go.
+    pub table: HistoryTable,
+    /// Where `ids` records are read from.
+    pub records: Option<RealtimeStore>,
+    /// Write the window at this many users.
+    pub flush_max_rows: usize,
+    /// Write the window at least this often.
+    pub flush_interval: Duration,
+    /// Rows per table call.
+    pub batch_rows: usize,
+}
+
+/// The mutation of `uid`'s row, created on first use.
+fn row_of(rows: &mut BTreeMap<u64, RowMutation>, uid: u64) -> &mut RowMutation {
+    rows.entry(uid).or_insert_with(|| RowMutation { row: keys::hbase_row(uid), ..RowMutation::default() })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
+}
+
+impl PersistStage {
+    /// Turns a window into row mutations, reading `ids` records.
+    async fn mutations(&self, window: &mut Window, stage: &str) -> Result<Vec<RowMutation>, StageError> {
+        let mut rows: BTreeMap<u64, RowMutation> = BTreeMap::new();
+
+        let mut refs: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for ((uid, item), pending) in window.upserts.drain() {
+            match pending {
+                Pending::Full(record) => {
+                    row_of(&mut rows, uid).puts.push((format!("{RECORDS_FAMILY}:{item}"), record.view_at, codec::encode_record(&record)))
+                }
+                Pending::Ref(_) => refs.entry(uid).or_default().push(item),
+            }
+        }
+        if !refs.is_empty() {
+            let Some(store) = &self.records else {
+                return Err(format!("stage `{stage}`: ids payload needs `redis_url` to read records from").into());
+            };
+            let wanted: Vec<(u64, Vec<String>)> = refs.into_iter().collect();
+            let found = store.read_records(&wanted).await?;
+            for ((uid, items), records) in wanted.iter().zip(found) {
+                for (item, record) in items.iter().zip(records) {
+                    match record.map(|bytes| codec::decode_record(&bytes).map(|record| (record, bytes))) {
+                        Some(Ok((record, bytes))) => {
+                            row_of(&mut rows, *uid).puts.push((format!("{RECORDS_FAMILY}:{item}"), record.view_at, bytes))
+                        }
+                        Some(Err(error)) => {
+                            metrics::counter!("histflow_persist_undecodable_records_total").increment(1);
+                            tracing::warn!(stage, uid, item, %error, "record in the realtime store cannot be decoded; not written");
+                        }
+                        None => {
+                            metrics::counter!("histflow_persist_missing_records_total").increment(1);
+                            tracing::warn!(stage, uid, item, "record not in the realtime store (trimmed, expired or deleted); not written");
+                        }
+                    }
+                }
+            }
+        }
+        for ((uid, item), at) in window.deletes.drain() {
+            row_of(&mut rows, uid).column_deletes.push((format!("{RECORDS_FAMILY}:{item}"), at));
+        }
+        for (uid, at) in window.clears.drain() {
+            row_of(&mut rows, uid).row_delete = Some(at);
+        }
+        for (uid, (paused, at)) in window.recording.drain() {
+            row_of(&mut rows, uid).puts.push((format!("{META_FAMILY}:paused"), at, vec![u8::from(paused) + b'0']));
+        }
+        Ok(rows.into_values().collect())
+    }
+
+    /// Writes the window (retrying until it lands), then answers its acks.
+    async fn flush(&self, window: &mut Window, cx: &StageContext<Batch>) -> Result<(), StageError> {
+        let mutations = self.mutations(window, &cx.name).await?;
+        let written_at = now_ms();
+        for chunk in mutations.chunks(self.batch_rows.max(1)) {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match self.table.mutate_rows(chunk.to_vec()).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        cx.metrics.error();
+                        metrics::counter!("histflow_persist_retries_total").increment(1);
+                        tracing::warn!(stage = %cx.name, %error, retry_in_ms = backoff.as_millis() as u64, "history write failed; retrying, reading nothing new meanwhile");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+            let cells: usize = chunk.iter().map(RowMutation::cell_count).sum();
+            metrics::counter!("histflow_persist_rows_total").increment(chunk.len() as u64);
+            metrics::counter!("histflow_persist_cells_total").increment(cells as u64);
+            metrics::counter!("histflow_persist_batches_total").increment(1);
+            for mutation in chunk {
+                for (_, timestamp, _) in mutation.puts.iter().filter(|(column, _, _)| column.starts_with(RECORDS_FAMILY)) {
+                    metrics::histogram!("histflow_persist_durable_lag_seconds").record((written_at - timestamp).max(0) as f64 / 1000.0);
+                }
+            }
+        }
+        metrics::counter!("histflow_persist_events_total").increment(window.ops as u64);
+        window.ops = 0;
+        for ack in window.acks.drain(..) {
+            ack.complete(Ok(vec![EventResult { recorded: true, first_today: false }]));
+        }
+        Ok(())
+    }
+}
+
+impl Stage<Batch> for PersistStage {
+    fn run(self: Box<Self>, mut cx: StageContext<Batch>) -> StageFuture {
+        async move {
+            let mut window = Window::default();
+            let mut tick = tokio::time::interval(self.flush_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    received = cx.input.recv() => match received {
+                        Some(batch) => {
+                            window.acks.extend(batch.ack);
+                            for op in batch.ops {
+                                window.add(op);
+                            }
+                            if window.rows() >= self.flush_max_rows {
+                                self.flush(&mut window, &cx).await?;
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = tick.tick() => if !window.is_empty() || !window.acks.is_empty() {
+                        self.flush(&mut window, &cx).await?;
+                    },
+                }
+            }
+            self.flush(&mut window, &cx).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+}
