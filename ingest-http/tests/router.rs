@@ -1,6 +1,9 @@
 //! The ingest router through `oneshot`: every status of the API, and that
 //! nothing reaches the pipeline unless the whole request is valid.
 
+// Tests may unwrap: a failure is the point.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use axum::body::Body;
