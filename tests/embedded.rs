@@ -38,9 +38,7 @@ async fn post(client: &reqwest::Client, base: &str, body: &Value) -> Result<(u16
     Ok((status, response.json().await.unwrap_or(Value::Null)))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
+use model::now_ms;
 
 /// The visible record of `uid`'s `item` in the table at `dir`: (timestamp, progress).
 fn stored(dir: &std::path::Path, uid: u64, item: &str) -> Option<(i64, i64)> {

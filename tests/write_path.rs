@@ -130,9 +130,7 @@ async fn post(client: &reqwest::Client, base: &str, body: &Value) -> (u16, Value
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
+use model::now_ms;
 
 async fn start_service(redis_url: &str, brokers: &str, topic: &str, knobs: &Knobs) -> Histflow {
     let http = common::free_port();

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use pipeline::problem::require_at_least;
 use serde::Deserialize;
 
 /// `[[stages]] type = "http_ingest"`: the HTTP source of events.
@@ -47,15 +48,9 @@ impl HttpIngestConfig {
         if self.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!("`listen` = {:?} is not an address such as 127.0.0.1:8080", self.listen));
         }
-        if self.max_body_bytes == 0 {
-            problems.push("`max_body_bytes` must be at least 1".to_owned());
-        }
-        if self.max_events_per_request == 0 {
-            problems.push("`max_events_per_request` must be at least 1".to_owned());
-        }
-        if self.request_timeout_ms == 0 {
-            problems.push("`request_timeout_ms` must be at least 1".to_owned());
-        }
+        require_at_least(&mut problems, "max_body_bytes", self.max_body_bytes as u64, 1);
+        require_at_least(&mut problems, "max_events_per_request", self.max_events_per_request as u64, 1);
+        require_at_least(&mut problems, "request_timeout_ms", self.request_timeout_ms, 1);
         problems
     }
 }

@@ -3,7 +3,7 @@
 //! so tests drive it with `oneshot` and no socket.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -96,11 +96,6 @@ pub fn ingest_router(state: IngestState) -> Router {
         .with_state(state)
 }
 
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
-}
-
 async fn refuse_while_draining(State(state): State<IngestState>, request: Request, next: Next) -> Response {
     if state.inner.health.is_draining() {
         return axum::response::IntoResponse::into_response(ApiError::Unavailable {
@@ -167,7 +162,7 @@ async fn post_events(State(state): State<IngestState>, headers: HeaderMap, body:
         return Err(ApiError::UnsupportedMediaType);
     }
     let bytes = read_body(body, inner.max_body_bytes).await?;
-    let records = decode_events(&bytes, &inner.rules, now_ms()).map_err(ApiError::BadRequest)?;
+    let records = decode_events(&bytes, &inner.rules, model::now_ms()).map_err(ApiError::BadRequest)?;
     if let Some(client) = &client {
         client.charge(records.len())?;
     }

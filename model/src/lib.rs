@@ -21,6 +21,11 @@ pub use batch::{Ack, AckOutcome, Batch, EventResult};
 pub use op::Op;
 pub use record::Record;
 
+/// Unix milliseconds now, from the system clock (0 if it is before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
+}
+
 /// Types generated from `proto/histflow/v1/history.proto`.
 #[allow(missing_docs, clippy::all)]
 pub mod proto {

@@ -76,6 +76,14 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Adds "`field` must be at least `min`" to `problems` when `value` is
+/// smaller: the range check every stage config makes.
+pub fn require_at_least(problems: &mut Vec<String>, field: &str, value: impl Into<u64>, min: u64) {
+    if value.into() < min {
+        problems.push(format!("`{field}` must be at least {min}"));
+    }
+}
+
 /// Every problem found; displayed one per line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct Problems(pub Vec<Problem>);

@@ -1,5 +1,6 @@
 //! Configuration of the `aggregate` stage (`type = "aggregate"`).
 
+use pipeline::problem::require_at_least;
 use serde::Deserialize;
 
 /// `[[stages]] type = "aggregate"`.
@@ -38,15 +39,9 @@ impl AggregateConfig {
     /// Stage-local problems, each naming its field.
     pub fn check(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.shards == 0 {
-            problems.push("`shards` must be at least 1".to_owned());
-        }
-        if self.flush_max_entries == 0 {
-            problems.push("`flush_max_entries` must be at least 1".to_owned());
-        }
-        if self.flush_interval_ms == 0 {
-            problems.push("`flush_interval_ms` must be at least 1".to_owned());
-        }
+        require_at_least(&mut problems, "shards", self.shards as u64, 1);
+        require_at_least(&mut problems, "flush_max_entries", self.flush_max_entries as u64, 1);
+        require_at_least(&mut problems, "flush_interval_ms", self.flush_interval_ms, 1);
         if self.max_pending_entries < self.flush_max_entries {
             problems.push(format!(
                 "`max_pending_entries` ({}) must be at least `flush_max_entries` ({})",

@@ -24,13 +24,9 @@ pub struct AggregateStage {
     pub max_pending_entries: usize,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
-}
-
 impl AggregateStage {
     async fn flush(&mut self, shard: u32, cx: &StageContext<Batch>) -> Result<(), StageError> {
-        let flushed_at_ms = Some(now_ms());
+        let flushed_at_ms = Some(model::now_ms());
         let ops = self.fold.take(shard);
         if !ops.is_empty() {
             cx.output.send(Batch { shard: Some(shard), flushed_at_ms, ..Batch::of(ops) }).await?;
@@ -68,7 +64,7 @@ impl AggregateStage {
                     // the op alone, in order.
                     let shard = model::keys::shard_of(other.uid(), self.fold.shard_count());
                     self.flush(shard, cx).await?;
-                    cx.output.send(Batch { shard: Some(shard), flushed_at_ms: Some(now_ms()), ..Batch::of(vec![other]) }).await?;
+                    cx.output.send(Batch { shard: Some(shard), flushed_at_ms: Some(model::now_ms()), ..Batch::of(vec![other]) }).await?;
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Configuration of the `kafka_batch` bridge (`type = "kafka_batch"`).
 
 pub use model::codec::Payload;
+use pipeline::problem::require_at_least;
 use serde::Deserialize;
 
 /// Producer compression.
@@ -73,15 +74,9 @@ impl KafkaBatchConfig {
         if self.consumer_group.is_empty() {
             problems.push("`consumer_group` must not be empty".to_owned());
         }
-        if self.max_message_bytes < 16 * 1024 {
-            problems.push("`max_message_bytes` must be at least 16384".to_owned());
-        }
-        if self.partitions == 0 {
-            problems.push("`partitions` must be at least 1".to_owned());
-        }
-        if self.embedded_queue_batches == 0 {
-            problems.push("`embedded_queue_batches` must be at least 1".to_owned());
-        }
+        require_at_least(&mut problems, "max_message_bytes", self.max_message_bytes as u64, 16 * 1024);
+        require_at_least(&mut problems, "partitions", self.partitions as u64, 1);
+        require_at_least(&mut problems, "embedded_queue_batches", self.embedded_queue_batches as u64, 1);
         problems
     }
 }

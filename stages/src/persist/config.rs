@@ -1,5 +1,6 @@
 //! Configuration of the `persist` stage (`type = "persist"`).
 
+use pipeline::problem::require_at_least;
 use serde::Deserialize;
 
 /// `[[stages]] type = "persist"`.
@@ -53,15 +54,9 @@ impl PersistConfig {
         if self.table.is_empty() {
             problems.push("`table` must not be empty".to_owned());
         }
-        if self.batch_rows == 0 {
-            problems.push("`batch_rows` must be at least 1".to_owned());
-        }
-        if self.flush_max_rows == 0 {
-            problems.push("`flush_max_rows` must be at least 1".to_owned());
-        }
-        if self.flush_interval_ms == 0 {
-            problems.push("`flush_interval_ms` must be at least 1".to_owned());
-        }
+        require_at_least(&mut problems, "batch_rows", self.batch_rows as u64, 1);
+        require_at_least(&mut problems, "flush_max_rows", self.flush_max_rows as u64, 1);
+        require_at_least(&mut problems, "flush_interval_ms", self.flush_interval_ms, 1);
         problems
     }
 }

@@ -66,10 +66,6 @@ fn row_of(rows: &mut BTreeMap<u64, RowMutation>, uid: u64) -> &mut RowMutation {
     rows.entry(uid).or_insert_with(|| RowMutation { row: keys::hbase_row(uid), ..RowMutation::default() })
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
-}
-
 impl PersistStage {
     /// Turns a window into row mutations, reading `ids` records.
     async fn mutations(&self, window: &mut Window, stage: &str) -> Result<Vec<RowMutation>, StageError> {
@@ -123,7 +119,7 @@ impl PersistStage {
     /// Writes the window (retrying until it lands), then answers its acks.
     async fn flush(&self, window: &mut Window, cx: &StageContext<Batch>) -> Result<(), StageError> {
         let mutations = self.mutations(window, &cx.name).await?;
-        let written_at = now_ms();
+        let written_at = model::now_ms();
         for chunk in mutations.chunks(self.batch_rows.max(1)) {
             let mut backoff = Duration::from_millis(100);
             loop {

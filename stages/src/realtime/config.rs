@@ -1,5 +1,6 @@
 //! Configuration of the `realtime` stage (`type = "realtime"`).
 
+use pipeline::problem::require_at_least;
 use serde::Deserialize;
 
 /// `[[stages]] type = "realtime"`.
@@ -64,21 +65,13 @@ impl RealtimeConfig {
         {
             problems.push(format!("`redis_url` = {:?} must start with redis://, rediss:// or redis+unix://", self.redis_url));
         }
-        if self.max_items_per_user == 0 {
-            problems.push("`max_items_per_user` must be at least 1".to_owned());
-        }
+        require_at_least(&mut problems, "max_items_per_user", self.max_items_per_user as u64, 1);
         if self.group_commit_linger_us > 100_000 {
             problems.push("`group_commit_linger_us` must be at most 100000 (0.1 s): every request waits for it".to_owned());
         }
-        if self.script_max_events == 0 {
-            problems.push("`script_max_events` must be at least 1".to_owned());
-        }
-        if self.max_in_flight_commits == 0 {
-            problems.push("`max_in_flight_commits` must be at least 1".to_owned());
-        }
-        if self.group_commit_max_events == 0 {
-            problems.push("`group_commit_max_events` must be at least 1".to_owned());
-        }
+        require_at_least(&mut problems, "script_max_events", self.script_max_events as u64, 1);
+        require_at_least(&mut problems, "max_in_flight_commits", self.max_in_flight_commits as u64, 1);
+        require_at_least(&mut problems, "group_commit_max_events", self.group_commit_max_events as u64, 1);
         problems
     }
 }

@@ -61,10 +61,6 @@ struct Committed {
     today: i64,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
-}
-
 impl RealtimeStage {
     /// Takes what is already queued (and, with a linger, what arrives
     /// soon) until the commit holds `max_events`.
@@ -97,7 +93,7 @@ impl RealtimeStage {
 
     fn commit(&self, batches: Vec<Batch>) -> BoxFuture<'static, Committed> {
         let store = self.store.clone();
-        let now = now_ms();
+        let now = model::now_ms();
         let params =
             WriteParams { max_items: self.max_items, ttl_s: self.ttl_s, today: keys::utc_day(now), now_ms: now, shards: self.shards };
         async move {
