@@ -7,6 +7,8 @@
 #     minutes the first time on 2 cores; skipped when this version is there)
 #     and starts it on loopback with memory:// storage when nothing listens
 #     at KAFKA_BROKERS;
+#   - creates target/test-venv with happybase (pip), an ordinary HBase
+#     Thrift client for the HBase-compatible server's interop test;
 #   - exports REDIS_URL and KAFKA_BROKERS, then runs cargo fmt --check,
 #     cargo clippy -D warnings and cargo test --workspace;
 #   - stops only the services it started.
@@ -94,6 +96,18 @@ else
     started_pids+=("$!")
     wait_for 30 tcp_open "$kafka_host" "$kafka_port" \
         || { tail -20 "$LOG_DIR/tansu.log" >&2; die "tansu did not listen within 30 s"; }
+fi
+
+# --- an ordinary HBase Thrift client, for the compat server's interop test ----
+if [ ! -x target/test-venv/bin/python ] || ! target/test-venv/bin/python -c "import happybase" 2>/dev/null; then
+    say "creating target/test-venv with happybase (pip)"
+    if ! python3 -m venv target/test-venv 2>/dev/null; then
+        say "python3 cannot make a venv: installing python3-venv (apt-get)"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv target/test-venv
+    fi
+    target/test-venv/bin/pip install --quiet happybase
 fi
 
 # --- checks and tests --------------------------------------------------------

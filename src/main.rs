@@ -38,6 +38,16 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Dot)]
         format: Format,
     },
+    /// Serve HBase's Thrift1 protocol over an embedded on-disk store: a
+    /// stand-in for HBase in tests and benchmarks, not a replacement.
+    HbaseCompatServer {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: String,
+        /// Directory of the store (created if missing; kept across restarts).
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Run the topology's stages for a role until SIGINT or SIGTERM.
     Run {
         /// Path of the topology file.
@@ -100,6 +110,22 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::HbaseCompatServer { listen, data } => {
+            init_logging();
+            match hbase_compat::Store::open(&data) {
+                Ok(store) => match hbase_compat::serve(&listen, std::sync::Arc::new(store)) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => {
+                        eprintln!("hbase-compat-server on {listen}: {error}");
+                        ExitCode::FAILURE
+                    }
+                },
+                Err(error) => {
+                    eprintln!("hbase-compat-server: cannot open {}: {error}", data.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { topology, role, embedded } => {
             init_logging();
             run::run(&topology, role.into(), embedded)

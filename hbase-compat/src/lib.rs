@@ -1,0 +1,20 @@
+//! An HBase-Thrift1-compatible server for tests and benchmarks.
+//!
+//! No HBase can be installed where histflow is developed and tested, so this
+//! crate speaks HBase's Thrift1 protocol (binary protocol, buffered
+//! transport: the gateway's defaults) over an embedded on-disk store with
+//! HBase's timestamp semantics. It stands in for HBase; it is not a
+//! replacement for it. The client side of histflow is the code that talks
+//! to a real HBase Thrift gateway.
+//!
+//! # Layout
+//! - `store`: multi-version cells, delete markers, tables, scans (fjall).
+//! - `server`: the `HbaseSyncHandler` over the store, and serving it.
+//! - `lenient`: absent list/map arguments read as empty, as HBase does.
+
+pub mod lenient;
+pub mod server;
+pub mod store;
+
+pub use server::serve;
+pub use store::Store;

@@ -1,0 +1,538 @@
+//! The HBase Thrift1 handler over the store, and serving it with the
+//! binary protocol and buffered transports (the HBase Thrift gateway's
+//! defaults), one worker thread per connection.
+//!
+//! Implemented: table listing, creation, deletion and descriptors; gets of
+//! cells, rows and row lists with and without columns and timestamps
+//! (timestamp bounds are exclusive, as HBase's `setTimeRange(0, ts)`);
+//! mutateRow(s)(Ts); deleteAll(Ts) and deleteAllRow(Ts); scanners opened
+//! with start, stop, prefix, timestamp or a `TScan` (without filters), read
+//! with scannerGet(List) and closed. Everything else answers an `IOError`
+//! naming the call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use hbase_thrift::hbase::{
+    AlreadyExists, BatchMutation, Bytes, ColumnDescriptor, HbaseSyncHandler, HbaseSyncProcessor, IOError, IllegalArgument, Mutation,
+    ScannerID, TAccessControlEntity, TAppend, TCell, TColumn, TIncrement, TRegionInfo, TRowResult, TScan, TThriftServerType, Text,
+};
+use thrift::protocol::{TBinaryInputProtocolFactory, TBinaryOutputProtocolFactory};
+use thrift::server::TServer;
+use thrift::transport::{TBufferedReadTransportFactory, TBufferedWriteTransportFactory};
+
+use crate::lenient::NullTolerantInputFactory;
+use crate::store::{Cell, Change, ColumnFilter, Store, StoreError, DEFAULT_MAX_VERSIONS};
+
+/// Connections served at once (one worker thread each).
+const WORKERS: usize = 64;
+/// Rows a scanner reads from the store per call at most.
+const MAX_SCAN_ROWS: usize = 10_000;
+
+/// An open scanner: where it is and what it reads.
+struct Scanner {
+    table: Vec<u8>,
+    start: Vec<u8>,
+    stop: Vec<u8>,
+    prefix: Vec<u8>,
+    columns: ColumnFilter,
+    before: Option<i64>,
+    /// The last row returned; the next read starts after it.
+    last: Option<Vec<u8>>,
+}
+
+/// The handler: the store plus open scanners.
+pub struct CompatHandler {
+    store: Arc<Store>,
+    scanners: Mutex<HashMap<ScannerID, Scanner>>,
+    next_scanner: AtomicI32,
+}
+
+fn io_error(error: StoreError) -> thrift::Error {
+    IOError::new(error.to_string(), false).into()
+}
+
+fn unsupported(call: &str) -> thrift::Error {
+    IOError::new(format!("{call} is not supported by histflow's HBase-compatible server"), false).into()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
+}
+
+fn row_result(row: Vec<u8>, cells: Vec<Cell>) -> TRowResult {
+    let columns: BTreeMap<Text, TCell> =
+        cells.iter().map(|cell| (cell.column.clone(), TCell::new(cell.value.clone(), cell.timestamp))).collect();
+    let sorted: Vec<TColumn> = cells.into_iter().map(|cell| TColumn::new(cell.column, TCell::new(cell.value, cell.timestamp))).collect();
+    TRowResult::new(row, columns, sorted)
+}
+
+impl CompatHandler {
+    /// A handler over `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        CompatHandler { store, scanners: Mutex::new(HashMap::new()), next_scanner: AtomicI32::new(1) }
+    }
+
+    fn cells(&self, table: &[u8], row: &[u8], columns: Vec<Vec<u8>>, before: Option<i64>) -> thrift::Result<Vec<TCell>> {
+        let cells = self.store.get_row(table, row, &ColumnFilter::new(columns), before).map_err(io_error)?;
+        Ok(cells.into_iter().map(|cell| TCell::new(cell.value, cell.timestamp)).collect())
+    }
+
+    fn rows(&self, table: &[u8], rows: Vec<Vec<u8>>, columns: Vec<Vec<u8>>, before: Option<i64>) -> thrift::Result<Vec<TRowResult>> {
+        let filter = ColumnFilter::new(columns);
+        let mut results = Vec::new();
+        for row in rows {
+            let cells = self.store.get_row(table, &row, &filter, before).map_err(io_error)?;
+            if !cells.is_empty() {
+                results.push(row_result(row, cells));
+            }
+        }
+        Ok(results)
+    }
+
+    fn mutate(&self, table: &[u8], rows: Vec<(Vec<u8>, Vec<Mutation>)>, timestamp: i64) -> thrift::Result<()> {
+        let rows: Vec<(Vec<u8>, Vec<Change>)> = rows
+            .into_iter()
+            .map(|(row, mutations)| {
+                let changes = mutations
+                    .into_iter()
+                    .map(|mutation| {
+                        let column = mutation.column.unwrap_or_default();
+                        if mutation.is_delete.unwrap_or(false) {
+                            Change::Delete { column }
+                        } else {
+                            Change::Put { column, value: mutation.value.unwrap_or_default() }
+                        }
+                    })
+                    .collect();
+                (row, changes)
+            })
+            .collect();
+        self.store.mutate(table, &rows, timestamp).map_err(|error| match error {
+            StoreError::NoSuchFamily { .. } => IllegalArgument::new(error.to_string()).into(),
+            other => io_error(other),
+        })
+    }
+
+    fn open_scanner(
+        &self,
+        table: Vec<u8>,
+        start: Vec<u8>,
+        stop: Vec<u8>,
+        prefix: Vec<u8>,
+        columns: Vec<Vec<u8>>,
+        before: Option<i64>,
+    ) -> thrift::Result<ScannerID> {
+        self.store.families(&table).map_err(io_error)?;
+        let id = self.next_scanner.fetch_add(1, Ordering::Relaxed);
+        let scanner = Scanner { table, start, stop, prefix, columns: ColumnFilter::new(columns), before, last: None };
+        self.scanners.lock().unwrap_or_else(PoisonError::into_inner).insert(id, scanner);
+        Ok(id)
+    }
+
+    fn scanner_next(&self, id: ScannerID, rows: usize) -> thrift::Result<Vec<TRowResult>> {
+        let mut scanners = self.scanners.lock().unwrap_or_else(PoisonError::into_inner);
+        let scanner =
+            scanners.get_mut(&id).ok_or_else(|| -> thrift::Error { IllegalArgument::new(format!("no open scanner {id}")).into() })?;
+        let found = self
+            .store
+            .scan(
+                &scanner.table,
+                &scanner.start,
+                scanner.last.as_deref(),
+                &scanner.stop,
+                &scanner.prefix,
+                &scanner.columns,
+                scanner.before,
+                rows.min(MAX_SCAN_ROWS),
+            )
+            .map_err(io_error)?;
+        if let Some((row, _)) = found.last() {
+            scanner.last = Some(row.clone());
+        }
+        Ok(found.into_iter().map(|(row, cells)| row_result(row, cells)).collect())
+    }
+}
+
+impl HbaseSyncHandler for CompatHandler {
+    fn handle_enable_table(&self, table_name: Bytes) -> thrift::Result<()> {
+        self.store.families(&table_name).map(drop).map_err(io_error)
+    }
+
+    fn handle_disable_table(&self, table_name: Bytes) -> thrift::Result<()> {
+        self.store.families(&table_name).map(drop).map_err(io_error)
+    }
+
+    fn handle_is_table_enabled(&self, table_name: Bytes) -> thrift::Result<bool> {
+        self.store.families(&table_name).map(|_| true).map_err(io_error)
+    }
+
+    fn handle_compact(&self, _table_name_or_region_name: Bytes) -> thrift::Result<()> {
+        Err(unsupported("compact"))
+    }
+
+    fn handle_major_compact(&self, _table_name_or_region_name: Bytes) -> thrift::Result<()> {
+        Err(unsupported("major_compact"))
+    }
+
+    fn handle_get_table_names(&self) -> thrift::Result<Vec<Text>> {
+        self.store.table_names().map_err(io_error)
+    }
+
+    fn handle_get_table_names_with_is_table_enabled(&self) -> thrift::Result<BTreeMap<Text, bool>> {
+        Ok(self.store.table_names().map_err(io_error)?.into_iter().map(|name| (name, true)).collect())
+    }
+
+    fn handle_get_column_descriptors(&self, table_name: Text) -> thrift::Result<BTreeMap<Text, ColumnDescriptor>> {
+        let families = self.store.families(&table_name).map_err(io_error)?;
+        Ok(families
+            .into_iter()
+            .map(|(family, max_versions)| {
+                let mut name = family.clone();
+                name.push(b':');
+                (name.clone(), ColumnDescriptor { name: Some(name), max_versions: Some(max_versions), ..ColumnDescriptor::default() })
+            })
+            .collect())
+    }
+
+    fn handle_get_table_regions(&self, _table_name: Text) -> thrift::Result<Vec<TRegionInfo>> {
+        Err(unsupported("get_table_regions"))
+    }
+
+    fn handle_create_table(&self, table_name: Text, column_families: Vec<ColumnDescriptor>) -> thrift::Result<()> {
+        let families: Vec<(Vec<u8>, i32)> = column_families
+            .into_iter()
+            .filter_map(|descriptor| Some((descriptor.name?, descriptor.max_versions.unwrap_or(DEFAULT_MAX_VERSIONS))))
+            .collect();
+        if families.is_empty() {
+            return Err(IllegalArgument::new("createTable needs at least one column family".to_owned()).into());
+        }
+        self.store.create_table(&table_name, &families).map_err(|error| match error {
+            StoreError::TableExists(name) => AlreadyExists::new(format!("table {name:?} already exists")).into(),
+            other => io_error(other),
+        })
+    }
+
+    fn handle_delete_table(&self, table_name: Text) -> thrift::Result<()> {
+        self.store.delete_table(&table_name).map_err(io_error)
+    }
+
+    fn handle_get(&self, table_name: Text, row: Text, column: Text, _attributes: BTreeMap<Text, Text>) -> thrift::Result<Vec<TCell>> {
+        self.cells(&table_name, &row, vec![column], None)
+    }
+
+    fn handle_get_ver(
+        &self,
+        table_name: Text,
+        row: Text,
+        column: Text,
+        num_versions: i32,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<Vec<TCell>> {
+        let _ = num_versions;
+        self.cells(&table_name, &row, vec![column], None)
+    }
+
+    fn handle_get_ver_ts(
+        &self,
+        table_name: Text,
+        row: Text,
+        column: Text,
+        timestamp: i64,
+        num_versions: i32,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<Vec<TCell>> {
+        let _ = num_versions;
+        self.cells(&table_name, &row, vec![column], Some(timestamp))
+    }
+
+    fn handle_get_row(&self, table_name: Text, row: Text, _attributes: BTreeMap<Text, Text>) -> thrift::Result<Vec<TRowResult>> {
+        self.rows(&table_name, vec![row], Vec::new(), None)
+    }
+
+    fn handle_get_row_with_columns(
+        &self,
+        table_name: Text,
+        row: Text,
+        columns: Vec<Text>,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<Vec<TRowResult>> {
+        self.rows(&table_name, vec![row], columns, None)
+    }
+
+    fn handle_get_row_ts(
+        &self,
+        table_name: Text,
+        row: Text,
+        timestamp: i64,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<Vec<TRowResult>> {
+        self.rows(&table_name, vec![row], Vec::new(), Some(timestamp))
+    }
+
+    fn handle_get_row_with_columns_ts(
+        &self,
+        table_name: Text,
+        row: Text,
+        columns: Vec<Text>,
+        timestamp: i64,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<Vec<TRowResult>> {
+        self.rows(&table_name, vec![row], columns, Some(timestamp))
+    }
+
+    fn handle_get_rows(&self, table_name: Text, rows: Vec<Text>, _attributes: BTreeMap<Text, Text>) -> thrift::Result<Vec<TRowResult>> {
+        self.rows(&table_name, rows, Vec::new(), None)
+    }
+
+    fn handle_get_rows_with_columns(
+        &self,
+        table_name: Text,
+        rows: Vec<Text>,
+        columns: Vec<Text>,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<Vec<TRowResult>> {
+        self.rows(&table_name, rows, columns, None)
+    }
+
+    fn handle_get_rows_ts(
+        &self,
+        table_name: Text,
+        rows: Vec<Text>,
+        timestamp: i64,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<Vec<TRowResult>> {
+        self.rows(&table_name, rows, Vec::new(), Some(timestamp))
+    }
+
+    fn handle_get_rows_with_columns_ts(
+        &self,
+        table_name: Text,
+        rows: Vec<Text>,
+        columns: Vec<Text>,
+        timestamp: i64,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<Vec<TRowResult>> {
+        self.rows(&table_name, rows, columns, Some(timestamp))
+    }
+
+    fn handle_mutate_row(
+        &self,
+        table_name: Text,
+        row: Text,
+        mutations: Vec<Mutation>,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<()> {
+        self.mutate(&table_name, vec![(row, mutations)], now_ms())
+    }
+
+    fn handle_mutate_row_ts(
+        &self,
+        table_name: Text,
+        row: Text,
+        mutations: Vec<Mutation>,
+        timestamp: i64,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<()> {
+        self.mutate(&table_name, vec![(row, mutations)], timestamp)
+    }
+
+    fn handle_mutate_rows(
+        &self,
+        table_name: Text,
+        row_batches: Vec<BatchMutation>,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<()> {
+        self.mutate(
+            &table_name,
+            row_batches.into_iter().map(|batch| (batch.row.unwrap_or_default(), batch.mutations.unwrap_or_default())).collect(),
+            now_ms(),
+        )
+    }
+
+    fn handle_mutate_rows_ts(
+        &self,
+        table_name: Text,
+        row_batches: Vec<BatchMutation>,
+        timestamp: i64,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<()> {
+        self.mutate(
+            &table_name,
+            row_batches.into_iter().map(|batch| (batch.row.unwrap_or_default(), batch.mutations.unwrap_or_default())).collect(),
+            timestamp,
+        )
+    }
+
+    fn handle_atomic_increment(&self, _table_name: Text, _row: Text, _column: Text, _value: i64) -> thrift::Result<i64> {
+        Err(unsupported("atomic_increment"))
+    }
+
+    fn handle_delete_all(&self, table_name: Text, row: Text, column: Text, _attributes: BTreeMap<Text, Text>) -> thrift::Result<()> {
+        self.store.mutate(&table_name, &[(row, vec![Change::Delete { column }])], now_ms()).map_err(io_error)
+    }
+
+    fn handle_delete_all_ts(
+        &self,
+        table_name: Text,
+        row: Text,
+        column: Text,
+        timestamp: i64,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<()> {
+        self.store.mutate(&table_name, &[(row, vec![Change::Delete { column }])], timestamp).map_err(io_error)
+    }
+
+    fn handle_delete_all_row(&self, table_name: Text, row: Text, _attributes: BTreeMap<Text, Text>) -> thrift::Result<()> {
+        self.store.delete_row(&table_name, &row, now_ms()).map_err(io_error)
+    }
+
+    fn handle_increment(&self, _increment: TIncrement) -> thrift::Result<()> {
+        Err(unsupported("increment"))
+    }
+
+    fn handle_increment_rows(&self, _increments: Vec<TIncrement>) -> thrift::Result<()> {
+        Err(unsupported("increment_rows"))
+    }
+
+    fn handle_delete_all_row_ts(
+        &self,
+        table_name: Text,
+        row: Text,
+        timestamp: i64,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<()> {
+        self.store.delete_row(&table_name, &row, timestamp).map_err(io_error)
+    }
+
+    fn handle_scanner_open_with_scan(&self, table_name: Text, scan: TScan, _attributes: BTreeMap<Text, Text>) -> thrift::Result<ScannerID> {
+        let columns = scan.columns.unwrap_or_default();
+        let (start, stop) = (scan.start_row.unwrap_or_default(), scan.stop_row.unwrap_or_default());
+        self.open_scanner(table_name, start, stop, Vec::new(), columns, scan.timestamp)
+    }
+
+    fn handle_scanner_open(
+        &self,
+        table_name: Text,
+        start_row: Text,
+        columns: Vec<Text>,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<ScannerID> {
+        self.open_scanner(table_name, start_row, Vec::new(), Vec::new(), columns, None)
+    }
+
+    fn handle_scanner_open_with_stop(
+        &self,
+        table_name: Text,
+        start_row: Text,
+        stop_row: Text,
+        columns: Vec<Text>,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<ScannerID> {
+        self.open_scanner(table_name, start_row, stop_row, Vec::new(), columns, None)
+    }
+
+    fn handle_scanner_open_with_prefix(
+        &self,
+        table_name: Text,
+        start_and_prefix: Text,
+        columns: Vec<Text>,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<ScannerID> {
+        self.open_scanner(table_name, start_and_prefix.clone(), Vec::new(), start_and_prefix, columns, None)
+    }
+
+    fn handle_scanner_open_ts(
+        &self,
+        table_name: Text,
+        start_row: Text,
+        columns: Vec<Text>,
+        timestamp: i64,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<ScannerID> {
+        self.open_scanner(table_name, start_row, Vec::new(), Vec::new(), columns, Some(timestamp))
+    }
+
+    fn handle_scanner_open_with_stop_ts(
+        &self,
+        table_name: Text,
+        start_row: Text,
+        stop_row: Text,
+        columns: Vec<Text>,
+        timestamp: i64,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<ScannerID> {
+        self.open_scanner(table_name, start_row, stop_row, Vec::new(), columns, Some(timestamp))
+    }
+
+    fn handle_scanner_get(&self, id: ScannerID) -> thrift::Result<Vec<TRowResult>> {
+        self.scanner_next(id, 1)
+    }
+
+    fn handle_scanner_get_list(&self, id: ScannerID, nb_rows: i32) -> thrift::Result<Vec<TRowResult>> {
+        self.scanner_next(id, usize::try_from(nb_rows).unwrap_or(1).max(1))
+    }
+
+    fn handle_scanner_close(&self, id: ScannerID) -> thrift::Result<()> {
+        self.scanners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id)
+            .map(drop)
+            .ok_or_else(|| IllegalArgument::new(format!("no open scanner {id}")).into())
+    }
+
+    fn handle_get_region_info(&self, _row: Text) -> thrift::Result<TRegionInfo> {
+        Err(unsupported("get_region_info"))
+    }
+
+    fn handle_append(&self, _append: TAppend) -> thrift::Result<Vec<TCell>> {
+        Err(unsupported("append"))
+    }
+
+    fn handle_check_and_put(
+        &self,
+        _table_name: Text,
+        _row: Text,
+        _column: Text,
+        _value: Text,
+        _mput: Mutation,
+        _attributes: BTreeMap<Text, Text>,
+    ) -> thrift::Result<bool> {
+        Err(unsupported("check_and_put"))
+    }
+
+    fn handle_get_thrift_server_type(&self) -> thrift::Result<TThriftServerType> {
+        Err(unsupported("get_thrift_server_type"))
+    }
+
+    fn handle_get_cluster_id(&self) -> thrift::Result<String> {
+        Err(unsupported("get_cluster_id"))
+    }
+
+    fn handle_grant(&self, _info: TAccessControlEntity) -> thrift::Result<bool> {
+        Err(unsupported("grant"))
+    }
+
+    fn handle_revoke(&self, _info: TAccessControlEntity) -> thrift::Result<bool> {
+        Err(unsupported("revoke"))
+    }
+}
+
+/// Serves `store` on `listen` until the process ends. Every write is synced
+/// to disk before it is answered, so stopping the process loses nothing
+/// that was acknowledged.
+pub fn serve(listen: &str, store: Arc<Store>) -> thrift::Result<()> {
+    let processor = HbaseSyncProcessor::new(CompatHandler::new(store));
+    let mut server = TServer::new(
+        TBufferedReadTransportFactory::new(),
+        NullTolerantInputFactory(TBinaryInputProtocolFactory::new()),
+        TBufferedWriteTransportFactory::new(),
+        TBinaryOutputProtocolFactory::new(),
+        processor,
+        WORKERS,
+    );
+    tracing::info!(%listen, "HBase-compatible Thrift server listening (binary protocol, buffered transport)");
+    server.listen(listen)
+}

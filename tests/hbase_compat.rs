@@ -1,0 +1,217 @@
+//! The HBase-Thrift-compatible server as a process, through Thrift clients
+//! over TCP (binary protocol, buffered transport): HBase's timestamp and
+//! delete semantics, scanners, errors, durability across SIGKILL, and an
+//! ordinary third-party client (happybase).
+
+// Tests may unwrap: a failure is the point.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Owned;
+use hbase_thrift::hbase::{BatchMutation, ColumnDescriptor, HbaseSyncClient, Mutation, THbaseSyncClient, TRowResult};
+use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
+use thrift::transport::{ReadHalf, TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel, WriteHalf};
+
+type Client = HbaseSyncClient<
+    TBinaryInputProtocol<TBufferedReadTransport<ReadHalf<TTcpChannel>>>,
+    TBinaryOutputProtocol<TBufferedWriteTransport<WriteHalf<TTcpChannel>>>,
+>;
+
+/// A running compat server on its own port and data directory.
+struct Server {
+    port: u16,
+    data: tempfile::TempDir,
+    process: Option<Owned>,
+}
+
+impl Server {
+    fn start() -> Self {
+        let mut server = Server { port: common::free_port(), data: tempfile::tempdir().unwrap(), process: None };
+        server.restart();
+        server
+    }
+
+    fn restart(&mut self) {
+        let child = common::histflow()
+            .args(["hbase-compat-server", "--listen", &format!("127.0.0.1:{}", self.port), "--data"])
+            .arg(self.data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.process = Some(Owned(child));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !common::tcp_open(self.port) {
+            assert!(Instant::now() < deadline, "hbase-compat-server did not listen within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    fn kill(&mut self) {
+        if let Some(mut owned) = self.process.take() {
+            owned.0.kill().unwrap();
+            owned.0.wait().unwrap();
+        }
+    }
+
+    fn client(&self) -> Client {
+        let mut channel = TTcpChannel::new();
+        channel.open(format!("127.0.0.1:{}", self.port)).unwrap();
+        let (read, write) = channel.split().unwrap();
+        HbaseSyncClient::new(
+            TBinaryInputProtocol::new(TBufferedReadTransport::new(read), true),
+            TBinaryOutputProtocol::new(TBufferedWriteTransport::new(write), true),
+        )
+    }
+}
+
+fn no_attributes() -> BTreeMap<Vec<u8>, Vec<u8>> {
+    BTreeMap::new()
+}
+
+fn family(name: &str, max_versions: i32) -> ColumnDescriptor {
+    ColumnDescriptor { name: Some(name.as_bytes().to_vec()), max_versions: Some(max_versions), ..ColumnDescriptor::default() }
+}
+
+fn put(row: &str, column: &str, value: &str) -> BatchMutation {
+    BatchMutation::new(row.as_bytes().to_vec(), vec![Mutation::new(false, column.as_bytes().to_vec(), value.as_bytes().to_vec(), true)])
+}
+
+/// (column, timestamp, value) of a row result, as text.
+fn cells(results: Vec<TRowResult>) -> Vec<(String, i64, String)> {
+    results
+        .into_iter()
+        .flat_map(|result| result.columns.unwrap_or_default())
+        .map(|(column, cell)| {
+            (String::from_utf8(column).unwrap(), cell.timestamp.unwrap(), String::from_utf8(cell.value.unwrap()).unwrap())
+        })
+        .collect()
+}
+
+fn rows_of(results: &[TRowResult]) -> Vec<String> {
+    results.iter().map(|result| String::from_utf8(result.row.clone().unwrap()).unwrap()).collect()
+}
+
+#[test]
+fn timestamps_and_delete_markers_follow_hbase() {
+    let server = Server::start();
+    let mut client = server.client();
+    client.create_table(b"history".to_vec(), vec![family("r:", 3), family("m:", 1)]).unwrap();
+    assert_eq!(client.get_table_names().unwrap(), vec![b"history".to_vec()]);
+    let again = client.create_table(b"history".to_vec(), vec![family("r:", 3)]).unwrap_err();
+    assert!(format!("{again:?}").contains("already exists"), "{again:?}");
+
+    let t = b"history".to_vec();
+    let get = |client: &mut Client, ts: Option<i64>| -> Vec<(String, i64, String)> {
+        cells(match ts {
+            None => client.get_row(t.clone(), b"u1".to_vec(), no_attributes()).unwrap(),
+            Some(ts) => client.get_row_ts(t.clone(), b"u1".to_vec(), ts, no_attributes()).unwrap(),
+        })
+    };
+    client.mutate_rows_ts(t.clone(), vec![put("u1", "r:a", "new")], 20, no_attributes()).unwrap();
+    client.mutate_rows_ts(t.clone(), vec![put("u1", "r:a", "old")], 10, no_attributes()).unwrap();
+    assert_eq!(get(&mut client, None), vec![("r:a".into(), 20, "new".into())], "the highest timestamp wins whatever the order");
+    assert_eq!(get(&mut client, Some(20)), vec![("r:a".into(), 10, "old".into())], "a timestamp bound is exclusive");
+    client.mutate_rows_ts(t.clone(), vec![put("u1", "r:a", "replay")], 20, no_attributes()).unwrap();
+    assert_eq!(get(&mut client, None), vec![("r:a".into(), 20, "replay".into())], "an equal timestamp replaces: replays are idempotent");
+
+    client.delete_all_ts(t.clone(), b"u1".to_vec(), b"r:a".to_vec(), 25, no_attributes()).unwrap();
+    client.mutate_rows_ts(t.clone(), vec![put("u1", "r:a", "late")], 22, no_attributes()).unwrap();
+    assert_eq!(get(&mut client, None), vec![], "a delete at 25 hides cells at or before 25, even ones written after it");
+    client
+        .mutate_rows_ts(t.clone(), vec![put("u1", "r:a", "newer"), put("u1", "r:b", "b"), put("u1", "m:paused", "1")], 30, no_attributes())
+        .unwrap();
+    assert_eq!(get(&mut client, None).len(), 3);
+    let only_r = cells(client.get_row_with_columns(t.clone(), b"u1".to_vec(), vec![b"r".to_vec()], no_attributes()).unwrap());
+    assert_eq!(only_r.iter().map(|(c, _, _)| c.as_str()).collect::<Vec<_>>(), vec!["r:a", "r:b"], "a family name selects its columns");
+
+    client.delete_all_row_ts(t.clone(), b"u1".to_vec(), 100, no_attributes()).unwrap();
+    client.mutate_rows_ts(t.clone(), vec![put("u1", "r:c", "before clear")], 99, no_attributes()).unwrap();
+    assert_eq!(get(&mut client, None), vec![], "a row delete hides the whole row at or before its time");
+    client.mutate_rows_ts(t.clone(), vec![put("u1", "r:c", "after clear")], 101, no_attributes()).unwrap();
+    assert_eq!(get(&mut client, None), vec![("r:c".into(), 101, "after clear".into())]);
+}
+
+#[test]
+fn scanners_page_through_rows_in_order_exactly_once() {
+    let server = Server::start();
+    let mut client = server.client();
+    let t = b"history".to_vec();
+    client.create_table(t.clone(), vec![family("r:", 1)]).unwrap();
+    let rows: Vec<String> = (0..10).map(|i| format!("row{i:02}")).collect();
+    client.mutate_rows(t.clone(), rows.iter().map(|row| put(row, "r:x", row)).collect(), no_attributes()).unwrap();
+    client.mutate_rows(t.clone(), vec![put("other", "r:x", "o")], no_attributes()).unwrap();
+
+    let scanner = client.scanner_open_with_stop(t.clone(), b"row02".to_vec(), b"row08".to_vec(), vec![], no_attributes()).unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let page = client.scanner_get_list(scanner, 4).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 4);
+        seen.extend(rows_of(&page));
+    }
+    client.scanner_close(scanner).unwrap();
+    assert_eq!(seen, rows[2..8].to_vec());
+
+    let prefixed = client.scanner_open_with_prefix(t.clone(), b"row0".to_vec(), vec![b"r:x".to_vec()], no_attributes()).unwrap();
+    assert_eq!(rows_of(&client.scanner_get_list(prefixed, 100).unwrap()), rows);
+    assert!(client.scanner_get(prefixed).unwrap().is_empty());
+    client.scanner_close(prefixed).unwrap();
+    assert!(client.scanner_get(prefixed).is_err(), "a closed scanner is gone");
+}
+
+#[test]
+fn bad_calls_get_errors_that_say_what_is_wrong() {
+    let server = Server::start();
+    let mut client = server.client();
+    let missing = client.get_row(b"nope".to_vec(), b"r".to_vec(), no_attributes()).unwrap_err();
+    assert!(format!("{missing:?}").contains("does not exist"), "{missing:?}");
+    client.create_table(b"t".to_vec(), vec![family("r:", 1)]).unwrap();
+    let family = client.mutate_rows(b"t".to_vec(), vec![put("row", "x:y", "v")], no_attributes()).unwrap_err();
+    assert!(format!("{family:?}").contains("has no family"), "{family:?}");
+    let unsupported = client.atomic_increment(b"t".to_vec(), b"row".to_vec(), b"r:n".to_vec(), 1).unwrap_err();
+    assert!(format!("{unsupported:?}").contains("atomic_increment is not supported"), "{unsupported:?}");
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let mut server = Server::start();
+    let mut client = server.client();
+    client.create_table(b"history".to_vec(), vec![family("r:", 1)]).unwrap();
+    client.mutate_rows_ts(b"history".to_vec(), vec![put("u7", "r:a", "kept")], 5, no_attributes()).unwrap();
+    drop(client);
+    server.kill();
+    server.restart();
+    let mut client = server.client();
+    assert_eq!(
+        cells(client.get_row(b"history".to_vec(), b"u7".to_vec(), no_attributes()).unwrap()),
+        vec![("r:a".into(), 5, "kept".into())]
+    );
+}
+
+#[test]
+fn happybase_can_put_get_delete_and_scan() {
+    let python = common::repo_root().join("target/test-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run the tests through scripts/test.sh, which creates it with happybase installed",
+        python.display()
+    );
+    let server = Server::start();
+    let output = Command::new(python)
+        .arg(common::repo_root().join("tests/interop/happybase_check.py"))
+        .arg(server.port.to_string())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = common::texts(&output);
+    assert!(output.status.success(), "happybase check failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("happybase: all checks passed"), "{stdout}");
+}
