@@ -14,7 +14,8 @@ use pipeline::{RunnableNode, Stage, StageDef, Topology};
 use crate::aggregate::fold::Fold;
 use crate::aggregate::AggregateStage;
 use crate::kafka_batch::embedded::{self, QueueConsumer, QueueProducer};
-use crate::kafka_batch::{KafkaProducerStage, Payload};
+use crate::kafka_batch::{KafkaConsumerStage, KafkaProducerStage, Payload};
+use crate::persist::thrift::ThriftTable;
 use crate::persist::{EmbeddedTable, HistoryTable, PersistStage};
 use crate::realtime::broadcast::Broadcast;
 use crate::realtime::store::CallShape;
@@ -167,6 +168,9 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
                     .ok_or_else(|| format!("stage `{name}`: planned twice"))
                 }
             }
+            (StageConfig::KafkaBatch(config), Half::Consumer) => {
+                KafkaConsumerStage::new(config).map(|stage| Box::new(stage) as Box<dyn Stage<Batch>>)
+            }
             (StageConfig::KafkaBatch(config), Half::Producer | Half::Whole) => {
                 let dirty = upstream_realtime(topology, stage)
                     .map(|config| backends.realtime_store(&config.redis_url, call_shape(config)))
@@ -185,7 +189,22 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
                     }) as Box<dyn Stage<Batch>>
                 })
             }
-            (config, _) => Err(not_implemented(config, options.embedded)),
+            (StageConfig::Persist(config), _) => {
+                let records = config
+                    .redis_url
+                    .as_deref()
+                    .map(|url| backends.realtime_store(url, CallShape { cluster: false, max_events: 128 }))
+                    .transpose();
+                records.map(|records| {
+                    Box::new(PersistStage {
+                        table: HistoryTable::Thrift(ThriftTable::new(&config.hbase_thrift, &config.table)),
+                        records,
+                        flush_max_rows: config.flush_max_rows,
+                        flush_interval: Duration::from_millis(config.flush_interval_ms),
+                        batch_rows: config.batch_rows,
+                    }) as Box<dyn Stage<Batch>>
+                })
+            }
         };
         match built {
             Ok(stage) => nodes.push((node.spec, stage)),
@@ -198,14 +217,4 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
     } else {
         Err(problems)
     }
-}
-
-fn not_implemented(config: &StageConfig, embedded: bool) -> String {
-    use pipeline::StageSpec;
-    let what = match config {
-        StageConfig::KafkaBatch(_) => "the Kafka consumer side of `kafka_batch`".to_owned(),
-        other => format!("type `{}`", other.kind()),
-    };
-    let mode = if embedded { " with --embedded" } else { "" };
-    format!("{what} is accepted by the topology but cannot run{mode} in this version of histflow yet")
 }

@@ -24,6 +24,9 @@ pub struct KafkaBatchConfig {
     /// The merge topic.
     #[serde(default = "default_topic")]
     pub topic: String,
+    /// Where the job sends merge messages it can never decode.
+    #[serde(default = "default_dead_letter_topic")]
+    pub dead_letter_topic: String,
     /// Consumer group of the job role.
     #[serde(default = "default_consumer_group")]
     pub consumer_group: String,
@@ -50,6 +53,9 @@ fn default_topic() -> String {
 }
 fn default_consumer_group() -> String {
     "histflow-job".to_owned()
+}
+fn default_dead_letter_topic() -> String {
+    "histflow-merge-dead-letters".to_owned()
 }
 fn default_partitions() -> u32 {
     16

@@ -4,8 +4,10 @@
 //! ([`embedded`]) stands in for the broker.
 
 mod config;
+pub mod consumer;
 pub mod embedded;
 pub mod producer;
 
 pub use config::{Compression, KafkaBatchConfig, Payload};
+pub use consumer::KafkaConsumerStage;
 pub use producer::KafkaProducerStage;

@@ -5,11 +5,13 @@
 //! - `config`: the stage's topology fields.
 //! - `window`: the pure fold of a window.
 //! - `table`: HBase's timestamp semantics; the embedded on-disk table.
+//! - `thrift`: the table through an HBase Thrift1 gateway.
 //! - `stage`: the window loop and the writes.
 
 mod config;
 pub mod stage;
 pub mod table;
+pub mod thrift;
 pub mod window;
 
 pub use config::PersistConfig;

@@ -17,6 +17,7 @@ use model::{codec, keys, Batch, EventResult};
 use pipeline::{Stage, StageContext, StageError, StageFuture};
 
 use super::table::{EmbeddedTable, RowMutation, TableError};
+use super::thrift::ThriftTable;
 use super::window::{Pending, Window};
 use crate::realtime::RealtimeStore;
 
@@ -32,9 +33,28 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub enum HistoryTable {
     /// The embedded on-disk table of `--embedded`.
     Embedded(Arc<EmbeddedTable>),
+    /// A table behind an HBase Thrift1 gateway.
+    Thrift(Arc<ThriftTable>),
 }
 
 impl HistoryTable {
+    /// Makes sure the table exists, retrying with capped backoff until the
+    /// store answers (the stage reads nothing meanwhile).
+    async fn prepare(&self, stage: &str) {
+        let HistoryTable::Thrift(table) = self else { return };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let attempt = table.clone();
+            match tokio::task::spawn_blocking(move || attempt.ensure_table()).await {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => tracing::warn!(stage, %error, "history table not ready; retrying"),
+                Err(error) => tracing::warn!(stage, %error, "history table check failed; retrying"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
     async fn mutate_rows(&self, rows: Vec<RowMutation>) -> Result<(), TableError> {
         match self {
             HistoryTable::Embedded(table) => {
@@ -43,6 +63,7 @@ impl HistoryTable {
                     .await
                     .map_err(|error| TableError(format!("write task failed: {error}")))?
             }
+            HistoryTable::Thrift(table) => table.mutate_rows(rows).await,
         }
     }
 }
@@ -156,6 +177,7 @@ impl PersistStage {
 impl Stage<Batch> for PersistStage {
     fn run(self: Box<Self>, mut cx: StageContext<Batch>) -> StageFuture {
         async move {
+            self.table.prepare(&cx.name).await;
             let mut window = Window::default();
             let mut tick = tokio::time::interval(self.flush_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

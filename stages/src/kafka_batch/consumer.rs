@@ -1,0 +1,165 @@
+//! The job side of `kafka_batch` on a real broker: a consumer group on the
+//! merge topic feeding the stages that read it.
+//!
+//! At least once, never ahead of the write: each message becomes a batch
+//! with an ack; an offset is stored for commit only when the downstream
+//! (persist) has answered that batch's ack (its rows are durable), and
+//! always in consumption order. librdkafka commits stored offsets every
+//! second and once more at the end. A message that can never be decoded
+//! goes to the dead-letter topic (with the reason and where it came from)
+//! and counts as done, so it does not block its partition.
+//!
+//! On the stop signal the consumer stops reading, closes its output so the
+//! window downstream is written, waits for those acks and commits.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesOrdered, StreamExt};
+use futures::FutureExt;
+use model::{codec, Ack, Batch};
+use pipeline::{Stage, StageContext, StageError, StageFuture};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Message};
+
+use super::config::KafkaBatchConfig;
+
+/// Messages read but not yet durable downstream, at most.
+const MAX_UNACKED: usize = 10_000;
+
+/// A built consuming half of `kafka_batch`.
+pub struct KafkaConsumerStage {
+    consumer: Arc<StreamConsumer>,
+    dead_letters: FutureProducer,
+    topic: String,
+    dead_letter_topic: String,
+}
+
+/// A message read, waiting to be committed: where it is, and what to wait
+/// for before it may be.
+type Unacked = BoxFuture<'static, (String, i32, i64, Result<(), String>)>;
+
+impl KafkaConsumerStage {
+    /// A consumer in `config.consumer_group`.
+    pub fn new(config: &KafkaBatchConfig) -> Result<Self, String> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.consumer_group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            // Offsets are stored by hand, only after the write.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("queued.max.messages.kbytes", "16384")
+            .create()
+            .map_err(|error| format!("cannot create the Kafka consumer for {}: {error}", config.brokers))?;
+        let dead_letters: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "0")
+            .create()
+            .map_err(|error| format!("cannot create the dead-letter producer for {}: {error}", config.brokers))?;
+        Ok(KafkaConsumerStage {
+            consumer: Arc::new(consumer),
+            dead_letters,
+            topic: config.topic.clone(),
+            dead_letter_topic: config.dead_letter_topic.clone(),
+        })
+    }
+
+    async fn dead_letter(&self, payload: &[u8], partition: i32, offset: i64, reason: &str, stage: &str) {
+        let (partition_text, offset_text) = (partition.to_string(), offset.to_string());
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "reason", value: Some(reason) })
+            .insert(Header { key: "source-topic", value: Some(&self.topic) })
+            .insert(Header { key: "source-partition", value: Some(&partition_text) })
+            .insert(Header { key: "source-offset", value: Some(&offset_text) });
+        let record = FutureRecord::<(), [u8]>::to(&self.dead_letter_topic).payload(payload).headers(headers);
+        match self.dead_letters.send(record, Timeout::Never).await {
+            Ok(_) => {
+                metrics::counter!("histflow_kafka_dead_letters_total").increment(1);
+                tracing::warn!(stage, partition, offset, reason, dead_letter_topic = %self.dead_letter_topic, "undecodable merge message sent to the dead-letter topic");
+            }
+            Err((error, _)) => tracing::error!(stage, partition, offset, %error, "dead letter not delivered"),
+        }
+    }
+
+    fn store(&self, topic: &str, partition: i32, offset: i64) -> Result<(), StageError> {
+        // The committed offset is the next one to read.
+        self.consumer.store_offset(topic, partition, offset)?;
+        Ok(())
+    }
+}
+
+impl Stage<Batch> for KafkaConsumerStage {
+    fn run(self: Box<Self>, cx: StageContext<Batch>) -> StageFuture {
+        async move {
+            let StageContext { name, output, shutdown, metrics, .. } = cx;
+            self.consumer.subscribe(&[&self.topic])?;
+            tracing::info!(stage = %name, topic = %self.topic, "consuming the merge topic");
+            let mut unacked: FuturesOrdered<Unacked> = FuturesOrdered::new();
+            let settle = |done: (String, i32, i64, Result<(), String>)| -> Result<(), StageError> {
+                let (topic, partition, offset, outcome) = done;
+                outcome.map_err(|reason| format!("stage `{name}`: the batch at {topic}/{partition}@{offset} was not written: {reason}"))?;
+                self.store(&topic, partition, offset)
+            };
+            loop {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    Some(done) = unacked.next(), if !unacked.is_empty() => settle(done)?,
+                    received = self.consumer.recv(), if unacked.len() < MAX_UNACKED => {
+                        let message = match received {
+                            Ok(message) => message,
+                            Err(error) => {
+                                metrics.error();
+                                tracing::warn!(stage = %name, %error, "Kafka consumer error; continuing");
+                                continue;
+                            }
+                        };
+                        let (topic, partition, offset) = (message.topic().to_owned(), message.partition(), message.offset());
+                        let payload = message.payload().unwrap_or_default();
+                        match codec::decode_merge_batch(payload) {
+                            Ok((shard, ops)) => {
+                                let (ack, answer) = Ack::new();
+                                output.send(Batch { shard: Some(shard), ack: Some(ack), ..Batch::of(ops) }).await?;
+                                unacked.push_back(async move {
+                                    let outcome = match answer.await {
+                                        Ok(Ok(_)) => Ok(()),
+                                        Ok(Err(reason)) => Err(reason),
+                                        Err(_) => Err("the downstream stage stopped before writing it".to_owned()),
+                                    };
+                                    (topic, partition, offset, outcome)
+                                }.boxed());
+                            }
+                            Err(error) => {
+                                self.dead_letter(payload, partition, offset, &error.to_string(), &name).await;
+                                unacked.push_back(async move { (topic, partition, offset, Ok(())) }.boxed());
+                            }
+                        }
+                    }
+                }
+            }
+            // Stop: close the output so the window downstream is written,
+            // then commit what it acknowledges.
+            drop(output);
+            while let Some(done) = unacked.next().await {
+                settle(done)?;
+            }
+            let consumer = self.consumer.clone();
+            match tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await? {
+                Ok(()) => {}
+                // Nothing stored since the last commit.
+                Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+                Err(error) => return Err(error.into()),
+            }
+            tracing::info!(stage = %name, "consumer stopped; written batches are committed");
+            Ok(())
+        }
+        .boxed()
+    }
+}

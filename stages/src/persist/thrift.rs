@@ -1,0 +1,158 @@
+//! The history table through an HBase Thrift1 gateway (a real HBase's, or
+//! the project's compat server in tests): the client side of persist.
+//!
+//! Thrift1 puts one timestamp on a whole `mutateRowsTs` call, and a record's
+//! cell timestamp is its view_at, so a write groups its cells by timestamp:
+//! one call per distinct timestamp, rows batched inside it. Calls run on a
+//! small pool of connections on tokio's blocking threads (Thrift is
+//! synchronous); a connection that failed is dropped, not reused.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use hbase_thrift::hbase::{BatchMutation, ColumnDescriptor, HbaseSyncClient, Mutation, THbaseSyncClient};
+use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
+use thrift::transport::{ReadHalf, TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel, WriteHalf};
+
+use super::table::{RowMutation, TableError};
+
+type Client = HbaseSyncClient<
+    TBinaryInputProtocol<TBufferedReadTransport<ReadHalf<TTcpChannel>>>,
+    TBinaryOutputProtocol<TBufferedWriteTransport<WriteHalf<TTcpChannel>>>,
+>;
+
+/// Connections (and concurrent calls) to the gateway at most.
+const CONNECTIONS: usize = 4;
+
+/// One Thrift call's worth of work.
+enum Call {
+    /// `mutateRowsTs`: puts of several rows at one timestamp.
+    Puts(i64, Vec<BatchMutation>),
+    /// `deleteAllTs`: one column at or before a time.
+    DeleteColumn(Vec<u8>, Vec<u8>, i64),
+    /// `deleteAllRowTs`: one row at or before a time.
+    DeleteRow(Vec<u8>, i64),
+}
+
+/// A table on an HBase Thrift1 gateway.
+pub struct ThriftTable {
+    address: String,
+    table: Vec<u8>,
+    idle: Mutex<Vec<Client>>,
+}
+
+fn table_error(what: &str, error: thrift::Error) -> TableError {
+    TableError(format!("HBase Thrift {what}: {error}"))
+}
+
+impl ThriftTable {
+    /// A table `table` on the gateway at `address` (`host:port`); connects
+    /// on first use.
+    pub fn new(address: &str, table: &str) -> Arc<Self> {
+        Arc::new(ThriftTable { address: address.to_owned(), table: table.as_bytes().to_vec(), idle: Mutex::new(Vec::new()) })
+    }
+
+    fn connect(&self) -> Result<Client, TableError> {
+        let mut channel = TTcpChannel::new();
+        channel.open(&self.address).map_err(|error| table_error(&format!("connect to {}", self.address), error))?;
+        let (read, write) = channel.split().map_err(|error| table_error("channel", error))?;
+        Ok(HbaseSyncClient::new(
+            TBinaryInputProtocol::new(TBufferedReadTransport::new(read), true),
+            TBinaryOutputProtocol::new(TBufferedWriteTransport::new(write), true),
+        ))
+    }
+
+    /// Runs `call` on a pooled connection (blocking); a connection whose
+    /// call failed is dropped.
+    fn with_client<T>(&self, what: &str, call: impl FnOnce(&mut Client) -> thrift::Result<T>) -> Result<T, TableError> {
+        let pooled = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut client = match pooled {
+            Some(client) => client,
+            None => self.connect()?,
+        };
+        let result = call(&mut client).map_err(|error| table_error(what, error))?;
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < CONNECTIONS {
+            idle.push(client);
+        }
+        Ok(result)
+    }
+
+    /// Creates the table with families `r` (records) and `m` (meta), one
+    /// version each, unless it exists.
+    pub fn ensure_table(&self) -> Result<(), TableError> {
+        let table = self.table.clone();
+        self.with_client("create table", move |client| {
+            if client.get_table_names()?.contains(&table) {
+                return Ok(());
+            }
+            let family = |name: &str| ColumnDescriptor {
+                name: Some(name.as_bytes().to_vec()),
+                max_versions: Some(1),
+                ..ColumnDescriptor::default()
+            };
+            client.create_table(table, vec![family("r:"), family("m:")])
+        })
+    }
+
+    fn run(&self, call: Call) -> Result<(), TableError> {
+        let table = self.table.clone();
+        let attributes = BTreeMap::new;
+        match call {
+            Call::Puts(timestamp, rows) => {
+                self.with_client("mutateRowsTs", move |client| client.mutate_rows_ts(table, rows, timestamp, attributes()))
+            }
+            Call::DeleteColumn(row, column, at) => {
+                self.with_client("deleteAllTs", move |client| client.delete_all_ts(table, row, column, at, attributes()))
+            }
+            Call::DeleteRow(row, at) => {
+                self.with_client("deleteAllRowTs", move |client| client.delete_all_row_ts(table, row, at, attributes()))
+            }
+        }
+    }
+
+    /// Applies `mutations`: deletes first, then puts grouped by timestamp,
+    /// up to [`CONNECTIONS`] calls at once. Every call is idempotent
+    /// (timestamps are the data's own), so a retry after a partial failure
+    /// converges to the same state.
+    pub async fn mutate_rows(self: &Arc<Self>, mutations: Vec<RowMutation>) -> Result<(), TableError> {
+        let mut deletes = Vec::new();
+        let mut puts: BTreeMap<i64, BTreeMap<Vec<u8>, Vec<Mutation>>> = BTreeMap::new();
+        for mutation in mutations {
+            let row = mutation.row.into_bytes();
+            if let Some(at) = mutation.row_delete {
+                deletes.push(Call::DeleteRow(row.clone(), at));
+            }
+            for (column, at) in mutation.column_deletes {
+                deletes.push(Call::DeleteColumn(row.clone(), column.into_bytes(), at));
+            }
+            for (column, timestamp, value) in mutation.puts {
+                puts.entry(timestamp).or_default().entry(row.clone()).or_default().push(Mutation::new(
+                    false,
+                    column.into_bytes(),
+                    value,
+                    true,
+                ));
+            }
+        }
+        let puts = puts
+            .into_iter()
+            .map(|(timestamp, rows)| Call::Puts(timestamp, rows.into_iter().map(|(row, cells)| BatchMutation::new(row, cells)).collect()));
+        for calls in [deletes.into_iter().collect::<Vec<_>>(), puts.collect()] {
+            stream::iter(calls)
+                .map(|call| {
+                    let table = self.clone();
+                    async move {
+                        tokio::task::spawn_blocking(move || table.run(call))
+                            .await
+                            .map_err(|error| TableError(format!("write task failed: {error}")))?
+                    }
+                })
+                .buffer_unordered(CONNECTIONS)
+                .try_collect::<Vec<()>>()
+                .await?;
+        }
+        Ok(())
+    }
+}
