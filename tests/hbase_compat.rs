@@ -9,67 +9,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::Owned;
-use hbase_thrift::hbase::{BatchMutation, ColumnDescriptor, HbaseSyncClient, Mutation, THbaseSyncClient, TRowResult};
-use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
-use thrift::transport::{ReadHalf, TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel, WriteHalf};
+use hbase_thrift::hbase::{BatchMutation, ColumnDescriptor, Mutation, THbaseSyncClient, TRowResult};
 
-type Client = HbaseSyncClient<
-    TBinaryInputProtocol<TBufferedReadTransport<ReadHalf<TTcpChannel>>>,
-    TBinaryOutputProtocol<TBufferedWriteTransport<WriteHalf<TTcpChannel>>>,
->;
-
-/// A running compat server on its own port and data directory.
-struct Server {
-    port: u16,
-    data: tempfile::TempDir,
-    process: Option<Owned>,
-}
-
-impl Server {
-    fn start() -> Self {
-        let mut server = Server { port: common::free_port(), data: tempfile::tempdir().unwrap(), process: None };
-        server.restart();
-        server
-    }
-
-    fn restart(&mut self) {
-        let child = common::histflow()
-            .args(["hbase-compat-server", "--listen", &format!("127.0.0.1:{}", self.port), "--data"])
-            .arg(self.data.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.process = Some(Owned(child));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !common::tcp_open(self.port) {
-            assert!(Instant::now() < deadline, "hbase-compat-server did not listen within 10 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: no chance to flush anything.
-    fn kill(&mut self) {
-        if let Some(mut owned) = self.process.take() {
-            owned.0.kill().unwrap();
-            owned.0.wait().unwrap();
-        }
-    }
-
-    fn client(&self) -> Client {
-        let mut channel = TTcpChannel::new();
-        channel.open(format!("127.0.0.1:{}", self.port)).unwrap();
-        let (read, write) = channel.split().unwrap();
-        HbaseSyncClient::new(
-            TBinaryInputProtocol::new(TBufferedReadTransport::new(read), true),
-            TBinaryOutputProtocol::new(TBufferedWriteTransport::new(write), true),
-        )
-    }
-}
+use common::{HbaseClient as Client, TestCompat as Server};
 
 fn no_attributes() -> BTreeMap<Vec<u8>, Vec<u8>> {
     BTreeMap::new()

@@ -245,6 +245,14 @@ impl Histflow {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGKILL: no drain, no final commit.
+    pub fn kill(&mut self) {
+        if let Some(mut owned) = self.process.take() {
+            let _ = owned.0.kill();
+            let _ = owned.0.wait();
+        }
+    }
+
     /// SIGTERM, then waits (at most `timeout`) for the exit code.
     pub fn stop(&mut self, timeout: Duration) -> Option<i32> {
         let mut owned = self.process.take()?;
@@ -325,4 +333,121 @@ pub fn payload<'a>(message: &'a BorrowedMessage<'_>) -> &'a [u8] {
 pub fn which(binary: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(binary)).find(|path| Path::new(path).is_file()))
+}
+
+/// A Thrift1 client of the HBase-compatible server (binary protocol,
+/// buffered transport).
+pub type HbaseClient = hbase_thrift::hbase::HbaseSyncClient<
+    thrift::protocol::TBinaryInputProtocol<
+        thrift::transport::TBufferedReadTransport<thrift::transport::ReadHalf<thrift::transport::TTcpChannel>>,
+    >,
+    thrift::protocol::TBinaryOutputProtocol<
+        thrift::transport::TBufferedWriteTransport<thrift::transport::WriteHalf<thrift::transport::TTcpChannel>>,
+    >,
+>;
+
+/// A `histflow hbase-compat-server` owned by a test, on its own port and
+/// data directory, which it can kill and restart.
+pub struct TestCompat {
+    pub port: u16,
+    pub data: tempfile::TempDir,
+    process: Option<Owned>,
+}
+
+impl TestCompat {
+    pub fn start() -> Self {
+        let mut server = TestCompat { port: free_port(), data: tempfile::tempdir().expect("compat data dir"), process: None };
+        server.restart();
+        server
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let child = histflow()
+            .args(["hbase-compat-server", "--listen", &self.address(), "--data"])
+            .arg(self.data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hbase-compat-server");
+        self.process = Some(Owned(child));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !tcp_open(self.port) {
+            assert!(Instant::now() < deadline, "hbase-compat-server did not listen within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut owned) = self.process.take() {
+            owned.0.kill().expect("kill compat server");
+            owned.0.wait().expect("reap compat server");
+        }
+    }
+
+    pub fn client(&self) -> HbaseClient {
+        use thrift::transport::TIoChannel;
+        let mut channel = thrift::transport::TTcpChannel::new();
+        channel.open(self.address()).expect("connect to the compat server");
+        let (read, write) = channel.split().expect("split channel");
+        hbase_thrift::hbase::HbaseSyncClient::new(
+            thrift::protocol::TBinaryInputProtocol::new(thrift::transport::TBufferedReadTransport::new(read), true),
+            thrift::protocol::TBinaryOutputProtocol::new(thrift::transport::TBufferedWriteTransport::new(write), true),
+        )
+    }
+
+    /// Every visible cell of `table`: (row, column) -> (timestamp, value);
+    /// empty when the table does not exist yet.
+    pub fn snapshot(&self, table: &str) -> std::collections::BTreeMap<(String, String), (i64, Vec<u8>)> {
+        use hbase_thrift::hbase::THbaseSyncClient;
+        let mut client = self.client();
+        let mut cells = std::collections::BTreeMap::new();
+        if !client.get_table_names().expect("table names").contains(&table.as_bytes().to_vec()) {
+            return cells;
+        }
+        let scanner = client.scanner_open(table.as_bytes().to_vec(), Vec::new(), Vec::new(), Default::default()).expect("open scanner");
+        loop {
+            let rows = client.scanner_get_list(scanner, 500).expect("scan");
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                let key = String::from_utf8_lossy(&row.row.unwrap_or_default()).into_owned();
+                for (column, cell) in row.columns.unwrap_or_default() {
+                    cells.insert(
+                        (key.clone(), String::from_utf8_lossy(&column).into_owned()),
+                        (cell.timestamp.unwrap_or_default(), cell.value.unwrap_or_default()),
+                    );
+                }
+            }
+        }
+        client.scanner_close(scanner).expect("close scanner");
+        cells
+    }
+}
+
+/// Produces one message (key, payload) to `topic` and waits for delivery.
+pub async fn produce(brokers: &str, topic: &str, key: &str, payload: &[u8]) {
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().expect("producer");
+    producer
+        .send(rdkafka::producer::FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|(error, _)| panic!("{}", missing("the Kafka broker", brokers, error)));
+}
+
+/// The offsets `group` has committed on partitions 0..`partitions` of
+/// `topic` (-1001 where none), read without joining the group.
+pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: rdkafka::consumer::BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().expect("consumer");
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        wanted.add_partition(topic, partition);
+    }
+    let offsets = consumer.committed_offsets(wanted, Duration::from_secs(10)).expect("committed offsets");
+    offsets.elements().iter().map(|element| element.offset().to_raw().unwrap_or(-1001)).collect()
 }

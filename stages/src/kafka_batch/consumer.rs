@@ -32,6 +32,7 @@ const MAX_UNACKED: usize = 10_000;
 
 /// A built consuming half of `kafka_batch`.
 pub struct KafkaConsumerStage {
+    brokers: String,
     consumer: Arc<StreamConsumer>,
     dead_letters: FutureProducer,
     topic: String,
@@ -54,6 +55,9 @@ impl KafkaConsumerStage {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("queued.max.messages.kbytes", "16384")
+            // A job that died is replaced within seconds, not librdkafka's 45.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "2000")
             .create()
             .map_err(|error| format!("cannot create the Kafka consumer for {}: {error}", config.brokers))?;
         let dead_letters: FutureProducer = ClientConfig::new()
@@ -64,6 +68,7 @@ impl KafkaConsumerStage {
             .create()
             .map_err(|error| format!("cannot create the dead-letter producer for {}: {error}", config.brokers))?;
         Ok(KafkaConsumerStage {
+            brokers: config.brokers.clone(),
             consumer: Arc::new(consumer),
             dead_letters,
             topic: config.topic.clone(),
@@ -99,6 +104,7 @@ impl Stage<Batch> for KafkaConsumerStage {
     fn run(self: Box<Self>, cx: StageContext<Batch>) -> StageFuture {
         async move {
             let StageContext { name, output, shutdown, metrics, .. } = cx;
+            super::ensure_topic(&self.brokers, &self.dead_letter_topic, 1, &name).await?;
             self.consumer.subscribe(&[&self.topic])?;
             tracing::info!(stage = %name, topic = %self.topic, "consuming the merge topic");
             let mut unacked: FuturesOrdered<Unacked> = FuturesOrdered::new();

@@ -16,9 +16,6 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use model::{codec, Batch};
 use pipeline::{Stage, StageContext, StageFuture};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
@@ -75,30 +72,6 @@ impl KafkaProducerStage {
         })
     }
 
-    /// Creates the merge topic if it does not exist, retrying until the
-    /// broker answers.
-    async fn ensure_topic(&self, stage: &str) -> Result<(), pipeline::StageError> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &self.brokers).create()?;
-        let topic = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1));
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match admin.create_topics([&topic], &options).await.map(|mut results| results.pop()) {
-                Ok(Some(Ok(_))) => {
-                    tracing::info!(stage, topic = %self.topic, partitions = self.partitions, "created the merge topic");
-                    return Ok(());
-                }
-                Ok(Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists)))) | Ok(None) => return Ok(()),
-                Ok(Some(Err((_, code)))) => {
-                    tracing::warn!(stage, topic = %self.topic, ?code, "cannot create the merge topic yet; retrying")
-                }
-                Err(error) => tracing::warn!(stage, brokers = %self.brokers, %error, "Kafka not reachable yet; retrying"),
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-
     /// Delivers one flush: every message, each retried until taken; then
     /// clears its users' dirty marks.
     fn deliver(&self, batch: Batch, stage: std::sync::Arc<str>) -> BoxFuture<'static, ()> {
@@ -146,7 +119,7 @@ async fn send_until_taken(producer: &FutureProducer, topic: &str, key: &str, pay
 impl Stage<Batch> for KafkaProducerStage {
     fn run(self: Box<Self>, mut cx: StageContext<Batch>) -> StageFuture {
         async move {
-            self.ensure_topic(&cx.name).await?;
+            super::ensure_topic(&self.brokers, &self.topic, self.partitions, &cx.name).await?;
             let mut in_flight: FuturesOrdered<BoxFuture<'static, ()>> = FuturesOrdered::new();
             let mut open = true;
             loop {

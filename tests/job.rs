@@ -1,0 +1,320 @@
+//! The job role end to end: `histflow run --role job` as a process, real
+//! Redis, a real Kafka-protocol broker (tansu), and the project's
+//! HBase-compatible server over Thrift in place of HBase.
+
+// Tests may unwrap: a failure is the point.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Histflow, TestCompat};
+use model::{codec, keys, Op, Record};
+use rdkafka::message::Headers;
+use rdkafka::Message as _;
+use serde_json::{json, Value};
+
+/// Names one test's topics and group.
+struct Names {
+    topic: String,
+    group: String,
+    dead_letters: String,
+}
+
+impl Names {
+    fn new() -> Self {
+        let topic = common::unique("merge");
+        Names { group: format!("{topic}-job"), dead_letters: format!("{topic}-dlq"), topic }
+    }
+}
+
+/// The topology both roles run: the service part and the job part.
+fn topology(http: u16, compat: &TestCompat, names: &Names, payload: &str, flush_max_rows: usize) -> String {
+    let (redis, brokers) = (common::redis_url(), common::kafka_brokers());
+    let Names { topic, group, dead_letters } = names;
+    format!(
+        r#"
+[pipeline]
+shutdown_timeout_ms = 20000
+admin_listen = "${{ADMIN_ADDR}}"
+
+[businesses]
+archive = {{ id = 1, retention_days = 1 }}
+
+[[stages]]
+name = "ingest"
+type = "http_ingest"
+listen = "127.0.0.1:{http}"
+
+[[stages]]
+name = "realtime"
+type = "realtime"
+inputs = ["ingest"]
+redis_url = "{redis}"
+
+[[stages]]
+name = "aggregate"
+type = "aggregate"
+inputs = ["realtime"]
+flush_interval_ms = 100
+
+[[stages]]
+name = "kafka_batch"
+type = "kafka_batch"
+inputs = ["aggregate"]
+brokers = "{brokers}"
+topic = "{topic}"
+consumer_group = "{group}"
+dead_letter_topic = "{dead_letters}"
+payload = "{payload}"
+partitions = 4
+
+[[stages]]
+name = "persist"
+type = "persist"
+inputs = ["kafka_batch"]
+hbase_thrift = "{compat}"
+redis_url = "{redis}"
+flush_max_rows = {flush_max_rows}
+flush_interval_ms = 200
+batch_rows = 50
+"#,
+        compat = compat.address()
+    )
+}
+
+/// Starts one role. The service is polled for readiness on its ingest
+/// port `http`; the job (no ingest) on its admin address.
+async fn start_role(topology: &str, role: &str, http: Option<u16>) -> Histflow {
+    let admin = common::free_port();
+    let admin_addr = format!("127.0.0.1:{admin}");
+    Histflow::start_with_env(topology, http.unwrap_or(admin), &["--role", role], &[("ADMIN_ADDR", admin_addr.as_str())]).await
+}
+
+fn record(uid: u64, oid: u64, progress: i64, view_at: i64) -> Record {
+    Record { uid, business: "archive".into(), oid, sub_id: None, progress, duration: None, device: None, view_at }
+}
+
+/// The cell of `uid`'s `item` in the snapshot: (timestamp, decoded record).
+fn cell(snapshot: &BTreeMap<(String, String), (i64, Vec<u8>)>, uid: u64, item: &str) -> Option<(i64, Record)> {
+    snapshot.get(&(keys::hbase_row(uid), format!("r:{item}"))).map(|(ts, value)| (*ts, codec::decode_record(value).unwrap()))
+}
+
+/// Waits until `done` holds for the compat server's table.
+async fn until_table(
+    compat: &TestCompat,
+    what: &str,
+    done: impl Fn(&BTreeMap<(String, String), (i64, Vec<u8>)>) -> bool,
+) -> BTreeMap<(String, String), (i64, Vec<u8>)> {
+    common::eventually(what, Duration::from_secs(45), async || {
+        let snapshot = compat.snapshot("history");
+        done(&snapshot).then_some(snapshot)
+    })
+    .await
+}
+
+async fn service_and_job_persist_the_latest_record(payload: &str) {
+    let compat = TestCompat::start();
+    let names = Names::new();
+    let http = common::free_port();
+    let topo = topology(http, &compat, &names, payload, 10_000);
+    let service = start_role(&topo, "service", Some(http)).await;
+    let mut job = start_role(&topo, "job", None).await;
+    let client = reqwest::Client::new();
+    let uid_base = common::unique_uid_base();
+    let start = model::now_ms() - 100_000;
+
+    let mut latest: BTreeMap<(u64, u64), Record> = BTreeMap::new();
+    for report in 0..3i64 {
+        let mut events: Vec<Value> = Vec::new();
+        for user in 0..20u64 {
+            for oid in 0..3u64 {
+                let latest_record = record(uid_base + user, oid, report * 10, start + report * 1000 + oid as i64);
+                events.push(json!({"uid": latest_record.uid, "business": "archive", "oid": oid, "progress": latest_record.progress, "view_at": latest_record.view_at}));
+                latest.insert((latest_record.uid, oid), latest_record);
+            }
+        }
+        let response = client.post(format!("{}/v1/events", service.base)).json(&json!({ "events": events })).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    let snapshot = until_table(&compat, "every item's latest record in HBase", |snapshot| {
+        latest.values().all(|expected| cell(snapshot, expected.uid, &expected.item_key()).is_some_and(|(ts, _)| ts == expected.view_at))
+    })
+    .await;
+    for expected in latest.values() {
+        let (timestamp, stored) = cell(&snapshot, expected.uid, &expected.item_key()).unwrap();
+        assert_eq!(timestamp, expected.view_at, "cell timestamp = view_at");
+        assert_eq!(&stored, expected);
+    }
+    assert_eq!(job.stop(Duration::from_secs(30)), Some(0), "{}", job.log_text());
+
+    // Replay from offset 0 with a new group: nothing changes.
+    let replay_names =
+        Names { group: format!("{}-replay", names.group), topic: names.topic.clone(), dead_letters: names.dead_letters.clone() };
+    let mut replay = start_role(&topology(http, &compat, &replay_names, payload, 10_000), "job", None).await;
+    // The first job committed the whole topic when it stopped cleanly; the
+    // replay has read it all when its group reaches the same offsets.
+    let brokers = common::kafka_brokers();
+    let ends = common::committed(&brokers, &names.group, &names.topic, 4);
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        let committed = common::committed(&brokers, &replay_names.group, &names.topic, 4);
+        if committed == ends {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replay did not reach the first job's offsets {ends:?} in 45 s (at {committed:?})\n{}",
+            replay.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(replay.stop(Duration::from_secs(30)), Some(0));
+    assert_eq!(compat.snapshot("history"), snapshot, "replaying the topic from offset 0 changed HBase");
+}
+
+#[tokio::test]
+async fn service_and_job_persist_the_latest_record_in_ids_mode_and_replays_change_nothing() {
+    service_and_job_persist_the_latest_record("ids").await;
+}
+
+#[tokio::test]
+async fn service_and_job_persist_the_latest_record_in_full_mode_and_replays_change_nothing() {
+    service_and_job_persist_the_latest_record("full").await;
+}
+
+/// A job alone, fed by messages the test writes to a one-partition topic.
+struct JobOnly {
+    compat: TestCompat,
+    names: Names,
+    job: Histflow,
+}
+
+impl JobOnly {
+    async fn start(flush_max_rows: usize) -> Self {
+        let compat = TestCompat::start();
+        let names = Names::new();
+        common::create_topic(&common::kafka_brokers(), &names.topic, 1).await;
+        let job = start_role(&topology(common::free_port(), &compat, &names, "full", flush_max_rows), "job", None).await;
+        JobOnly { compat, names, job }
+    }
+
+    async fn send(&self, ops: Vec<Op>) {
+        let shard = keys::shard_of(ops[0].uid(), 64);
+        for message in codec::encode_merge_batch(shard, &ops, 1 << 20) {
+            common::produce(&common::kafka_brokers(), &self.names.topic, &shard.to_string(), &message).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn older_reports_deletes_and_clears_never_resurrect_in_hbase() {
+    let job = JobOnly::start(10_000).await;
+    let uid = common::unique_uid_base();
+    let (a, b, c) = (uid, uid + 1, uid + 2);
+    job.send(vec![Op::Upsert(record(a, 1, 20, 200)), Op::Upsert(record(a, 1, 10, 100))]).await;
+    job.send(vec![Op::Delete { uid: b, item: "archive:1".into(), at: 300 }, Op::Upsert(record(b, 1, 25, 250))]).await;
+    job.send(vec![Op::Upsert(record(c, 1, 50, 500)), Op::Clear { uid: c, at: 600 }, Op::Upsert(record(c, 2, 55, 550))]).await;
+    // Sentinels, sent last: a newer view after the delete, and after the clear.
+    job.send(vec![Op::Upsert(record(b, 1, 35, 350)), Op::Upsert(record(c, 3, 70, 700))]).await;
+
+    let snapshot = until_table(&job.compat, "the sentinels", |snapshot| {
+        cell(snapshot, b, "archive:1").is_some_and(|(ts, _)| ts == 350) && cell(snapshot, c, "archive:3").is_some()
+    })
+    .await;
+    assert_eq!(cell(&snapshot, a, "archive:1").map(|(ts, r)| (ts, r.progress)), Some((200, 20)), "an older report never hides a newer one");
+    assert_eq!(cell(&snapshot, c, "archive:1"), None, "cleared");
+    assert_eq!(cell(&snapshot, c, "archive:2"), None, "an older write after a clear stays hidden");
+    assert_eq!(snapshot.keys().filter(|(row, _)| *row == keys::hbase_row(c)).count(), 1, "only the view after the clear is visible");
+}
+
+#[tokio::test]
+async fn an_undecodable_message_goes_to_dead_letters_and_later_ones_persist() {
+    let job = JobOnly::start(10_000).await;
+    let brokers = common::kafka_brokers();
+    common::produce(&brokers, &job.names.topic, "0", b"\xff\xfe not a merge batch").await;
+    let uid = common::unique_uid_base();
+    job.send(vec![Op::Upsert(record(uid, 9, 1, 1000))]).await;
+
+    until_table(&job.compat, "the message after the bad one", |snapshot| cell(snapshot, uid, "archive:9").is_some()).await;
+    let dead = common::consumer(&brokers, &job.names.dead_letters);
+    common::read_until(&dead, "the dead letter", Duration::from_secs(30), |message| {
+        assert_eq!(message.payload(), Some(&b"\xff\xfe not a merge batch"[..]));
+        let reason =
+            message.headers().and_then(|headers| headers.iter().find(|h| h.key == "reason").and_then(|h| h.value.map(<[u8]>::to_vec)));
+        assert!(reason.is_some_and(|reason| String::from_utf8_lossy(&reason).contains("not a valid MergeBatch")));
+        true
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_job_killed_mid_batch_catches_up_to_the_same_state() {
+    // Small windows, so the job writes in many steps and is killed between them.
+    let mut job = JobOnly::start(3).await;
+    let uid_base = common::unique_uid_base();
+    let mut expected = BTreeMap::new();
+    for user in 0..60u64 {
+        let ops: Vec<Op> = (0..2u64).map(|oid| Op::Upsert(record(uid_base + user, oid, user as i64, 1000 + user as i64))).collect();
+        for op in &ops {
+            if let Op::Upsert(r) = op {
+                expected.insert((r.uid, r.item_key()), r.view_at);
+            }
+        }
+        job.send(ops).await;
+    }
+    until_table(&job.compat, "some rows written before the kill", |snapshot| !snapshot.is_empty()).await;
+    job.job.kill();
+    let compat_before = job.compat.snapshot("history").len();
+    let restarted = start_role(&topology(common::free_port(), &job.compat, &job.names, "full", 3), "job", None).await;
+    let snapshot = until_table(&job.compat, "every row after the restart", |snapshot| {
+        expected.iter().all(|((uid, item), &view_at)| cell(snapshot, *uid, item).is_some_and(|(ts, _)| ts == view_at))
+    })
+    .await;
+    assert!(compat_before < expected.len(), "the kill came too late to be mid-batch ({compat_before} of {} cells)", expected.len());
+    assert_eq!(snapshot.len(), expected.len(), "exactly the expected cells, nothing else");
+    drop(restarted);
+}
+
+#[tokio::test]
+async fn a_compat_server_outage_is_retried_and_nothing_is_committed_meanwhile() {
+    let mut job = JobOnly::start(10_000).await;
+    let brokers = common::kafka_brokers();
+    let uid = common::unique_uid_base();
+    job.send(vec![Op::Upsert(record(uid, 0, 1, 1000))]).await;
+    until_table(&job.compat, "the first record", |snapshot| cell(snapshot, uid, "archive:0").is_some()).await;
+    let committed_before = common::eventually("the first offset committed", Duration::from_secs(20), async || {
+        let committed = common::committed(&brokers, &job.names.group, &job.names.topic, 1)[0];
+        (committed == 1).then_some(committed)
+    })
+    .await;
+
+    job.compat.kill();
+    for oid in 1..=10u64 {
+        job.send(vec![Op::Upsert(record(uid, oid, 1, 1000 + oid as i64))]).await;
+    }
+    let metrics_url = format!("{}/metrics", job.job.base);
+    common::eventually("persist to retry the failing writes", Duration::from_secs(30), async || {
+        let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+        text.lines().any(|line| line.starts_with("histflow_persist_retries_total") && !line.ends_with(" 0")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        common::committed(&brokers, &job.names.group, &job.names.topic, 1)[0],
+        committed_before,
+        "nothing may be committed while HBase is down"
+    );
+
+    job.compat.restart();
+    until_table(&job.compat, "all ten records after the outage", |snapshot| {
+        (1..=10).all(|oid| cell(snapshot, uid, &format!("archive:{oid}")).is_some())
+    })
+    .await;
+    common::eventually("the offsets to catch up", Duration::from_secs(20), async || {
+        (common::committed(&brokers, &job.names.group, &job.names.topic, 1)[0] == 11).then_some(())
+    })
+    .await;
+}
