@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Histflow;
+use hbase_compat::store::{ColumnFilter, Store};
 use model::{codec, keys};
 use serde_json::{json, Value};
-use stages::persist::EmbeddedTable;
 
 fn topology(http: u16, data_dir: &std::path::Path, payload: &str) -> String {
     let shipped = std::fs::read_to_string(common::repo_root().join("topology.toml")).unwrap();
@@ -42,9 +42,9 @@ use model::now_ms;
 
 /// The visible record of `uid`'s `item` in the table at `dir`: (timestamp, progress).
 fn stored(dir: &std::path::Path, uid: u64, item: &str) -> Option<(i64, i64)> {
-    let table = EmbeddedTable::open(dir).unwrap();
-    let cells = table.get_row(&keys::hbase_row(uid)).unwrap();
-    cells.into_iter().find(|cell| cell.column == format!("r:{item}")).map(|cell| {
+    let store = Store::open(dir).unwrap();
+    let cells = store.get_row(b"history", keys::hbase_row(uid).as_bytes(), &ColumnFilter::default(), None).unwrap();
+    cells.into_iter().find(|cell| cell.column == format!("r:{item}").into_bytes()).map(|cell| {
         let record = codec::decode_record(&cell.value).unwrap();
         assert_eq!(record.view_at, cell.timestamp, "cell timestamp = view_at");
         (cell.timestamp, record.progress)
@@ -121,11 +121,11 @@ async fn sigterm_mid_traffic_loses_no_acknowledged_event() {
     }
 
     let accepted = accepted.lock().unwrap();
-    let table = EmbeddedTable::open(data.path()).unwrap();
+    let store = Store::open(data.path()).unwrap();
     let mut missing = Vec::new();
     for (&(uid, oid), &view_at) in accepted.iter() {
-        let cells = table.get_row(&keys::hbase_row(uid)).unwrap();
-        if !cells.iter().any(|cell| cell.column == format!("r:archive:{oid}") && cell.timestamp == view_at) {
+        let cells = store.get_row(b"history", keys::hbase_row(uid).as_bytes(), &ColumnFilter::default(), None).unwrap();
+        if !cells.iter().any(|cell| cell.column == format!("r:archive:{oid}").into_bytes() && cell.timestamp == view_at) {
             missing.push((uid, oid));
         }
     }

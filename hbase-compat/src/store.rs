@@ -63,6 +63,9 @@ pub struct Cell {
     pub value: Vec<u8>,
 }
 
+/// Changes to one row, each at its own timestamp.
+pub type TimedRow = (Vec<u8>, Vec<(Change, i64)>);
+
 /// A row a scan found: its key and visible cells.
 pub type ScannedRow = (Vec<u8>, Vec<Cell>);
 
@@ -81,6 +84,8 @@ pub enum Change {
         /// `family:qualifier`.
         column: Vec<u8>,
     },
+    /// Delete every version of the row at or before the timestamp.
+    DeleteRow,
 }
 
 /// Which columns a read wants: `family:qualifier` exactly, or every column
@@ -247,6 +252,15 @@ impl Store {
     /// Applies `changes` to rows of `table`, each at `timestamp`, atomically
     /// and durably (synced before it returns).
     pub fn mutate(&self, table: &[u8], rows: &[(Vec<u8>, Vec<Change>)], timestamp: i64) -> Result<(), StoreError> {
+        let rows: Vec<TimedRow> =
+            rows.iter().map(|(row, changes)| (row.clone(), changes.iter().map(|change| (change.clone(), timestamp)).collect())).collect();
+        self.apply(table, &rows)
+    }
+
+    /// Applies changes each at its own timestamp (HBase's per-cell
+    /// timestamps), atomically and durably: one batch, synced before it
+    /// returns.
+    pub fn apply(&self, table: &[u8], rows: &[TimedRow]) -> Result<(), StoreError> {
         let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let families = self.families(table)?;
         let family_max = |column: &[u8]| {
@@ -257,8 +271,22 @@ impl Store {
             })
         };
         let mut batch = self.keyspace.batch();
+        // Markers raised earlier in this same batch (not yet readable).
+        let mut raised: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        let mut raise = |key: Vec<u8>, at: i64, batch: &mut fjall::Batch| -> Result<(), StoreError> {
+            let current = match raised.get(&key) {
+                Some(&at) => Some(at),
+                None => self.marker(&key)?,
+            };
+            if current.is_none_or(|marker| at > marker) {
+                batch.insert(&self.markers, key.clone(), at.to_be_bytes());
+                raised.insert(key, at);
+            }
+            Ok(())
+        };
         for (row, changes) in rows {
-            for change in changes {
+            for (change, timestamp) in changes {
+                let timestamp = *timestamp;
                 match change {
                     Change::Put { column, value } => {
                         let max_versions = usize::try_from(family_max(column)?).unwrap_or(1).max(1);
@@ -293,11 +321,9 @@ impl Store {
                             Some(colon) if colon + 1 < column.len() => column.clone(),
                             _ => family_marker_column(column),
                         };
-                        let key = prefix(&[table, row, &target]);
-                        if self.marker(&key)?.is_none_or(|marker| timestamp > marker) {
-                            batch.insert(&self.markers, key, timestamp.to_be_bytes());
-                        }
+                        raise(prefix(&[table, row, &target]), timestamp, &mut batch)?;
                     }
+                    Change::DeleteRow => raise(prefix(&[table, row, b""]), timestamp, &mut batch)?,
                 }
             }
         }
@@ -309,14 +335,7 @@ impl Store {
     /// Row delete at `timestamp`: hides every version of the row at or
     /// before it.
     pub fn delete_row(&self, table: &[u8], row: &[u8], timestamp: i64) -> Result<(), StoreError> {
-        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.families(table)?;
-        let key = prefix(&[table, row, b""]);
-        if self.marker(&key)?.is_none_or(|marker| timestamp > marker) {
-            self.markers.insert(key, timestamp.to_be_bytes())?;
-            self.keyspace.persist(PersistMode::SyncAll)?;
-        }
-        Ok(())
+        self.apply(table, &[(row.to_vec(), vec![(Change::DeleteRow, timestamp)])])
     }
 
     /// The visible cells of `row`: per column the newest version with a

@@ -16,7 +16,7 @@ use crate::aggregate::AggregateStage;
 use crate::kafka_batch::embedded::{self, QueueConsumer, QueueProducer};
 use crate::kafka_batch::{KafkaConsumerStage, KafkaProducerStage, Payload};
 use crate::persist::thrift::ThriftTable;
-use crate::persist::{EmbeddedTable, HistoryTable, PersistStage};
+use crate::persist::{HistoryTable, PersistStage};
 use crate::realtime::broadcast::Broadcast;
 use crate::realtime::store::CallShape;
 use crate::realtime::{EmbeddedStore, RealtimeConfig, RealtimeStage, RealtimeStore, RedisStore};
@@ -179,13 +179,14 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
             }
             (StageConfig::Persist(config), _) if options.embedded => {
                 let records = backends.embedded.clone().map(RealtimeStore::Embedded);
-                EmbeddedTable::open(std::path::Path::new(&config.embedded_data_dir)).map_err(|error| error.to_string()).map(|table| {
+                hbase_compat::Store::open(std::path::Path::new(&config.embedded_data_dir)).map_err(|error| error.to_string()).map(|store| {
                     Box::new(PersistStage {
-                        table: HistoryTable::Embedded(Arc::new(table)),
+                        table: HistoryTable::Embedded(Arc::new(store), config.table.clone()),
                         records,
                         flush_max_rows: config.flush_max_rows,
                         flush_interval: Duration::from_millis(config.flush_interval_ms),
                         batch_rows: config.batch_rows,
+                        write_limit: pipeline::rate_limit::RateLimit::new(&config.write_rate_limit),
                     }) as Box<dyn Stage<Batch>>
                 })
             }
@@ -202,6 +203,7 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
                         flush_max_rows: config.flush_max_rows,
                         flush_interval: Duration::from_millis(config.flush_interval_ms),
                         batch_rows: config.batch_rows,
+                        write_limit: pipeline::rate_limit::RateLimit::new(&config.write_rate_limit),
                     }) as Box<dyn Stage<Batch>>
                 })
             }

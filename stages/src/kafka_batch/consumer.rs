@@ -100,12 +100,41 @@ impl KafkaConsumerStage {
     }
 }
 
+/// Every 5 s: for each assigned partition, messages between the consumer's
+/// position and the partition's end (`histflow_kafka_consumer_lag_messages`).
+async fn report_lag(consumer: Arc<StreamConsumer>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let consumer = consumer.clone();
+        let lags = tokio::task::spawn_blocking(move || -> Vec<(i32, i64)> {
+            let Ok(position) = consumer.position() else { return Vec::new() };
+            position
+                .elements()
+                .iter()
+                .filter_map(|element| {
+                    let at = element.offset().to_raw()?;
+                    let (_, high) =
+                        consumer.fetch_watermarks(element.topic(), element.partition(), std::time::Duration::from_secs(1)).ok()?;
+                    Some((element.partition(), (high - at.max(0)).max(0)))
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        for (partition, lag) in lags {
+            metrics::gauge!("histflow_kafka_consumer_lag_messages", "partition" => partition.to_string()).set(lag as f64);
+        }
+    }
+}
+
 impl Stage<Batch> for KafkaConsumerStage {
     fn run(self: Box<Self>, cx: StageContext<Batch>) -> StageFuture {
         async move {
             let StageContext { name, output, shutdown, metrics, .. } = cx;
             super::ensure_topic(&self.brokers, &self.dead_letter_topic, 1, &name).await?;
             self.consumer.subscribe(&[&self.topic])?;
+            let lag = tokio::spawn(report_lag(self.consumer.clone()));
             tracing::info!(stage = %name, topic = %self.topic, "consuming the merge topic");
             let mut unacked: FuturesOrdered<Unacked> = FuturesOrdered::new();
             let settle = |done: (String, i32, i64, Result<(), String>)| -> Result<(), StageError> {
@@ -163,6 +192,7 @@ impl Stage<Batch> for KafkaConsumerStage {
                 Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
                 Err(error) => return Err(error.into()),
             }
+            lag.abort();
             tracing::info!(stage = %name, "consumer stopped; written batches are committed");
             Ok(())
         }

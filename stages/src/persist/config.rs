@@ -1,6 +1,7 @@
 //! Configuration of the `persist` stage (`type = "persist"`).
 
 use pipeline::problem::require_at_least;
+use pipeline::RateLimitSpec;
 use serde::Deserialize;
 
 /// `[[stages]] type = "persist"`.
@@ -17,6 +18,10 @@ pub struct PersistConfig {
     /// Rows per HBase `mutateRows` call.
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
+    /// Rows written to HBase per second at most (with a burst); writes
+    /// wait for it, never drop. Spares the region servers.
+    #[serde(default = "default_write_rate_limit")]
+    pub write_rate_limit: RateLimitSpec,
     /// The fold window writes when it holds this many rows...
     #[serde(default = "default_flush_max_rows")]
     pub flush_max_rows: usize,
@@ -30,6 +35,9 @@ pub struct PersistConfig {
 
 fn default_table() -> String {
     "history".to_owned()
+}
+fn default_write_rate_limit() -> RateLimitSpec {
+    RateLimitSpec { per_second: 10_000, burst: Some(200) }
 }
 fn default_batch_rows() -> usize {
     500
@@ -55,6 +63,8 @@ impl PersistConfig {
             problems.push("`table` must not be empty".to_owned());
         }
         require_at_least(&mut problems, "batch_rows", self.batch_rows as u64, 1);
+        require_at_least(&mut problems, "write_rate_limit.per_second", self.write_rate_limit.per_second, 1);
+        require_at_least(&mut problems, "write_rate_limit.burst", self.write_rate_limit.burst_or_default(), 1);
         require_at_least(&mut problems, "flush_max_rows", self.flush_max_rows as u64, 1);
         require_at_least(&mut problems, "flush_interval_ms", self.flush_interval_ms, 1);
         problems

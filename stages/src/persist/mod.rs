@@ -4,7 +4,7 @@
 //!
 //! - `config`: the stage's topology fields.
 //! - `window`: the pure fold of a window.
-//! - `table`: HBase's timestamp semantics; the embedded on-disk table.
+//! - `table`: row mutations with per-cell timestamps.
 //! - `thrift`: the table through an HBase Thrift1 gateway.
 //! - `stage`: the window loop and the writes.
 
@@ -16,4 +16,3 @@ pub mod window;
 
 pub use config::PersistConfig;
 pub use stage::{HistoryTable, PersistStage};
-pub use table::EmbeddedTable;

@@ -16,7 +16,9 @@ use futures::FutureExt;
 use model::{codec, keys, Batch, EventResult};
 use pipeline::{Stage, StageContext, StageError, StageFuture};
 
-use super::table::{EmbeddedTable, RowMutation, TableError};
+use hbase_compat::store::{Change, TimedRow};
+
+use super::table::{RowMutation, TableError};
 use super::thrift::ThriftTable;
 use super::window::{Pending, Window};
 use crate::realtime::RealtimeStore;
@@ -31,8 +33,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Where rows are written.
 #[derive(Clone)]
 pub enum HistoryTable {
-    /// The embedded on-disk table of `--embedded`.
-    Embedded(Arc<EmbeddedTable>),
+    /// A table of the embedded on-disk store of `--embedded` (the same
+    /// store the HBase-compatible server serves).
+    Embedded(Arc<hbase_compat::Store>, String),
     /// A table behind an HBase Thrift1 gateway.
     Thrift(Arc<ThriftTable>),
 }
@@ -41,7 +44,17 @@ impl HistoryTable {
     /// Makes sure the table exists, retrying with capped backoff until the
     /// store answers (the stage reads nothing meanwhile).
     async fn prepare(&self, stage: &str) {
-        let HistoryTable::Thrift(table) = self else { return };
+        let table = match self {
+            HistoryTable::Thrift(table) => table.clone(),
+            HistoryTable::Embedded(store, table) => {
+                let families = [(b"r:".to_vec(), 1), (b"m:".to_vec(), 1)];
+                match store.create_table(table.as_bytes(), &families) {
+                    Ok(()) | Err(hbase_compat::store::StoreError::TableExists(_)) => {}
+                    Err(error) => tracing::error!(stage, %error, "cannot create the embedded history table"),
+                }
+                return;
+            }
+        };
         let mut backoff = Duration::from_millis(100);
         loop {
             let attempt = table.clone();
@@ -57,9 +70,10 @@ impl HistoryTable {
 
     async fn mutate_rows(&self, rows: Vec<RowMutation>) -> Result<(), TableError> {
         match self {
-            HistoryTable::Embedded(table) => {
-                let table = table.clone();
-                tokio::task::spawn_blocking(move || table.mutate_rows(&rows))
+            HistoryTable::Embedded(store, table) => {
+                let (store, table) = (store.clone(), table.clone());
+                let rows: Vec<TimedRow> = rows.into_iter().map(embedded_changes).collect();
+                tokio::task::spawn_blocking(move || store.apply(table.as_bytes(), &rows).map_err(TableError::from))
                     .await
                     .map_err(|error| TableError(format!("write task failed: {error}")))?
             }
@@ -80,6 +94,17 @@ pub struct PersistStage {
     pub flush_interval: Duration,
     /// Rows per table call.
     pub batch_rows: usize,
+    /// Rows per second written at most.
+    pub write_limit: pipeline::rate_limit::RateLimit,
+}
+
+/// A row mutation as changes of the embedded store, each at its time.
+fn embedded_changes(mutation: RowMutation) -> TimedRow {
+    let mut changes: Vec<(Change, i64)> = Vec::new();
+    changes.extend(mutation.row_delete.map(|at| (Change::DeleteRow, at)));
+    changes.extend(mutation.column_deletes.into_iter().map(|(column, at)| (Change::Delete { column: column.into_bytes() }, at)));
+    changes.extend(mutation.puts.into_iter().map(|(column, at, value)| (Change::Put { column: column.into_bytes(), value }, at)));
+    (mutation.row.into_bytes(), changes)
 }
 
 /// The mutation of `uid`'s row, created on first use.
@@ -142,6 +167,7 @@ impl PersistStage {
         let mutations = self.mutations(window, &cx.name).await?;
         let written_at = model::now_ms();
         for chunk in mutations.chunks(self.batch_rows.max(1)) {
+            cx.metrics.rate_limit_wait(self.write_limit.take_all(chunk.len()).await);
             let mut backoff = Duration::from_millis(100);
             loop {
                 match self.table.mutate_rows(chunk.to_vec()).await {
