@@ -62,6 +62,13 @@ fn timestamps_and_delete_markers_follow_hbase() {
     client.mutate_rows_ts(t.clone(), vec![put("u1", "r:a", "old")], 10, no_attributes()).unwrap();
     assert_eq!(get(&mut client, None), vec![("r:a".into(), 20, "new".into())], "the highest timestamp wins whatever the order");
     assert_eq!(get(&mut client, Some(20)), vec![("r:a".into(), 10, "old".into())], "a timestamp bound is exclusive");
+    let versions: Vec<i64> = client
+        .get_ver(t.clone(), b"u1".to_vec(), b"r:a".to_vec(), 5, no_attributes())
+        .unwrap()
+        .iter()
+        .map(|c| c.timestamp.unwrap())
+        .collect();
+    assert_eq!(versions, vec![20, 10], "getVer answers the versions kept, newest first");
     client.mutate_rows_ts(t.clone(), vec![put("u1", "r:a", "replay")], 20, no_attributes()).unwrap();
     assert_eq!(get(&mut client, None), vec![("r:a".into(), 20, "replay".into())], "an equal timestamp replaces: replays are idempotent");
 

@@ -31,7 +31,7 @@ impl Names {
 }
 
 /// The topology both roles run: the service part and the job part.
-fn topology(http: u16, compat: &TestCompat, names: &Names, payload: &str, flush_max_rows: usize) -> String {
+fn topology(http: u16, compat: &TestCompat, names: &Names, payload: &str, flush_max_rows: usize, rows_per_second: u32) -> String {
     let (redis, brokers) = (common::redis_url(), common::kafka_brokers());
     let Names { topic, group, dead_letters } = names;
     format!(
@@ -68,6 +68,7 @@ brokers = "{brokers}"
 topic = "{topic}"
 consumer_group = "{group}"
 dead_letter_topic = "{dead_letters}"
+consumer_instance_id = "{group}-instance"
 payload = "{payload}"
 partitions = 4
 
@@ -80,6 +81,7 @@ redis_url = "{redis}"
 flush_max_rows = {flush_max_rows}
 flush_interval_ms = 200
 batch_rows = 50
+write_rate_limit = {{ per_second = {rows_per_second}, burst = 3 }}
 "#,
         compat = compat.address()
     )
@@ -119,7 +121,7 @@ async fn service_and_job_persist_the_latest_record(payload: &str) {
     let compat = TestCompat::start();
     let names = Names::new();
     let http = common::free_port();
-    let topo = topology(http, &compat, &names, payload, 10_000);
+    let topo = topology(http, &compat, &names, payload, 10_000, 100_000);
     let service = start_role(&topo, "service", Some(http)).await;
     let mut job = start_role(&topo, "job", None).await;
     let client = reqwest::Client::new();
@@ -154,7 +156,7 @@ async fn service_and_job_persist_the_latest_record(payload: &str) {
     // Replay from offset 0 with a new group: nothing changes.
     let replay_names =
         Names { group: format!("{}-replay", names.group), topic: names.topic.clone(), dead_letters: names.dead_letters.clone() };
-    let mut replay = start_role(&topology(http, &compat, &replay_names, payload, 10_000), "job", None).await;
+    let mut replay = start_role(&topology(http, &compat, &replay_names, payload, 10_000, 100_000), "job", None).await;
     // The first job committed the whole topic when it stopped cleanly; the
     // replay has read it all when its group reaches the same offsets.
     let brokers = common::kafka_brokers();
@@ -194,11 +196,11 @@ struct JobOnly {
 }
 
 impl JobOnly {
-    async fn start(flush_max_rows: usize) -> Self {
+    async fn start(flush_max_rows: usize, rows_per_second: u32) -> Self {
         let compat = TestCompat::start();
         let names = Names::new();
         common::create_topic(&common::kafka_brokers(), &names.topic, 1).await;
-        let job = start_role(&topology(common::free_port(), &compat, &names, "full", flush_max_rows), "job", None).await;
+        let job = start_role(&topology(common::free_port(), &compat, &names, "full", flush_max_rows, rows_per_second), "job", None).await;
         JobOnly { compat, names, job }
     }
 
@@ -212,7 +214,7 @@ impl JobOnly {
 
 #[tokio::test]
 async fn older_reports_deletes_and_clears_never_resurrect_in_hbase() {
-    let job = JobOnly::start(10_000).await;
+    let job = JobOnly::start(10_000, 100_000).await;
     let uid = common::unique_uid_base();
     let (a, b, c) = (uid, uid + 1, uid + 2);
     job.send(vec![Op::Upsert(record(a, 1, 20, 200)), Op::Upsert(record(a, 1, 10, 100))]).await;
@@ -233,7 +235,7 @@ async fn older_reports_deletes_and_clears_never_resurrect_in_hbase() {
 
 #[tokio::test]
 async fn an_undecodable_message_goes_to_dead_letters_and_later_ones_persist() {
-    let job = JobOnly::start(10_000).await;
+    let job = JobOnly::start(10_000, 100_000).await;
     let brokers = common::kafka_brokers();
     common::produce(&brokers, &job.names.topic, "0", b"\xff\xfe not a merge batch").await;
     let uid = common::unique_uid_base();
@@ -253,8 +255,9 @@ async fn an_undecodable_message_goes_to_dead_letters_and_later_ones_persist() {
 
 #[tokio::test]
 async fn a_job_killed_mid_batch_catches_up_to_the_same_state() {
-    // Small windows, so the job writes in many steps and is killed between them.
-    let mut job = JobOnly::start(3).await;
+    // Small windows written slowly (20 rows/s), so the job is killed
+    // between its writes.
+    let mut job = JobOnly::start(3, 20).await;
     let uid_base = common::unique_uid_base();
     let mut expected = BTreeMap::new();
     for user in 0..60u64 {
@@ -269,11 +272,26 @@ async fn a_job_killed_mid_batch_catches_up_to_the_same_state() {
     until_table(&job.compat, "some rows written before the kill", |snapshot| !snapshot.is_empty()).await;
     job.job.kill();
     let compat_before = job.compat.snapshot("history").len();
-    let restarted = start_role(&topology(common::free_port(), &job.compat, &job.names, "full", 3), "job", None).await;
-    let snapshot = until_table(&job.compat, "every row after the restart", |snapshot| {
-        expected.iter().all(|((uid, item), &view_at)| cell(snapshot, *uid, item).is_some_and(|(ts, _)| ts == view_at))
-    })
-    .await;
+    let restarted = start_role(&topology(common::free_port(), &job.compat, &job.names, "full", 3, 20), "job", None).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    let snapshot = loop {
+        let snapshot = job.compat.snapshot("history");
+        if expected.iter().all(|((uid, item), &view_at)| cell(&snapshot, *uid, item).is_some_and(|(ts, _)| ts == view_at)) {
+            break snapshot;
+        }
+        if std::time::Instant::now() >= deadline {
+            let missing: Vec<u64> =
+                expected.keys().filter(|(uid, item)| cell(&snapshot, *uid, item).is_none()).map(|(uid, _)| uid - uid_base).collect();
+            let committed = common::committed(&common::kafka_brokers(), &job.names.group, &job.names.topic, 1);
+            panic!(
+                "not every row within 45 s of the restart ({} of {} cells); missing users {missing:?}; committed {committed:?}\n{}",
+                snapshot.len(),
+                expected.len(),
+                restarted.log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(compat_before < expected.len(), "the kill came too late to be mid-batch ({compat_before} of {} cells)", expected.len());
     assert_eq!(snapshot.len(), expected.len(), "exactly the expected cells, nothing else");
     drop(restarted);
@@ -281,7 +299,7 @@ async fn a_job_killed_mid_batch_catches_up_to_the_same_state() {
 
 #[tokio::test]
 async fn a_compat_server_outage_is_retried_and_nothing_is_committed_meanwhile() {
-    let mut job = JobOnly::start(10_000).await;
+    let mut job = JobOnly::start(10_000, 100_000).await;
     let brokers = common::kafka_brokers();
     let uid = common::unique_uid_base();
     job.send(vec![Op::Upsert(record(uid, 0, 1, 1000))]).await;

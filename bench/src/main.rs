@@ -4,7 +4,9 @@
 //! - `runtime_dag`: events/s through a 4-stage no-op DAG, so the runtime
 //!   can be shown never to be what limits the pipeline.
 //! - `load`: closed-loop HTTP load against a running histflow.
+//! - `heartbeat`: users reporting progress every few seconds (convergence).
 
+mod heartbeat;
 mod load;
 mod runtime_dag;
 
@@ -24,11 +26,14 @@ enum Command {
     Runtime(runtime_dag::Options),
     /// Closed-loop POST /v1/events load against a running histflow.
     Load(load::Options),
+    /// Heartbeat workload: each user reports progress every few seconds.
+    Heartbeat(heartbeat::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Runtime(options) => runtime_dag::run(&options),
         Command::Load(options) => load::run(&options),
+        Command::Heartbeat(options) => heartbeat::run(&options),
     }
 }

@@ -79,6 +79,12 @@ impl CompatHandler {
         Ok(cells.into_iter().map(|cell| TCell::new(cell.value, cell.timestamp)).collect())
     }
 
+    fn versions(&self, table: &[u8], row: &[u8], column: &[u8], before: Option<i64>, max: i32) -> thrift::Result<Vec<TCell>> {
+        let max = usize::try_from(max).unwrap_or(1).max(1);
+        let cells = self.store.column_versions(table, row, column, before, max).map_err(io_error)?;
+        Ok(cells.into_iter().map(|cell| TCell::new(cell.value, cell.timestamp)).collect())
+    }
+
     fn rows(&self, table: &[u8], rows: Vec<Vec<u8>>, columns: Vec<Vec<u8>>, before: Option<i64>) -> thrift::Result<Vec<TRowResult>> {
         let filter = ColumnFilter::new(columns);
         let mut results = Vec::new();
@@ -230,8 +236,7 @@ impl HbaseSyncHandler for CompatHandler {
         num_versions: i32,
         _attributes: BTreeMap<Text, Text>,
     ) -> thrift::Result<Vec<TCell>> {
-        let _ = num_versions;
-        self.cells(&table_name, &row, vec![column], None)
+        self.versions(&table_name, &row, &column, None, num_versions)
     }
 
     fn handle_get_ver_ts(
@@ -243,8 +248,7 @@ impl HbaseSyncHandler for CompatHandler {
         num_versions: i32,
         _attributes: BTreeMap<Text, Text>,
     ) -> thrift::Result<Vec<TCell>> {
-        let _ = num_versions;
-        self.cells(&table_name, &row, vec![column], Some(timestamp))
+        self.versions(&table_name, &row, &column, Some(timestamp), num_versions)
     }
 
     fn handle_get_row(&self, table_name: Text, row: Text, _attributes: BTreeMap<Text, Text>) -> thrift::Result<Vec<TRowResult>> {

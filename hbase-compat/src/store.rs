@@ -346,6 +346,36 @@ impl Store {
         self.visible_cells(&row_prefix, columns, before)
     }
 
+    /// Up to `max` visible versions of one column, newest first, below
+    /// `before` when given.
+    pub fn column_versions(
+        &self,
+        table: &[u8],
+        row: &[u8],
+        column: &[u8],
+        before: Option<i64>,
+        max: usize,
+    ) -> Result<Vec<Cell>, StoreError> {
+        self.families(table)?;
+        let row_marker = self.marker(&prefix(&[table, row, b""]))?;
+        let marker =
+            self.marker(&prefix(&[table, row, column]))?.max(self.marker(&prefix(&[table, row, &family_marker_column(column)]))?);
+        let column_prefix = prefix(&[table, row, column]);
+        let mut versions = Vec::new();
+        for entry in self.cells.prefix(&column_prefix) {
+            let (key, value) = entry?;
+            let Some(timestamp) = timestamp_of(&key[column_prefix.len()..]) else { continue };
+            let hidden = row_marker.is_some_and(|at| timestamp <= at) || marker.is_some_and(|at| timestamp <= at);
+            if before.is_none_or(|bound| timestamp < bound) && !hidden {
+                versions.push(Cell { column: column.to_vec(), timestamp, value: value.to_vec() });
+                if versions.len() >= max {
+                    break;
+                }
+            }
+        }
+        Ok(versions)
+    }
+
     fn visible_cells(&self, row_prefix: &[u8], columns: &ColumnFilter, before: Option<i64>) -> Result<Vec<Cell>, StoreError> {
         let mut row_marker_key = row_prefix.to_vec();
         push_escaped(&mut row_marker_key, b"");

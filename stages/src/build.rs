@@ -180,14 +180,8 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
             (StageConfig::Persist(config), _) if options.embedded => {
                 let records = backends.embedded.clone().map(RealtimeStore::Embedded);
                 hbase_compat::Store::open(std::path::Path::new(&config.embedded_data_dir)).map_err(|error| error.to_string()).map(|store| {
-                    Box::new(PersistStage {
-                        table: HistoryTable::Embedded(Arc::new(store), config.table.clone()),
-                        records,
-                        flush_max_rows: config.flush_max_rows,
-                        flush_interval: Duration::from_millis(config.flush_interval_ms),
-                        batch_rows: config.batch_rows,
-                        write_limit: pipeline::rate_limit::RateLimit::new(&config.write_rate_limit),
-                    }) as Box<dyn Stage<Batch>>
+                    Box::new(PersistStage::new(config, HistoryTable::Embedded(Arc::new(store), config.table.clone()), records))
+                        as Box<dyn Stage<Batch>>
                 })
             }
             (StageConfig::Persist(config), _) => {
@@ -197,14 +191,8 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
                     .map(|url| backends.realtime_store(url, CallShape { cluster: false, max_events: 128 }))
                     .transpose();
                 records.map(|records| {
-                    Box::new(PersistStage {
-                        table: HistoryTable::Thrift(ThriftTable::new(&config.hbase_thrift, &config.table)),
-                        records,
-                        flush_max_rows: config.flush_max_rows,
-                        flush_interval: Duration::from_millis(config.flush_interval_ms),
-                        batch_rows: config.batch_rows,
-                        write_limit: pipeline::rate_limit::RateLimit::new(&config.write_rate_limit),
-                    }) as Box<dyn Stage<Batch>>
+                    let table = HistoryTable::Thrift(ThriftTable::new(&config.hbase_thrift, &config.table));
+                    Box::new(PersistStage::new(config, table, records)) as Box<dyn Stage<Batch>>
                 })
             }
         };

@@ -27,6 +27,11 @@ pub struct KafkaBatchConfig {
     /// Where the job sends merge messages it can never decode.
     #[serde(default = "default_dead_letter_topic")]
     pub dead_letter_topic: String,
+    /// Static group membership (Kafka's `group.instance.id`): give each job
+    /// instance a stable id (a pod name, say), and a restarted instance
+    /// takes its partitions back at once instead of waiting for the group
+    /// to notice the old member is gone.
+    pub consumer_instance_id: Option<String>,
     /// Consumer group of the job role.
     #[serde(default = "default_consumer_group")]
     pub consumer_group: String,

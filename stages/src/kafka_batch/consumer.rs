@@ -46,7 +46,11 @@ type Unacked = BoxFuture<'static, (String, i32, i64, Result<(), String>)>;
 impl KafkaConsumerStage {
     /// A consumer in `config.consumer_group`.
     pub fn new(config: &KafkaBatchConfig) -> Result<Self, String> {
-        let consumer: StreamConsumer = ClientConfig::new()
+        let mut consumer_config = ClientConfig::new();
+        if let Some(instance) = &config.consumer_instance_id {
+            consumer_config.set("group.instance.id", instance);
+        }
+        let consumer: StreamConsumer = consumer_config
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.consumer_group)
             .set("enable.auto.commit", "true")
@@ -55,9 +59,15 @@ impl KafkaConsumerStage {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("queued.max.messages.kbytes", "16384")
-            // A job that died is replaced within seconds, not librdkafka's 45.
+            // A job that died is replaced within seconds: some brokers (tansu)
+            // wait out the rebalance timeout, max.poll.interval.ms, for a
+            // member that stopped heartbeating. A job blocked longer than it
+            // by backpressure leaves the group and rejoins when it moves
+            // again, re-reading what it had not committed (harmless: writes
+            // are idempotent, nothing is committed early).
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "2000")
+            .set("max.poll.interval.ms", "20000")
             .create()
             .map_err(|error| format!("cannot create the Kafka consumer for {}: {error}", config.brokers))?;
         let dead_letters: FutureProducer = ClientConfig::new()

@@ -99,6 +99,21 @@ pub struct PersistStage {
 }
 
 /// A row mutation as changes of the embedded store, each at its time.
+impl PersistStage {
+    /// A persist stage writing to `table`, reading `ids` records from
+    /// `records`, with the window and limits of `config`.
+    pub fn new(config: &super::PersistConfig, table: HistoryTable, records: Option<RealtimeStore>) -> Self {
+        PersistStage {
+            table,
+            records,
+            flush_max_rows: config.flush_max_rows,
+            flush_interval: Duration::from_millis(config.flush_interval_ms),
+            batch_rows: config.batch_rows,
+            write_limit: pipeline::rate_limit::RateLimit::new(&config.write_rate_limit),
+        }
+    }
+}
+
 fn embedded_changes(mutation: RowMutation) -> TimedRow {
     let mut changes: Vec<(Change, i64)> = Vec::new();
     changes.extend(mutation.row_delete.map(|at| (Change::DeleteRow, at)));
