@@ -336,3 +336,39 @@ async fn a_compat_server_outage_is_retried_and_nothing_is_committed_meanwhile() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_row_the_table_rejects_goes_to_dead_letters_and_the_rest_persists() {
+    use hbase_thrift::hbase::{ColumnDescriptor, THbaseSyncClient};
+    // A table without family m: the pause flag can never be written there.
+    let compat = TestCompat::start();
+    let only_r = ColumnDescriptor { name: Some(b"r:".to_vec()), max_versions: Some(1), ..ColumnDescriptor::default() };
+    compat.client().create_table(b"history".to_vec(), vec![only_r]).unwrap();
+    let names = Names::new();
+    let brokers = common::kafka_brokers();
+    common::create_topic(&brokers, &names.topic, 1).await;
+    let _job = start_role(&topology(common::free_port(), &compat, &names, "full", 10_000, 100_000), "job", None).await;
+
+    let (kept, refused) = (common::unique_uid_base(), common::unique_uid_base() + 1);
+    let ops = vec![Op::Upsert(record(kept, 4, 1, 1000)), Op::SetRecording { uid: refused, paused: true, at: 2000 }];
+    for message in codec::encode_merge_batch(0, &ops, 1 << 20) {
+        common::produce(&brokers, &names.topic, "0", &message).await;
+    }
+
+    until_table(&compat, "the record the table accepts", |snapshot| cell(snapshot, kept, "archive:4").is_some()).await;
+    let dead = common::consumer(&brokers, &names.dead_letters);
+    common::read_until(&dead, "the rejected row on the dead-letter topic", Duration::from_secs(30), |message| {
+        let reason =
+            message.headers().and_then(|headers| headers.iter().find(|h| h.key == "reason").and_then(|h| h.value.map(<[u8]>::to_vec)));
+        let reason = String::from_utf8_lossy(&reason.unwrap_or_default()).into_owned();
+        let (_, ops) = codec::decode_merge_batch(common::payload(message)).unwrap();
+        assert_eq!(ops, vec![Op::SetRecording { uid: refused, paused: true, at: 2000 }], "the dead letter replays the refused row");
+        assert!(reason.contains("has no family"), "{reason}");
+        true
+    })
+    .await;
+    common::eventually("the message committed past the rejection", Duration::from_secs(20), async || {
+        (common::committed(&brokers, &names.group, &names.topic, 1)[0] == 1).then_some(())
+    })
+    .await;
+}

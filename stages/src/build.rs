@@ -16,7 +16,7 @@ use crate::aggregate::AggregateStage;
 use crate::kafka_batch::embedded::{self, QueueConsumer, QueueProducer};
 use crate::kafka_batch::{KafkaConsumerStage, KafkaProducerStage, Payload};
 use crate::persist::thrift::ThriftTable;
-use crate::persist::{HistoryTable, PersistStage};
+use crate::persist::{DeadLetters, HistoryTable, PersistStage};
 use crate::realtime::broadcast::Broadcast;
 use crate::realtime::store::CallShape;
 use crate::realtime::{EmbeddedStore, RealtimeConfig, RealtimeStage, RealtimeStore, RedisStore};
@@ -180,8 +180,8 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
             (StageConfig::Persist(config), _) if options.embedded => {
                 let records = backends.embedded.clone().map(RealtimeStore::Embedded);
                 hbase_compat::Store::open(std::path::Path::new(&config.embedded_data_dir)).map_err(|error| error.to_string()).map(|store| {
-                    Box::new(PersistStage::new(config, HistoryTable::Embedded(Arc::new(store), config.table.clone()), records))
-                        as Box<dyn Stage<Batch>>
+                    let table = HistoryTable::Embedded(Arc::new(store), config.table.clone());
+                    Box::new(PersistStage::new(config, table, records, DeadLetters::Log)) as Box<dyn Stage<Batch>>
                 })
             }
             (StageConfig::Persist(config), _) => {
@@ -190,9 +190,25 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
                     .as_deref()
                     .map(|url| backends.realtime_store(url, CallShape { cluster: false, max_events: 128 }))
                     .transpose();
-                records.map(|records| {
+                // Rejected rows go to the dead-letter topic of the bridge
+                // this stage reads.
+                let bridge = stage.inputs.iter().find_map(|input| match topology.stage(&input.from).map(|from| &from.config) {
+                    Some(StageConfig::KafkaBatch(bridge)) => Some(bridge),
+                    _ => None,
+                });
+                let dead_letters = match bridge {
+                    Some(bridge) => rdkafka::ClientConfig::new()
+                        .set("bootstrap.servers", &bridge.brokers)
+                        .set("enable.idempotence", "true")
+                        .set("acks", "all")
+                        .create()
+                        .map(|producer| DeadLetters::Kafka { producer, topic: bridge.dead_letter_topic.clone() })
+                        .map_err(|error| format!("cannot create the dead-letter producer: {error}")),
+                    None => Ok(DeadLetters::Log),
+                };
+                records.and_then(|records| {
                     let table = HistoryTable::Thrift(ThriftTable::new(&config.hbase_thrift, &config.table));
-                    Box::new(PersistStage::new(config, table, records)) as Box<dyn Stage<Batch>>
+                    Ok(Box::new(PersistStage::new(config, table, records, dead_letters?)) as Box<dyn Stage<Batch>>)
                 })
             }
         };

@@ -75,7 +75,7 @@ impl HistoryTable {
                 let rows: Vec<TimedRow> = rows.into_iter().map(embedded_changes).collect();
                 tokio::task::spawn_blocking(move || store.apply(table.as_bytes(), &rows).map_err(TableError::from))
                     .await
-                    .map_err(|error| TableError(format!("write task failed: {error}")))?
+                    .map_err(|error| TableError::Transient(format!("write task failed: {error}")))?
             }
             HistoryTable::Thrift(table) => table.mutate_rows(rows).await,
         }
@@ -96,13 +96,74 @@ pub struct PersistStage {
     pub batch_rows: usize,
     /// Rows per second written at most.
     pub write_limit: pipeline::rate_limit::RateLimit,
+    /// Where rows the store rejects go.
+    pub dead_letters: DeadLetters,
+}
+
+/// Where rows the history table rejects go: the dead-letter topic, as a
+/// replayable merge batch with the reason; or, without a broker
+/// (`--embedded`), the log.
+pub enum DeadLetters {
+    /// A Kafka topic.
+    Kafka {
+        /// Idempotent producer.
+        producer: rdkafka::producer::FutureProducer,
+        /// The dead-letter topic.
+        topic: String,
+    },
+    /// Logged and counted only.
+    Log,
+}
+
+impl DeadLetters {
+    async fn reject(&self, row: &RowMutation, reason: &str, stage: &str) {
+        metrics::counter!("histflow_persist_rejected_rows_total").increment(1);
+        let ops = ops_of(row);
+        let uid = ops.first().map_or(0, model::Op::uid);
+        match self {
+            DeadLetters::Log => {
+                tracing::error!(stage, uid, row = %row.row, reason, "history table rejected a row; it is not written (no dead-letter topic under --embedded)")
+            }
+            DeadLetters::Kafka { producer, topic } => {
+                let shard = keys::shard_of(uid, 1);
+                for payload in codec::encode_merge_batch(shard, &ops, 1 << 20) {
+                    let headers = rdkafka::message::OwnedHeaders::new()
+                        .insert(rdkafka::message::Header { key: "reason", value: Some(reason) })
+                        .insert(rdkafka::message::Header { key: "row", value: Some(&row.row) });
+                    let record = rdkafka::producer::FutureRecord::to(topic).key(&row.row).payload(&payload).headers(headers);
+                    if let Err((error, _)) = producer.send(record, rdkafka::util::Timeout::Never).await {
+                        tracing::error!(stage, uid, %error, "rejected row not delivered to the dead-letter topic");
+                    }
+                }
+                tracing::warn!(stage, uid, row = %row.row, reason, topic, "history table rejected a row; sent to the dead-letter topic");
+            }
+        }
+    }
+}
+
+/// A row mutation as merge ops again (for the dead-letter topic).
+fn ops_of(row: &RowMutation) -> Vec<model::Op> {
+    let uid: u64 = row.row.get(4..).and_then(|decimal| decimal.parse().ok()).unwrap_or(0);
+    let mut ops = Vec::new();
+    ops.extend(row.row_delete.map(|at| model::Op::Clear { uid, at }));
+    for (column, at) in &row.column_deletes {
+        let item = column.split_once(':').map_or(column.as_str(), |(_, item)| item);
+        ops.push(model::Op::Delete { uid, item: item.to_owned(), at: *at });
+    }
+    for (column, at, value) in &row.puts {
+        match column.split_once(':') {
+            Some((RECORDS_FAMILY, _)) => ops.extend(codec::decode_record(value).ok().map(model::Op::Upsert)),
+            _ => ops.push(model::Op::SetRecording { uid, paused: value.as_slice() == b"1", at: *at }),
+        }
+    }
+    ops
 }
 
 /// A row mutation as changes of the embedded store, each at its time.
 impl PersistStage {
     /// A persist stage writing to `table`, reading `ids` records from
     /// `records`, with the window and limits of `config`.
-    pub fn new(config: &super::PersistConfig, table: HistoryTable, records: Option<RealtimeStore>) -> Self {
+    pub fn new(config: &super::PersistConfig, table: HistoryTable, records: Option<RealtimeStore>, dead_letters: DeadLetters) -> Self {
         PersistStage {
             table,
             records,
@@ -110,6 +171,7 @@ impl PersistStage {
             flush_interval: Duration::from_millis(config.flush_interval_ms),
             batch_rows: config.batch_rows,
             write_limit: pipeline::rate_limit::RateLimit::new(&config.write_rate_limit),
+            dead_letters,
         }
     }
 }
@@ -128,6 +190,26 @@ fn row_of(rows: &mut BTreeMap<u64, RowMutation>, uid: u64) -> &mut RowMutation {
 }
 
 impl PersistStage {
+    /// Writes `rows`, retrying transient failures with capped backoff
+    /// (reading nothing new meanwhile); answers the reason when the store
+    /// rejects the write itself.
+    async fn write_until_taken(&self, rows: Vec<RowMutation>, cx: &StageContext<Batch>) -> Result<(), String> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.table.mutate_rows(rows.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(TableError::Rejected(reason)) => return Err(reason),
+                Err(error) => {
+                    cx.metrics.error();
+                    metrics::counter!("histflow_persist_retries_total").increment(1);
+                    tracing::warn!(stage = %cx.name, %error, retry_in_ms = backoff.as_millis() as u64, "history write failed; retrying, reading nothing new meanwhile");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
     /// Turns a window into row mutations, reading `ids` records.
     async fn mutations(&self, window: &mut Window, stage: &str) -> Result<Vec<RowMutation>, StageError> {
         let mut rows: BTreeMap<u64, RowMutation> = BTreeMap::new();
@@ -183,16 +265,12 @@ impl PersistStage {
         let written_at = model::now_ms();
         for chunk in mutations.chunks(self.batch_rows.max(1)) {
             cx.metrics.rate_limit_wait(self.write_limit.take_all(chunk.len()).await);
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match self.table.mutate_rows(chunk.to_vec()).await {
-                    Ok(()) => break,
-                    Err(error) => {
-                        cx.metrics.error();
-                        metrics::counter!("histflow_persist_retries_total").increment(1);
-                        tracing::warn!(stage = %cx.name, %error, retry_in_ms = backoff.as_millis() as u64, "history write failed; retrying, reading nothing new meanwhile");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+            if let Err(reason) = self.write_until_taken(chunk.to_vec(), cx).await {
+                // Rejected: find the rows the store refuses, write the rest.
+                tracing::warn!(stage = %cx.name, %reason, rows = chunk.len(), "history write rejected; writing its rows one by one to isolate the refused ones");
+                for row in chunk {
+                    if let Err(reason) = self.write_until_taken(vec![row.clone()], cx).await {
+                        self.dead_letters.reject(row, &reason, &cx.name).await;
                     }
                 }
             }

@@ -25,13 +25,23 @@ impl RowMutation {
     }
 }
 
-/// A table operation that failed.
+/// A table operation that failed, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
-#[error("history table: {0}")]
-pub struct TableError(pub String);
+pub enum TableError {
+    /// The store is away or failing; the same write may succeed later.
+    #[error("history table: {0}")]
+    Transient(String),
+    /// The store refused the write itself (e.g. an unknown column family);
+    /// it will never succeed as it is.
+    #[error("history table rejected the write: {0}")]
+    Rejected(String),
+}
 
 impl From<hbase_compat::store::StoreError> for TableError {
     fn from(error: hbase_compat::store::StoreError) -> Self {
-        TableError(error.to_string())
+        match error {
+            hbase_compat::store::StoreError::NoSuchFamily { .. } => TableError::Rejected(error.to_string()),
+            other => TableError::Transient(other.to_string()),
+        }
     }
 }

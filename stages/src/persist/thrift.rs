@@ -43,7 +43,18 @@ pub struct ThriftTable {
 }
 
 fn table_error(what: &str, error: thrift::Error) -> TableError {
-    TableError(format!("HBase Thrift {what}: {error}"))
+    // IllegalArgument is HBase refusing the call itself; anything else
+    // (I/O, IOError, transport) may pass on a later try.
+    let rejected = match &error {
+        thrift::Error::User(inner) => {
+            inner.downcast_ref::<hbase_thrift::hbase::IllegalArgument>().map(|e| e.message.clone().unwrap_or_default())
+        }
+        _ => None,
+    };
+    match rejected {
+        Some(message) => TableError::Rejected(format!("HBase Thrift {what}: {message}")),
+        None => TableError::Transient(format!("HBase Thrift {what}: {error}")),
+    }
 }
 
 impl ThriftTable {
@@ -146,7 +157,7 @@ impl ThriftTable {
                     async move {
                         tokio::task::spawn_blocking(move || table.run(call))
                             .await
-                            .map_err(|error| TableError(format!("write task failed: {error}")))?
+                            .map_err(|error| TableError::Transient(format!("write task failed: {error}")))?
                     }
                 })
                 .buffer_unordered(CONNECTIONS)
