@@ -47,11 +47,6 @@ impl HttpIngestStage {
         };
         Ok(HttpIngestStage { listener, settings, clients, admin })
     }
-
-    /// The bound address (useful with port 0).
-    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
-    }
 }
 
 impl Stage<Batch> for HttpIngestStage {

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -327,12 +327,6 @@ pub async fn read_until(consumer: &StreamConsumer, what: &str, timeout: Duration
 /// The payload of a message (empty when none).
 pub fn payload<'a>(message: &'a BorrowedMessage<'_>) -> &'a [u8] {
     message.payload().unwrap_or_default()
-}
-
-/// Path of a binary on PATH, for messages.
-pub fn which(binary: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(binary)).find(|path| Path::new(path).is_file()))
 }
 
 /// A Thrift1 client of the HBase-compatible server (binary protocol,

@@ -280,19 +280,6 @@ impl EmbeddedStore {
             })
             .collect()
     }
-
-    /// A copy of one user's state (reads and tests).
-    pub fn user(&self, uid: u64) -> Option<UserState> {
-        self.users.lock().unwrap_or_else(PoisonError::into_inner).get(&uid).cloned()
-    }
-
-    /// Users marked dirty in `shard`.
-    pub fn dirty_users(&self, shard: u32) -> Vec<u64> {
-        let dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut uids: Vec<u64> = dirty.get(&shard).map(|marks| marks.keys().copied().collect()).unwrap_or_default();
-        uids.sort_unstable();
-        uids
-    }
 }
 
 #[cfg(test)]
