@@ -253,6 +253,7 @@ impl PersistStage {
         for (uid, at) in window.clears.drain() {
             row_of(&mut rows, uid).row_delete = Some(at);
         }
+        window.clear_users();
         for (uid, (paused, at)) in window.recording.drain() {
             row_of(&mut rows, uid).puts.push((format!("{META_FAMILY}:paused"), at, vec![u8::from(paused) + b'0']));
         }

@@ -4,7 +4,7 @@
 //! marker carries its own timestamp (view_at, or the op's time), the order
 //! in which a window's writes land does not change what becomes visible.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use model::{Ack, Op, Record};
 
@@ -41,12 +41,16 @@ pub struct Window {
     pub acks: Vec<Ack>,
     /// Ops folded in, for the convergence figures.
     pub ops: usize,
+    /// Users the window touches (its HBase rows), kept as ops arrive so
+    /// the size check after each batch costs nothing.
+    users: HashSet<u64>,
 }
 
 impl Window {
     /// Folds one op in.
     pub fn add(&mut self, op: Op) {
         self.ops += 1;
+        self.users.insert(op.uid());
         match op {
             Op::Upsert(record) => self.upsert((record.uid, record.item_key()), Pending::Full(record)),
             Op::UpsertRef { uid, item, view_at } => self.upsert((uid, item), Pending::Ref(view_at)),
@@ -78,12 +82,12 @@ impl Window {
 
     /// Users (HBase rows) the window touches.
     pub fn rows(&self) -> usize {
-        let mut uids: Vec<u64> = self.upserts.keys().map(|(uid, _)| *uid).chain(self.deletes.keys().map(|(uid, _)| *uid)).collect();
-        uids.extend(self.clears.keys());
-        uids.extend(self.recording.keys());
-        uids.sort_unstable();
-        uids.dedup();
-        uids.len()
+        self.users.len()
+    }
+
+    /// Forgets the users once the window's contents have been taken.
+    pub fn clear_users(&mut self) {
+        self.users.clear();
     }
 
     /// Whether nothing is pending (acks may still wait).
