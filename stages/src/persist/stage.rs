@@ -228,7 +228,20 @@ impl PersistStage {
                 return Err(format!("stage `{stage}`: ids payload needs `redis_url` to read records from").into());
             };
             let wanted: Vec<(u64, Vec<String>)> = refs.into_iter().collect();
-            let found = store.read_records(&wanted).await?;
+            // Redis away: retry the read (the refs are held here), reading
+            // nothing new meanwhile, as for writes.
+            let mut backoff = Duration::from_millis(100);
+            let found = loop {
+                match store.read_records(&wanted).await {
+                    Ok(found) => break found,
+                    Err(error) => {
+                        metrics::counter!("histflow_persist_retries_total").increment(1);
+                        tracing::warn!(stage, %error, retry_in_ms = backoff.as_millis() as u64, "cannot read ids records from Redis; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            };
             for ((uid, items), records) in wanted.iter().zip(found) {
                 for (item, record) in items.iter().zip(records) {
                     match record.map(|bytes| codec::decode_record(&bytes).map(|record| (record, bytes))) {
