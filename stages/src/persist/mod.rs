@@ -15,4 +15,4 @@ pub mod thrift;
 pub mod window;
 
 pub use config::PersistConfig;
-pub use stage::{DeadLetters, HistoryTable, PersistStage};
+pub use stage::{DeadLetters, HistoryTable, PersistStage, META_FAMILY, RECORDS_FAMILY};

@@ -18,7 +18,7 @@ use pipeline::{Stage, StageContext, StageError, StageFuture};
 
 use hbase_compat::store::{Change, TimedRow};
 
-use super::table::{RowMutation, TableError};
+use super::table::{RowMutation, TableCell, TableError};
 use super::thrift::ThriftTable;
 use super::window::{Pending, Window};
 use crate::realtime::RealtimeStore;
@@ -78,6 +78,36 @@ impl HistoryTable {
                     .map_err(|error| TableError::Transient(format!("write task failed: {error}")))?
             }
             HistoryTable::Thrift(table) => table.mutate_rows(rows).await,
+        }
+    }
+}
+
+impl HistoryTable {
+    /// The visible cells of `uid`'s row in `columns` (`family` or
+    /// `family:qualifier`; empty: all).
+    pub async fn read_row(&self, uid: u64, columns: Vec<String>) -> Result<Vec<TableCell>, TableError> {
+        let row = keys::hbase_row(uid);
+        match self {
+            HistoryTable::Embedded(store, table) => {
+                let (store, table) = (store.clone(), table.clone());
+                let filter = hbase_compat::store::ColumnFilter::new(columns.into_iter().map(String::into_bytes).collect());
+                let cells = tokio::task::spawn_blocking(move || match store.get_row(table.as_bytes(), row.as_bytes(), &filter, None) {
+                    // Nothing persisted yet: the table comes with the job.
+                    Err(hbase_compat::store::StoreError::NoSuchTable(_)) => Ok(Vec::new()),
+                    other => other.map_err(TableError::from),
+                })
+                .await
+                .map_err(|error| TableError::Transient(format!("read task failed: {error}")))??;
+                Ok(cells
+                    .into_iter()
+                    .map(|cell| TableCell {
+                        column: String::from_utf8_lossy(&cell.column).into_owned(),
+                        timestamp: cell.timestamp,
+                        value: cell.value,
+                    })
+                    .collect())
+            }
+            HistoryTable::Thrift(table) => table.read_row(row, columns).await,
         }
     }
 }
@@ -145,10 +175,11 @@ impl DeadLetters {
 fn ops_of(row: &RowMutation) -> Vec<model::Op> {
     let uid: u64 = row.row.get(4..).and_then(|decimal| decimal.parse().ok()).unwrap_or(0);
     let mut ops = Vec::new();
-    ops.extend(row.row_delete.map(|at| model::Op::Clear { uid, at }));
     for (column, at) in &row.column_deletes {
-        let item = column.split_once(':').map_or(column.as_str(), |(_, item)| item);
-        ops.push(model::Op::Delete { uid, item: item.to_owned(), at: *at });
+        match column.split_once(':') {
+            Some((_, item)) => ops.push(model::Op::Delete { uid, item: item.to_owned(), at: *at }),
+            None => ops.push(model::Op::Clear { uid, at: *at }),
+        }
     }
     for (column, at, value) in &row.puts {
         match column.split_once(':') {
@@ -178,7 +209,6 @@ impl PersistStage {
 
 fn embedded_changes(mutation: RowMutation) -> TimedRow {
     let mut changes: Vec<(Change, i64)> = Vec::new();
-    changes.extend(mutation.row_delete.map(|at| (Change::DeleteRow, at)));
     changes.extend(mutation.column_deletes.into_iter().map(|(column, at)| (Change::Delete { column: column.into_bytes() }, at)));
     changes.extend(mutation.puts.into_iter().map(|(column, at, value)| (Change::Put { column: column.into_bytes(), value }, at)));
     (mutation.row.into_bytes(), changes)
@@ -264,7 +294,9 @@ impl PersistStage {
             row_of(&mut rows, uid).column_deletes.push((format!("{RECORDS_FAMILY}:{item}"), at));
         }
         for (uid, at) in window.clears.drain() {
-            row_of(&mut rows, uid).row_delete = Some(at);
+            // A family delete, not a row delete: the pause flag in `m`
+            // survives the clear.
+            row_of(&mut rows, uid).column_deletes.push((RECORDS_FAMILY.to_owned(), at));
         }
         window.clear_users();
         for (uid, (paused, at)) in window.recording.drain() {

@@ -13,9 +13,10 @@ pub struct RowMutation {
     /// Cells to write: column, timestamp, value.
     pub puts: Vec<(Column, i64, Vec<u8>)>,
     /// Column deletes: column, timestamp (hides cells at or before it).
+    /// A bare family (`r`, no qualifier) deletes the whole family, as
+    /// HBase's Thrift gateway does: that is how a clear is written, so the
+    /// user's meta family (the pause flag) survives it.
     pub column_deletes: Vec<(Column, i64)>,
-    /// Row delete at this timestamp, if any.
-    pub row_delete: Option<i64>,
 }
 
 impl RowMutation {
@@ -23,6 +24,17 @@ impl RowMutation {
     pub fn cell_count(&self) -> usize {
         self.puts.len()
     }
+}
+
+/// One visible cell a read found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableCell {
+    /// `family:qualifier`.
+    pub column: Column,
+    /// Its timestamp (a record's view_at).
+    pub timestamp: i64,
+    /// Its value.
+    pub value: Vec<u8>,
 }
 
 /// A table operation that failed, and whether trying again can help.

@@ -15,7 +15,7 @@ use hbase_thrift::hbase::{BatchMutation, ColumnDescriptor, HbaseSyncClient, Muta
 use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
 use thrift::transport::{ReadHalf, TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel, WriteHalf};
 
-use super::table::{RowMutation, TableError};
+use super::table::{RowMutation, TableCell, TableError};
 
 type Client = HbaseSyncClient<
     TBinaryInputProtocol<TBufferedReadTransport<ReadHalf<TTcpChannel>>>,
@@ -29,10 +29,9 @@ const CONNECTIONS: usize = 4;
 enum Call {
     /// `mutateRowsTs`: puts of several rows at one timestamp.
     Puts(i64, Vec<BatchMutation>),
-    /// `deleteAllTs`: one column at or before a time.
+    /// `deleteAllTs`: one column (or a bare family: all of it) at or
+    /// before a time.
     DeleteColumn(Vec<u8>, Vec<u8>, i64),
-    /// `deleteAllRowTs`: one row at or before a time.
-    DeleteRow(Vec<u8>, i64),
 }
 
 /// A table on an HBase Thrift1 gateway.
@@ -117,10 +116,31 @@ impl ThriftTable {
             Call::DeleteColumn(row, column, at) => {
                 self.with_client("deleteAllTs", move |client| client.delete_all_ts(table, row, column, at, attributes()))
             }
-            Call::DeleteRow(row, at) => {
-                self.with_client("deleteAllRowTs", move |client| client.delete_all_row_ts(table, row, at, attributes()))
-            }
         }
+    }
+
+    /// The visible cells of `row` in `columns` (`family` or
+    /// `family:qualifier`): (column, timestamp, value). `getRowWithColumns`.
+    pub async fn read_row(self: &Arc<Self>, row: String, columns: Vec<String>) -> Result<Vec<TableCell>, TableError> {
+        let table = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let name = table.table.clone();
+            let columns: Vec<Vec<u8>> = columns.into_iter().map(String::into_bytes).collect();
+            let results = table.with_client("getRowWithColumns", move |client| {
+                client.get_row_with_columns(name, row.into_bytes(), columns, BTreeMap::new())
+            })?;
+            Ok(results
+                .into_iter()
+                .flat_map(|result| result.columns.unwrap_or_default())
+                .map(|(column, cell)| TableCell {
+                    column: String::from_utf8_lossy(&column).into_owned(),
+                    timestamp: cell.timestamp.unwrap_or_default(),
+                    value: cell.value.unwrap_or_default(),
+                })
+                .collect())
+        })
+        .await
+        .map_err(|error| TableError::Transient(format!("read task failed: {error}")))?
     }
 
     /// Applies `mutations`: deletes first, then puts grouped by timestamp,
@@ -132,9 +152,6 @@ impl ThriftTable {
         let mut puts: BTreeMap<i64, BTreeMap<Vec<u8>, Vec<Mutation>>> = BTreeMap::new();
         for mutation in mutations {
             let row = mutation.row.into_bytes();
-            if let Some(at) = mutation.row_delete {
-                deletes.push(Call::DeleteRow(row.clone(), at));
-            }
             for (column, at) in mutation.column_deletes {
                 deletes.push(Call::DeleteColumn(row.clone(), column.into_bytes(), at));
             }
