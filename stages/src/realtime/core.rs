@@ -89,13 +89,27 @@ pub struct UserState {
     pub timeline: BTreeSet<(i64, String)>,
     /// item -> (view_at, record).
     pub records: HashMap<String, (i64, Vec<u8>)>,
+    /// How many writes have trimmed the timeline (items now only in HBase).
+    pub trims: u64,
+    /// The `trims` value at which a read found nothing in HBase that the
+    /// timeline lacks.
+    pub hbase_checked: Option<u64>,
 }
 
 impl Default for UserState {
     /// A user nobody has written yet (never cleared: `cleared_at` = -1, as
     /// `record.lua` reads an absent field).
     fn default() -> Self {
-        UserState { paused: false, day: None, cleared_at: -1, deleted: HashMap::new(), timeline: BTreeSet::new(), records: HashMap::new() }
+        UserState {
+            paused: false,
+            day: None,
+            cleared_at: -1,
+            deleted: HashMap::new(),
+            timeline: BTreeSet::new(),
+            records: HashMap::new(),
+            trims: 0,
+            hbase_checked: None,
+        }
     }
 }
 
@@ -131,6 +145,9 @@ impl UserState {
             if first_given {
                 self.day = Some(today);
             }
+            if self.timeline.len() > max_items {
+                self.trims += 1;
+            }
             while self.timeline.len() > max_items {
                 if let Some((_, item)) = self.timeline.pop_first() {
                     self.records.remove(&item);
@@ -138,6 +155,36 @@ impl UserState {
             }
         }
         statuses
+    }
+
+    /// Applies a delete, clear or recording switch exactly as
+    /// `mutate.lua` does; returns its effective time (a delete or clear
+    /// moves past the newest view it removes). `None` for upserts.
+    pub fn mutate(&mut self, op: &Op) -> Option<i64> {
+        match op {
+            Op::Delete { item, at, .. } => {
+                let current = self.records.remove(item).map_or(-1, |(view_at, _)| view_at);
+                self.timeline.remove(&(current, item.clone()));
+                let marked = self.deleted.get(item).copied().unwrap_or(-1);
+                let effective = (*at).max(current).max(marked);
+                self.deleted.insert(item.clone(), effective);
+                Some(effective)
+            }
+            Op::Clear { at, .. } => {
+                let newest = self.timeline.last().map_or(-1, |(view_at, _)| *view_at);
+                let effective = (*at).max(newest).max(self.cleared_at);
+                self.cleared_at = effective;
+                self.timeline.clear();
+                self.records.clear();
+                self.deleted.retain(|_, marked| *marked > effective);
+                Some(effective)
+            }
+            Op::SetRecording { paused, at, .. } => {
+                self.paused = *paused;
+                Some(*at)
+            }
+            Op::Upsert(_) | Op::UpsertRef { .. } => None,
+        }
     }
 }
 
@@ -178,6 +225,33 @@ mod tests {
         assert_eq!(user.apply(&[event("a:3", 4), event("a:3", 6)], 2, 1), vec![NOT_RECORDED, RECORDED]);
         user.cleared_at = 100;
         assert_eq!(user.apply(&[event("a:9", 100), event("a:9", 101)], 2, 1), vec![NOT_RECORDED, RECORDED]);
+    }
+
+    #[test]
+    fn deletes_and_clears_move_past_the_views_they_remove() {
+        let mut user = UserState::default();
+        user.apply(&[event("a:1", 10), event("a:2", 50)], 10, 1);
+        // A delete stamped before the item's view still removes it, at the
+        // view's time, so an older late report stays hidden.
+        assert_eq!(user.mutate(&Op::Delete { uid: 1, item: "a:2".into(), at: 20 }), Some(50));
+        assert!(!user.records.contains_key("a:2") && user.timeline.len() == 1);
+        assert_eq!(user.apply(&[event("a:2", 50), event("a:2", 51)], 10, 1), vec![NOT_RECORDED, RECORDED]);
+        assert_eq!(user.mutate(&Op::Clear { uid: 1, at: 30 }), Some(51));
+        assert!(user.timeline.is_empty() && user.records.is_empty());
+        assert!(user.deleted.is_empty(), "markers at or before the clear are dropped");
+        assert_eq!(user.mutate(&Op::SetRecording { uid: 1, paused: true, at: 60 }), Some(60));
+        assert_eq!(user.apply(&[event("a:3", 70)], 10, 1), vec![NOT_RECORDED]);
+        assert_eq!(user.mutate(&Op::SetRecording { uid: 1, paused: false, at: 61 }), Some(61));
+        assert_eq!(user.apply(&[event("a:3", 70)], 10, 1), vec![RECORDED]);
+    }
+
+    #[test]
+    fn trims_are_counted() {
+        let mut user = UserState::default();
+        user.apply(&[event("a:1", 1), event("a:2", 2)], 2, 1);
+        assert_eq!(user.trims, 0);
+        user.apply(&[event("a:3", 3)], 2, 1);
+        assert_eq!(user.trims, 1);
     }
 
     #[test]

@@ -48,6 +48,11 @@ local function write_user(t, r, m, count)
   end
   if recorded_any then
     local excess = redis.call('ZCARD', t) - max_items
+    if excess > 0 then
+      -- Items now only in HBase: a read that runs past Redis must look
+      -- there again (see the read path's `hbase_checked`).
+      redis.call('HINCRBY', m, 'trims', 1)
+    end
     while excess > 0 do
       local chunk = math.min(excess, 1000)
       local oldest = redis.call('ZRANGE', t, 0, chunk - 1)
@@ -57,7 +62,8 @@ local function write_user(t, r, m, count)
     end
     -- Expiry counts days of inactivity: refreshing it on the user's first
     -- write of each day keeps it exact to the day at a fraction of the cost.
-    if first_given then
+    -- Keys remade later in the day (after a clear) get theirs at once.
+    if first_given or redis.call('TTL', t) == -1 then
       redis.call('HSET', m, 'day', today)
       redis.call('EXPIRE', t, ttl)
       redis.call('EXPIRE', r, ttl)

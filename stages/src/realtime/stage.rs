@@ -57,8 +57,15 @@ impl Drop for AbortOnDrop {
 struct Committed {
     batches: Vec<Batch>,
     placement: Placement,
+    /// The upserts' statuses, per user.
     outcome: Result<Vec<Vec<Status>>, StoreError>,
+    /// The effective times of the deletes, clears and switches, in order.
+    mutated: Result<Vec<i64>, StoreError>,
     today: i64,
+}
+
+fn is_mutation(op: &Op) -> bool {
+    !matches!(op, Op::Upsert(_) | Op::UpsertRef { .. })
 }
 
 impl RealtimeStage {
@@ -105,7 +112,11 @@ impl RealtimeStage {
                 Ok(_) => Err(StoreError("the store answered with the wrong number of results".to_owned())),
                 Err(error) => Err(error),
             };
-            Committed { batches, placement, outcome, today: params.today }
+            // Deletes, clears and switches (from the read-and-mutation
+            // API), after the upserts, in arrival order.
+            let mutations: Vec<&Op> = batches.iter().flat_map(|batch| batch.ops.iter()).filter(|op| is_mutation(op)).collect();
+            let mutated = if mutations.is_empty() { Ok(Vec::new()) } else { store.mutate(&mutations, params.ttl_s).await };
+            Committed { batches, placement, outcome, mutated, today: params.today }
         }
         .boxed()
     }
@@ -113,27 +124,47 @@ impl RealtimeStage {
     /// Answers the requests of a finished commit and forwards what it
     /// recorded.
     async fn finish(&self, committed: Committed, cx: &StageContext<Batch>) -> Result<(), pipeline::StageError> {
-        let Committed { batches, placement, outcome, today } = committed;
-        let statuses = match outcome {
-            Ok(statuses) => statuses,
-            Err(error) => {
-                cx.metrics.error();
-                let events: usize = batches.iter().map(|batch| batch.ops.len()).sum();
-                tracing::warn!(stage = %cx.name, %error, events, "realtime commit failed; its requests are answered 503");
-                for batch in &batches {
-                    if let Some(ack) = &batch.ack {
-                        ack.complete(Err(error.to_string()));
-                    }
-                }
-                return Ok(());
-            }
-        };
+        let Committed { batches, placement, outcome, mutated, today } = committed;
+        for error in [outcome.as_ref().err(), mutated.as_ref().err()].into_iter().flatten() {
+            cx.metrics.error();
+            tracing::warn!(stage = %cx.name, %error, "realtime commit failed; its requests are answered 503");
+        }
+        let mut effective_times = mutated.as_ref().map(|times| times.iter().copied()).ok();
         let mut forward = Vec::new();
         for (batch, places) in batches.into_iter().zip(placement) {
+            // A batch fails as a whole when a write it needs failed.
+            let failed = batch.ops.iter().find_map(|op| match (is_mutation(op), &outcome, &mutated) {
+                (false, Err(error), _) | (true, _, Err(error)) => Some(error.to_string()),
+                _ => None,
+            });
+            if let Some(error) = failed {
+                // Keep the effective times in step with the ops.
+                let skipped = batch.ops.iter().filter(|op| is_mutation(op)).count();
+                if let Some(times) = effective_times.as_mut() {
+                    times.by_ref().take(skipped).for_each(drop);
+                }
+                if let Some(ack) = &batch.ack {
+                    ack.complete(Err(error));
+                }
+                continue;
+            }
             let mut results = Vec::with_capacity(batch.ops.len());
-            for (op, (user, event)) in batch.ops.into_iter().zip(places) {
-                let status = statuses.get(user).and_then(|events| events.get(event)).copied().unwrap_or(NOT_RECORDED);
-                let result: EventResult = result_of(status);
+            for (mut op, (user, event)) in batch.ops.into_iter().zip(places) {
+                if is_mutation(&op) {
+                    // Forward it with the time the store applied, so HBase
+                    // hides exactly what Redis removed.
+                    let effective = effective_times.as_mut().and_then(Iterator::next);
+                    if let (Some(effective), Op::Delete { at, .. } | Op::Clear { at, .. } | Op::SetRecording { at, .. }) =
+                        (effective, &mut op)
+                    {
+                        *at = effective;
+                    }
+                    forward.push(op);
+                    results.push(EventResult { recorded: true, first_today: false });
+                    continue;
+                }
+                let status = outcome.as_ref().ok().and_then(|statuses| statuses.get(user)).and_then(|events| events.get(event)).copied();
+                let result: EventResult = result_of(status.unwrap_or(NOT_RECORDED));
                 if result.first_today {
                     if let Op::Upsert(record) = &op {
                         self.broadcast.first_watch(record, today);

@@ -6,12 +6,25 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use model::keys;
+use model::{keys, Op};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::core::{Status, UserState, UserWrite};
 
 const RECORD_SCRIPT: &str = include_str!("record.lua");
+const MUTATE_SCRIPT: &str = include_str!("mutate.lua");
+const PAGE_SCRIPT: &str = include_str!("page.lua");
+
+/// Records `hbase_checked` = the trim count a read saw, unless a write
+/// trimmed the timeline since. KEYS[1] = meta, ARGV[1] = trims seen,
+/// ARGV[2] = TTL seconds for a meta hash made here.
+const MARK_CHECKED_SCRIPT: &str = r"
+local trims = redis.call('HGET', KEYS[1], 'trims') or '0'
+if trims ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'hbase_checked', ARGV[1])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 1
+";
 
 /// Removes a user from its dirty set only if it was not marked again after
 /// the flush that carried it. KEYS[1] = dirty set, ARGV[1] = flushed_at,
@@ -80,6 +93,66 @@ pub fn plan_calls(users: &[UserWrite], shape: CallShape) -> Vec<Vec<usize>> {
     calls
 }
 
+/// A user's realtime meta, as a read sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserMeta {
+    /// Any of the user's keys exist (a user with none is new, expired, or
+    /// lost with a Redis failure).
+    pub exists: bool,
+    /// Recording paused.
+    pub paused: bool,
+    /// Items viewed at or before this were cleared (-1: never).
+    pub cleared_at: i64,
+    /// Writes that trimmed the timeline.
+    pub trims: u64,
+    /// The trim count at which a read found nothing in HBase the timeline
+    /// lacks.
+    pub hbase_checked: Option<u64>,
+}
+
+impl UserMeta {
+    /// Whether HBase may hold items the timeline does not: not known to be
+    /// a subset since the last trim (or ever, for a user with no meta).
+    pub fn hbase_may_hold_more(&self) -> bool {
+        self.hbase_checked != Some(self.trims)
+    }
+}
+
+/// Which part of a timeline to read, newest first.
+#[derive(Debug, Clone, Copy)]
+pub struct SliceQuery {
+    /// Highest view_at to include (`None`: from the newest).
+    pub max: Option<i64>,
+    /// Read this view_at's ties on top of `count` (the caller skips the
+    /// ones it already returned; they come first).
+    pub tie: Option<i64>,
+    /// Members to skip.
+    pub offset: usize,
+    /// Members to read (plus the ties).
+    pub count: usize,
+}
+
+/// A slice of a user's timeline.
+#[derive(Debug, Clone, Default)]
+pub struct TimelineSlice {
+    /// The user's meta at the time of the read.
+    pub meta: UserMeta,
+    /// Members read: `count` plus this many ties.
+    pub ties: usize,
+    /// (item, view_at), by view_at then item, both descending.
+    pub members: Vec<(String, i64)>,
+}
+
+fn parse_meta(paused: &str, cleared_at: &str, trims: &str, checked: &str, exists: bool) -> UserMeta {
+    UserMeta {
+        exists,
+        paused: paused == "1",
+        cleared_at: cleared_at.parse().unwrap_or(-1),
+        trims: trims.parse().unwrap_or(0),
+        hbase_checked: checked.parse().ok(),
+    }
+}
+
 /// A write that did not happen; the requests it carried get 503.
 #[derive(Debug, thiserror::Error)]
 #[error("realtime store: {0}")]
@@ -124,6 +197,59 @@ impl RealtimeStore {
         }
     }
 
+    /// Applies deletes, clears and recording switches in order; returns
+    /// each one's effective time (see `mutate.lua`).
+    pub async fn mutate(&self, ops: &[&Op], ttl_s: u64) -> Result<Vec<i64>, StoreError> {
+        match self {
+            RealtimeStore::Redis(redis) => redis.mutate(ops, ttl_s).await,
+            RealtimeStore::Embedded(store) => Ok(store.mutate(ops)),
+        }
+    }
+
+    /// A slice of `uid`'s timeline and the user's meta, read atomically.
+    pub async fn timeline_slice(&self, uid: u64, query: SliceQuery) -> Result<TimelineSlice, StoreError> {
+        match self {
+            RealtimeStore::Redis(redis) => redis.timeline_slice(uid, query).await,
+            RealtimeStore::Embedded(store) => Ok(store.timeline_slice(uid, query)),
+        }
+    }
+
+    /// Every (item, view_at) of `uid`'s timeline.
+    pub async fn whole_timeline(&self, uid: u64) -> Result<Vec<(String, i64)>, StoreError> {
+        match self {
+            RealtimeStore::Redis(redis) => redis.whole_timeline(uid).await,
+            RealtimeStore::Embedded(store) => {
+                Ok(store.with_user(uid, |user| user.timeline.iter().map(|(at, item)| (item.clone(), *at)).collect()))
+            }
+        }
+    }
+
+    /// `uid`'s meta and the delete marker of each of `items`.
+    pub async fn meta_and_markers(&self, uid: u64, items: &[String]) -> Result<(UserMeta, Vec<Option<i64>>), StoreError> {
+        match self {
+            RealtimeStore::Redis(redis) => redis.meta_and_markers(uid, items).await,
+            RealtimeStore::Embedded(store) => {
+                Ok(store.with_user(uid, |user| (embedded_meta(user), items.iter().map(|item| user.deleted.get(item).copied()).collect())))
+            }
+        }
+    }
+
+    /// Notes that HBase holds nothing `uid`'s timeline lacks, as of the
+    /// trim count `trims` (ignored if a write trimmed since).
+    pub async fn mark_hbase_checked(&self, uid: u64, trims: u64, ttl_s: u64) -> Result<(), StoreError> {
+        match self {
+            RealtimeStore::Redis(redis) => redis.mark_hbase_checked(uid, trims, ttl_s).await,
+            RealtimeStore::Embedded(store) => {
+                let mut users = store.users.lock().unwrap_or_else(PoisonError::into_inner);
+                let user = users.entry(uid).or_default();
+                if user.trims == trims {
+                    user.hbase_checked = Some(trims);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Whether the store answers (for `/readyz`).
     pub async fn ping(&self) -> bool {
         match self {
@@ -138,8 +264,16 @@ impl RealtimeStore {
 pub struct RedisStore {
     connection: ConnectionManager,
     shape: CallShape,
+    scripts: Arc<Scripts>,
+}
+
+/// The Lua scripts a store runs (EVALSHA, loaded on NOSCRIPT).
+struct Scripts {
     record: redis::Script,
     unmark: redis::Script,
+    mutate: redis::Script,
+    page: redis::Script,
+    mark_checked: redis::Script,
 }
 
 impl RedisStore {
@@ -154,7 +288,14 @@ impl RedisStore {
             .set_max_delay(Duration::from_secs(2))
             .set_number_of_retries(3);
         let connection = ConnectionManager::new_lazy_with_config(client, config).map_err(|error| StoreError(error.to_string()))?;
-        Ok(RedisStore { connection, shape, record: redis::Script::new(RECORD_SCRIPT), unmark: redis::Script::new(UNMARK_SCRIPT) })
+        let scripts = Scripts {
+            record: redis::Script::new(RECORD_SCRIPT),
+            unmark: redis::Script::new(UNMARK_SCRIPT),
+            mutate: redis::Script::new(MUTATE_SCRIPT),
+            page: redis::Script::new(PAGE_SCRIPT),
+            mark_checked: redis::Script::new(MARK_CHECKED_SCRIPT),
+        };
+        Ok(RedisStore { connection, shape, scripts: Arc::new(scripts) })
     }
 
     async fn write(&self, users: &[UserWrite], params: WriteParams) -> Result<Vec<Vec<Status>>, StoreError> {
@@ -162,7 +303,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         for call_users in &calls {
             let mut call = redis::cmd("EVALSHA");
-            call.arg(self.record.get_hash()).arg(call_users.len() * 3);
+            call.arg(self.scripts.record.get_hash()).arg(call_users.len() * 3);
             for &index in call_users {
                 let uid = users[index].uid;
                 call.arg(keys::timeline(uid)).arg(keys::records(uid)).arg(keys::meta(uid));
@@ -196,7 +337,7 @@ impl RedisStore {
             // The script cache was flushed (restart, SCRIPT FLUSH): load it
             // and try once more. No EVALSHA ran, so nothing is applied twice.
             Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.record.prepare_invoke().load_async(&mut connection).await.map_err(|error| StoreError(error.to_string()))?;
+                self.scripts.record.prepare_invoke().load_async(&mut connection).await.map_err(|error| StoreError(error.to_string()))?;
                 pipe.query_async(&mut connection).await.map_err(|error| StoreError(error.to_string()))?
             }
             Err(error) => return Err(StoreError(error.to_string())),
@@ -212,8 +353,84 @@ impl RedisStore {
         Ok(statuses)
     }
 
+    async fn mutate(&self, ops: &[&Op], ttl_s: u64) -> Result<Vec<i64>, StoreError> {
+        let mut effective = Vec::with_capacity(ops.len());
+        let mut connection = self.connection.clone();
+        for op in ops {
+            let uid = op.uid();
+            let mut invocation = self.scripts.mutate.key(keys::timeline(uid));
+            invocation.key(keys::records(uid)).key(keys::meta(uid));
+            match op {
+                Op::Delete { item, at, .. } => invocation.arg("delete").arg(at).arg(ttl_s).arg(item),
+                Op::Clear { at, .. } => invocation.arg("clear").arg(at).arg(ttl_s),
+                Op::SetRecording { paused, at, .. } => invocation.arg(if *paused { "pause" } else { "resume" }).arg(at).arg(ttl_s),
+                Op::Upsert(_) | Op::UpsertRef { .. } => return Err(StoreError("an upsert is not a mutation".to_owned())),
+            };
+            effective.push(invocation.invoke_async::<i64>(&mut connection).await.map_err(|error| StoreError(error.to_string()))?);
+        }
+        Ok(effective)
+    }
+
+    async fn timeline_slice(&self, uid: u64, query: SliceQuery) -> Result<TimelineSlice, StoreError> {
+        type Reply = (String, String, String, String, usize, usize, Vec<(String, i64)>);
+        let mut invocation = self.scripts.page.key(keys::timeline(uid));
+        invocation.key(keys::meta(uid));
+        match query.max {
+            Some(max) => invocation.arg(max),
+            None => invocation.arg("+inf"),
+        };
+        match query.tie {
+            Some(tie) => invocation.arg(tie),
+            None => invocation.arg(""),
+        };
+        invocation.arg(query.offset).arg(query.count);
+        let mut connection = self.connection.clone();
+        let (paused, cleared_at, trims, checked, ties, exists, members): Reply =
+            invocation.invoke_async(&mut connection).await.map_err(|error| StoreError(error.to_string()))?;
+        Ok(TimelineSlice { meta: parse_meta(&paused, &cleared_at, &trims, &checked, exists > 0), ties, members })
+    }
+
+    async fn whole_timeline(&self, uid: u64) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("ZRANGE")
+            .arg(keys::timeline(uid))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| StoreError(error.to_string()))
+    }
+
+    async fn meta_and_markers(&self, uid: u64, items: &[String]) -> Result<(UserMeta, Vec<Option<i64>>), StoreError> {
+        let mut fields = vec!["paused".to_owned(), "cleared_at".to_owned(), "trims".to_owned(), "hbase_checked".to_owned()];
+        fields.extend(items.iter().map(|item| format!("d:{item}")));
+        let mut connection = self.connection.clone();
+        let (values, exists): (Vec<Option<String>>, usize) = redis::pipe()
+            .cmd("HMGET")
+            .arg(keys::meta(uid))
+            .arg(&fields)
+            .cmd("EXISTS")
+            .arg(keys::timeline(uid))
+            .arg(keys::meta(uid))
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| StoreError(error.to_string()))?;
+        let field = |index: usize| values.get(index).cloned().flatten().unwrap_or_default();
+        let meta = parse_meta(&field(0), &field(1), &field(2), &field(3), exists > 0);
+        let markers = (4..4 + items.len()).map(|index| field(index).parse().ok()).collect();
+        Ok((meta, markers))
+    }
+
+    async fn mark_hbase_checked(&self, uid: u64, trims: u64, ttl_s: u64) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.mark_checked.key(keys::meta(uid));
+        invocation.arg(trims).arg(ttl_s);
+        let mut connection = self.connection.clone();
+        invocation.invoke_async::<i64>(&mut connection).await.map(drop).map_err(|error| StoreError(error.to_string()))
+    }
+
     async fn unmark_dirty(&self, shard: u32, uids: &[u64], flushed_at: i64) -> Result<(), StoreError> {
-        let mut invocation = self.unmark.key(keys::dirty(shard));
+        let mut invocation = self.scripts.unmark.key(keys::dirty(shard));
         invocation.arg(flushed_at);
         for uid in uids {
             invocation.arg(uid);
@@ -270,6 +487,36 @@ impl EmbeddedStore {
         }
     }
 
+    fn mutate(&self, ops: &[&Op]) -> Vec<i64> {
+        let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        ops.iter().map(|op| users.entry(op.uid()).or_default().mutate(op).unwrap_or_default()).collect()
+    }
+
+    /// Runs `read` on `uid`'s state (a default state for an unknown user).
+    fn with_user<T>(&self, uid: u64, read: impl FnOnce(&UserState) -> T) -> T {
+        let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        match users.get(&uid) {
+            Some(user) => read(user),
+            None => read(&UserState::default()),
+        }
+    }
+
+    fn timeline_slice(&self, uid: u64, query: SliceQuery) -> TimelineSlice {
+        self.with_user(uid, |user| {
+            let ties = query.tie.map_or(0, |tie| user.timeline.iter().filter(|(at, _)| *at == tie).count());
+            let members = user
+                .timeline
+                .iter()
+                .rev()
+                .filter(|(at, _)| query.max.is_none_or(|max| *at <= max))
+                .skip(query.offset)
+                .take(query.count + ties)
+                .map(|(at, item)| (item.clone(), *at))
+                .collect();
+            TimelineSlice { meta: embedded_meta(user), ties, members }
+        })
+    }
+
     fn read_records(&self, wanted: &[(u64, Vec<String>)]) -> Vec<Vec<Option<Vec<u8>>>> {
         let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
         wanted
@@ -280,6 +527,13 @@ impl EmbeddedStore {
             })
             .collect()
     }
+}
+
+/// What a read sees of an embedded user: the same as Redis, where a user
+/// the store holds counts as existing.
+fn embedded_meta(user: &UserState) -> UserMeta {
+    let exists = !user.timeline.is_empty() || user.paused || user.cleared_at >= 0 || !user.deleted.is_empty() || user.day.is_some();
+    UserMeta { exists, paused: user.paused, cleared_at: user.cleared_at, trims: user.trims, hbase_checked: user.hbase_checked }
 }
 
 #[cfg(test)]

@@ -1,0 +1,49 @@
+-- histflow realtime mutation: a delete, a clear or a recording switch of
+-- one user, applied atomically. Keep in step with core.rs (the embedded
+-- store's copy of these rules).
+-- KEYS: h:{uid}:t (timeline), h:{uid}:r (records), h:{uid}:m (meta).
+-- ARGV[1] = kind ('delete' | 'clear' | 'pause' | 'resume'), ARGV[2] = at
+-- (unix ms), ARGV[3] = key TTL seconds, ARGV[4] = item (delete only).
+-- Returns the effective time: a delete or clear hides every view at or
+-- before it, so it is moved past the newest view it removes (a report
+-- stamped by a fast client clock is removed too); the same time goes to
+-- HBase, so both hide the same views.
+local t, r, m = KEYS[1], KEYS[2], KEYS[3]
+local kind, at, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+
+local function keep_meta()
+  -- A meta hash made here (the user had none) expires like the others.
+  if redis.call('TTL', m) < 0 then redis.call('EXPIRE', m, ttl) end
+end
+
+if kind == 'delete' then
+  local item = ARGV[4]
+  local field = 'd:' .. item
+  local current = tonumber(redis.call('ZSCORE', t, item) or '-1')
+  local marked = tonumber(redis.call('HGET', m, field) or '-1')
+  local effective = math.max(at, current, marked)
+  redis.call('HSET', m, field, effective)
+  redis.call('ZREM', t, item)
+  redis.call('HDEL', r, item)
+  keep_meta()
+  return effective
+elseif kind == 'clear' then
+  local newest = redis.call('ZREVRANGE', t, 0, 0, 'WITHSCORES')
+  local effective = math.max(at, tonumber(newest[2] or '-1'), tonumber(redis.call('HGET', m, 'cleared_at') or '-1'))
+  redis.call('HSET', m, 'cleared_at', effective)
+  redis.call('DEL', t, r)
+  -- Delete markers at or before the clear say nothing more.
+  local meta = redis.call('HGETALL', m)
+  for i = 1, #meta, 2 do
+    if string.sub(meta[i], 1, 2) == 'd:' and tonumber(meta[i + 1]) <= effective then
+      redis.call('HDEL', m, meta[i])
+    end
+  end
+  keep_meta()
+  return effective
+elseif kind == 'pause' or kind == 'resume' then
+  redis.call('HSET', m, 'paused', kind == 'pause' and '1' or '0')
+  keep_meta()
+  return at
+end
+return redis.error_reply('unknown mutation ' .. tostring(kind))

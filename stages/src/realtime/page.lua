@@ -1,0 +1,17 @@
+-- histflow history page: one read of a user's timeline, from the newest
+-- view at or below a bound, plus the meta a page needs. No string is
+-- compared here (Redis Lua compares with the server's locale); the caller
+-- skips the tied members it already returned, which come first.
+-- KEYS: h:{uid}:t (timeline), h:{uid}:m (meta).
+-- ARGV[1] = highest score ('+inf' or a view_at), ARGV[2] = the cursor's
+-- view_at whose ties to include on top of the count ('' for none),
+-- ARGV[3] = offset, ARGV[4] = count.
+-- Returns {paused, cleared_at, trims, hbase_checked, ties, exists, members}
+-- with '' for absent meta fields and members as item, score, item, ...
+local t, m = KEYS[1], KEYS[2]
+local meta = redis.call('HMGET', m, 'paused', 'cleared_at', 'trims', 'hbase_checked')
+local ties = 0
+if ARGV[2] ~= '' then ties = redis.call('ZCOUNT', t, ARGV[2], ARGV[2]) end
+local members = redis.call('ZREVRANGEBYSCORE', t, ARGV[1], '-inf', 'WITHSCORES', 'LIMIT', ARGV[3], tonumber(ARGV[4]) + ties)
+local exists = redis.call('EXISTS', t, m)
+return { meta[1] or '', meta[2] or '', meta[3] or '', meta[4] or '', ties, exists, members }
