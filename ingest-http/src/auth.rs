@@ -68,12 +68,16 @@ impl Clients {
     /// The caller, from `Authorization: Bearer <token>`; `None` when the
     /// API is open.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Arc<Client>>, ApiError> {
+        self.authenticate_token(headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()))
+    }
+
+    /// The caller, from an `Authorization` value (`Bearer <token>`), as
+    /// HTTP headers and gRPC metadata carry it; `None` when the API is open.
+    pub fn authenticate_token(&self, authorization: Option<&str>) -> Result<Option<Arc<Client>>, ApiError> {
         if self.is_open() {
             return Ok(None);
         }
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
+        let token = authorization
             .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;

@@ -14,8 +14,18 @@ use crate::event::EventError;
 pub enum ApiError {
     /// 400: the body or some events are invalid; nothing was recorded.
     BadRequest(Vec<EventError>),
+    /// 400: a query or path parameter is invalid (named in the message).
+    InvalidParameter {
+        /// Stable reason code, e.g. `invalid_cursor`.
+        code: &'static str,
+        /// What is wrong, naming the parameter.
+        message: String,
+    },
     /// 401: missing or unknown bearer token.
     Unauthorized,
+    /// 501: this topology cannot serve the route (e.g. reads without a
+    /// realtime stage).
+    NotImplemented(&'static str),
     /// 413: the body (or the event count for the client's burst) is too large.
     TooLarge(String),
     /// 415: not `application/json`.
@@ -72,6 +82,8 @@ impl IntoResponse for ApiError {
                     None,
                 )
             }
+            ApiError::InvalidParameter { code, message } => (StatusCode::BAD_REQUEST, *code, message.clone(), None, None, None),
+            ApiError::NotImplemented(message) => (StatusCode::NOT_IMPLEMENTED, "not_implemented", (*message).to_owned(), None, None, None),
             ApiError::Unauthorized => {
                 (StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown bearer token".to_owned(), None, None, None)
             }

@@ -12,22 +12,31 @@ pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
 /// Longest `device` string, in bytes.
 pub const MAX_DEVICE_BYTES: usize = 32;
 
-/// One event as posted.
+/// One event as a client sends it (JSON body or gRPC message), before
+/// validation.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WireEvent {
-    uid: u64,
-    business: String,
-    oid: u64,
+pub struct EventInput {
+    /// User id, > 0.
+    pub uid: u64,
+    /// Registered business.
+    pub business: String,
+    /// Object id.
+    pub oid: u64,
+    /// Episode or part.
     #[serde(default)]
-    sub_id: Option<u64>,
-    progress: i64,
+    pub sub_id: Option<u64>,
+    /// Seconds watched; -1 finished.
+    pub progress: i64,
+    /// Length in seconds.
     #[serde(default)]
-    duration: Option<i64>,
+    pub duration: Option<i64>,
+    /// Reporting device.
     #[serde(default)]
-    device: Option<String>,
+    pub device: Option<String>,
+    /// Unix ms; server time when absent.
     #[serde(default)]
-    view_at: Option<i64>,
+    pub view_at: Option<i64>,
 }
 
 /// One problem of a request body; `index` is the event's position (absent
@@ -83,20 +92,12 @@ pub fn decode_events(body: &[u8], rules: &EventRules, now_ms: i64) -> Result<Vec
     } else {
         vec![serde_json::Value::Object(object)]
     };
-    if items.is_empty() {
-        return Err(vec![EventError::body("no_events", "`events` is empty")]);
-    }
-    if items.len() > rules.max_events {
-        return Err(vec![EventError::body(
-            "too_many_events",
-            format!("{} events in one request; at most {} are accepted", items.len(), rules.max_events),
-        )]);
-    }
+    check_count(items.len(), rules)?;
 
     let mut records = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        match serde_json::from_value::<WireEvent>(item) {
+        match serde_json::from_value::<EventInput>(item) {
             Ok(event) => match check(index, event, rules, now_ms) {
                 Ok(record) => records.push(record),
                 Err(mut problems) => errors.append(&mut problems),
@@ -111,7 +112,39 @@ pub fn decode_events(body: &[u8], rules: &EventRules, now_ms: i64) -> Result<Vec
     }
 }
 
-fn check(index: usize, event: WireEvent, rules: &EventRules, now_ms: i64) -> Result<Record, Vec<EventError>> {
+fn check_count(count: usize, rules: &EventRules) -> Result<(), Vec<EventError>> {
+    if count == 0 {
+        return Err(vec![EventError::body("no_events", "`events` is empty")]);
+    }
+    if count > rules.max_events {
+        return Err(vec![EventError::body(
+            "too_many_events",
+            format!("{count} events in one request; at most {} are accepted", rules.max_events),
+        )]);
+    }
+    Ok(())
+}
+
+/// Validates events that arrived already typed (gRPC): the same rules and
+/// errors as [`decode_events`].
+pub fn check_events(events: Vec<EventInput>, rules: &EventRules, now_ms: i64) -> Result<Vec<Record>, Vec<EventError>> {
+    check_count(events.len(), rules)?;
+    let mut records = Vec::with_capacity(events.len());
+    let mut errors = Vec::new();
+    for (index, event) in events.into_iter().enumerate() {
+        match check(index, event, rules, now_ms) {
+            Ok(record) => records.push(record),
+            Err(mut problems) => errors.append(&mut problems),
+        }
+    }
+    if errors.is_empty() {
+        Ok(records)
+    } else {
+        Err(errors)
+    }
+}
+
+fn check(index: usize, event: EventInput, rules: &EventRules, now_ms: i64) -> Result<Record, Vec<EventError>> {
     let mut errors = Vec::new();
     if event.uid == 0 {
         errors.push(EventError::at(index, "invalid_uid", "`uid` must be greater than 0"));

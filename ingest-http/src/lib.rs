@@ -6,18 +6,28 @@
 //!   named with its index).
 //! - `auth`: bearer-token clients and their rate limits.
 //! - `error`: [`ApiError`], each variant a status, a code and a safe message.
+//! - `api`: the API itself (auth, parameters, events and mutations into
+//!   the pipeline, reads), shared by HTTP and gRPC.
+//! - `reads`: the trait the stores implement for reads, and the cursor.
 //! - `router`: `POST /v1/events`, answered after the realtime write.
-//! - `stage`: the `http_ingest` stage serving the routes.
+//! - `read_routes`: history, progress, delete, clear and recording over
+//!   HTTP.
+//! - `grpc`: the same API as a tonic service (`histflow.api.v1.History`).
+//! - `stage`: the `http_ingest` stage serving HTTP and gRPC.
 //! - `health`: liveness and readiness, flipped to draining on stop.
 //! - `admin`: `/metrics`, `/healthz`, `/readyz`, merged into the ingest
 //!   server or served alone when no ingest runs in the process.
 
 pub mod admin;
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod grpc;
 pub mod health;
+pub mod read_routes;
+pub mod reads;
 pub mod router;
 pub mod stage;
 

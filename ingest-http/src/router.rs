@@ -1,46 +1,33 @@
-//! The ingest router: `POST /v1/events`, answered only after the realtime
-//! write of its own events, plus the admin routes. A function of its state,
-//! so tests drive it with `oneshot` and no socket.
+//! The API router: `POST /v1/events`, answered only after the realtime
+//! write of its own events, and the read-and-mutation routes
+//! (`read_routes`). A function of its state, so tests drive it with
+//! `oneshot` and no socket.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::post;
 use axum::{Json, Router};
-use model::{Ack, Batch, EventResult, Op};
-use pipeline::{Output, SendError};
+use model::{Batch, EventResult};
+use pipeline::Output;
 use serde::Serialize;
 
+use crate::api::{ApiSettings, HistoryApi};
 use crate::auth::Clients;
 use crate::error::ApiError;
 use crate::event::{decode_events, EventRules};
 use crate::health::Health;
+use crate::reads::HistoryReads;
 
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct IngestState {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    /// Where accepted batches go (the realtime stage).
-    output: Output<Batch>,
-    /// What a valid event is.
-    rules: EventRules,
-    /// Who may call.
-    clients: Clients,
-    /// Draining refuses new requests.
-    health: Health,
-    /// Longest wait for room downstream plus the realtime write.
-    request_timeout: Duration,
-    /// `Retry-After` for 503.
-    retry_after_s: u64,
-    /// Largest body read.
+    pub(crate) api: Arc<HistoryApi>,
     max_body_bytes: usize,
 }
 
@@ -58,10 +45,29 @@ pub struct IngestSettings {
 }
 
 impl IngestState {
-    /// State sending accepted batches to `output`.
+    /// State sending accepted batches to `output`, with no reads (the read
+    /// routes answer 501).
     pub fn new(output: Output<Batch>, settings: IngestSettings, clients: Clients, health: Health) -> Self {
+        Self::with_reads(output, settings, clients, health, None)
+    }
+
+    /// State sending accepted batches and mutations to `output` and
+    /// reading through `reads`.
+    pub fn with_reads(
+        output: Output<Batch>,
+        settings: IngestSettings,
+        clients: Clients,
+        health: Health,
+        reads: Option<Arc<dyn HistoryReads>>,
+    ) -> Self {
         let IngestSettings { rules, request_timeout, retry_after_s, max_body_bytes } = settings;
-        IngestState { inner: Arc::new(Inner { output, rules, clients, health, request_timeout, retry_after_s, max_body_bytes }) }
+        let api = HistoryApi::new(output, ApiSettings { rules, request_timeout, retry_after_s }, clients, health, reads);
+        IngestState { api: Arc::new(api), max_body_bytes }
+    }
+
+    /// The API behind the routes (the gRPC service shares it).
+    pub fn api(&self) -> Arc<HistoryApi> {
+        self.api.clone()
     }
 }
 
@@ -87,33 +93,35 @@ impl From<EventResult> for EventResultBody {
     }
 }
 
-/// The ingest routes (without the admin ones).
+/// The API routes (without the admin ones): events, history, progress,
+/// deletes, clear and the recording switch.
 pub fn ingest_router(state: IngestState) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
+        .merge(crate::read_routes::read_router())
         .layer(middleware::from_fn_with_state(state.clone(), refuse_while_draining))
         .layer(middleware::from_fn(count_requests))
         .with_state(state)
 }
 
 async fn refuse_while_draining(State(state): State<IngestState>, request: Request, next: Next) -> Response {
-    if state.inner.health.is_draining() {
-        return axum::response::IntoResponse::into_response(ApiError::Unavailable {
-            code: "draining",
-            message: "this instance is shutting down; retry on another".to_owned(),
-            retry_after_s: state.inner.retry_after_s,
-        });
+    match state.api.refuse_if_draining() {
+        Ok(()) => next.run(request).await,
+        Err(error) => axum::response::IntoResponse::into_response(error),
     }
-    next.run(request).await
 }
 
-/// Counts requests by status and records their latency.
+/// Counts requests by route and status and records their latency.
 async fn count_requests(request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("histflow_http_requests_total", "route" => "/v1/events", "status" => status).increment(1);
-    metrics::histogram!("histflow_http_request_duration_seconds", "route" => "/v1/events").record(started.elapsed().as_secs_f64());
+    metrics::counter!("histflow_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("histflow_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
     response
 }
 
@@ -156,44 +164,13 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
 }
 
 async fn post_events(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Result<Json<EventsAnswer>, ApiError> {
-    let inner = &state.inner;
-    let client = inner.clients.authenticate(&headers)?;
+    let api = &state.api;
+    let client = api.authenticate(headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()))?;
     if !is_json(&headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let bytes = read_body(body, inner.max_body_bytes).await?;
-    let records = decode_events(&bytes, &inner.rules, model::now_ms()).map_err(ApiError::BadRequest)?;
-    if let Some(client) = &client {
-        client.charge(records.len())?;
-    }
-
-    let unavailable = |code: &'static str, message: String| ApiError::Unavailable { code, message, retry_after_s: inner.retry_after_s };
-    let events = records.len();
-    let (ack, answer) = Ack::new();
-    let batch = Batch { ack: Some(ack), ..Batch::of(records.into_iter().map(Op::Upsert).collect()) };
-    let written = tokio::time::timeout(inner.request_timeout, async {
-        inner.output.send(batch).await.map_err(|error| match error {
-            SendError::Full { .. } => unavailable("overloaded", "the pipeline is full; retry shortly".to_owned()),
-            SendError::Closed { .. } => unavailable("stopping", "the pipeline is stopping".to_owned()),
-        })?;
-        answer.await.map_err(|_| unavailable("not_written", "the events were not written; retry".to_owned()))
-    })
-    .await
-    .map_err(|_| {
-        unavailable(
-            "timeout",
-            format!("no answer within {} ms; the events may or may not be recorded, retrying is safe", inner.request_timeout.as_millis()),
-        )
-    })??;
-    match written {
-        Ok(results) if results.len() == events => Ok(Json(EventsAnswer { results: results.into_iter().map(Into::into).collect() })),
-        Ok(results) => {
-            tracing::error!(expected = events, got = results.len(), "realtime answered with the wrong number of results");
-            Err(unavailable("internal", "the write answered inconsistently; retry".to_owned()))
-        }
-        Err(reason) => {
-            tracing::warn!(%reason, events, "realtime write failed; answering 503");
-            Err(unavailable("write_failed", "the realtime store did not take the events; retry".to_owned()))
-        }
-    }
+    let bytes = read_body(body, state.max_body_bytes).await?;
+    let records = decode_events(&bytes, api.rules(), model::now_ms()).map_err(ApiError::BadRequest)?;
+    let results = api.add_events(client.as_ref(), records).await?;
+    Ok(Json(EventsAnswer { results: results.into_iter().map(Into::into).collect() }))
 }

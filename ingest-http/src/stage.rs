@@ -1,10 +1,12 @@
-//! The `http_ingest` stage: binds its address when built (so a taken port
-//! fails the start, naming the stage), serves the ingest and admin routes,
-//! and on the stop signal stops accepting, finishes the requests in flight
-//! and returns, which closes its output.
+//! The `http_ingest` stage: binds its addresses when built (so a taken port
+//! fails the start, naming the stage), serves the API and admin routes
+//! over HTTP and, with `grpc_listen`, the same API over gRPC; on the stop
+//! signal it stops accepting, finishes the requests in flight and returns,
+//! which closes its output.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -16,28 +18,45 @@ use crate::admin::{admin_router, AdminState};
 use crate::auth::Clients;
 use crate::config::HttpIngestConfig;
 use crate::event::EventRules;
+use crate::grpc::GrpcHistory;
+use crate::reads::HistoryReads;
 use crate::router::{ingest_router, IngestSettings, IngestState};
 
 /// A built `http_ingest` stage.
 pub struct HttpIngestStage {
     listener: TcpListener,
+    grpc_listener: Option<TcpListener>,
     settings: IngestSettings,
     clients: Clients,
     admin: AdminState,
+    reads: Option<Arc<dyn HistoryReads>>,
+}
+
+fn bind(address: &str) -> Result<TcpListener, String> {
+    let listener = TcpListener::bind(address).map_err(|error| format!("cannot listen on {address}: {error}"))?;
+    listener.set_nonblocking(true).map_err(|error| format!("cannot use {address}: {error}"))?;
+    Ok(listener)
 }
 
 impl HttpIngestStage {
-    /// Binds `config.listen` and prepares the routes.
-    pub fn new(config: &HttpIngestConfig, businesses: &BTreeMap<String, Business>, auth: &Auth, admin: AdminState) -> Result<Self, String> {
-        let listener = TcpListener::bind(&config.listen).map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
-        listener.set_nonblocking(true).map_err(|error| format!("cannot use {}: {error}", config.listen))?;
+    /// Binds `config.listen` (and `config.grpc_listen`) and prepares the
+    /// routes; reads go through `reads` (none: the read routes answer 501).
+    pub fn new(
+        config: &HttpIngestConfig,
+        businesses: &BTreeMap<String, Business>,
+        auth: &Auth,
+        admin: AdminState,
+        reads: Option<Arc<dyn HistoryReads>>,
+    ) -> Result<Self, String> {
+        let listener = bind(&config.listen)?;
+        let grpc_listener = config.grpc_listen.as_deref().map(bind).transpose()?;
         let accepted: HashSet<String> = match &config.businesses {
             Some(names) => names.iter().cloned().collect(),
             None => businesses.keys().cloned().collect(),
         };
         let clients = Clients::new(auth);
         if clients.is_open() {
-            tracing::warn!(listen = %config.listen, "no [[auth.clients]] configured: the ingest API is open to anyone who can reach it");
+            tracing::warn!(listen = %config.listen, "no [[auth.clients]] configured: the API is open to anyone who can reach it");
         }
         let settings = IngestSettings {
             rules: EventRules { businesses: accepted, max_events: config.max_events_per_request },
@@ -45,22 +64,38 @@ impl HttpIngestStage {
             retry_after_s: u64::from(config.retry_after_s),
             max_body_bytes: config.max_body_bytes,
         };
-        Ok(HttpIngestStage { listener, settings, clients, admin })
+        Ok(HttpIngestStage { listener, grpc_listener, settings, clients, admin, reads })
     }
 }
 
 impl Stage<Batch> for HttpIngestStage {
     fn run(self: Box<Self>, cx: StageContext<Batch>) -> StageFuture {
         async move {
-            let HttpIngestStage { listener, settings, clients, admin } = *self;
+            let HttpIngestStage { listener, grpc_listener, settings, clients, admin, reads } = *self;
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let addr = listener.local_addr()?;
-            let state = IngestState::new(cx.output, settings, clients, admin.health.clone());
+            let state = IngestState::with_reads(cx.output, settings, clients, admin.health.clone(), reads);
+            let api = state.api();
             let app = ingest_router(state).merge(admin_router(admin));
-            tracing::info!(stage = %cx.name, %addr, "ingest listening (POST /v1/events, /metrics, /healthz, /readyz)");
+            tracing::info!(stage = %cx.name, %addr, "API listening (POST /v1/events, /v1/users/..., /metrics, /healthz, /readyz)");
             let stop = cx.shutdown.clone();
-            axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await?;
-            tracing::info!(stage = %cx.name, "ingest stopped accepting; requests in flight are answered");
+            let http = async move { axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await };
+            match grpc_listener {
+                None => http.await?,
+                Some(grpc_listener) => {
+                    let grpc_listener = tokio::net::TcpListener::from_std(grpc_listener)?;
+                    tracing::info!(stage = %cx.name, addr = %grpc_listener.local_addr()?, "gRPC listening (histflow.api.v1.History)");
+                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+                    let stop = cx.shutdown.clone();
+                    let grpc = tonic::transport::Server::builder()
+                        .add_service(GrpcHistory::server(api))
+                        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
+                    let (http, grpc) = tokio::join!(http, grpc);
+                    http?;
+                    grpc?;
+                }
+            }
+            tracing::info!(stage = %cx.name, "API stopped accepting; requests in flight are answered");
             Ok(())
         }
         .boxed()

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingest_http::{AdminState, HttpIngestStage};
+use ingest_http::config::ProgressFallback;
+use ingest_http::reads::HistoryReads;
+use ingest_http::{AdminState, HttpIngestConfig, HttpIngestStage};
 use model::Batch;
 use pipeline::plan::{plan, Half, RoleSelection};
 use pipeline::{RunnableNode, Stage, StageDef, Topology};
@@ -16,7 +18,7 @@ use crate::aggregate::AggregateStage;
 use crate::kafka_batch::embedded::{self, QueueConsumer, QueueProducer};
 use crate::kafka_batch::{KafkaConsumerStage, KafkaProducerStage, Payload};
 use crate::persist::thrift::ThriftTable;
-use crate::persist::{DeadLetters, HistoryTable, PersistStage};
+use crate::persist::{DeadLetters, HistoryTable, PersistConfig, PersistStage};
 use crate::realtime::broadcast::Broadcast;
 use crate::realtime::store::CallShape;
 use crate::realtime::{EmbeddedStore, RealtimeConfig, RealtimeStage, RealtimeStore, RedisStore};
@@ -40,9 +42,57 @@ pub struct BuildOptions {
 struct Backends {
     embedded: Option<Arc<EmbeddedStore>>,
     redis: HashMap<String, RealtimeStore>,
+    /// Embedded history tables by data directory (one open store each).
+    tables: HashMap<String, Arc<hbase_compat::Store>>,
 }
 
 impl Backends {
+    /// The history table a persist stage writes: the embedded store under
+    /// `--embedded` (opened once per directory), else the Thrift gateway.
+    fn history_table(&mut self, config: &PersistConfig) -> Result<HistoryTable, String> {
+        if self.embedded.is_none() {
+            return Ok(HistoryTable::Thrift(ThriftTable::new(&config.hbase_thrift, &config.table)));
+        }
+        let store = match self.tables.get(&config.embedded_data_dir) {
+            Some(store) => store.clone(),
+            None => {
+                let store = Arc::new(
+                    hbase_compat::Store::open(std::path::Path::new(&config.embedded_data_dir)).map_err(|error| error.to_string())?,
+                );
+                self.tables.insert(config.embedded_data_dir.clone(), store.clone());
+                store
+            }
+        };
+        Ok(HistoryTable::Embedded(store, config.table.clone()))
+    }
+
+    /// What the read API of an ingest stage reads: the realtime store
+    /// after it, and (for cache-aside) the table of the topology's persist
+    /// stage. `None` when no realtime stage follows the ingest stage.
+    fn reads(
+        &mut self,
+        topology: &Topology<StageConfig>,
+        name: &str,
+        config: &HttpIngestConfig,
+        ttl_s: u64,
+    ) -> Result<Option<Arc<dyn HistoryReads>>, String> {
+        let Some(StageConfig::Realtime(realtime)) = downstream_config(topology, name, |config| matches!(config, StageConfig::Realtime(_)))
+        else {
+            return Ok(None);
+        };
+        let store = self.realtime_store(&realtime.redis_url, call_shape(realtime))?;
+        let progress_fallback = config.progress_fallback == ProgressFallback::Hbase;
+        let persist = topology.stages.iter().find_map(|stage| match &stage.config {
+            StageConfig::Persist(persist) => Some(persist),
+            _ => None,
+        });
+        let table = match persist {
+            Some(persist) if config.history_fallback || progress_fallback => Some(self.history_table(persist)?),
+            _ => None,
+        };
+        Ok(Some(crate::read::reads(store, table, progress_fallback, ttl_s)))
+    }
+
     fn realtime_store(&mut self, redis_url: &str, shape: CallShape) -> Result<RealtimeStore, String> {
         if let Some(store) = &self.embedded {
             return Ok(RealtimeStore::Embedded(store.clone()));
@@ -102,7 +152,8 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
     if planned.is_empty() {
         problems.push(format!("the {} role has no stages in this topology", options.role));
     }
-    let mut backends = Backends { embedded: options.embedded.then(|| Arc::new(EmbeddedStore::default())), redis: HashMap::new() };
+    let mut backends =
+        Backends { embedded: options.embedded.then(|| Arc::new(EmbeddedStore::default())), redis: HashMap::new(), tables: HashMap::new() };
     let ttl_s = topology.businesses.values().map(|business| u64::from(business.retention_days) * 86_400).max().unwrap_or(90 * 86_400);
     let admin = options.admin.clone().unwrap_or_else(|| AdminState { health: ingest_http::Health::default(), metrics: None });
 
@@ -114,8 +165,10 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
         let stage = node.stage;
         let name = &stage.name;
         let built: Result<Box<dyn Stage<Batch>>, String> = match (&stage.config, node.half) {
-            (StageConfig::HttpIngest(config), _) => HttpIngestStage::new(config, &topology.businesses, &topology.auth, admin.clone())
-                .map(|stage| Box::new(stage) as Box<dyn Stage<Batch>>),
+            (StageConfig::HttpIngest(config), _) => backends.reads(topology, name, config, ttl_s).and_then(|reads| {
+                HttpIngestStage::new(config, &topology.businesses, &topology.auth, admin.clone(), reads)
+                    .map(|stage| Box::new(stage) as Box<dyn Stage<Batch>>)
+            }),
             (StageConfig::Realtime(config), _) => backends.realtime_store(&config.redis_url, call_shape(config)).and_then(|store| {
                 let broadcast = match (&config.broadcast_brokers, options.embedded) {
                     (_, true) => Broadcast::Embedded,
@@ -179,10 +232,9 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
             }
             (StageConfig::Persist(config), _) if options.embedded => {
                 let records = backends.embedded.clone().map(RealtimeStore::Embedded);
-                hbase_compat::Store::open(std::path::Path::new(&config.embedded_data_dir)).map_err(|error| error.to_string()).map(|store| {
-                    let table = HistoryTable::Embedded(Arc::new(store), config.table.clone());
-                    Box::new(PersistStage::new(config, table, records, DeadLetters::Log)) as Box<dyn Stage<Batch>>
-                })
+                backends
+                    .history_table(config)
+                    .map(|table| Box::new(PersistStage::new(config, table, records, DeadLetters::Log)) as Box<dyn Stage<Batch>>)
             }
             (StageConfig::Persist(config), _) => {
                 let records = config
@@ -207,7 +259,7 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
                     None => Ok(DeadLetters::Log),
                 };
                 records.and_then(|records| {
-                    let table = HistoryTable::Thrift(ThriftTable::new(&config.hbase_thrift, &config.table));
+                    let table = backends.history_table(config)?;
                     Ok(Box::new(PersistStage::new(config, table, records, dead_letters?)) as Box<dyn Stage<Batch>>)
                 })
             }

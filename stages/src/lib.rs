@@ -6,6 +6,8 @@
 //! - `realtime`, `aggregate`, `kafka_batch`, `persist`: one module per
 //!   stage, each with its config and its backends (the HTTP source lives in
 //!   the `ingest-http` crate).
+//! - `read`: the stores behind the read API (Redis with cache-aside to
+//!   the history table), which the ingest stage serves.
 //! - [`build`]: turns a validated topology and a role into runnable nodes,
 //!   choosing real backends or embedded stand-ins.
 
@@ -13,6 +15,7 @@ pub mod aggregate;
 pub mod build;
 pub mod kafka_batch;
 pub mod persist;
+pub mod read;
 pub mod realtime;
 
 use ingest_http::HttpIngestConfig;

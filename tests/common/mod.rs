@@ -215,6 +215,9 @@ impl Histflow {
             .arg(&path)
             .args(args)
             .env("RUST_LOG", "info")
+            // Topologies that read GRPC_ADDR (the shipped one) get a port
+            // of their own, so tests can run side by side.
+            .env("GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -1,0 +1,198 @@
+//! The internal gRPC service (`proto/histflow/api/v1/history_service.proto`):
+//! the HTTP API over tonic, on its own address, calling the same
+//! [`HistoryApi`] — same validation, auth, rate limits and answers.
+//!
+//! Auth reads `authorization: Bearer <token>` from each call's metadata.
+//! tonic does not expose a connection to hang a check on, so the check runs
+//! per call; it is one hash look-up.
+
+use std::sync::Arc;
+
+use model::Record;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+use crate::api::{params, HistoryApi};
+use crate::auth::Client;
+use crate::error::ApiError;
+use crate::event::{check_events, EventInput};
+
+/// Types and stubs generated from the `.proto` (client included, for
+/// callers and tests).
+#[allow(missing_docs, clippy::all, clippy::unwrap_used)]
+pub mod proto {
+    tonic::include_proto!("histflow.api.v1");
+}
+
+use proto::history_server::{History, HistoryServer};
+
+/// The service over an API.
+#[derive(Clone)]
+pub struct GrpcHistory {
+    api: Arc<HistoryApi>,
+}
+
+impl GrpcHistory {
+    /// The tonic service for `api`.
+    pub fn server(api: Arc<HistoryApi>) -> HistoryServer<GrpcHistory> {
+        HistoryServer::new(GrpcHistory { api })
+    }
+
+    /// Refuses while draining; authenticates and charges `units`.
+    fn admit<T>(&self, request: &Request<T>, units: usize) -> Result<Option<Arc<Client>>, Status> {
+        self.api.refuse_if_draining().map_err(status_of)?;
+        let authorization = request.metadata().get("authorization").and_then(|value| value.to_str().ok());
+        let client = self.api.authenticate(authorization).map_err(status_of)?;
+        HistoryApi::charge(client.as_ref(), units).map_err(status_of)?;
+        Ok(client)
+    }
+}
+
+/// The gRPC status of an API error; 429 and 503 carry `retry-after`.
+pub fn status_of(error: ApiError) -> Status {
+    let with_retry = |mut status: Status, seconds: u64| {
+        if let Ok(value) = MetadataValue::try_from(seconds.max(1).to_string()) {
+            status.metadata_mut().insert("retry-after", value);
+        }
+        status
+    };
+    match error {
+        ApiError::BadRequest(errors) => {
+            let problems: Vec<String> = errors
+                .iter()
+                .map(|error| match error.index {
+                    Some(index) => format!("event {index}: {} ({})", error.message, error.code),
+                    None => format!("{} ({})", error.message, error.code),
+                })
+                .collect();
+            Status::invalid_argument(format!("nothing was recorded: {}", problems.join("; ")))
+        }
+        ApiError::InvalidParameter { code, message } => Status::invalid_argument(format!("{message} ({code})")),
+        ApiError::Unauthorized => Status::unauthenticated("missing or unknown bearer token"),
+        ApiError::NotImplemented(message) => Status::unimplemented(message),
+        ApiError::TooLarge(message) => Status::resource_exhausted(message),
+        ApiError::UnsupportedMediaType => Status::invalid_argument("unsupported media type"),
+        ApiError::RateLimited { retry_after_s } => {
+            with_retry(Status::resource_exhausted("this client's rate limit is exhausted"), retry_after_s)
+        }
+        ApiError::Unavailable { code, message, retry_after_s } => {
+            with_retry(Status::unavailable(format!("{message} ({code})")), retry_after_s)
+        }
+    }
+}
+
+fn event_input(event: proto::Event) -> EventInput {
+    EventInput {
+        uid: event.uid,
+        business: event.business,
+        oid: event.oid,
+        sub_id: event.sub_id,
+        progress: event.progress,
+        duration: event.duration,
+        device: event.device,
+        view_at: event.view_at,
+    }
+}
+
+fn record_of(record: Record) -> proto::HistoryRecord {
+    proto::HistoryRecord {
+        business: record.business,
+        oid: record.oid,
+        sub_id: record.sub_id,
+        progress: record.progress,
+        duration: record.duration,
+        device: record.device,
+        view_at: record.view_at,
+    }
+}
+
+fn result_of(result: model::EventResult) -> proto::EventResult {
+    proto::EventResult { recorded: result.recorded, first_today: result.first_today }
+}
+
+impl GrpcHistory {
+    /// Validates and records events; the caller's limit is charged per
+    /// event, as over HTTP.
+    async fn add(&self, client: Option<Arc<Client>>, events: Vec<proto::Event>) -> Result<Vec<proto::EventResult>, Status> {
+        let records = check_events(events.into_iter().map(event_input).collect(), self.api.rules(), model::now_ms())
+            .map_err(|errors| status_of(ApiError::BadRequest(errors)))?;
+        let results = self.api.add_events(client.as_ref(), records).await.map_err(status_of)?;
+        Ok(results.into_iter().map(result_of).collect())
+    }
+}
+
+#[tonic::async_trait]
+impl History for GrpcHistory {
+    async fn add_history(&self, request: Request<proto::AddHistoryRequest>) -> Result<Response<proto::AddHistoryReply>, Status> {
+        let client = self.admit(&request, 0)?;
+        let event = request.into_inner().event.ok_or_else(|| Status::invalid_argument("`event` is required (no_events)"))?;
+        let result = self.add(client, vec![event]).await?.pop();
+        Ok(Response::new(proto::AddHistoryReply { result }))
+    }
+
+    async fn add_histories(&self, request: Request<proto::AddHistoriesRequest>) -> Result<Response<proto::AddHistoriesReply>, Status> {
+        let client = self.admit(&request, 0)?;
+        let results = self.add(client, request.into_inner().events).await?;
+        Ok(Response::new(proto::AddHistoriesReply { results }))
+    }
+
+    async fn user_histories(&self, request: Request<proto::UserHistoriesRequest>) -> Result<Response<proto::UserHistoriesReply>, Status> {
+        self.admit(&request, 1)?;
+        let request = request.into_inner();
+        let uid = params::uid_number(request.uid).map_err(status_of)?;
+        let limit = (request.limit != 0).then(|| request.limit.to_string());
+        let query = params::page(Some(&request.business), limit.as_deref(), Some(&request.cursor), &self.api.rules().businesses)
+            .map_err(status_of)?;
+        let page = self.api.history(uid, query).await.map_err(status_of)?;
+        Ok(Response::new(proto::UserHistoriesReply {
+            items: page.items.into_iter().map(record_of).collect(),
+            next_cursor: page.next.map(|cursor| cursor.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn progress(&self, request: Request<proto::ProgressRequest>) -> Result<Response<proto::ProgressReply>, Status> {
+        self.admit(&request, 1)?;
+        let request = request.into_inner();
+        let uid = params::uid_number(request.uid).map_err(status_of)?;
+        let items = params::items(request.items.iter().map(String::as_str), &self.api.rules().businesses).map_err(status_of)?;
+        let records = self.api.progress(uid, items.clone()).await.map_err(status_of)?;
+        let items =
+            items.into_iter().zip(records).map(|(item, record)| proto::ProgressEntry { item, record: record.map(record_of) }).collect();
+        Ok(Response::new(proto::ProgressReply { items }))
+    }
+
+    async fn delete_histories(
+        &self,
+        request: Request<proto::DeleteHistoriesRequest>,
+    ) -> Result<Response<proto::DeleteHistoriesReply>, Status> {
+        self.admit(&request, 1)?;
+        let request = request.into_inner();
+        let uid = params::uid_number(request.uid).map_err(status_of)?;
+        let keys: Vec<String> = request.items.iter().map(|key| format!("{}:{}", key.business, key.oid)).collect();
+        let items = params::items(keys.iter().map(String::as_str), &self.api.rules().businesses).map_err(status_of)?;
+        self.api.delete(uid, items).await.map_err(status_of)?;
+        Ok(Response::new(proto::DeleteHistoriesReply {}))
+    }
+
+    async fn clear_history(&self, request: Request<proto::ClearHistoryRequest>) -> Result<Response<proto::ClearHistoryReply>, Status> {
+        self.admit(&request, 1)?;
+        let uid = params::uid_number(request.into_inner().uid).map_err(status_of)?;
+        self.api.clear(uid).await.map_err(status_of)?;
+        Ok(Response::new(proto::ClearHistoryReply {}))
+    }
+
+    async fn set_recording(&self, request: Request<proto::SetRecordingRequest>) -> Result<Response<proto::RecordingReply>, Status> {
+        self.admit(&request, 1)?;
+        let request = request.into_inner();
+        let uid = params::uid_number(request.uid).map_err(status_of)?;
+        self.api.set_paused(uid, request.paused).await.map_err(status_of)?;
+        Ok(Response::new(proto::RecordingReply { paused: request.paused }))
+    }
+
+    async fn get_recording(&self, request: Request<proto::GetRecordingRequest>) -> Result<Response<proto::RecordingReply>, Status> {
+        self.admit(&request, 1)?;
+        let uid = params::uid_number(request.into_inner().uid).map_err(status_of)?;
+        let paused = self.api.paused(uid).await.map_err(status_of)?;
+        Ok(Response::new(proto::RecordingReply { paused }))
+    }
+}

@@ -1,0 +1,192 @@
+//! The read-and-mutation routes over HTTP:
+//! - `GET /v1/users/{uid}/history?business=&limit=20&cursor=`
+//! - `GET /v1/users/{uid}/progress?items=archive:1,pgc:7`
+//! - `DELETE /v1/users/{uid}/history/{business}/{oid}` and
+//!   `DELETE /v1/users/{uid}/history` (clear)
+//! - `PUT` and `GET /v1/users/{uid}/recording`
+//!
+//! Same auth, rate limits and errors as ingest; every request costs one
+//! unit of the caller's rate limit.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use model::Record;
+use serde::{Deserialize, Serialize};
+
+use crate::api::{params, HistoryApi};
+use crate::error::ApiError;
+use crate::router::IngestState;
+
+/// A record as the read API answers it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Clone)]
+pub struct RecordBody {
+    /// Registered business name.
+    pub business: String,
+    /// Object id inside the business.
+    pub oid: u64,
+    /// Episode or part.
+    pub sub_id: Option<u64>,
+    /// Seconds watched; -1 means finished.
+    pub progress: i64,
+    /// Length in seconds.
+    pub duration: Option<i64>,
+    /// Reporting device.
+    pub device: Option<String>,
+    /// When the user watched, unix ms.
+    pub view_at: i64,
+}
+
+impl From<Record> for RecordBody {
+    fn from(record: Record) -> Self {
+        RecordBody {
+            business: record.business,
+            oid: record.oid,
+            sub_id: record.sub_id,
+            progress: record.progress,
+            duration: record.duration,
+            device: record.device,
+            view_at: record.view_at,
+        }
+    }
+}
+
+/// `GET /history` answer.
+#[derive(Debug, Serialize)]
+pub struct HistoryAnswer {
+    /// Newest first.
+    pub items: Vec<RecordBody>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /progress` answer.
+#[derive(Debug, Serialize)]
+pub struct ProgressAnswer {
+    /// Item key -> its record, or null.
+    pub items: BTreeMap<String, Option<RecordBody>>,
+}
+
+/// `PUT`/`GET /recording` body and answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingBody {
+    /// Whether recording is paused.
+    pub paused: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryParams {
+    business: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProgressParams {
+    items: Option<String>,
+}
+
+/// The routes, for [`crate::router::ingest_router`] to merge.
+pub fn read_router() -> Router<IngestState> {
+    Router::new()
+        .route("/v1/users/{uid}/history", get(get_history).delete(clear_history))
+        .route("/v1/users/{uid}/history/{business}/{oid}", delete(delete_item))
+        .route("/v1/users/{uid}/progress", get(get_progress))
+        .route("/v1/users/{uid}/recording", get(get_recording).put(put_recording))
+}
+
+/// Authenticates the caller and charges one request.
+fn admit(api: &HistoryApi, headers: &HeaderMap) -> Result<(), ApiError> {
+    let client = api.authenticate(headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()))?;
+    HistoryApi::charge(client.as_ref(), 1)
+}
+
+/// A query string that does not parse.
+fn bad_query(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::InvalidParameter { code: "invalid_query", message: rejection.body_text() }
+}
+
+async fn get_history(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+    query: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<HistoryAnswer>, ApiError> {
+    let api = &state.api;
+    admit(api, &headers)?;
+    let uid = params::uid(&uid)?;
+    let Query(query) = query.map_err(bad_query)?;
+    let query = params::page(query.business.as_deref(), query.limit.as_deref(), query.cursor.as_deref(), &api.rules().businesses)?;
+    let page = api.history(uid, query).await?;
+    Ok(Json(HistoryAnswer {
+        items: page.items.into_iter().map(RecordBody::from).collect(),
+        next_cursor: page.next.map(|cursor| cursor.encode()),
+    }))
+}
+
+async fn get_progress(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+    query: Result<Query<ProgressParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ProgressAnswer>, ApiError> {
+    let api = &state.api;
+    admit(api, &headers)?;
+    let uid = params::uid(&uid)?;
+    let Query(query) = query.map_err(bad_query)?;
+    let items = params::items(query.items.as_deref().unwrap_or_default().split(','), &api.rules().businesses)?;
+    let records = api.progress(uid, items.clone()).await?;
+    Ok(Json(ProgressAnswer { items: items.into_iter().zip(records).map(|(item, record)| (item, record.map(RecordBody::from))).collect() }))
+}
+
+async fn delete_item(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    Path((uid, business, oid)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let api = &state.api;
+    admit(api, &headers)?;
+    let uid = params::uid(&uid)?;
+    let item = params::item(&format!("{business}:{oid}"), &api.rules().businesses)?;
+    api.delete(uid, vec![item]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn clear_history(State(state): State<IngestState>, headers: HeaderMap, Path(uid): Path<String>) -> Result<StatusCode, ApiError> {
+    let api = &state.api;
+    admit(api, &headers)?;
+    api.clear(params::uid(&uid)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_recording(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+) -> Result<Json<RecordingBody>, ApiError> {
+    let api = &state.api;
+    admit(api, &headers)?;
+    let paused = api.paused(params::uid(&uid)?).await?;
+    Ok(Json(RecordingBody { paused }))
+}
+
+async fn put_recording(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<RecordingBody>, ApiError> {
+    let api = &state.api;
+    admit(api, &headers)?;
+    let uid = params::uid(&uid)?;
+    let wanted: RecordingBody = serde_json::from_slice(&body).map_err(|error| ApiError::InvalidParameter {
+        code: "invalid_body",
+        message: format!("the body must be {{\"paused\": true|false}}: {error}"),
+    })?;
+    api.set_paused(uid, wanted.paused).await?;
+    Ok(Json(wanted))
+}

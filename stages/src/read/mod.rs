@@ -1,0 +1,228 @@
+//! The read side of the history API: pages of a user's timeline, progress
+//! look-ups and the recording flag, from the realtime store (Redis or the
+//! embedded store) with cache-aside to the history table (HBase through
+//! Thrift, or the embedded table).
+//!
+//! Redis holds at most `max_items_per_user` items per user, and may have
+//! lost a user's keys (expiry, failover). A page that runs past what Redis
+//! holds reads the user's HBase row and merges: Redis wins for an item it
+//! holds, and Redis's delete and clear markers hide HBase items the job has
+//! not yet deleted there. To keep a user with nothing more in HBase from
+//! costing an HBase call on every short page, a read that finds HBase holds
+//! nothing Redis lacks records so (`hbase_checked`, tied to the trim count
+//! so a later trim undoes it).
+
+mod merge;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use ingest_http::reads::{Cursor, HistoryReads, Page, PageQuery, PageSource, ReadError};
+use model::{codec, Record};
+
+use crate::persist::{HistoryTable, META_FAMILY, RECORDS_FAMILY};
+use crate::realtime::store::{SliceQuery, UserMeta};
+use crate::realtime::RealtimeStore;
+use merge::{hbase_candidates, Candidate};
+
+/// Timeline members read per call when a business filter may skip many.
+const FILTERED_CHUNK: usize = 128;
+
+/// Reads from the stores of a service process.
+pub struct StoreReads {
+    /// The realtime store (Redis or embedded).
+    pub store: RealtimeStore,
+    /// The history table for cache-aside; none: Redis alone.
+    pub table: Option<HistoryTable>,
+    /// Progress look-ups fall back to the history table.
+    pub progress_fallback: bool,
+    /// Key expiry (for a meta hash a read creates), seconds.
+    pub ttl_s: u64,
+}
+
+fn read_error(error: impl std::fmt::Display) -> ReadError {
+    ReadError(error.to_string())
+}
+
+/// A stored record, or `None` (counted and logged) when it cannot be read.
+fn decode(uid: u64, item: &str, bytes: &[u8]) -> Option<Record> {
+    match codec::decode_record(bytes) {
+        Ok(record) => Some(record),
+        Err(error) => {
+            metrics::counter!("histflow_read_undecodable_records_total").increment(1);
+            tracing::warn!(uid, item, %error, "stored record cannot be decoded; left out of the answer");
+            None
+        }
+    }
+}
+
+impl StoreReads {
+    /// Timeline members after the cursor (in the business), newest first:
+    /// up to `want`, and whether the timeline ran out before that.
+    async fn realtime_members(&self, uid: u64, query: &PageQuery, want: usize) -> Result<(Vec<(String, i64)>, UserMeta, bool), ReadError> {
+        let chunk = if query.business.is_some() { want.max(FILTERED_CHUNK) } else { want };
+        let prefix = query.business.as_ref().map(|business| format!("{business}:"));
+        let mut picked = Vec::new();
+        let mut offset = 0;
+        let mut first = true;
+        loop {
+            let cursor = query.cursor.as_ref();
+            let slice_query =
+                SliceQuery { max: cursor.map(|c| c.view_at), tie: cursor.filter(|_| first).map(|c| c.view_at), offset, count: chunk };
+            let slice = self.store.timeline_slice(uid, slice_query).await.map_err(read_error)?;
+            let requested = chunk + slice.ties;
+            let returned = slice.members.len();
+            offset += returned;
+            for (item, view_at) in slice.members {
+                let after_cursor = cursor.is_none_or(|cursor| cursor.precedes(view_at, &item));
+                let in_business = prefix.as_ref().is_none_or(|prefix| item.starts_with(prefix.as_str()));
+                if after_cursor && in_business && picked.len() < want {
+                    picked.push((item, view_at));
+                }
+            }
+            if returned < requested {
+                return Ok((picked, slice.meta, true));
+            }
+            if picked.len() >= want {
+                return Ok((picked, slice.meta, false));
+            }
+            first = false;
+        }
+    }
+
+    /// The records of `members` from the realtime store (a member whose
+    /// record vanished meanwhile, trimmed or deleted, is left out).
+    async fn realtime_records(&self, uid: u64, members: &[(String, i64)]) -> Result<Vec<Candidate>, ReadError> {
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let items: Vec<String> = members.iter().map(|(item, _)| item.clone()).collect();
+        let found = self.store.read_records(&[(uid, items)]).await.map_err(read_error)?;
+        let records = found.into_iter().next().unwrap_or_default();
+        Ok(members
+            .iter()
+            .zip(records)
+            .filter_map(|((item, view_at), bytes)| {
+                let record = decode(uid, item, &bytes?)?;
+                Some(Candidate { view_at: *view_at, item: item.clone(), record })
+            })
+            .collect())
+    }
+
+    async fn page(&self, uid: u64, query: PageQuery) -> Result<Page, ReadError> {
+        let want = query.limit + 1;
+        let (members, meta, exhausted) = self.realtime_members(uid, &query, want).await?;
+        // HBase is read only for a page Redis cannot fill. A full page at
+        // the end of Redis gets a cursor when HBase may hold more; the next
+        // page finds out (and may be empty).
+        let hbase_may_hold_more = exhausted && meta.hbase_may_hold_more();
+        let full = members.len() >= query.limit;
+        let table = self.table.as_ref().filter(|_| hbase_may_hold_more && !full);
+        let Some(table) = table else {
+            metrics::counter!("histflow_read_pages_total", "source" => "realtime").increment(1);
+            let shown = &members[..members.len().min(query.limit)];
+            let more = members.len() > query.limit || (full && hbase_may_hold_more && self.table.is_some());
+            let next = more.then(|| shown.last().map(|(item, view_at)| Cursor { view_at: *view_at, item: item.clone() })).flatten();
+            let candidates = self.realtime_records(uid, shown).await?;
+            return Ok(Page { items: candidates.into_iter().map(|c| c.record).collect(), next, source: PageSource::Realtime });
+        };
+
+        // Redis ran short and HBase may hold more: read the user's row.
+        metrics::counter!("histflow_read_pages_total", "source" => "hbase").increment(1);
+        metrics::counter!("histflow_read_hbase_calls_total").increment(1);
+        let cells = table.read_row(uid, vec![RECORDS_FAMILY.to_owned()]).await.map_err(read_error)?;
+        let in_redis: HashSet<String> =
+            self.store.whole_timeline(uid).await.map_err(read_error)?.into_iter().map(|(item, _)| item).collect();
+        let items: Vec<String> = cells.iter().filter_map(|cell| cell.column.strip_prefix("r:").map(str::to_owned)).collect();
+        let (fresh_meta, markers) = self.store.meta_and_markers(uid, &items).await.map_err(read_error)?;
+        let found = hbase_candidates(uid, cells, &marker_map(items, markers), fresh_meta.cleared_at, &in_redis);
+        if found.all_in_redis {
+            // Nothing in HBase that Redis lacks: later short pages skip HBase
+            // until a write trims the timeline again.
+            if let Err(error) = self.store.mark_hbase_checked(uid, meta.trims, self.ttl_s).await {
+                tracing::debug!(uid, %error, "could not note the HBase check; the next short page reads HBase again");
+            }
+        }
+        let mut merged = self.realtime_records(uid, &members).await?;
+        merged.extend(found.candidates.into_iter().filter(|candidate| {
+            query.cursor.as_ref().is_none_or(|cursor| cursor.precedes(candidate.view_at, &candidate.item))
+                && query.business.as_ref().is_none_or(|business| candidate.record.business == *business)
+        }));
+        merged.sort_by(|a, b| (b.view_at, &b.item).cmp(&(a.view_at, &a.item)));
+        let next = (merged.len() > query.limit)
+            .then(|| Cursor { view_at: merged[query.limit - 1].view_at, item: merged[query.limit - 1].item.clone() });
+        merged.truncate(query.limit);
+        Ok(Page { items: merged.into_iter().map(|c| c.record).collect(), next, source: PageSource::WithHbase })
+    }
+
+    async fn progress(&self, uid: u64, items: Vec<String>) -> Result<Vec<Option<Record>>, ReadError> {
+        let found = self.store.read_records(&[(uid, items.clone())]).await.map_err(read_error)?;
+        let mut records: Vec<Option<Record>> = found
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .into_iter()
+            .zip(&items)
+            .map(|(bytes, item)| bytes.and_then(|bytes| decode(uid, item, &bytes)))
+            .collect();
+        records.resize(items.len(), None);
+        let Some(table) = self.table.as_ref().filter(|_| self.progress_fallback) else {
+            return Ok(records);
+        };
+        let missing: Vec<String> =
+            items.iter().zip(&records).filter(|(_, record)| record.is_none()).map(|(item, _)| item.clone()).collect();
+        if missing.is_empty() {
+            return Ok(records);
+        }
+        metrics::counter!("histflow_read_hbase_calls_total").increment(1);
+        let columns = missing.iter().map(|item| format!("{RECORDS_FAMILY}:{item}")).collect();
+        let cells = table.read_row(uid, columns).await.map_err(read_error)?;
+        let (meta, markers) = self.store.meta_and_markers(uid, &missing).await.map_err(read_error)?;
+        // Items Redis holds were answered above; none of `missing` is there.
+        let found = hbase_candidates(uid, cells, &marker_map(missing, markers), meta.cleared_at, &HashSet::new());
+        for candidate in found.candidates {
+            if let Some(index) = items.iter().position(|item| *item == candidate.item) {
+                records[index] = Some(candidate.record);
+            }
+        }
+        Ok(records)
+    }
+
+    async fn paused(&self, uid: u64) -> Result<bool, ReadError> {
+        let (meta, _) = self.store.meta_and_markers(uid, &[]).await.map_err(read_error)?;
+        if meta.exists {
+            return Ok(meta.paused);
+        }
+        // No realtime keys (new user, expired or lost): the switch, if any,
+        // is in HBase.
+        let Some(table) = &self.table else { return Ok(false) };
+        let cells = table.read_row(uid, vec![format!("{META_FAMILY}:paused")]).await.map_err(read_error)?;
+        Ok(cells.first().is_some_and(|cell| cell.value == b"1"))
+    }
+}
+
+/// Item -> delete marker, from markers read in the order of `items`.
+fn marker_map(items: Vec<String>, markers: Vec<Option<i64>>) -> HashMap<String, i64> {
+    items.into_iter().zip(markers).filter_map(|(item, marker)| Some((item, marker?))).collect()
+}
+
+impl HistoryReads for StoreReads {
+    fn page(&self, uid: u64, query: PageQuery) -> BoxFuture<'_, Result<Page, ReadError>> {
+        StoreReads::page(self, uid, query).boxed()
+    }
+
+    fn progress(&self, uid: u64, items: Vec<String>) -> BoxFuture<'_, Result<Vec<Option<Record>>, ReadError>> {
+        StoreReads::progress(self, uid, items).boxed()
+    }
+
+    fn paused(&self, uid: u64) -> BoxFuture<'_, Result<bool, ReadError>> {
+        StoreReads::paused(self, uid).boxed()
+    }
+}
+
+/// Shares one [`StoreReads`] as the ingest stage's reader.
+pub fn reads(store: RealtimeStore, table: Option<HistoryTable>, progress_fallback: bool, ttl_s: u64) -> Arc<dyn HistoryReads> {
+    Arc::new(StoreReads { store, table, progress_fallback, ttl_s })
+}
