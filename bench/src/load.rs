@@ -48,10 +48,10 @@ struct ClientFigures {
 
 /// A small, fast, seedable generator (xorshift64*); the load need not be
 /// cryptographic, only varied and reproducible.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -126,21 +126,20 @@ async fn drive(options: &Options) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let ok_requests = statuses.get(&200).copied().unwrap_or(0);
-    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "load: {} connections, batch {}, {:?}, {} users x {} items, target {}",
         options.connections, options.batch, options.duration, options.users, options.items_per_user, options.target
     );
     println!("  accepted events/s   {:>12.0}", (ok_requests * options.batch as u64) as f64 / elapsed);
     println!("  accepted requests/s {:>12.0}", ok_requests as f64 / elapsed);
-    println!(
-        "  latency ms          p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-        ms(0.5),
-        ms(0.9),
-        ms(0.99),
-        ms(0.999),
-        latency.max() as f64 / 1000.0
-    );
+    println!("  latency ms          {}", latency_line(&latency));
     println!("  answers by status   {statuses:?}, transport errors {transport_errors}");
     Ok(())
+}
+
+/// `p50 .. p90 .. p99 .. p99.9 .. max ..` in milliseconds, from a
+/// histogram of microseconds.
+pub(crate) fn latency_line(latency: &Histogram<u64>) -> String {
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    format!("p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}", ms(0.5), ms(0.9), ms(0.99), ms(0.999), latency.max() as f64 / 1000.0)
 }

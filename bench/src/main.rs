@@ -5,9 +5,11 @@
 //!   can be shown never to be what limits the pipeline.
 //! - `load`: closed-loop HTTP load against a running histflow.
 //! - `heartbeat`: users reporting progress every few seconds (convergence).
+//! - `reads`: history-page reads from Redis or through cache-aside to HBase.
 
 mod heartbeat;
 mod load;
+mod reads;
 mod runtime_dag;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +30,8 @@ enum Command {
     Load(load::Options),
     /// Heartbeat workload: each user reports progress every few seconds.
     Heartbeat(heartbeat::Options),
+    /// History-page reads: from Redis, or past Redis through HBase.
+    Reads(reads::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +39,6 @@ fn main() -> anyhow::Result<()> {
         Command::Runtime(options) => runtime_dag::run(&options),
         Command::Load(options) => load::run(&options),
         Command::Heartbeat(options) => heartbeat::run(&options),
+        Command::Reads(options) => reads::run(&options),
     }
 }

@@ -14,9 +14,10 @@ pub fn records(uid: u64) -> String {
 }
 
 /// `h:{uid}:m`: HASH of meta: `paused`, `day` (of the last first watch),
-/// `cleared_at`, `d:{item}` delete markers, `trims` (writes that trimmed
-/// the timeline) and `hbase_checked` (the `trims` value at which a read
-/// found nothing in HBase the timeline lacks).
+/// `cleared_at`, `d:{item}` delete markers, `trimmed_at` (when a write
+/// last trimmed the timeline), `since` (when the keys were made) and
+/// `hbase_checked` (the `trimmed_at` at which a read found nothing in HBase
+/// the timeline lacks).
 pub fn meta(uid: u64) -> String {
     format!("h:{{{uid}}}:m")
 }

@@ -90,7 +90,8 @@ impl Backends {
             Some(persist) if config.history_fallback || progress_fallback => Some(self.history_table(persist)?),
             _ => None,
         };
-        Ok(Some(crate::read::reads(store, table, progress_fallback, ttl_s)))
+        let settle_ms = i64::try_from(config.hbase_check_settle_ms).unwrap_or(i64::MAX);
+        Ok(Some(crate::read::shared(crate::read::StoreReads { store, table, progress_fallback, ttl_s, settle_ms })))
     }
 
     fn realtime_store(&mut self, redis_url: &str, shape: CallShape) -> Result<RealtimeStore, String> {

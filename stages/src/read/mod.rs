@@ -9,8 +9,11 @@
 //! holds, and Redis's delete and clear markers hide HBase items the job has
 //! not yet deleted there. To keep a user with nothing more in HBase from
 //! costing an HBase call on every short page, a read that finds HBase holds
-//! nothing Redis lacks records so (`hbase_checked`, tied to the trim count
-//! so a later trim undoes it).
+//! nothing Redis lacks records so (`hbase_checked`, naming the last trim,
+//! so a later trim undoes it) — but only once that trim, and the making of
+//! the user's keys, are older than `settle_ms`: until then the job may not
+//! have written what was pushed out of Redis, and an empty answer from
+//! HBase proves nothing.
 
 mod merge;
 
@@ -23,7 +26,7 @@ use ingest_http::reads::{Cursor, HistoryReads, Page, PageQuery, PageSource, Read
 use model::{codec, Record};
 
 use crate::persist::{HistoryTable, META_FAMILY, RECORDS_FAMILY};
-use crate::realtime::store::{SliceQuery, UserMeta};
+use crate::realtime::store::{HbaseCheck, SliceQuery, UserMeta};
 use crate::realtime::RealtimeStore;
 use merge::{hbase_candidates, Candidate};
 
@@ -40,6 +43,9 @@ pub struct StoreReads {
     pub progress_fallback: bool,
     /// Key expiry (for a meta hash a read creates), seconds.
     pub ttl_s: u64,
+    /// How long after a trim (or the making of a user's keys) the job is
+    /// trusted to have written to HBase what Redis no longer holds.
+    pub settle_ms: i64,
 }
 
 fn read_error(error: impl std::fmt::Display) -> ReadError {
@@ -141,7 +147,8 @@ impl StoreReads {
         if found.all_in_redis {
             // Nothing in HBase that Redis lacks: later short pages skip HBase
             // until a write trims the timeline again.
-            if let Err(error) = self.store.mark_hbase_checked(uid, meta.trims, self.ttl_s).await {
+            let check = HbaseCheck { now_ms: model::now_ms(), settle_ms: self.settle_ms, ttl_s: self.ttl_s };
+            if let Err(error) = self.store.mark_hbase_checked(uid, meta.trimmed_at, check).await {
                 tracing::debug!(uid, %error, "could not note the HBase check; the next short page reads HBase again");
             }
         }
@@ -222,7 +229,7 @@ impl HistoryReads for StoreReads {
     }
 }
 
-/// Shares one [`StoreReads`] as the ingest stage's reader.
-pub fn reads(store: RealtimeStore, table: Option<HistoryTable>, progress_fallback: bool, ttl_s: u64) -> Arc<dyn HistoryReads> {
-    Arc::new(StoreReads { store, table, progress_fallback, ttl_s })
+/// Shares a [`StoreReads`] as the ingest stage's reader.
+pub fn shared(reads: StoreReads) -> Arc<dyn HistoryReads> {
+    Arc::new(reads)
 }

@@ -89,11 +89,14 @@ pub struct UserState {
     pub timeline: BTreeSet<(i64, String)>,
     /// item -> (view_at, record).
     pub records: HashMap<String, (i64, Vec<u8>)>,
-    /// How many writes have trimmed the timeline (items now only in HBase).
-    pub trims: u64,
-    /// The `trims` value at which a read found nothing in HBase that the
-    /// timeline lacks.
-    pub hbase_checked: Option<u64>,
+    /// When a write last trimmed the timeline (items now only in HBase).
+    pub trimmed_at: Option<i64>,
+    /// When the user's state was made (its first recorded write or
+    /// mutation), unix ms.
+    pub since: Option<i64>,
+    /// The `trimmed_at` (0: never) at which a read found nothing in HBase
+    /// that the timeline lacks.
+    pub hbase_checked: Option<i64>,
 }
 
 impl Default for UserState {
@@ -107,15 +110,17 @@ impl Default for UserState {
             deleted: HashMap::new(),
             timeline: BTreeSet::new(),
             records: HashMap::new(),
-            trims: 0,
+            trimmed_at: None,
+            since: None,
             hbase_checked: None,
         }
     }
 }
 
 impl UserState {
-    /// Applies `events` exactly as `record.lua` does; returns their statuses.
-    pub fn apply(&mut self, events: &[EventWrite], max_items: usize, today: i64) -> Vec<Status> {
+    /// Applies `events` at `now_ms` exactly as `record.lua` does; returns
+    /// their statuses.
+    pub fn apply(&mut self, events: &[EventWrite], max_items: usize, today: i64, now_ms: i64) -> Vec<Status> {
         if self.paused {
             return vec![NOT_RECORDED; events.len()];
         }
@@ -144,9 +149,10 @@ impl UserState {
         if recorded_any {
             if first_given {
                 self.day = Some(today);
+                self.since.get_or_insert(now_ms);
             }
             if self.timeline.len() > max_items {
-                self.trims += 1;
+                self.trimmed_at = Some(now_ms);
             }
             while self.timeline.len() > max_items {
                 if let Some((_, item)) = self.timeline.pop_first() {
@@ -161,6 +167,9 @@ impl UserState {
     /// `mutate.lua` does; returns its effective time (a delete or clear
     /// moves past the newest view it removes). `None` for upserts.
     pub fn mutate(&mut self, op: &Op) -> Option<i64> {
+        if let Op::Delete { at, .. } | Op::Clear { at, .. } | Op::SetRecording { at, .. } = op {
+            self.since.get_or_insert(*at);
+        }
         match op {
             Op::Delete { item, at, .. } => {
                 let current = self.records.remove(item).map_or(-1, |(view_at, _)| view_at);
@@ -199,8 +208,11 @@ mod tests {
     #[test]
     fn newer_wins_older_and_equal_are_ignored() {
         let mut user = UserState::default();
-        assert_eq!(user.apply(&[event("a:1", 10)], 10, 1), vec![RECORDED_FIRST_TODAY]);
-        assert_eq!(user.apply(&[event("a:1", 5), event("a:1", 10), event("a:1", 11)], 10, 1), vec![NOT_RECORDED, NOT_RECORDED, RECORDED]);
+        assert_eq!(user.apply(&[event("a:1", 10)], 10, 1, 0), vec![RECORDED_FIRST_TODAY]);
+        assert_eq!(
+            user.apply(&[event("a:1", 5), event("a:1", 10), event("a:1", 11)], 10, 1, 0),
+            vec![NOT_RECORDED, NOT_RECORDED, RECORDED]
+        );
         assert_eq!(user.records["a:1"].0, 11);
         assert_eq!(user.timeline.len(), 1);
     }
@@ -208,50 +220,50 @@ mod tests {
     #[test]
     fn first_watch_once_per_day_and_pause_records_nothing() {
         let mut user = UserState::default();
-        assert_eq!(user.apply(&[event("a:1", 1), event("a:2", 2)], 10, 7), vec![RECORDED_FIRST_TODAY, RECORDED]);
-        assert_eq!(user.apply(&[event("a:3", 3)], 10, 7), vec![RECORDED]);
-        assert_eq!(user.apply(&[event("a:4", 4)], 10, 8), vec![RECORDED_FIRST_TODAY]);
+        assert_eq!(user.apply(&[event("a:1", 1), event("a:2", 2)], 10, 7, 0), vec![RECORDED_FIRST_TODAY, RECORDED]);
+        assert_eq!(user.apply(&[event("a:3", 3)], 10, 7, 0), vec![RECORDED]);
+        assert_eq!(user.apply(&[event("a:4", 4)], 10, 8, 0), vec![RECORDED_FIRST_TODAY]);
         user.paused = true;
-        assert_eq!(user.apply(&[event("a:5", 5)], 10, 9), vec![NOT_RECORDED]);
+        assert_eq!(user.apply(&[event("a:5", 5)], 10, 9, 0), vec![NOT_RECORDED]);
         assert!(!user.records.contains_key("a:5"));
     }
 
     #[test]
     fn trims_oldest_and_respects_delete_and_clear_markers() {
         let mut user = UserState::default();
-        user.apply(&[event("a:1", 1), event("a:2", 2), event("a:3", 3)], 2, 1);
+        user.apply(&[event("a:1", 1), event("a:2", 2), event("a:3", 3)], 2, 1, 0);
         assert_eq!(user.records.keys().map(String::as_str).collect::<BTreeSet<_>>(), ["a:2", "a:3"].into());
         user.deleted.insert("a:3".into(), 5);
-        assert_eq!(user.apply(&[event("a:3", 4), event("a:3", 6)], 2, 1), vec![NOT_RECORDED, RECORDED]);
+        assert_eq!(user.apply(&[event("a:3", 4), event("a:3", 6)], 2, 1, 0), vec![NOT_RECORDED, RECORDED]);
         user.cleared_at = 100;
-        assert_eq!(user.apply(&[event("a:9", 100), event("a:9", 101)], 2, 1), vec![NOT_RECORDED, RECORDED]);
+        assert_eq!(user.apply(&[event("a:9", 100), event("a:9", 101)], 2, 1, 0), vec![NOT_RECORDED, RECORDED]);
     }
 
     #[test]
     fn deletes_and_clears_move_past_the_views_they_remove() {
         let mut user = UserState::default();
-        user.apply(&[event("a:1", 10), event("a:2", 50)], 10, 1);
+        user.apply(&[event("a:1", 10), event("a:2", 50)], 10, 1, 0);
         // A delete stamped before the item's view still removes it, at the
         // view's time, so an older late report stays hidden.
         assert_eq!(user.mutate(&Op::Delete { uid: 1, item: "a:2".into(), at: 20 }), Some(50));
         assert!(!user.records.contains_key("a:2") && user.timeline.len() == 1);
-        assert_eq!(user.apply(&[event("a:2", 50), event("a:2", 51)], 10, 1), vec![NOT_RECORDED, RECORDED]);
+        assert_eq!(user.apply(&[event("a:2", 50), event("a:2", 51)], 10, 1, 0), vec![NOT_RECORDED, RECORDED]);
         assert_eq!(user.mutate(&Op::Clear { uid: 1, at: 30 }), Some(51));
         assert!(user.timeline.is_empty() && user.records.is_empty());
         assert!(user.deleted.is_empty(), "markers at or before the clear are dropped");
         assert_eq!(user.mutate(&Op::SetRecording { uid: 1, paused: true, at: 60 }), Some(60));
-        assert_eq!(user.apply(&[event("a:3", 70)], 10, 1), vec![NOT_RECORDED]);
+        assert_eq!(user.apply(&[event("a:3", 70)], 10, 1, 0), vec![NOT_RECORDED]);
         assert_eq!(user.mutate(&Op::SetRecording { uid: 1, paused: false, at: 61 }), Some(61));
-        assert_eq!(user.apply(&[event("a:3", 70)], 10, 1), vec![RECORDED]);
+        assert_eq!(user.apply(&[event("a:3", 70)], 10, 1, 0), vec![RECORDED]);
     }
 
     #[test]
-    fn trims_are_counted() {
+    fn trims_and_the_making_of_the_state_are_timed() {
         let mut user = UserState::default();
-        user.apply(&[event("a:1", 1), event("a:2", 2)], 2, 1);
-        assert_eq!(user.trims, 0);
-        user.apply(&[event("a:3", 3)], 2, 1);
-        assert_eq!(user.trims, 1);
+        user.apply(&[event("a:1", 1), event("a:2", 2)], 2, 1, 100);
+        assert_eq!((user.since, user.trimmed_at), (Some(100), None));
+        user.apply(&[event("a:3", 3)], 2, 1, 200);
+        assert_eq!((user.since, user.trimmed_at), (Some(100), Some(200)));
     }
 
     #[test]

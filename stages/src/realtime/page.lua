@@ -6,10 +6,10 @@
 -- ARGV[1] = highest score ('+inf' or a view_at), ARGV[2] = the cursor's
 -- view_at whose ties to include on top of the count ('' for none),
 -- ARGV[3] = offset, ARGV[4] = count.
--- Returns {paused, cleared_at, trims, hbase_checked, ties, exists, members}
--- with '' for absent meta fields and members as item, score, item, ...
+-- Returns {paused, cleared_at, trimmed_at, hbase_checked, ties, exists,
+-- members} with '' for absent meta fields and members as item, score, ...
 local t, m = KEYS[1], KEYS[2]
-local meta = redis.call('HMGET', m, 'paused', 'cleared_at', 'trims', 'hbase_checked')
+local meta = redis.call('HMGET', m, 'paused', 'cleared_at', 'trimmed_at', 'hbase_checked')
 local ties = 0
 if ARGV[2] ~= '' then ties = redis.call('ZCOUNT', t, ARGV[2], ARGV[2]) end
 local members = redis.call('ZREVRANGEBYSCORE', t, ARGV[1], '-inf', 'WITHSCORES', 'LIMIT', ARGV[3], tonumber(ARGV[4]) + ties)

@@ -7,16 +7,17 @@
 --   h:{uid}:r  records HASH  (item -> encoded record)
 --   h:{uid}:m  meta HASH     (paused, day, cleared_at, d:<item>)
 -- ARGV[1] = max items kept, ARGV[2] = key TTL seconds, ARGV[3] = today
--- (UTC day number); then per user: its event count n, then n times
--- item, view_at, record.
+-- (UTC day number), ARGV[4] = now (unix ms); then per user: its event
+-- count n, then n times item, view_at, record.
 -- Returns one status per event, in order: 0 not recorded, 1 recorded,
 -- 2 recorded and the user's first recorded watch of the day.
 -- Keep in step with core.rs, the embedded store's copy of these rules.
 local max_items = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local today = ARGV[3]
+local now = ARGV[4]
 local out = {}
-local arg = 4
+local arg = 5
 
 local function write_user(t, r, m, count)
   -- One read of everything the decision needs: pause, clear, day, and each
@@ -49,9 +50,10 @@ local function write_user(t, r, m, count)
   if recorded_any then
     local excess = redis.call('ZCARD', t) - max_items
     if excess > 0 then
-      -- Items now only in HBase: a read that runs past Redis must look
-      -- there again (see the read path's `hbase_checked`).
-      redis.call('HINCRBY', m, 'trims', 1)
+      -- Items now only in HBase (once the job writes them): a read that
+      -- runs past Redis must look there again (the read path's
+      -- `hbase_checked` names the trim it saw).
+      redis.call('HSET', m, 'trimmed_at', now)
     end
     while excess > 0 do
       local chunk = math.min(excess, 1000)
@@ -64,6 +66,9 @@ local function write_user(t, r, m, count)
     -- write of each day keeps it exact to the day at a fraction of the cost.
     -- Keys remade later in the day (after a clear) get theirs at once.
     if first_given or redis.call('TTL', t) == -1 then
+      -- `since`: when these keys were made (after an expiry or a loss the
+      -- job may still be writing older items to HBase).
+      redis.call('HSETNX', m, 'since', now)
       redis.call('HSET', m, 'day', today)
       redis.call('EXPIRE', t, ttl)
       redis.call('EXPIRE', r, ttl)

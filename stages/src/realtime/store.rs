@@ -15,14 +15,18 @@ const RECORD_SCRIPT: &str = include_str!("record.lua");
 const MUTATE_SCRIPT: &str = include_str!("mutate.lua");
 const PAGE_SCRIPT: &str = include_str!("page.lua");
 
-/// Records `hbase_checked` = the trim count a read saw, unless a write
-/// trimmed the timeline since. KEYS[1] = meta, ARGV[1] = trims seen,
-/// ARGV[2] = TTL seconds for a meta hash made here.
+/// Records `hbase_checked` = the last trim a read saw, unless a write
+/// trimmed the timeline since, or the last trim (or the making of the
+/// user's keys) is too recent for the job to have written what it pushed
+/// out. KEYS[1] = meta, ARGV[1] = trimmed_at seen ('0': never), ARGV[2] =
+/// now, ARGV[3] = settle ms, ARGV[4] = TTL seconds for a meta hash made here.
 const MARK_CHECKED_SCRIPT: &str = r"
-local trims = redis.call('HGET', KEYS[1], 'trims') or '0'
-if trims ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'hbase_checked', ARGV[1])
-if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+local meta = redis.call('HMGET', KEYS[1], 'trimmed_at', 'since')
+local trimmed = meta[1] or '0'
+if trimmed ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) - math.max(tonumber(trimmed), tonumber(meta[2] or '0')) < tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'hbase_checked', trimmed)
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
 return 1
 ";
 
@@ -103,19 +107,31 @@ pub struct UserMeta {
     pub paused: bool,
     /// Items viewed at or before this were cleared (-1: never).
     pub cleared_at: i64,
-    /// Writes that trimmed the timeline.
-    pub trims: u64,
-    /// The trim count at which a read found nothing in HBase the timeline
-    /// lacks.
-    pub hbase_checked: Option<u64>,
+    /// When a write last trimmed the timeline, unix ms (0: never).
+    pub trimmed_at: i64,
+    /// The `trimmed_at` at which a read found nothing in HBase the
+    /// timeline lacks.
+    pub hbase_checked: Option<i64>,
 }
 
 impl UserMeta {
     /// Whether HBase may hold items the timeline does not: not known to be
     /// a subset since the last trim (or ever, for a user with no meta).
     pub fn hbase_may_hold_more(&self) -> bool {
-        self.hbase_checked != Some(self.trims)
+        self.hbase_checked != Some(self.trimmed_at)
     }
+}
+
+/// When a read may note that HBase holds nothing a timeline lacks.
+#[derive(Debug, Clone, Copy)]
+pub struct HbaseCheck {
+    /// Now, unix ms.
+    pub now_ms: i64,
+    /// How long after a trim (or the making of a user's keys) the job is
+    /// trusted to have written what was pushed out of Redis.
+    pub settle_ms: i64,
+    /// Expiry of a meta hash the note creates, seconds.
+    pub ttl_s: u64,
 }
 
 /// Which part of a timeline to read, newest first.
@@ -143,12 +159,12 @@ pub struct TimelineSlice {
     pub members: Vec<(String, i64)>,
 }
 
-fn parse_meta(paused: &str, cleared_at: &str, trims: &str, checked: &str, exists: bool) -> UserMeta {
+fn parse_meta(paused: &str, cleared_at: &str, trimmed_at: &str, checked: &str, exists: bool) -> UserMeta {
     UserMeta {
         exists,
         paused: paused == "1",
         cleared_at: cleared_at.parse().unwrap_or(-1),
-        trims: trims.parse().unwrap_or(0),
+        trimmed_at: trimmed_at.parse().unwrap_or(0),
         hbase_checked: checked.parse().ok(),
     }
 }
@@ -235,15 +251,19 @@ impl RealtimeStore {
     }
 
     /// Notes that HBase holds nothing `uid`'s timeline lacks, as of the
-    /// trim count `trims` (ignored if a write trimmed since).
-    pub async fn mark_hbase_checked(&self, uid: u64, trims: u64, ttl_s: u64) -> Result<(), StoreError> {
+    /// trim at `trimmed_at` — unless a write trimmed since, or that trim
+    /// (or the making of the user's keys) is less than `check.settle_ms`
+    /// old: the job may not have written what it pushed out yet.
+    pub async fn mark_hbase_checked(&self, uid: u64, trimmed_at: i64, check: HbaseCheck) -> Result<(), StoreError> {
         match self {
-            RealtimeStore::Redis(redis) => redis.mark_hbase_checked(uid, trims, ttl_s).await,
+            RealtimeStore::Redis(redis) => redis.mark_hbase_checked(uid, trimmed_at, check).await,
             RealtimeStore::Embedded(store) => {
                 let mut users = store.users.lock().unwrap_or_else(PoisonError::into_inner);
                 let user = users.entry(uid).or_default();
-                if user.trims == trims {
-                    user.hbase_checked = Some(trims);
+                let current = user.trimmed_at.unwrap_or(0);
+                let settled = check.now_ms - current.max(user.since.unwrap_or(0)) >= check.settle_ms;
+                if current == trimmed_at && settled {
+                    user.hbase_checked = Some(trimmed_at);
                 }
                 Ok(())
             }
@@ -308,7 +328,7 @@ impl RedisStore {
                 let uid = users[index].uid;
                 call.arg(keys::timeline(uid)).arg(keys::records(uid)).arg(keys::meta(uid));
             }
-            call.arg(params.max_items).arg(params.ttl_s).arg(params.today);
+            call.arg(params.max_items).arg(params.ttl_s).arg(params.today).arg(params.now_ms);
             for &index in call_users {
                 call.arg(users[index].events.len());
                 for event in &users[index].events {
@@ -385,9 +405,9 @@ impl RedisStore {
         };
         invocation.arg(query.offset).arg(query.count);
         let mut connection = self.connection.clone();
-        let (paused, cleared_at, trims, checked, ties, exists, members): Reply =
+        let (paused, cleared_at, trimmed_at, checked, ties, exists, members): Reply =
             invocation.invoke_async(&mut connection).await.map_err(|error| StoreError(error.to_string()))?;
-        Ok(TimelineSlice { meta: parse_meta(&paused, &cleared_at, &trims, &checked, exists > 0), ties, members })
+        Ok(TimelineSlice { meta: parse_meta(&paused, &cleared_at, &trimmed_at, &checked, exists > 0), ties, members })
     }
 
     async fn whole_timeline(&self, uid: u64) -> Result<Vec<(String, i64)>, StoreError> {
@@ -403,7 +423,7 @@ impl RedisStore {
     }
 
     async fn meta_and_markers(&self, uid: u64, items: &[String]) -> Result<(UserMeta, Vec<Option<i64>>), StoreError> {
-        let mut fields = vec!["paused".to_owned(), "cleared_at".to_owned(), "trims".to_owned(), "hbase_checked".to_owned()];
+        let mut fields = vec!["paused".to_owned(), "cleared_at".to_owned(), "trimmed_at".to_owned(), "hbase_checked".to_owned()];
         fields.extend(items.iter().map(|item| format!("d:{item}")));
         let mut connection = self.connection.clone();
         let (values, exists): (Vec<Option<String>>, usize) = redis::pipe()
@@ -422,9 +442,9 @@ impl RedisStore {
         Ok((meta, markers))
     }
 
-    async fn mark_hbase_checked(&self, uid: u64, trims: u64, ttl_s: u64) -> Result<(), StoreError> {
+    async fn mark_hbase_checked(&self, uid: u64, trimmed_at: i64, check: HbaseCheck) -> Result<(), StoreError> {
         let mut invocation = self.scripts.mark_checked.key(keys::meta(uid));
-        invocation.arg(trims).arg(ttl_s);
+        invocation.arg(trimmed_at).arg(check.now_ms).arg(check.settle_ms).arg(check.ttl_s);
         let mut connection = self.connection.clone();
         invocation.invoke_async::<i64>(&mut connection).await.map(drop).map_err(|error| StoreError(error.to_string()))
     }
@@ -466,8 +486,10 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     fn write(&self, users: &[UserWrite], params: WriteParams) -> Vec<Vec<Status>> {
         let mut states = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-        let statuses =
-            users.iter().map(|user| states.entry(user.uid).or_default().apply(&user.events, params.max_items, params.today)).collect();
+        let statuses = users
+            .iter()
+            .map(|user| states.entry(user.uid).or_default().apply(&user.events, params.max_items, params.today, params.now_ms))
+            .collect();
         drop(states);
         let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
         for user in users {
@@ -533,7 +555,13 @@ impl EmbeddedStore {
 /// the store holds counts as existing.
 fn embedded_meta(user: &UserState) -> UserMeta {
     let exists = !user.timeline.is_empty() || user.paused || user.cleared_at >= 0 || !user.deleted.is_empty() || user.day.is_some();
-    UserMeta { exists, paused: user.paused, cleared_at: user.cleared_at, trims: user.trims, hbase_checked: user.hbase_checked }
+    UserMeta {
+        exists,
+        paused: user.paused,
+        cleared_at: user.cleared_at,
+        trimmed_at: user.trimmed_at.unwrap_or(0),
+        hbase_checked: user.hbase_checked,
+    }
 }
 
 #[cfg(test)]
