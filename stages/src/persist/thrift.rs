@@ -22,8 +22,10 @@ type Client = HbaseSyncClient<
     TBinaryOutputProtocol<TBufferedWriteTransport<WriteHalf<TTcpChannel>>>,
 >;
 
-/// Connections (and concurrent calls) to the gateway at most.
+/// Connections kept open, and concurrent writes, at most.
 const CONNECTIONS: usize = 4;
+/// Concurrent reads (each on its own connection) at most; more wait.
+const READS_IN_FLIGHT: usize = 32;
 
 /// One Thrift call's worth of work.
 enum Call {
@@ -39,6 +41,7 @@ pub struct ThriftTable {
     address: String,
     table: Vec<u8>,
     idle: Mutex<Vec<Client>>,
+    reads: tokio::sync::Semaphore,
 }
 
 fn table_error(what: &str, error: thrift::Error) -> TableError {
@@ -60,12 +63,21 @@ impl ThriftTable {
     /// A table `table` on the gateway at `address` (`host:port`); connects
     /// on first use.
     pub fn new(address: &str, table: &str) -> Arc<Self> {
-        Arc::new(ThriftTable { address: address.to_owned(), table: table.as_bytes().to_vec(), idle: Mutex::new(Vec::new()) })
+        Arc::new(ThriftTable {
+            address: address.to_owned(),
+            table: table.as_bytes().to_vec(),
+            idle: Mutex::new(Vec::new()),
+            reads: tokio::sync::Semaphore::new(READS_IN_FLIGHT),
+        })
     }
 
     fn connect(&self) -> Result<Client, TableError> {
-        let mut channel = TTcpChannel::new();
-        channel.open(&self.address).map_err(|error| table_error(&format!("connect to {}", self.address), error))?;
+        let stream = std::net::TcpStream::connect(&self.address)
+            .map_err(|error| table_error(&format!("connect to {}", self.address), thrift::Error::from(error)))?;
+        // A call is written in more than one segment; with Nagle's algorithm
+        // the last waits for the peer's delayed ACK (~40 ms a call).
+        stream.set_nodelay(true).map_err(|error| table_error("set TCP_NODELAY", thrift::Error::from(error)))?;
+        let channel = TTcpChannel::with_stream(stream);
         let (read, write) = channel.split().map_err(|error| table_error("channel", error))?;
         Ok(HbaseSyncClient::new(
             TBinaryInputProtocol::new(TBufferedReadTransport::new(read), true),
@@ -83,7 +95,7 @@ impl ThriftTable {
         };
         let result = call(&mut client).map_err(|error| table_error(what, error))?;
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < CONNECTIONS {
+        if idle.len() < CONNECTIONS + READS_IN_FLIGHT {
             idle.push(client);
         }
         Ok(result)
@@ -122,6 +134,7 @@ impl ThriftTable {
     /// The visible cells of `row` in `columns` (`family` or
     /// `family:qualifier`): (column, timestamp, value). `getRowWithColumns`.
     pub async fn read_row(self: &Arc<Self>, row: String, columns: Vec<String>) -> Result<Vec<TableCell>, TableError> {
+        let _permit = self.reads.acquire().await.map_err(|_| TableError::Transient("the table is closing".to_owned()))?;
         let table = self.clone();
         tokio::task::spawn_blocking(move || {
             let name = table.table.clone();

@@ -65,9 +65,10 @@ fn decode(uid: u64, item: &str, bytes: &[u8]) -> Option<Record> {
 }
 
 impl StoreReads {
-    /// Timeline members after the cursor (in the business), newest first:
-    /// up to `want`, and whether the timeline ran out before that.
-    async fn realtime_members(&self, uid: u64, query: &PageQuery, want: usize) -> Result<(Vec<(String, i64)>, UserMeta, bool), ReadError> {
+    /// Timeline members after the cursor (in the business), newest first,
+    /// with their records: up to `want`, and whether the timeline ran out
+    /// before that.
+    async fn realtime_members(&self, uid: u64, query: &PageQuery, want: usize) -> Result<(Vec<Member>, UserMeta, bool), ReadError> {
         let chunk = if query.business.is_some() { want.max(FILTERED_CHUNK) } else { want };
         let prefix = query.business.as_ref().map(|business| format!("{business}:"));
         let mut picked = Vec::new();
@@ -81,11 +82,12 @@ impl StoreReads {
             let requested = chunk + slice.ties;
             let returned = slice.members.len();
             offset += returned;
-            for (item, view_at) in slice.members {
+            let records = slice.records.into_iter().chain(std::iter::repeat(None));
+            for ((item, view_at), record) in slice.members.into_iter().zip(records) {
                 let after_cursor = cursor.is_none_or(|cursor| cursor.precedes(view_at, &item));
                 let in_business = prefix.as_ref().is_none_or(|prefix| item.starts_with(prefix.as_str()));
                 if after_cursor && in_business && picked.len() < want {
-                    picked.push((item, view_at));
+                    picked.push(Member { item, view_at, record });
                 }
             }
             if returned < requested {
@@ -96,25 +98,6 @@ impl StoreReads {
             }
             first = false;
         }
-    }
-
-    /// The records of `members` from the realtime store (a member whose
-    /// record vanished meanwhile, trimmed or deleted, is left out).
-    async fn realtime_records(&self, uid: u64, members: &[(String, i64)]) -> Result<Vec<Candidate>, ReadError> {
-        if members.is_empty() {
-            return Ok(Vec::new());
-        }
-        let items: Vec<String> = members.iter().map(|(item, _)| item.clone()).collect();
-        let found = self.store.read_records(&[(uid, items)]).await.map_err(read_error)?;
-        let records = found.into_iter().next().unwrap_or_default();
-        Ok(members
-            .iter()
-            .zip(records)
-            .filter_map(|((item, view_at), bytes)| {
-                let record = decode(uid, item, &bytes?)?;
-                Some(Candidate { view_at: *view_at, item: item.clone(), record })
-            })
-            .collect())
     }
 
     async fn page(&self, uid: u64, query: PageQuery) -> Result<Page, ReadError> {
@@ -128,11 +111,11 @@ impl StoreReads {
         let table = self.table.as_ref().filter(|_| hbase_may_hold_more && !full);
         let Some(table) = table else {
             metrics::counter!("histflow_read_pages_total", "source" => "realtime").increment(1);
-            let shown = &members[..members.len().min(query.limit)];
             let more = members.len() > query.limit || (full && hbase_may_hold_more && self.table.is_some());
-            let next = more.then(|| shown.last().map(|(item, view_at)| Cursor { view_at: *view_at, item: item.clone() })).flatten();
-            let candidates = self.realtime_records(uid, shown).await?;
-            return Ok(Page { items: candidates.into_iter().map(|c| c.record).collect(), next, source: PageSource::Realtime });
+            let shown: Vec<Member> = members.into_iter().take(query.limit).collect();
+            let next = more.then(|| shown.last().map(|member| Cursor { view_at: member.view_at, item: member.item.clone() })).flatten();
+            let items = candidates(uid, shown).into_iter().map(|c| c.record).collect();
+            return Ok(Page { items, next, source: PageSource::Realtime });
         };
 
         // Redis ran short and HBase may hold more: read the user's row.
@@ -152,7 +135,7 @@ impl StoreReads {
                 tracing::debug!(uid, %error, "could not note the HBase check; the next short page reads HBase again");
             }
         }
-        let mut merged = self.realtime_records(uid, &members).await?;
+        let mut merged = candidates(uid, members);
         merged.extend(found.candidates.into_iter().filter(|candidate| {
             query.cursor.as_ref().is_none_or(|cursor| cursor.precedes(candidate.view_at, &candidate.item))
                 && query.business.as_ref().is_none_or(|business| candidate.record.business == *business)
@@ -208,6 +191,25 @@ impl StoreReads {
         let cells = table.read_row(uid, vec![format!("{META_FAMILY}:paused")]).await.map_err(read_error)?;
         Ok(cells.first().is_some_and(|cell| cell.value == b"1"))
     }
+}
+
+/// A timeline member and its record as the realtime store holds them.
+struct Member {
+    item: String,
+    view_at: i64,
+    record: Option<Vec<u8>>,
+}
+
+/// The members' records, decoded (a member whose record vanished
+/// meanwhile, trimmed or deleted, is left out).
+fn candidates(uid: u64, members: Vec<Member>) -> Vec<Candidate> {
+    members
+        .into_iter()
+        .filter_map(|member| {
+            let record = decode(uid, &member.item, member.record.as_deref()?)?;
+            Some(Candidate { view_at: member.view_at, item: member.item, record })
+        })
+        .collect()
 }
 
 /// Item -> delete marker, from markers read in the order of `items`.

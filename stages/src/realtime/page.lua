@@ -2,16 +2,24 @@
 -- view at or below a bound, plus the meta a page needs. No string is
 -- compared here (Redis Lua compares with the server's locale); the caller
 -- skips the tied members it already returned, which come first.
--- KEYS: h:{uid}:t (timeline), h:{uid}:m (meta).
+-- KEYS: h:{uid}:t (timeline), h:{uid}:m (meta), h:{uid}:r (records).
 -- ARGV[1] = highest score ('+inf' or a view_at), ARGV[2] = the cursor's
 -- view_at whose ties to include on top of the count ('' for none),
 -- ARGV[3] = offset, ARGV[4] = count.
 -- Returns {paused, cleared_at, trimmed_at, hbase_checked, ties, exists,
--- members} with '' for absent meta fields and members as item, score, ...
-local t, m = KEYS[1], KEYS[2]
+-- members, records} with '' for absent meta fields, members as item,
+-- score, item, score, ... and each member's record (nil if none), so a
+-- page costs one round trip.
+local t, m, r = KEYS[1], KEYS[2], KEYS[3]
 local meta = redis.call('HMGET', m, 'paused', 'cleared_at', 'trimmed_at', 'hbase_checked')
 local ties = 0
 if ARGV[2] ~= '' then ties = redis.call('ZCOUNT', t, ARGV[2], ARGV[2]) end
 local members = redis.call('ZREVRANGEBYSCORE', t, ARGV[1], '-inf', 'WITHSCORES', 'LIMIT', ARGV[3], tonumber(ARGV[4]) + ties)
 local exists = redis.call('EXISTS', t, m)
-return { meta[1] or '', meta[2] or '', meta[3] or '', meta[4] or '', ties, exists, members }
+local records = {}
+if #members > 0 then
+  local items = {}
+  for i = 1, #members, 2 do items[#items + 1] = members[i] end
+  records = redis.call('HMGET', r, unpack(items))
+end
+return { meta[1] or '', meta[2] or '', meta[3] or '', meta[4] or '', ties, exists, members, records }

@@ -157,6 +157,8 @@ pub struct TimelineSlice {
     pub ties: usize,
     /// (item, view_at), by view_at then item, both descending.
     pub members: Vec<(String, i64)>,
+    /// Each member's encoded record (`None`: gone, e.g. trimmed meanwhile).
+    pub records: Vec<Option<Vec<u8>>>,
 }
 
 fn parse_meta(paused: &str, cleared_at: &str, trimmed_at: &str, checked: &str, exists: bool) -> UserMeta {
@@ -392,9 +394,9 @@ impl RedisStore {
     }
 
     async fn timeline_slice(&self, uid: u64, query: SliceQuery) -> Result<TimelineSlice, StoreError> {
-        type Reply = (String, String, String, String, usize, usize, Vec<(String, i64)>);
+        type Reply = (String, String, String, String, usize, usize, Vec<(String, i64)>, Vec<Option<Vec<u8>>>);
         let mut invocation = self.scripts.page.key(keys::timeline(uid));
-        invocation.key(keys::meta(uid));
+        invocation.key(keys::meta(uid)).key(keys::records(uid));
         match query.max {
             Some(max) => invocation.arg(max),
             None => invocation.arg("+inf"),
@@ -405,9 +407,9 @@ impl RedisStore {
         };
         invocation.arg(query.offset).arg(query.count);
         let mut connection = self.connection.clone();
-        let (paused, cleared_at, trimmed_at, checked, ties, exists, members): Reply =
+        let (paused, cleared_at, trimmed_at, checked, ties, exists, members, records): Reply =
             invocation.invoke_async(&mut connection).await.map_err(|error| StoreError(error.to_string()))?;
-        Ok(TimelineSlice { meta: parse_meta(&paused, &cleared_at, &trimmed_at, &checked, exists > 0), ties, members })
+        Ok(TimelineSlice { meta: parse_meta(&paused, &cleared_at, &trimmed_at, &checked, exists > 0), ties, members, records })
     }
 
     async fn whole_timeline(&self, uid: u64) -> Result<Vec<(String, i64)>, StoreError> {
@@ -526,7 +528,7 @@ impl EmbeddedStore {
     fn timeline_slice(&self, uid: u64, query: SliceQuery) -> TimelineSlice {
         self.with_user(uid, |user| {
             let ties = query.tie.map_or(0, |tie| user.timeline.iter().filter(|(at, _)| *at == tie).count());
-            let members = user
+            let members: Vec<(String, i64)> = user
                 .timeline
                 .iter()
                 .rev()
@@ -535,7 +537,8 @@ impl EmbeddedStore {
                 .take(query.count + ties)
                 .map(|(at, item)| (item.clone(), *at))
                 .collect();
-            TimelineSlice { meta: embedded_meta(user), ties, members }
+            let records = members.iter().map(|(item, _)| user.records.get(item).map(|(_, record)| record.clone())).collect();
+            TimelineSlice { meta: embedded_meta(user), ties, members, records }
         })
     }
 
