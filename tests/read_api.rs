@@ -24,21 +24,19 @@ struct Setup<'a> {
     payload: &'a str,
     max_items: usize,
     progress_fallback: &'a str,
-    /// `hbase_check_settle_ms` of the ingest stage.
-    settle_ms: u64,
     /// `flush_interval_ms` of the persist stage.
     persist_flush_ms: u64,
 }
 
 impl<'a> Setup<'a> {
     fn new(redis: &'a str, compat: &'a TestCompat, payload: &'a str) -> Self {
-        Setup { redis, compat, payload, max_items: 1000, progress_fallback: "redis", settle_ms: 300_000, persist_flush_ms: 200 }
+        Setup { redis, compat, payload, max_items: 1000, progress_fallback: "redis", persist_flush_ms: 200 }
     }
 }
 
 /// The whole pipeline in one process, with gRPC, flushing fast.
 fn topology(http: u16, grpc: u16, setup: &Setup<'_>) -> String {
-    let Setup { redis, compat, payload, max_items, progress_fallback, settle_ms, persist_flush_ms } = setup;
+    let Setup { redis, compat, payload, max_items, progress_fallback, persist_flush_ms } = setup;
     let brokers = common::kafka_brokers();
     let topic = common::unique("reads");
     format!(
@@ -56,7 +54,6 @@ type = "http_ingest"
 listen = "127.0.0.1:{http}"
 grpc_listen = "127.0.0.1:{grpc}"
 progress_fallback = "{progress_fallback}"
-hbase_check_settle_ms = {settle_ms}
 
 [[stages]]
 name = "realtime"
@@ -258,7 +255,7 @@ async fn pages_beyond_what_redis_keeps_come_from_hbase_in_order() {
     // ids payload: the job reads records from Redis, so each chunk is
     // persisted before the next pushes it out of Redis (as a user's
     // history grows over time).
-    let api = Api::start(&Setup { settle_ms: 1_000, ..Setup::new(&redis, &compat, "ids") }).await;
+    let api = Api::start(&Setup::new(&redis, &compat, "ids")).await;
     let uid = common::unique_uid_base();
     let base = model::now_ms() - 3_600_000;
     for chunk in 0..3u64 {
@@ -291,8 +288,8 @@ async fn pages_beyond_what_redis_keeps_come_from_hbase_in_order() {
     assert!(api.counter("histflow_read_pages_total", "source=\"hbase\"").await >= before + 5.0, "pages past Redis came from HBase");
 
     // A user whose HBase row holds nothing Redis lacks stops costing HBase
-    // calls once the making of its keys is older than the settle time
-    // (1 s here): the first read after that notes it.
+    // calls: a read notes it (after the job's note of its last write, which
+    // voids an earlier note, has landed).
     let small = uid + 1;
     api.post(vec![event(small, "archive", 1, 1, base)]).await;
     until_persisted(&compat, small, 1).await;
@@ -326,8 +323,8 @@ async fn items_pushed_out_of_redis_show_once_the_job_writes_them_even_if_a_read_
     let cursor = first["next_cursor"].as_str().expect("a full page at the end of Redis has a cursor").to_owned();
     let early = api.get(&format!("/v1/users/{uid}/history?limit=5&cursor={cursor}")).await.1;
     assert!(early["items"].as_array().unwrap().len() <= 5, "{early}");
-    // That early look must not have been noted as "HBase holds nothing
-    // more": once the job writes the older five, they show.
+    // That early look noted "HBase holds nothing more"; the job's write of
+    // the older five voids the note, so they show.
     let oids = common::eventually("the five older items from HBase", Duration::from_secs(30), async || {
         let (_, page) = api.get(&format!("/v1/users/{uid}/history?limit=5&cursor={cursor}")).await;
         let oids: Vec<u64> = page["items"].as_array().unwrap().iter().map(|item| item["oid"].as_u64().unwrap()).collect();

@@ -37,17 +37,6 @@ pub struct HttpIngestConfig {
     /// `"hbase"` (items Redis lacks are looked up in HBase).
     #[serde(default)]
     pub progress_fallback: ProgressFallback,
-    /// A history read that finds nothing in HBase the user's Redis timeline
-    /// lacks notes it, sparing later reads the HBase call — but only once
-    /// the user's last trim (or the making of their keys) is this old, so
-    /// the job has written what was pushed out of Redis. Keep it above the
-    /// job's durable lag (its flush interval plus any backlog).
-    #[serde(default = "default_hbase_check_settle_ms")]
-    pub hbase_check_settle_ms: u64,
-}
-
-fn default_hbase_check_settle_ms() -> u64 {
-    300_000
 }
 
 /// Where progress look-ups go.

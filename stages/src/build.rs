@@ -90,8 +90,11 @@ impl Backends {
             Some(persist) if config.history_fallback || progress_fallback => Some(self.history_table(persist)?),
             _ => None,
         };
-        let settle_ms = i64::try_from(config.hbase_check_settle_ms).unwrap_or(i64::MAX);
-        Ok(Some(crate::read::shared(crate::read::StoreReads { store, table, progress_fallback, ttl_s, settle_ms })))
+        // The note "HBase holds nothing more" is voided by the job when it
+        // writes a user; a job without the realtime store cannot, so then
+        // every short page reads HBase.
+        let note_checks = self.embedded.is_some() || persist.is_some_and(|persist| persist.redis_url.is_some());
+        Ok(Some(crate::read::shared(crate::read::StoreReads { store, table, progress_fallback, ttl_s, note_checks })))
     }
 
     fn realtime_store(&mut self, redis_url: &str, shape: CallShape) -> Result<RealtimeStore, String> {

@@ -305,6 +305,26 @@ impl PersistStage {
         Ok(rows.into_values().collect())
     }
 
+    /// Tells the realtime store which users got records in HBase, voiding
+    /// the read path's "HBase holds nothing more" notes of those users;
+    /// retried while Redis is away (before the offsets are committed, so a
+    /// crash meanwhile replays the window and notes again).
+    async fn note_written(&self, mutations: &[RowMutation], stage: &str) {
+        let Some(store) = &self.records else { return };
+        let uids: Vec<u64> = mutations
+            .iter()
+            .filter(|row| row.puts.iter().any(|(column, _, _)| column.starts_with("r:")))
+            .filter_map(|row| row.row.get(4..).and_then(|decimal| decimal.parse().ok()))
+            .collect();
+        let mut backoff = Duration::from_millis(100);
+        while let Err(error) = store.note_hbase_written(&uids).await {
+            metrics::counter!("histflow_persist_retries_total").increment(1);
+            tracing::warn!(stage, %error, retry_in_ms = backoff.as_millis() as u64, "cannot note the written users in Redis; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
     /// Writes the window (retrying until it lands), then answers its acks.
     async fn flush(&self, window: &mut Window, cx: &StageContext<Batch>) -> Result<(), StageError> {
         let mutations = self.mutations(window, &cx.name).await?;
@@ -330,6 +350,7 @@ impl PersistStage {
                 }
             }
         }
+        self.note_written(&mutations, &cx.name).await;
         metrics::counter!("histflow_persist_events_total").increment(window.ops as u64);
         window.ops = 0;
         for ack in window.acks.drain(..) {

@@ -9,11 +9,11 @@
 //! holds, and Redis's delete and clear markers hide HBase items the job has
 //! not yet deleted there. To keep a user with nothing more in HBase from
 //! costing an HBase call on every short page, a read that finds HBase holds
-//! nothing Redis lacks records so (`hbase_checked`, naming the last trim,
-//! so a later trim undoes it) — but only once that trim, and the making of
-//! the user's keys, are older than `settle_ms`: until then the job may not
-//! have written what was pushed out of Redis, and an empty answer from
-//! HBase proves nothing.
+//! nothing Redis lacks records so (`hbase_checked`), naming what that
+//! depends on: the user's last trim and the count of the job's writes of
+//! the user. A later trim, or the job writing items it had not yet written
+//! when the read looked (pushed out of Redis before they were durable),
+//! voids the note.
 
 mod merge;
 
@@ -26,7 +26,7 @@ use ingest_http::reads::{Cursor, HistoryReads, Page, PageQuery, PageSource, Read
 use model::{codec, Record};
 
 use crate::persist::{HistoryTable, META_FAMILY, RECORDS_FAMILY};
-use crate::realtime::store::{HbaseCheck, SliceQuery, UserMeta};
+use crate::realtime::store::{SliceQuery, UserMeta};
 use crate::realtime::RealtimeStore;
 use merge::{hbase_candidates, Candidate};
 
@@ -43,9 +43,9 @@ pub struct StoreReads {
     pub progress_fallback: bool,
     /// Key expiry (for a meta hash a read creates), seconds.
     pub ttl_s: u64,
-    /// How long after a trim (or the making of a user's keys) the job is
-    /// trusted to have written to HBase what Redis no longer holds.
-    pub settle_ms: i64,
+    /// Note "HBase holds nothing more" for a user (the job voids the note
+    /// when it writes the user's records, so it needs the realtime store).
+    pub note_checks: bool,
 }
 
 fn read_error(error: impl std::fmt::Display) -> ReadError {
@@ -130,8 +130,8 @@ impl StoreReads {
         if found.all_in_redis {
             // Nothing in HBase that Redis lacks: later short pages skip HBase
             // until a write trims the timeline again.
-            let check = HbaseCheck { now_ms: model::now_ms(), settle_ms: self.settle_ms, ttl_s: self.ttl_s };
-            if let Err(error) = self.store.mark_hbase_checked(uid, meta.trimmed_at, check).await {
+            let noted = if self.note_checks { self.store.mark_hbase_checked(uid, &meta.check_token, self.ttl_s).await } else { Ok(()) };
+            if let Err(error) = noted {
                 tracing::debug!(uid, %error, "could not note the HBase check; the next short page reads HBase again");
             }
         }

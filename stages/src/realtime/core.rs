@@ -91,12 +91,11 @@ pub struct UserState {
     pub records: HashMap<String, (i64, Vec<u8>)>,
     /// When a write last trimmed the timeline (items now only in HBase).
     pub trimmed_at: Option<i64>,
-    /// When the user's state was made (its first recorded write or
-    /// mutation), unix ms.
-    pub since: Option<i64>,
-    /// The `trimmed_at` (0: never) at which a read found nothing in HBase
-    /// that the timeline lacks.
-    pub hbase_checked: Option<i64>,
+    /// How many times the job wrote the user's records to HBase.
+    pub hbase_written: u64,
+    /// The check token (`trimmed_at:hbase_written`) at which a read found
+    /// nothing in HBase that the timeline lacks.
+    pub hbase_checked: Option<String>,
 }
 
 impl Default for UserState {
@@ -111,7 +110,7 @@ impl Default for UserState {
             timeline: BTreeSet::new(),
             records: HashMap::new(),
             trimmed_at: None,
-            since: None,
+            hbase_written: 0,
             hbase_checked: None,
         }
     }
@@ -149,7 +148,6 @@ impl UserState {
         if recorded_any {
             if first_given {
                 self.day = Some(today);
-                self.since.get_or_insert(now_ms);
             }
             if self.timeline.len() > max_items {
                 self.trimmed_at = Some(now_ms);
@@ -167,9 +165,6 @@ impl UserState {
     /// `mutate.lua` does; returns its effective time (a delete or clear
     /// moves past the newest view it removes). `None` for upserts.
     pub fn mutate(&mut self, op: &Op) -> Option<i64> {
-        if let Op::Delete { at, .. } | Op::Clear { at, .. } | Op::SetRecording { at, .. } = op {
-            self.since.get_or_insert(*at);
-        }
         match op {
             Op::Delete { item, at, .. } => {
                 let current = self.records.remove(item).map_or(-1, |(view_at, _)| view_at);
@@ -258,12 +253,12 @@ mod tests {
     }
 
     #[test]
-    fn trims_and_the_making_of_the_state_are_timed() {
+    fn trims_are_timed() {
         let mut user = UserState::default();
         user.apply(&[event("a:1", 1), event("a:2", 2)], 2, 1, 100);
-        assert_eq!((user.since, user.trimmed_at), (Some(100), None));
+        assert_eq!(user.trimmed_at, None);
         user.apply(&[event("a:3", 3)], 2, 1, 200);
-        assert_eq!((user.since, user.trimmed_at), (Some(100), Some(200)));
+        assert_eq!(user.trimmed_at, Some(200));
     }
 
     #[test]

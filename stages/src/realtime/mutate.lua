@@ -12,9 +12,7 @@ local t, r, m = KEYS[1], KEYS[2], KEYS[3]
 local kind, at, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 
 local function keep_meta()
-  -- A meta hash made here (the user had none) expires like the others,
-  -- and says when it was made (see record.lua's `since`).
-  redis.call('HSETNX', m, 'since', at)
+  -- A meta hash made here (the user had none) expires like the others.
   if redis.call('TTL', m) < 0 then redis.call('EXPIRE', m, ttl) end
 end
 

@@ -6,12 +6,12 @@
 -- ARGV[1] = highest score ('+inf' or a view_at), ARGV[2] = the cursor's
 -- view_at whose ties to include on top of the count ('' for none),
 -- ARGV[3] = offset, ARGV[4] = count.
--- Returns {paused, cleared_at, trimmed_at, hbase_checked, ties, exists,
--- members, records} with '' for absent meta fields, members as item,
--- score, item, score, ... and each member's record (nil if none), so a
--- page costs one round trip.
+-- Returns {paused, cleared_at, trimmed_at, hbase_written, hbase_checked,
+-- ties, exists, members, records} with '' for absent meta fields, members
+-- as item, score, item, score, ... and each member's record (nil if none),
+-- so a page costs one round trip.
 local t, m, r = KEYS[1], KEYS[2], KEYS[3]
-local meta = redis.call('HMGET', m, 'paused', 'cleared_at', 'trimmed_at', 'hbase_checked')
+local meta = redis.call('HMGET', m, 'paused', 'cleared_at', 'trimmed_at', 'hbase_written', 'hbase_checked')
 local ties = 0
 if ARGV[2] ~= '' then ties = redis.call('ZCOUNT', t, ARGV[2], ARGV[2]) end
 local members = redis.call('ZREVRANGEBYSCORE', t, ARGV[1], '-inf', 'WITHSCORES', 'LIMIT', ARGV[3], tonumber(ARGV[4]) + ties)
@@ -22,4 +22,4 @@ if #members > 0 then
   for i = 1, #members, 2 do items[#items + 1] = members[i] end
   records = redis.call('HMGET', r, unpack(items))
 end
-return { meta[1] or '', meta[2] or '', meta[3] or '', meta[4] or '', ties, exists, members, records }
+return { meta[1] or '', meta[2] or '', meta[3] or '', meta[4] or '', meta[5] or '', ties, exists, members, records }

@@ -50,9 +50,8 @@ local function write_user(t, r, m, count)
   if recorded_any then
     local excess = redis.call('ZCARD', t) - max_items
     if excess > 0 then
-      -- Items now only in HBase (once the job writes them): a read that
-      -- runs past Redis must look there again (the read path's
-      -- `hbase_checked` names the trim it saw).
+      -- Items now only in HBase: a read that runs past Redis must look
+      -- there again (the read path's `hbase_checked` names the trim it saw).
       redis.call('HSET', m, 'trimmed_at', now)
     end
     while excess > 0 do
@@ -66,9 +65,6 @@ local function write_user(t, r, m, count)
     -- write of each day keeps it exact to the day at a fraction of the cost.
     -- Keys remade later in the day (after a clear) get theirs at once.
     if first_given or redis.call('TTL', t) == -1 then
-      -- `since`: when these keys were made (after an expiry or a loss the
-      -- job may still be writing older items to HBase).
-      redis.call('HSETNX', m, 'since', now)
       redis.call('HSET', m, 'day', today)
       redis.call('EXPIRE', t, ttl)
       redis.call('EXPIRE', r, ttl)

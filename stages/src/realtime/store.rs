@@ -15,19 +15,24 @@ const RECORD_SCRIPT: &str = include_str!("record.lua");
 const MUTATE_SCRIPT: &str = include_str!("mutate.lua");
 const PAGE_SCRIPT: &str = include_str!("page.lua");
 
-/// Records `hbase_checked` = the last trim a read saw, unless a write
-/// trimmed the timeline since, or the last trim (or the making of the
-/// user's keys) is too recent for the job to have written what it pushed
-/// out. KEYS[1] = meta, ARGV[1] = trimmed_at seen ('0': never), ARGV[2] =
-/// now, ARGV[3] = settle ms, ARGV[4] = TTL seconds for a meta hash made here.
+/// Records `hbase_checked` = the check token a read saw (the last trim and
+/// the job's write count, `trimmed_at:hbase_written`), unless either moved
+/// since. KEYS[1] = meta, ARGV[1] = token seen, ARGV[2] = TTL seconds for a
+/// meta hash made here.
 const MARK_CHECKED_SCRIPT: &str = r"
-local meta = redis.call('HMGET', KEYS[1], 'trimmed_at', 'since')
-local trimmed = meta[1] or '0'
-if trimmed ~= ARGV[1] then return 0 end
-if tonumber(ARGV[2]) - math.max(tonumber(trimmed), tonumber(meta[2] or '0')) < tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], 'hbase_checked', trimmed)
-if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+local meta = redis.call('HMGET', KEYS[1], 'trimmed_at', 'hbase_written')
+if (meta[1] or '0') .. ':' .. (meta[2] or '0') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'hbase_checked', ARGV[1])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 1
+";
+
+/// After the job wrote a user's records to HBase: counts it in the user's
+/// meta (if the user has one), which voids any "HBase holds nothing more"
+/// note. KEYS[1] = meta.
+const NOTE_WRITTEN_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'hbase_written', 1) end
+return 0
 ";
 
 /// Removes a user from its dirty set only if it was not marked again after
@@ -107,31 +112,20 @@ pub struct UserMeta {
     pub paused: bool,
     /// Items viewed at or before this were cleared (-1: never).
     pub cleared_at: i64,
-    /// When a write last trimmed the timeline, unix ms (0: never).
-    pub trimmed_at: i64,
-    /// The `trimmed_at` at which a read found nothing in HBase the
-    /// timeline lacks.
-    pub hbase_checked: Option<i64>,
+    /// What HBase holding nothing more depends on: the last trim and the
+    /// job's writes of the user, as `trimmed_at:hbase_written`.
+    pub check_token: String,
+    /// The token at which a read found nothing in HBase the timeline lacks.
+    pub hbase_checked: Option<String>,
 }
 
 impl UserMeta {
     /// Whether HBase may hold items the timeline does not: not known to be
-    /// a subset since the last trim (or ever, for a user with no meta).
+    /// a subset since the last trim or the job's last write of the user
+    /// (or ever, for a user with no meta).
     pub fn hbase_may_hold_more(&self) -> bool {
-        self.hbase_checked != Some(self.trimmed_at)
+        self.hbase_checked.as_deref() != Some(self.check_token.as_str())
     }
-}
-
-/// When a read may note that HBase holds nothing a timeline lacks.
-#[derive(Debug, Clone, Copy)]
-pub struct HbaseCheck {
-    /// Now, unix ms.
-    pub now_ms: i64,
-    /// How long after a trim (or the making of a user's keys) the job is
-    /// trusted to have written what was pushed out of Redis.
-    pub settle_ms: i64,
-    /// Expiry of a meta hash the note creates, seconds.
-    pub ttl_s: u64,
 }
 
 /// Which part of a timeline to read, newest first.
@@ -161,13 +155,23 @@ pub struct TimelineSlice {
     pub records: Vec<Option<Vec<u8>>>,
 }
 
-fn parse_meta(paused: &str, cleared_at: &str, trimmed_at: &str, checked: &str, exists: bool) -> UserMeta {
+/// The meta fields a read needs, as Redis holds them ('' when absent).
+struct MetaFields<'a> {
+    paused: &'a str,
+    cleared_at: &'a str,
+    trimmed_at: &'a str,
+    hbase_written: &'a str,
+    hbase_checked: &'a str,
+}
+
+fn parse_meta(fields: MetaFields<'_>, exists: bool) -> UserMeta {
+    let or_zero = |text: &str| if text.is_empty() { "0".to_owned() } else { text.to_owned() };
     UserMeta {
         exists,
-        paused: paused == "1",
-        cleared_at: cleared_at.parse().unwrap_or(-1),
-        trimmed_at: trimmed_at.parse().unwrap_or(0),
-        hbase_checked: checked.parse().ok(),
+        paused: fields.paused == "1",
+        cleared_at: fields.cleared_at.parse().unwrap_or(-1),
+        check_token: format!("{}:{}", or_zero(fields.trimmed_at), or_zero(fields.hbase_written)),
+        hbase_checked: (!fields.hbase_checked.is_empty()).then(|| fields.hbase_checked.to_owned()),
     }
 }
 
@@ -253,19 +257,32 @@ impl RealtimeStore {
     }
 
     /// Notes that HBase holds nothing `uid`'s timeline lacks, as of the
-    /// trim at `trimmed_at` — unless a write trimmed since, or that trim
-    /// (or the making of the user's keys) is less than `check.settle_ms`
-    /// old: the job may not have written what it pushed out yet.
-    pub async fn mark_hbase_checked(&self, uid: u64, trimmed_at: i64, check: HbaseCheck) -> Result<(), StoreError> {
+    /// check token a read saw (ignored if a trim or a job write moved it).
+    pub async fn mark_hbase_checked(&self, uid: u64, token: &str, ttl_s: u64) -> Result<(), StoreError> {
         match self {
-            RealtimeStore::Redis(redis) => redis.mark_hbase_checked(uid, trimmed_at, check).await,
+            RealtimeStore::Redis(redis) => redis.mark_hbase_checked(uid, token, ttl_s).await,
             RealtimeStore::Embedded(store) => {
                 let mut users = store.users.lock().unwrap_or_else(PoisonError::into_inner);
                 let user = users.entry(uid).or_default();
-                let current = user.trimmed_at.unwrap_or(0);
-                let settled = check.now_ms - current.max(user.since.unwrap_or(0)) >= check.settle_ms;
-                if current == trimmed_at && settled {
-                    user.hbase_checked = Some(trimmed_at);
+                if embedded_meta(user).check_token == token {
+                    user.hbase_checked = Some(token.to_owned());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// After the job made `uids`' records durable in HBase: voids their
+    /// "HBase holds nothing more" notes.
+    pub async fn note_hbase_written(&self, uids: &[u64]) -> Result<(), StoreError> {
+        match self {
+            RealtimeStore::Redis(redis) => redis.note_hbase_written(uids).await,
+            RealtimeStore::Embedded(store) => {
+                let mut users = store.users.lock().unwrap_or_else(PoisonError::into_inner);
+                for uid in uids {
+                    if let Some(user) = users.get_mut(uid) {
+                        user.hbase_written += 1;
+                    }
                 }
                 Ok(())
             }
@@ -296,6 +313,7 @@ struct Scripts {
     mutate: redis::Script,
     page: redis::Script,
     mark_checked: redis::Script,
+    note_written: redis::Script,
 }
 
 impl RedisStore {
@@ -316,6 +334,7 @@ impl RedisStore {
             mutate: redis::Script::new(MUTATE_SCRIPT),
             page: redis::Script::new(PAGE_SCRIPT),
             mark_checked: redis::Script::new(MARK_CHECKED_SCRIPT),
+            note_written: redis::Script::new(NOTE_WRITTEN_SCRIPT),
         };
         Ok(RedisStore { connection, shape, scripts: Arc::new(scripts) })
     }
@@ -394,7 +413,7 @@ impl RedisStore {
     }
 
     async fn timeline_slice(&self, uid: u64, query: SliceQuery) -> Result<TimelineSlice, StoreError> {
-        type Reply = (String, String, String, String, usize, usize, Vec<(String, i64)>, Vec<Option<Vec<u8>>>);
+        type Reply = (String, String, String, String, String, usize, usize, Vec<(String, i64)>, Vec<Option<Vec<u8>>>);
         let mut invocation = self.scripts.page.key(keys::timeline(uid));
         invocation.key(keys::meta(uid)).key(keys::records(uid));
         match query.max {
@@ -407,9 +426,16 @@ impl RedisStore {
         };
         invocation.arg(query.offset).arg(query.count);
         let mut connection = self.connection.clone();
-        let (paused, cleared_at, trimmed_at, checked, ties, exists, members, records): Reply =
+        let (paused, cleared_at, trimmed_at, hbase_written, hbase_checked, ties, exists, members, records): Reply =
             invocation.invoke_async(&mut connection).await.map_err(|error| StoreError(error.to_string()))?;
-        Ok(TimelineSlice { meta: parse_meta(&paused, &cleared_at, &trimmed_at, &checked, exists > 0), ties, members, records })
+        let fields = MetaFields {
+            paused: &paused,
+            cleared_at: &cleared_at,
+            trimmed_at: &trimmed_at,
+            hbase_written: &hbase_written,
+            hbase_checked: &hbase_checked,
+        };
+        Ok(TimelineSlice { meta: parse_meta(fields, exists > 0), ties, members, records })
     }
 
     async fn whole_timeline(&self, uid: u64) -> Result<Vec<(String, i64)>, StoreError> {
@@ -425,7 +451,8 @@ impl RedisStore {
     }
 
     async fn meta_and_markers(&self, uid: u64, items: &[String]) -> Result<(UserMeta, Vec<Option<i64>>), StoreError> {
-        let mut fields = vec!["paused".to_owned(), "cleared_at".to_owned(), "trimmed_at".to_owned(), "hbase_checked".to_owned()];
+        let mut fields: Vec<String> =
+            ["paused", "cleared_at", "trimmed_at", "hbase_written", "hbase_checked"].into_iter().map(str::to_owned).collect();
         fields.extend(items.iter().map(|item| format!("d:{item}")));
         let mut connection = self.connection.clone();
         let (values, exists): (Vec<Option<String>>, usize) = redis::pipe()
@@ -439,16 +466,50 @@ impl RedisStore {
             .await
             .map_err(|error| StoreError(error.to_string()))?;
         let field = |index: usize| values.get(index).cloned().flatten().unwrap_or_default();
-        let meta = parse_meta(&field(0), &field(1), &field(2), &field(3), exists > 0);
-        let markers = (4..4 + items.len()).map(|index| field(index).parse().ok()).collect();
+        let (paused, cleared_at, trimmed_at, hbase_written, hbase_checked) = (field(0), field(1), field(2), field(3), field(4));
+        let fields = MetaFields {
+            paused: &paused,
+            cleared_at: &cleared_at,
+            trimmed_at: &trimmed_at,
+            hbase_written: &hbase_written,
+            hbase_checked: &hbase_checked,
+        };
+        let meta = parse_meta(fields, exists > 0);
+        let markers = (5..5 + items.len()).map(|index| field(index).parse().ok()).collect();
         Ok((meta, markers))
     }
 
-    async fn mark_hbase_checked(&self, uid: u64, trimmed_at: i64, check: HbaseCheck) -> Result<(), StoreError> {
+    async fn mark_hbase_checked(&self, uid: u64, token: &str, ttl_s: u64) -> Result<(), StoreError> {
         let mut invocation = self.scripts.mark_checked.key(keys::meta(uid));
-        invocation.arg(trimmed_at).arg(check.now_ms).arg(check.settle_ms).arg(check.ttl_s);
+        invocation.arg(token).arg(ttl_s);
         let mut connection = self.connection.clone();
         invocation.invoke_async::<i64>(&mut connection).await.map(drop).map_err(|error| StoreError(error.to_string()))
+    }
+
+    async fn note_hbase_written(&self, uids: &[u64]) -> Result<(), StoreError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        // One script call per user (a cluster keeps each user's keys in one
+        // slot), all in one pipeline.
+        let mut pipe = redis::pipe();
+        for uid in uids {
+            pipe.cmd("EVALSHA").arg(self.scripts.note_written.get_hash()).arg(1).arg(keys::meta(*uid)).ignore();
+        }
+        let mut connection = self.connection.clone();
+        match pipe.query_async::<()>(&mut connection).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.scripts
+                    .note_written
+                    .prepare_invoke()
+                    .load_async(&mut connection)
+                    .await
+                    .map_err(|error| StoreError(error.to_string()))?;
+                pipe.query_async::<()>(&mut connection).await.map_err(|error| StoreError(error.to_string()))
+            }
+            Err(error) => Err(StoreError(error.to_string())),
+        }
     }
 
     async fn unmark_dirty(&self, shard: u32, uids: &[u64], flushed_at: i64) -> Result<(), StoreError> {
@@ -562,8 +623,8 @@ fn embedded_meta(user: &UserState) -> UserMeta {
         exists,
         paused: user.paused,
         cleared_at: user.cleared_at,
-        trimmed_at: user.trimmed_at.unwrap_or(0),
-        hbase_checked: user.hbase_checked,
+        check_token: format!("{}:{}", user.trimmed_at.unwrap_or(0), user.hbase_written),
+        hbase_checked: user.hbase_checked.clone(),
     }
 }
 
