@@ -6,20 +6,26 @@
 //! - `load`: closed-loop HTTP load against a running histflow.
 //! - `heartbeat`: users reporting progress every few seconds (convergence).
 //! - `reads`: history-page reads from Redis or through cache-aside to HBase.
+//! - `stack` (`bench --stack`): the whole stack started by the bench,
+//!   side by side with the naive baseline and the ceilings.
 
 mod heartbeat;
 mod load;
 mod reads;
 mod runtime_dag;
+mod stack;
 
 use clap::{Parser, Subcommand};
 
-/// histflow benchmarks; each prints a table and the command to repeat it.
+/// histflow benchmarks. `bench --stack [--compare] [--redis-ceiling]`
+/// runs the whole stack; the subcommands are narrower benchmarks.
 #[derive(Debug, Parser)]
-#[command(name = "bench", about)]
+#[command(name = "bench", about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    stack: stack::Options,
 }
 
 #[derive(Debug, Subcommand)]
@@ -35,10 +41,12 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Runtime(options) => runtime_dag::run(&options),
-        Command::Load(options) => load::run(&options),
-        Command::Heartbeat(options) => heartbeat::run(&options),
-        Command::Reads(options) => reads::run(&options),
+    let cli = Cli::parse();
+    match cli.command {
+        None => stack::run(&cli.stack),
+        Some(Command::Runtime(options)) => runtime_dag::run(&options),
+        Some(Command::Load(options)) => load::run(&options),
+        Some(Command::Heartbeat(options)) => heartbeat::run(&options),
+        Some(Command::Reads(options)) => reads::run(&options),
     }
 }

@@ -234,6 +234,7 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
                     .transpose();
                 dirty.and_then(|dirty| KafkaProducerStage::new(config, dirty)).map(|stage| Box::new(stage) as Box<dyn Stage<Batch>>)
             }
+            (StageConfig::Discard(_), _) => Ok(Box::new(crate::discard::DiscardStage) as Box<dyn Stage<Batch>>),
             (StageConfig::Persist(config), _) if options.embedded => {
                 let records = backends.embedded.clone().map(RealtimeStore::Embedded);
                 backends

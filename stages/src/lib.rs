@@ -6,6 +6,8 @@
 //! - `realtime`, `aggregate`, `kafka_batch`, `persist`: one module per
 //!   stage, each with its config and its backends (the HTTP source lives in
 //!   the `ingest-http` crate).
+//! - `discard`: a sink that answers and drops (the benchmark's HTTP
+//!   ceiling).
 //! - `read`: the stores behind the read API (Redis with cache-aside to
 //!   the history table), which the ingest stage serves.
 //! - [`build`]: turns a validated topology and a role into runnable nodes,
@@ -13,6 +15,7 @@
 
 pub mod aggregate;
 pub mod build;
+pub mod discard;
 pub mod kafka_batch;
 pub mod persist;
 pub mod read;
@@ -38,10 +41,12 @@ pub enum StageConfig {
     KafkaBatch(kafka_batch::KafkaBatchConfig),
     /// HBase writer of the job role.
     Persist(persist::PersistConfig),
+    /// Answers and drops (the HTTP ceiling of the benchmark).
+    Discard(discard::DiscardConfig),
 }
 
 impl StageSpec for StageConfig {
-    const KINDS: &'static [&'static str] = &["http_ingest", "realtime", "aggregate", "kafka_batch", "persist"];
+    const KINDS: &'static [&'static str] = &["http_ingest", "realtime", "aggregate", "kafka_batch", "persist", "discard"];
 
     fn kind(&self) -> &'static str {
         match self {
@@ -50,6 +55,7 @@ impl StageSpec for StageConfig {
             StageConfig::Aggregate(_) => "aggregate",
             StageConfig::KafkaBatch(_) => "kafka_batch",
             StageConfig::Persist(_) => "persist",
+            StageConfig::Discard(_) => "discard",
         }
     }
 
@@ -58,13 +64,18 @@ impl StageSpec for StageConfig {
             StageConfig::HttpIngest(_) => Shape::Source,
             StageConfig::Realtime(_) | StageConfig::Aggregate(_) => Shape::Transform,
             StageConfig::KafkaBatch(_) => Shape::Bridge,
-            StageConfig::Persist(_) => Shape::Sink,
+            StageConfig::Persist(_) | StageConfig::Discard(_) => Shape::Sink,
         }
     }
 
     fn role(&self) -> Role {
         match self {
-            StageConfig::HttpIngest(_) | StageConfig::Realtime(_) | StageConfig::Aggregate(_) | StageConfig::KafkaBatch(_) => Role::Service,
+            StageConfig::HttpIngest(_)
+            | StageConfig::Realtime(_)
+            | StageConfig::Aggregate(_)
+            | StageConfig::KafkaBatch(_)
+            | StageConfig::Discard(_) => Role::Service,
+            StageConfig::Persist(config) if config.write_through => Role::Service,
             StageConfig::Persist(_) => Role::Job,
         }
     }
@@ -87,6 +98,7 @@ impl StageSpec for StageConfig {
             StageConfig::Aggregate(config) => config.check(),
             StageConfig::KafkaBatch(config) => config.check(),
             StageConfig::Persist(config) => config.check(),
+            StageConfig::Discard(_) => Vec::new(),
         }
     }
 }

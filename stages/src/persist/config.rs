@@ -31,6 +31,11 @@ pub struct PersistConfig {
     /// Directory of the embedded on-disk store used by `--embedded`.
     #[serde(default = "default_embedded_data_dir")]
     pub embedded_data_dir: String,
+    /// Run in the service role, fed straight by `realtime` with no Kafka
+    /// in between: the write-through baseline of the benchmark
+    /// (`bench/topologies/naive.toml`), not a production shape.
+    #[serde(default)]
+    pub write_through: bool,
 }
 
 fn default_table() -> String {

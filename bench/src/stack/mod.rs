@@ -1,0 +1,386 @@
+//! `bench --stack`: the whole real stack on this machine, started by the
+//! bench on free loopback ports — Redis, the tansu broker, the
+//! HBase-compatible server, histflow `--role service` and `--role job` as
+//! separate processes — driven by the workload, measured, and torn down
+//! (also on failure or Ctrl-C). `--compare` runs the naive write-through
+//! baseline and the ingest-only HTTP ceiling the same way;
+//! `--redis-ceiling` measures histflow's realtime write pipelined straight
+//! at Redis. `--target URL` drives an already running histflow instead.
+//!
+//! - `processes`: the child processes and their resource use.
+//! - `workload`: the reports and the closed- or open-loop clients.
+//! - `scrape`: reading `/metrics`.
+//! - `ceiling`: the Redis ceiling.
+//! - `report`: the figures, the table, JSON and the latency plot.
+
+mod ceiling;
+mod processes;
+mod report;
+mod scrape;
+mod workload;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use processes::{free_port, start, usage, Owned};
+use report::Figures;
+use scrape::Scrape;
+use workload::{Limit, Live, Pace, Shape};
+
+/// Options of the stack benchmark (top-level flags of `bench`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Start the whole stack on free loopback ports and measure it.
+    #[arg(long)]
+    pub stack: bool,
+    /// Drive an already running histflow (base URL) instead.
+    #[arg(long, conflicts_with = "stack")]
+    pub target: Option<String>,
+    /// The topology histflow runs under --stack.
+    #[arg(long, default_value = "topology.toml")]
+    pub topology: PathBuf,
+    /// Also run bench/topologies/naive.toml and ingest-only.toml, side by side.
+    #[arg(long, requires = "stack")]
+    pub compare: bool,
+    /// Also measure the realtime write pipelined straight at Redis.
+    #[arg(long, requires = "stack")]
+    pub redis_ceiling: bool,
+    /// Users reporting.
+    #[arg(long, default_value_t = 5_000)]
+    pub users: u64,
+    /// Items each user moves through.
+    #[arg(long, default_value_t = 20)]
+    pub items_per_user: u64,
+    /// Businesses the items are spread over (1 to 4).
+    #[arg(long, default_value_t = 2)]
+    pub businesses: usize,
+    /// Each user reports every this many seconds: open loop at users /
+    /// heartbeat events a second (unless --rate says otherwise).
+    #[arg(long)]
+    pub heartbeat_s: Option<f64>,
+    /// A user moves to another item every this many reports on average.
+    #[arg(long, default_value_t = 60)]
+    pub switch_every: u64,
+    /// Events per request.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// How long to send (humantime: 15s, 2m).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Stop after this many events instead (or earlier).
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// Open loop at this many events a second (latency from the intended
+    /// send time).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Longest wait, after the load, for everything to be durable.
+    #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Write the figures of every run as a JSON array.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write a latency-distribution chart (SVG) comparing the runs.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// The histflow binary (default: built beside this bench).
+    #[arg(long)]
+    pub histflow: Option<PathBuf>,
+}
+
+impl Options {
+    fn shape(&self) -> Shape {
+        Shape {
+            users: self.users,
+            items_per_user: self.items_per_user,
+            businesses: self.businesses,
+            heartbeat_s: self.heartbeat_s.map_or(5, |seconds| seconds.round().max(1.0) as i64),
+            switch_every: self.switch_every,
+            first_uid: 1,
+        }
+    }
+
+    fn pace(&self) -> Pace {
+        match (self.rate, self.heartbeat_s) {
+            (Some(rate), _) => Pace::Open { events_per_s: rate },
+            (None, Some(heartbeat)) => Pace::Open { events_per_s: self.users as f64 / heartbeat.max(0.001) },
+            (None, None) => Pace::Closed,
+        }
+    }
+}
+
+/// Runs what the options ask for and prints the table.
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    anyhow::ensure!(options.stack || options.target.is_some(), "say --stack (start the whole stack) or --target URL");
+    anyhow::ensure!(
+        options.users >= 1 && options.items_per_user >= 1 && options.batch >= 1 && options.connections >= 1,
+        "--users, --items-per-user, --batch and --connections must be at least 1"
+    );
+    anyhow::ensure!((1..=4).contains(&options.businesses), "--businesses must be 1 to 4");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        tokio::select! {
+            result = all_runs(options) => result,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; every process this bench started is stopped"),
+        }
+    })
+}
+
+async fn all_runs(options: &Options) -> anyhow::Result<()> {
+    let mut runs = Vec::new();
+    if let Some(target) = &options.target {
+        runs.push(drive_target(options, target).await?);
+    } else {
+        let histflow = processes::histflow_binary(options.histflow.as_deref())?;
+        let mut topologies = vec![options.topology.clone()];
+        if options.compare {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies");
+            topologies.push(dir.join("naive.toml"));
+            topologies.push(dir.join("ingest-only.toml"));
+        }
+        for topology in topologies {
+            runs.push(run_stack(options, &histflow, &topology).await?);
+        }
+        if options.redis_ceiling {
+            runs.push(redis_ceiling(options).await?);
+        }
+    }
+    report::print(&runs, options);
+    if let Some(path) = &options.json {
+        std::fs::write(path, serde_json::to_string_pretty(&runs)?).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("figures written to {}", path.display());
+    }
+    if let Some(path) = &options.plot {
+        report::plot(&runs, path)?;
+        println!("latency chart written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// What a topology file contains, for choosing the processes to start.
+struct Needs {
+    kafka: bool,
+    hbase: bool,
+    redis: bool,
+}
+
+fn needs(topology: &Path) -> anyhow::Result<Needs> {
+    let text = std::fs::read_to_string(topology).with_context(|| format!("cannot read {}", topology.display()))?;
+    Ok(Needs {
+        kafka: text.contains("type = \"kafka_batch\""),
+        hbase: text.contains("type = \"persist\""),
+        redis: text.contains("type = \"realtime\""),
+    })
+}
+
+/// One run on a fresh stack.
+async fn run_stack(options: &Options, histflow: &Path, topology: &Path) -> anyhow::Result<Figures> {
+    let name = topology.file_stem().map_or_else(|| "topology".to_owned(), |stem| stem.to_string_lossy().into_owned());
+    let needs = needs(topology)?;
+    // histflow runs in a scratch directory (its data goes there).
+    let topology = &topology.canonicalize()?;
+    let dir = tempfile::Builder::new().prefix("histflow-bench-").tempdir()?;
+    let log = |what: &str| dir.path().join(format!("{what}.log"));
+    let mut owned: Vec<Owned> = Vec::new();
+
+    let redis_port = free_port()?;
+    if needs.redis {
+        let mut redis = Command::new("redis-server");
+        redis.args(["--bind", "127.0.0.1", "--port", &redis_port.to_string(), "--save", "", "--appendonly", "no"]);
+        owned.push(start("redis-server", redis, redis_port, &log("redis"))?);
+    }
+    let kafka_port = free_port()?;
+    if needs.kafka {
+        let url = format!("tcp://127.0.0.1:{kafka_port}");
+        let mut tansu = Command::new("tansu");
+        tansu.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"]);
+        owned.push(start("tansu", tansu, kafka_port, &log("tansu"))?);
+    }
+    let hbase_port = free_port()?;
+    if needs.hbase {
+        let mut compat = Command::new(histflow);
+        compat.args(["hbase-compat-server", "--listen", &format!("127.0.0.1:{hbase_port}"), "--data"]).arg(dir.path().join("hbase"));
+        owned.push(start("hbase-compat-server", compat, hbase_port, &log("hbase"))?);
+    }
+    let (http_port, grpc_port, job_port) = (free_port()?, free_port()?, free_port()?);
+    let histflow_command = |role: &str, admin_port: u16| {
+        let mut command = Command::new(histflow);
+        command
+            .arg("run")
+            .arg(topology)
+            .args(["--role", role])
+            .env("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"))
+            .env("KAFKA_BROKERS", format!("127.0.0.1:{kafka_port}"))
+            .env("HBASE_THRIFT", format!("127.0.0.1:{hbase_port}"))
+            .env("HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+            .env("GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+            .env("ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+            .env("RUST_LOG", "warn")
+            .current_dir(dir.path());
+        command
+    };
+    let service_role = if needs.kafka { "service" } else { "all" };
+    let service_index = owned.len();
+    owned.push(start(
+        &format!("histflow --role {service_role}"),
+        histflow_command(service_role, free_port()?),
+        http_port,
+        &log("service"),
+    )?);
+    let job_index = if needs.kafka {
+        owned.push(start("histflow --role job", histflow_command("job", job_port), job_port, &log("job"))?);
+        Some(owned.len() - 1)
+    } else {
+        None
+    };
+    let http = reqwest::Client::new();
+    let service = format!("http://127.0.0.1:{http_port}");
+    let job = job_index.map(|_| format!("http://127.0.0.1:{job_port}"));
+    wait_ready(&http, &service).await?;
+    if let Some(job) = &job {
+        wait_ready(&http, job).await?;
+    }
+
+    let (outcome, peak_bytes_per_item) = load(options, &http, &service, &name).await?;
+    // Fail loudly if a process died under load.
+    owned[service_index].check_alive(&log("service"))?;
+
+    let hbase_items = if needs.hbase {
+        wait_durable(options, &http, &service, job.as_deref(), &name).await?;
+        Some(report::count_hbase_items(hbase_port).await?)
+    } else {
+        None
+    };
+    let service_metrics = Scrape::of(&http, &service).await;
+    let job_metrics = match &job {
+        Some(job) => Scrape::of(&http, job).await,
+        None => service_metrics.clone(),
+    };
+    let mut pids = vec![owned[service_index].pid()];
+    pids.extend(job_index.map(|index| owned[index].pid()));
+    let usages: Vec<(u64, f64)> = pids.into_iter().filter_map(usage).collect();
+    for process in owned.iter_mut().rev() {
+        process.stop(Duration::from_secs(10));
+    }
+    Ok(Figures::of_run(&name, options, &outcome, &service_metrics, &job_metrics, &usages, peak_bytes_per_item, hbase_items))
+}
+
+/// The load against a running histflow (no processes of ours).
+async fn drive_target(options: &Options, target: &str) -> anyhow::Result<Figures> {
+    let http = reqwest::Client::new();
+    let base = target.trim_end_matches('/');
+    let (outcome, bytes) = load(options, &http, base, "target").await?;
+    let metrics = Scrape::of(&http, base).await;
+    Ok(Figures::of_run("target", options, &outcome, &metrics, &metrics, &[], bytes, None))
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = http.get(format!("{base}/readyz")).send().await {
+            if response.status() == 200 {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{base} not ready within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the workload with a progress bar; also samples the aggregate's
+/// bytes per pending item (the largest seen while it held many).
+async fn load(options: &Options, http: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<(workload::Outcome, Option<f64>)> {
+    let live = Arc::new(Live::default());
+    let bar = ProgressBar::new(options.duration.as_secs().max(1));
+    bar.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} s  {msg}")?.progress_chars("=> "));
+    bar.set_prefix(name.to_owned());
+    let url = format!("{base}/v1/events");
+    let limit = Limit { duration: options.duration, events: options.events };
+    let shape = options.shape();
+    let driving = workload::drive(&url, &shape, options.batch, options.connections, options.pace(), limit, live.clone());
+    tokio::pin!(driving);
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut bytes_per_item: Option<f64> = None;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut driving => break outcome?,
+            _ = tick.tick() => {
+                let elapsed = started.elapsed().as_secs_f64().max(0.001);
+                let acked = live.acked.load(Ordering::Relaxed);
+                bar.set_position(started.elapsed().as_secs().min(options.duration.as_secs()));
+                bar.set_message(format!("{:.0} events/s, {} errors", acked as f64 / elapsed, live.errors.load(Ordering::Relaxed)));
+                let metrics = Scrape::of(http, base).await;
+                let pending = metrics.sum("histflow_aggregate_pending_items", &[]);
+                if pending >= 1000.0 {
+                    let bytes = metrics.sum("histflow_aggregate_table_bytes", &[]) / pending;
+                    bytes_per_item = Some(bytes_per_item.map_or(bytes, |seen: f64| seen.max(bytes)));
+                }
+            }
+        }
+    };
+    bar.finish_and_clear();
+    Ok((outcome, bytes_per_item))
+}
+
+/// Waits until every acknowledged event is durable in HBase: for the
+/// default topology, the job has persisted every op the service shipped;
+/// for write-through, persist has written every op it was given.
+async fn wait_durable(options: &Options, http: &reqwest::Client, service: &str, job: Option<&str>, name: &str) -> anyhow::Result<()> {
+    let bar = ProgressBar::new_spinner();
+    bar.set_prefix(name.to_owned());
+    bar.set_style(ProgressStyle::with_template("{prefix:>12} {spinner} {msg}")?);
+    let deadline = Instant::now() + options.drain_timeout;
+    let mut previous = -1.0;
+    loop {
+        let service_metrics = Scrape::of(http, service).await;
+        let (shipped, persisted) = match job {
+            Some(job) => {
+                let job_metrics = Scrape::of(http, job).await;
+                (service_metrics.sum("histflow_kafka_message_events_total", &[]), job_metrics.sum("histflow_persist_events_total", &[]))
+            }
+            None => (
+                service_metrics.sum("histflow_stage_events_in_total", &["stage=\"persist\""]),
+                service_metrics.sum("histflow_persist_events_total", &[]),
+            ),
+        };
+        let pending = service_metrics.sum("histflow_aggregate_pending_items", &[]);
+        bar.set_message(format!("waiting until durable: {persisted:.0} of {shipped:.0} ops written"));
+        bar.tick();
+        if pending == 0.0 && shipped == previous && persisted >= shipped {
+            bar.finish_and_clear();
+            return Ok(());
+        }
+        previous = shipped;
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not durable within {:?}: {persisted} of {shipped} ops written (is the job's window longer than --drain-timeout?)",
+            options.drain_timeout
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The Redis ceiling on a fresh Redis.
+async fn redis_ceiling(options: &Options) -> anyhow::Result<Figures> {
+    let dir = tempfile::Builder::new().prefix("histflow-bench-").tempdir()?;
+    let port = free_port()?;
+    let mut redis = Command::new("redis-server");
+    redis.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"]);
+    let _redis = start("redis-server", redis, port, &dir.path().join("redis.log"))?;
+    let bar = ProgressBar::new_spinner();
+    bar.set_message("redis ceiling: the realtime write pipelined straight at Redis");
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let events_per_sec = ceiling::measure(&format!("redis://127.0.0.1:{port}"), &options.shape(), options.duration).await?;
+    bar.finish_and_clear();
+    Ok(Figures::ceiling(events_per_sec))
+}

@@ -1,0 +1,129 @@
+//! The processes of a stack run, each on a free loopback port, killed when
+//! dropped (also when the run fails or is interrupted): Redis, the tansu
+//! broker, the HBase-compatible server, and histflow's roles.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A child process, killed on drop.
+pub struct Owned {
+    /// What it is, for messages.
+    pub name: String,
+    child: Child,
+}
+
+impl Owned {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits up to `timeout` (SIGKILL after).
+    pub fn stop(&mut self, timeout: Duration) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Fails when the process has already exited.
+    pub fn check_alive(&mut self, log: &Path) -> anyhow::Result<()> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            anyhow::bail!(
+                "{} exited ({status}); last lines of {}:\n{}",
+                self.name,
+                log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `command` with its output in `log`, and waits until `port`
+/// accepts connections.
+pub fn start(name: &str, mut command: Command, port: u16, log: &Path) -> anyhow::Result<Owned> {
+    let file = std::fs::File::create(log)?;
+    let child =
+        command.stdout(Stdio::from(file.try_clone()?)).stderr(Stdio::from(file)).spawn().with_context(|| {
+            format!("cannot start {name} ({command:?}); is it installed? scripts/test.sh installs redis-server and tansu")
+        })?;
+    let mut owned = Owned { name: name.to_owned(), child };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        owned.check_alive(log)?;
+        anyhow::ensure!(Instant::now() < deadline, "{name} did not listen on port {port} within 30 s (log: {})", log.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(owned)
+}
+
+/// The histflow binary: `--histflow`, or the one built beside this bench
+/// (built first with cargo when this bench runs under cargo).
+pub fn histflow_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_owned());
+    }
+    let beside = std::env::current_exe()?.with_file_name("histflow");
+    if let Ok(cargo) = std::env::var("CARGO") {
+        // Under `cargo run -p bench`, only the bench is built: build the
+        // pipeline too (a no-op when it is up to date).
+        let release = beside.parent().and_then(Path::file_name).is_some_and(|dir| dir == "release");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "--bin", "histflow"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().context("cannot run cargo to build histflow")?;
+        anyhow::ensure!(status.success(), "building histflow failed");
+    }
+    anyhow::ensure!(beside.exists(), "no histflow binary at {}; build it (cargo build --release) or pass --histflow", beside.display());
+    Ok(beside)
+}
+
+/// Peak resident memory (bytes) and CPU seconds so far of process `pid`,
+/// from /proc.
+pub fn usage(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let peak_kib: u64 = status.lines().find_map(|line| line.strip_prefix("VmHWM:"))?.split_whitespace().next()?.parse().ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which ends with ')'): utime is the
+    // 12th, stime the 13th, in clock ticks.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((peak_kib * 1024, ticks / clock_ticks_per_second()))
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
