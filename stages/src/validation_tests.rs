@@ -67,7 +67,7 @@ fn broken_topologies_report_exact_messages() {
         (
             "unknown stage type",
             &[("type = \"aggregate\"", "type = \"aggregator\"")],
-            &["stage `aggregate`: unknown stage type `aggregator`, expected one of `http_ingest`, `realtime`, `aggregate`, `kafka_batch`, `persist`"],
+            &["stage `aggregate`: unknown stage type `aggregator`, expected one of `http_ingest`, `realtime`, `aggregate`, `kafka_batch`, `persist`, `discard`"],
         ),
         (
             "unknown field",
