@@ -3,6 +3,12 @@
 //! largest shards early when `max_pending_entries` is reached, and all of
 //! them when the input closes. A flush waits for room downstream (never
 //! drops), which is how a slow or absent Kafka reaches ingest.
+//!
+//! The timed flushes are staggered: a tick every `flush_interval_ms /
+//! shards` flushes the next shard in turn, so each shard still flushes once
+//! an interval but the work (and the dirty-mark removals in Redis that
+//! follow it) is spread evenly instead of arriving as one burst that held
+//! up the realtime writes behind it.
 
 use std::time::Duration;
 
@@ -39,6 +45,19 @@ impl AggregateStage {
             if self.fold.shard_len(shard) > 0 {
                 self.flush(shard, cx).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// The timed flush of one tick: the next shard in turn.
+    async fn flush_next(&mut self, next: &mut u32, cx: &StageContext<Batch>) -> Result<(), StageError> {
+        let shard = *next;
+        *next = (*next + 1) % self.fold.shard_count().max(1);
+        if self.fold.shard_len(shard) > 0 {
+            self.flush(shard, cx).await?;
+        }
+        if *next == 0 {
+            self.report();
         }
         Ok(())
     }
@@ -80,18 +99,17 @@ impl AggregateStage {
 impl Stage<Batch> for AggregateStage {
     fn run(mut self: Box<Self>, mut cx: StageContext<Batch>) -> StageFuture {
         async move {
-            let mut tick = tokio::time::interval(self.flush_interval);
+            let period = (self.flush_interval / self.fold.shard_count().max(1)).max(Duration::from_millis(1));
+            let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut next = 0;
             loop {
                 tokio::select! {
                     received = cx.input.recv() => match received {
                         Some(batch) => self.fold_batch(batch, &cx).await?,
                         None => break,
                     },
-                    _ = tick.tick() => {
-                        self.flush_all(&cx).await?;
-                        self.report();
-                    }
+                    _ = tick.tick() => self.flush_next(&mut next, &cx).await?,
                 }
             }
             // Input closed: nothing more can arrive; hand everything on.

