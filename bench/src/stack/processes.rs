@@ -94,7 +94,7 @@ pub fn histflow_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         // pipeline too (a no-op when it is up to date).
         let release = beside.parent().and_then(Path::file_name).is_some_and(|dir| dir == "release");
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "--bin", "histflow"]);
+        build.args(["build", "--quiet", "-p", "histflow", "--bin", "histflow"]);
         if release {
             build.arg("--release");
         }

@@ -169,8 +169,14 @@ pub async fn drive(
             let (mut sent, mut acked) = (0u64, 0u64);
             let mut items_acked = HashSet::new();
             let mut slot = index as u32;
+            let mut free_since = started;
             loop {
                 // Open loop: this client's next slot is every clients-th.
+                // Latency counts from the slot's time when the client was
+                // still busy with its previous request then (the server
+                // held it up: no coordinated omission); otherwise from the
+                // actual send, so the timer's own lateness (tokio's
+                // millisecond wheel) is not blamed on the server.
                 let intended = match interval {
                     Some(interval) => {
                         let at = started + interval * slot;
@@ -179,7 +185,11 @@ pub async fn drive(
                             break;
                         }
                         tokio::time::sleep_until(at.into()).await;
-                        at
+                        if free_since <= at {
+                            Instant::now()
+                        } else {
+                            at
+                        }
                     }
                     None => Instant::now(),
                 };
@@ -209,6 +219,7 @@ pub async fn drive(
                     Err(_) => 0,
                 };
                 latency.saturating_record(intended.elapsed().as_micros().max(1) as u64);
+                free_since = Instant::now();
                 *statuses.entry(status).or_default() += 1;
                 if status == 200 {
                     acked += reports.len() as u64;
