@@ -158,23 +158,19 @@ pub struct TimelineSlice {
     pub records: Vec<Option<Vec<u8>>>,
 }
 
-/// The meta fields a read needs, as Redis holds them ('' when absent).
-struct MetaFields<'a> {
-    paused: &'a str,
-    cleared_at: &'a str,
-    trimmed_at: &'a str,
-    hbase_written: &'a str,
-    hbase_checked: &'a str,
-}
+/// The meta fields a read needs, in the order `page.lua` and
+/// `meta_and_markers` read them.
+const META_FIELDS: [&str; 5] = ["paused", "cleared_at", "trimmed_at", "hbase_written", "hbase_checked"];
 
-fn parse_meta(fields: MetaFields<'_>, exists: bool) -> UserMeta {
+/// A user's meta from the values of [`META_FIELDS`] ('' when absent).
+fn parse_meta([paused, cleared_at, trimmed_at, hbase_written, hbase_checked]: [&str; 5], exists: bool) -> UserMeta {
     let or_zero = |text: &str| if text.is_empty() { "0".to_owned() } else { text.to_owned() };
     UserMeta {
         exists,
-        paused: fields.paused == "1",
-        cleared_at: fields.cleared_at.parse().unwrap_or(-1),
-        check_token: format!("{}:{}", or_zero(fields.trimmed_at), or_zero(fields.hbase_written)),
-        hbase_checked: (!fields.hbase_checked.is_empty()).then(|| fields.hbase_checked.to_owned()),
+        paused: paused == "1",
+        cleared_at: cleared_at.parse().unwrap_or(-1),
+        check_token: format!("{}:{}", or_zero(trimmed_at), or_zero(hbase_written)),
+        hbase_checked: (!hbase_checked.is_empty()).then(|| hbase_checked.to_owned()),
     }
 }
 
@@ -431,13 +427,7 @@ impl RedisStore {
         let mut connection = self.connection.clone();
         let (paused, cleared_at, trimmed_at, hbase_written, hbase_checked, ties, exists, members, records): Reply =
             invocation.invoke_async(&mut connection).await.map_err(|error| StoreError(error.to_string()))?;
-        let fields = MetaFields {
-            paused: &paused,
-            cleared_at: &cleared_at,
-            trimmed_at: &trimmed_at,
-            hbase_written: &hbase_written,
-            hbase_checked: &hbase_checked,
-        };
+        let fields = [paused.as_str(), &cleared_at, &trimmed_at, &hbase_written, &hbase_checked];
         Ok(TimelineSlice { meta: parse_meta(fields, exists > 0), ties, members, records })
     }
 
@@ -454,8 +444,7 @@ impl RedisStore {
     }
 
     async fn meta_and_markers(&self, uid: u64, items: &[String]) -> Result<(UserMeta, Vec<Option<i64>>), StoreError> {
-        let mut fields: Vec<String> =
-            ["paused", "cleared_at", "trimmed_at", "hbase_written", "hbase_checked"].into_iter().map(str::to_owned).collect();
+        let mut fields: Vec<String> = META_FIELDS.into_iter().map(str::to_owned).collect();
         fields.extend(items.iter().map(|item| format!("d:{item}")));
         let mut connection = self.connection.clone();
         let (values, exists): (Vec<Option<String>>, usize) = redis::pipe()
@@ -469,16 +458,9 @@ impl RedisStore {
             .await
             .map_err(|error| StoreError(error.to_string()))?;
         let field = |index: usize| values.get(index).cloned().flatten().unwrap_or_default();
-        let (paused, cleared_at, trimmed_at, hbase_written, hbase_checked) = (field(0), field(1), field(2), field(3), field(4));
-        let fields = MetaFields {
-            paused: &paused,
-            cleared_at: &cleared_at,
-            trimmed_at: &trimmed_at,
-            hbase_written: &hbase_written,
-            hbase_checked: &hbase_checked,
-        };
-        let meta = parse_meta(fields, exists > 0);
-        let markers = (5..5 + items.len()).map(|index| field(index).parse().ok()).collect();
+        let meta_values: Vec<String> = (0..META_FIELDS.len()).map(field).collect();
+        let meta = parse_meta([&meta_values[0], &meta_values[1], &meta_values[2], &meta_values[3], &meta_values[4]], exists > 0);
+        let markers = (META_FIELDS.len()..META_FIELDS.len() + items.len()).map(|index| field(index).parse().ok()).collect();
         Ok((meta, markers))
     }
 
