@@ -129,7 +129,7 @@ impl StoreReads {
         let found = hbase_candidates(uid, cells, &marker_map(items, markers), fresh_meta.cleared_at, &in_redis);
         if found.all_in_redis {
             // Nothing in HBase that Redis lacks: later short pages skip HBase
-            // until a write trims the timeline again.
+            // until a trim or the job's next write of the user voids the note.
             let noted = if self.note_checks { self.store.mark_hbase_checked(uid, &meta.check_token, self.ttl_s).await } else { Ok(()) };
             if let Err(error) = noted {
                 tracing::debug!(uid, %error, "could not note the HBase check; the next short page reads HBase again");
