@@ -69,11 +69,7 @@ impl HistoryApi {
     /// 503 while the process drains.
     pub fn refuse_if_draining(&self) -> Result<(), ApiError> {
         if self.health.is_draining() {
-            return Err(ApiError::Unavailable {
-                code: "draining",
-                message: "this instance is shutting down; retry on another".to_owned(),
-                retry_after_s: self.settings.retry_after_s,
-            });
+            return Err(self.unavailable("draining", "this instance is shutting down; retry on another"));
         }
         Ok(())
     }

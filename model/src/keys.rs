@@ -48,6 +48,11 @@ pub fn hbase_row(uid: u64) -> String {
     format!("{:02x}{:02x}{decimal}", digest[0], digest[1])
 }
 
+/// The uid of an HBase row key made by [`hbase_row`].
+pub fn uid_of_hbase_row(row: &str) -> Option<u64> {
+    row.get(4..)?.parse().ok()
+}
+
 /// The Redis Cluster hash slot of every key of `uid` (the slot of its hash
 /// tag, the decimal uid): CRC16-XMODEM mod 16384, as the cluster computes it.
 pub fn cluster_slot(uid: u64) -> u16 {
@@ -86,6 +91,8 @@ mod tests {
     fn hbase_rows_prefix_the_md5_of_the_uid() {
         // md5("42") = a1d0c6e83f027327d8461063f4ac58a6
         assert_eq!(hbase_row(42), "a1d042");
+        assert_eq!(uid_of_hbase_row(&hbase_row(1_234_567)), Some(1_234_567));
+        assert_eq!(uid_of_hbase_row("a1d0"), None);
     }
 
     #[test]

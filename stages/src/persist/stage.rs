@@ -173,7 +173,7 @@ impl DeadLetters {
 
 /// A row mutation as merge ops again (for the dead-letter topic).
 fn ops_of(row: &RowMutation) -> Vec<model::Op> {
-    let uid: u64 = row.row.get(4..).and_then(|decimal| decimal.parse().ok()).unwrap_or(0);
+    let uid = keys::uid_of_hbase_row(&row.row).unwrap_or(0);
     let mut ops = Vec::new();
     for (column, at) in &row.column_deletes {
         match column.split_once(':') {
@@ -314,7 +314,7 @@ impl PersistStage {
         let uids: Vec<u64> = mutations
             .iter()
             .filter(|row| row.puts.iter().any(|(column, _, _)| column.starts_with("r:")))
-            .filter_map(|row| row.row.get(4..).and_then(|decimal| decimal.parse().ok()))
+            .filter_map(|row| keys::uid_of_hbase_row(&row.row))
             .collect();
         let mut backoff = Duration::from_millis(100);
         while let Err(error) = store.note_hbase_written(&uids).await {
