@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ingest_http::{install_prometheus, serve_admin, AdminState, Health};
+use ingest_http::{install_prometheus, serve_admin, AdminState};
+use pipeline::health::Health;
 use pipeline::plan::{plan, RoleSelection};
 use pipeline::Topology;
 use stages::{BuildOptions, StageConfig};

@@ -13,7 +13,7 @@ use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::health::{Health, Readiness};
+use pipeline::health::{Health, Readiness};
 
 /// What the admin endpoints read.
 #[derive(Clone)]

@@ -12,8 +12,8 @@ use pipeline::{Output, SendError};
 use crate::auth::{Client, Clients};
 use crate::error::ApiError;
 use crate::event::EventRules;
-use crate::health::Health;
-use crate::reads::{Cursor, HistoryReads, Page, PageQuery};
+use history_read::{Cursor, HistoryReader, Page, PageQuery, ReadError};
+use pipeline::health::Health;
 
 /// Most items one history page may ask for.
 pub const MAX_PAGE_LIMIT: usize = 100;
@@ -39,19 +39,13 @@ pub struct HistoryApi {
     settings: ApiSettings,
     clients: Clients,
     health: Health,
-    reads: Option<Arc<dyn HistoryReads>>,
+    reads: Option<Arc<HistoryReader>>,
 }
 
 impl HistoryApi {
     /// An API sending events and mutations to `output` and reading
     /// through `reads` (none: the read routes answer 501).
-    pub fn new(
-        output: Output<Batch>,
-        settings: ApiSettings,
-        clients: Clients,
-        health: Health,
-        reads: Option<Arc<dyn HistoryReads>>,
-    ) -> Self {
+    pub fn new(output: Output<Batch>, settings: ApiSettings, clients: Clients, health: Health, reads: Option<Arc<HistoryReader>>) -> Self {
         HistoryApi { output, settings, clients, health, reads }
     }
 
@@ -63,7 +57,7 @@ impl HistoryApi {
     /// The caller with `token` (`None` when the API is open): 401 if the
     /// token is missing or unknown.
     pub fn authenticate(&self, token: Option<&str>) -> Result<Option<Arc<Client>>, ApiError> {
-        self.clients.authenticate_token(token)
+        self.clients.authenticate(token)
     }
 
     /// 503 while the process drains.
@@ -125,11 +119,11 @@ impl HistoryApi {
         }
     }
 
-    fn reads(&self) -> Result<&Arc<dyn HistoryReads>, ApiError> {
-        self.reads.as_ref().ok_or(ApiError::NotImplemented("this topology has no realtime stage after the ingest stage to read from"))
+    fn reads(&self) -> Result<&HistoryReader, ApiError> {
+        self.reads.as_deref().ok_or(ApiError::NotImplemented("this topology has no realtime stage after the ingest stage to read from"))
     }
 
-    fn read_failed(&self, error: crate::reads::ReadError) -> ApiError {
+    fn read_failed(&self, error: ReadError) -> ApiError {
         tracing::warn!(%error, "history read failed; answering 503");
         self.unavailable("read_failed", "the history store did not answer; retry")
     }

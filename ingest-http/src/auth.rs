@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::http::{header, HeaderMap};
 use pipeline::rate_limit::RateLimit;
 use pipeline::topology::Auth;
 
@@ -65,15 +64,9 @@ impl Clients {
         self.by_token.is_empty()
     }
 
-    /// The caller, from `Authorization: Bearer <token>`; `None` when the
-    /// API is open.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Arc<Client>>, ApiError> {
-        self.authenticate_token(headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()))
-    }
-
     /// The caller, from an `Authorization` value (`Bearer <token>`), as
     /// HTTP headers and gRPC metadata carry it; `None` when the API is open.
-    pub fn authenticate_token(&self, authorization: Option<&str>) -> Result<Option<Arc<Client>>, ApiError> {
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Option<Arc<Client>>, ApiError> {
         if self.is_open() {
             return Ok(None);
         }

@@ -8,14 +8,13 @@
 
 use std::sync::Arc;
 
-use model::Record;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::api::{params, HistoryApi};
 use crate::auth::Client;
 use crate::error::ApiError;
-use crate::event::{check_events, EventInput};
+use crate::event::check_events;
 
 /// Types and stubs generated from the `.proto` (client included, for
 /// callers and tests).
@@ -81,43 +80,14 @@ pub fn status_of(error: ApiError) -> Status {
     }
 }
 
-fn event_input(event: proto::Event) -> EventInput {
-    EventInput {
-        uid: event.uid,
-        business: event.business,
-        oid: event.oid,
-        sub_id: event.sub_id,
-        progress: event.progress,
-        duration: event.duration,
-        device: event.device,
-        view_at: event.view_at,
-    }
-}
-
-fn record_of(record: Record) -> proto::HistoryRecord {
-    proto::HistoryRecord {
-        business: record.business,
-        oid: record.oid,
-        sub_id: record.sub_id,
-        progress: record.progress,
-        duration: record.duration,
-        device: record.device,
-        view_at: record.view_at,
-    }
-}
-
-fn result_of(result: model::EventResult) -> proto::EventResult {
-    proto::EventResult { recorded: result.recorded, first_today: result.first_today }
-}
-
 impl GrpcHistory {
     /// Validates and records events; the caller's limit is charged per
     /// event, as over HTTP.
     async fn add(&self, client: Option<Arc<Client>>, events: Vec<proto::Event>) -> Result<Vec<proto::EventResult>, Status> {
-        let records = check_events(events.into_iter().map(event_input).collect(), self.api.rules(), model::now_ms())
+        let records = check_events(events.into_iter().map(Into::into).collect(), self.api.rules(), model::now_ms())
             .map_err(|errors| status_of(ApiError::BadRequest(errors)))?;
         let results = self.api.add_events(client.as_ref(), records).await.map_err(status_of)?;
-        Ok(results.into_iter().map(result_of).collect())
+        Ok(results.into_iter().map(Into::into).collect())
     }
 }
 
@@ -145,7 +115,7 @@ impl History for GrpcHistory {
             .map_err(status_of)?;
         let page = self.api.history(uid, query).await.map_err(status_of)?;
         Ok(Response::new(proto::UserHistoriesReply {
-            items: page.items.into_iter().map(record_of).collect(),
+            items: page.items.into_iter().map(Into::into).collect(),
             next_cursor: page.next.map(|cursor| cursor.encode()).unwrap_or_default(),
         }))
     }
@@ -157,7 +127,7 @@ impl History for GrpcHistory {
         let items = params::items(request.items.iter().map(String::as_str), &self.api.rules().businesses).map_err(status_of)?;
         let records = self.api.progress(uid, items.clone()).await.map_err(status_of)?;
         let items =
-            items.into_iter().zip(records).map(|(item, record)| proto::ProgressEntry { item, record: record.map(record_of) }).collect();
+            items.into_iter().zip(records).map(|(item, record)| proto::ProgressEntry { item, record: record.map(Into::into) }).collect();
         Ok(Response::new(proto::ProgressReply { items }))
     }
 

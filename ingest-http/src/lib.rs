@@ -1,4 +1,6 @@
-//! histflow's HTTP edge: the `http_ingest` stage and the admin endpoints.
+//! histflow's API edge: the `http_ingest` stage (HTTP and gRPC over one
+//! [`api::HistoryApi`], reading through `history-read`) and the admin
+//! endpoints.
 //!
 //! # Layout
 //! - `config`: the `http_ingest` stage's topology configuration.
@@ -8,13 +10,15 @@
 //! - `error`: [`ApiError`], each variant a status, a code and a safe message.
 //! - `api`: the API itself (auth, parameters, events and mutations into
 //!   the pipeline, reads), shared by HTTP and gRPC.
-//! - `reads`: the trait the stores implement for reads, and the cursor.
-//! - `router`: `POST /v1/events`, answered after the realtime write.
+//! - `state`: what every route shares.
+//! - `router`: `POST /v1/events`, answered after the realtime write, and
+//!   the middleware every route passes.
 //! - `read_routes`: history, progress, delete, clear and recording over
 //!   HTTP.
 //! - `grpc`: the same API as a tonic service (`histflow.api.v1.History`).
+//! - `wire`: records and results as JSON and gRPC carry them.
+//! - `events`: what the HTTP edge counts.
 //! - `stage`: the `http_ingest` stage serving HTTP and gRPC.
-//! - `health`: liveness and readiness, flipped to draining on stop.
 //! - `admin`: `/metrics`, `/healthz`, `/readyz`, merged into the ingest
 //!   server or served alone when no ingest runs in the process.
 
@@ -24,15 +28,15 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod event;
+mod events;
 pub mod grpc;
-pub mod health;
 pub mod read_routes;
-pub mod reads;
 pub mod router;
 pub mod stage;
+pub mod state;
+pub mod wire;
 
 pub use admin::{admin_router, install_prometheus, serve_admin, AdminState};
 pub use config::HttpIngestConfig;
 pub use error::ApiError;
-pub use health::Health;
 pub use stage::HttpIngestStage;

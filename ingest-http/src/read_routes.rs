@@ -11,48 +11,15 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use model::Record;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{params, HistoryApi};
 use crate::error::ApiError;
-use crate::router::IngestState;
-
-/// A record as the read API answers it.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Clone)]
-pub struct RecordBody {
-    /// Registered business name.
-    pub business: String,
-    /// Object id inside the business.
-    pub oid: u64,
-    /// Episode or part.
-    pub sub_id: Option<u64>,
-    /// Seconds watched; -1 means finished.
-    pub progress: i64,
-    /// Length in seconds.
-    pub duration: Option<i64>,
-    /// Reporting device.
-    pub device: Option<String>,
-    /// When the user watched, unix ms.
-    pub view_at: i64,
-}
-
-impl From<Record> for RecordBody {
-    fn from(record: Record) -> Self {
-        RecordBody {
-            business: record.business,
-            oid: record.oid,
-            sub_id: record.sub_id,
-            progress: record.progress,
-            duration: record.duration,
-            device: record.device,
-            view_at: record.view_at,
-        }
-    }
-}
+use crate::state::{authorization, IngestState};
+use crate::wire::RecordBody;
 
 /// `GET /history` answer.
 #[derive(Debug, Serialize)]
@@ -101,7 +68,7 @@ pub fn read_router() -> Router<IngestState> {
 
 /// Authenticates the caller and charges one request.
 fn admit(api: &HistoryApi, headers: &HeaderMap) -> Result<(), ApiError> {
-    let client = api.authenticate(headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()))?;
+    let client = api.authenticate(authorization(headers))?;
     HistoryApi::charge(client.as_ref(), 1)
 }
 

@@ -1,10 +1,9 @@
 //! The API router: `POST /v1/events`, answered only after the realtime
 //! write of its own events, and the read-and-mutation routes
-//! (`read_routes`). A function of its state, so tests drive it with
-//! `oneshot` and no socket.
+//! (`read_routes`), behind the drain check and the request metrics. A
+//! function of its state, so tests drive it with `oneshot` and no socket.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -13,85 +12,12 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::post;
 use axum::{Json, Router};
-use model::{Batch, EventResult};
-use pipeline::Output;
-use serde::Serialize;
 
-use crate::api::{ApiSettings, HistoryApi};
-use crate::auth::Clients;
 use crate::error::ApiError;
-use crate::event::{decode_events, EventRules};
-use crate::health::Health;
-use crate::reads::HistoryReads;
-
-/// Everything the handlers share.
-#[derive(Clone)]
-pub struct IngestState {
-    pub(crate) api: Arc<HistoryApi>,
-    max_body_bytes: usize,
-}
-
-/// Settings of the router.
-#[derive(Debug, Clone)]
-pub struct IngestSettings {
-    /// What a valid event is.
-    pub rules: EventRules,
-    /// Longest wait for room downstream plus the realtime write.
-    pub request_timeout: Duration,
-    /// `Retry-After` seconds for 429/503.
-    pub retry_after_s: u64,
-    /// Largest body read.
-    pub max_body_bytes: usize,
-}
-
-impl IngestState {
-    /// State sending accepted batches to `output`, with no reads (the read
-    /// routes answer 501).
-    pub fn new(output: Output<Batch>, settings: IngestSettings, clients: Clients, health: Health) -> Self {
-        Self::with_reads(output, settings, clients, health, None)
-    }
-
-    /// State sending accepted batches and mutations to `output` and
-    /// reading through `reads`.
-    pub fn with_reads(
-        output: Output<Batch>,
-        settings: IngestSettings,
-        clients: Clients,
-        health: Health,
-        reads: Option<Arc<dyn HistoryReads>>,
-    ) -> Self {
-        let IngestSettings { rules, request_timeout, retry_after_s, max_body_bytes } = settings;
-        let api = HistoryApi::new(output, ApiSettings { rules, request_timeout, retry_after_s }, clients, health, reads);
-        IngestState { api: Arc::new(api), max_body_bytes }
-    }
-
-    /// The API behind the routes (the gRPC service shares it).
-    pub fn api(&self) -> Arc<HistoryApi> {
-        self.api.clone()
-    }
-}
-
-/// The answer to an accepted request.
-#[derive(Debug, Serialize)]
-pub struct EventsAnswer {
-    /// One result per event, in request order.
-    pub results: Vec<EventResultBody>,
-}
-
-/// One event's result.
-#[derive(Debug, Serialize)]
-pub struct EventResultBody {
-    /// The event changed the user's history.
-    pub recorded: bool,
-    /// The user's first recorded watch today.
-    pub first_today: bool,
-}
-
-impl From<EventResult> for EventResultBody {
-    fn from(result: EventResult) -> Self {
-        EventResultBody { recorded: result.recorded, first_today: result.first_today }
-    }
-}
+use crate::event::decode_events;
+use crate::events::HttpRequest;
+use crate::state::{authorization, IngestState};
+use crate::wire::EventsAnswer;
 
 /// The API routes (without the admin ones): events, history, progress,
 /// deletes, clear and the recording switch.
@@ -117,11 +43,7 @@ async fn count_requests(request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let method = request.method().as_str().to_owned();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("histflow_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("histflow_http_request_duration_seconds", "route" => route, "method" => method)
-        .record(started.elapsed().as_secs_f64());
+    HttpRequest { route, method, status: response.status().as_u16(), took: started.elapsed() }.emit();
     response
 }
 
@@ -165,7 +87,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
 
 async fn post_events(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Result<Json<EventsAnswer>, ApiError> {
     let api = &state.api;
-    let client = api.authenticate(headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()))?;
+    let client = api.authenticate(authorization(&headers))?;
     if !is_json(&headers) {
         return Err(ApiError::UnsupportedMediaType);
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use history_read::HistoryReader;
 use model::Batch;
 use pipeline::topology::{Auth, Business};
 use pipeline::{Stage, StageContext, StageFuture};
@@ -19,8 +20,8 @@ use crate::auth::Clients;
 use crate::config::HttpIngestConfig;
 use crate::event::EventRules;
 use crate::grpc::GrpcHistory;
-use crate::reads::HistoryReads;
-use crate::router::{ingest_router, IngestSettings, IngestState};
+use crate::router::ingest_router;
+use crate::state::{IngestSettings, IngestState};
 
 /// A built `http_ingest` stage.
 pub struct HttpIngestStage {
@@ -29,7 +30,7 @@ pub struct HttpIngestStage {
     settings: IngestSettings,
     clients: Clients,
     admin: AdminState,
-    reads: Option<Arc<dyn HistoryReads>>,
+    reads: Option<Arc<HistoryReader>>,
 }
 
 fn bind(address: &str) -> Result<TcpListener, String> {
@@ -46,7 +47,7 @@ impl HttpIngestStage {
         businesses: &BTreeMap<String, Business>,
         auth: &Auth,
         admin: AdminState,
-        reads: Option<Arc<dyn HistoryReads>>,
+        reads: Option<Arc<HistoryReader>>,
     ) -> Result<Self, String> {
         let listener = bind(&config.listen)?;
         let grpc_listener = config.grpc_listen.as_deref().map(bind).transpose()?;

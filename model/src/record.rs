@@ -1,4 +1,4 @@
-//! One item's latest playback state for one user (DESIGN.md, data model).
+//! One item's latest playback state for one user.
 
 /// One item's playback state for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]

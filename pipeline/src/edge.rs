@@ -93,15 +93,6 @@ pub enum SendError<M> {
     },
 }
 
-impl<M> SendError<M> {
-    /// The batch that was not sent.
-    pub fn into_message(self) -> M {
-        match self {
-            SendError::Full { message, .. } | SendError::Closed { message, .. } => message,
-        }
-    }
-}
-
 impl<M> fmt::Debug for SendError<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)

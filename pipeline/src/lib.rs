@@ -14,6 +14,8 @@
 //! - `problem`: configuration problems that name where they are.
 //! - `validate`: graph checks (names, edges, cycles, roles, sinks, limits).
 //! - `graph`: DOT and Mermaid rendering.
+//! - `health`: liveness and readiness of the process, flipped to draining
+//!   on stop.
 //! - `plan`: which nodes a role runs; bridges split into two halves.
 //! - `edge`: bounded, event-counted edges with `block` or `reject`.
 //! - `rate_limit`: governor limits on tokio's clock; they delay, never drop.
@@ -23,6 +25,7 @@
 pub mod edge;
 pub mod env;
 pub mod graph;
+pub mod health;
 pub mod metrics;
 pub mod plan;
 pub mod problem;

@@ -1,5 +1,7 @@
 //! Per-stage and per-edge runtime metrics, registered once per stage so the
-//! hot path only touches pre-resolved handles. Every metric name lives here.
+//! hot path only touches pre-resolved handles. Every metric name of the
+//! engine lives here; a stage kind declares its own beside the event that
+//! emits it (its `events` module).
 //!
 //! Exported (by whoever installs a `metrics` recorder, e.g. the Prometheus
 //! exporter behind `/metrics`):

@@ -6,7 +6,6 @@
 //! start at its consuming node.
 
 use std::fmt;
-use std::str::FromStr;
 
 use crate::runtime::NodeSpec;
 use crate::topology::{InputSpec, Role, Shape, StageDef, StageSpec, Topology};
@@ -27,18 +26,6 @@ impl RoleSelection {
     /// Whether this selection runs stages of `role`.
     pub fn includes(self, role: Role) -> bool {
         matches!((self, role), (RoleSelection::All, _) | (RoleSelection::Service, Role::Service) | (RoleSelection::Job, Role::Job))
-    }
-}
-
-impl FromStr for RoleSelection {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "service" => Ok(RoleSelection::Service),
-            "job" => Ok(RoleSelection::Job),
-            "all" => Ok(RoleSelection::All),
-            other => Err(format!("unknown role `{other}`, expected service, job or all")),
-        }
     }
 }
 

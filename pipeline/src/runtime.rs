@@ -180,11 +180,6 @@ pub fn start<M: Message>(nodes: Vec<(NodeSpec, Box<dyn Stage<M>>)>, shutdown: Ca
 }
 
 impl Running {
-    /// The stop signal: cancel it to begin a drain.
-    pub fn shutdown(&self) -> &CancellationToken {
-        &self.shutdown
-    }
-
     /// Waits for every stage to finish. After the stop signal (or a stage
     /// failure, which raises it), waits at most `drain_timeout`, then aborts
     /// what is left and names it.

@@ -26,7 +26,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
 /// Default admin address (metrics, health) when no ingest stage runs.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 
-/// Which process a stage runs in (DESIGN.md: service and job scale apart).
+/// Which process a stage runs in (the service and the job scale apart).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Ingest, realtime, aggregate, the producing side of a bridge.

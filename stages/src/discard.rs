@@ -13,6 +13,13 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct DiscardConfig {}
 
+impl DiscardConfig {
+    /// The stage (nothing to set up).
+    pub(crate) fn build(&self) -> Box<dyn Stage<Batch>> {
+        Box::new(DiscardStage)
+    }
+}
+
 /// The built stage.
 pub struct DiscardStage;
 

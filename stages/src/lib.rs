@@ -2,30 +2,34 @@
 //! their configurations, and how a role's nodes are built from them.
 //!
 //! # Layout
-//! - [`StageConfig`]: the `type`-tagged enum of every stage configuration.
-//! - `realtime`, `aggregate`, `kafka_batch`, `persist`: one module per
-//!   stage, each with its config and its backends (the HTTP source lives in
-//!   the `ingest-http` crate).
+//! - [`StageConfig`]: the `type`-tagged enum of every stage configuration;
+//!   [`StageConfig::build`] dispatches to each kind's own `build`.
+//! - `realtime`, `aggregate`, `kafka_batch`, `persist`: one folder per
+//!   stage kind: `config.rs` (its fields, checks and `build`), the stage's
+//!   loop, its pure core, and `events.rs` (what it counts and logs). The
+//!   backends they share live in the `backends` crate.
+//! - `http_ingest`: building the HTTP source (its config and server live
+//!   in the `ingest-http` crate) and the reader behind its read API.
 //! - `discard`: a sink that answers and drops (the benchmark's HTTP
 //!   ceiling).
-//! - `read`: the stores behind the read API (Redis with cache-aside to
-//!   the history table), which the ingest stage serves.
-//! - [`build`]: turns a validated topology and a role into runnable nodes,
-//!   choosing real backends or embedded stand-ins.
+//! - [`build`]: walks a role's plan and builds each node, with real
+//!   backends or embedded stand-ins; every problem is collected.
 
 pub mod aggregate;
 pub mod build;
 pub mod discard;
+mod http_ingest;
 pub mod kafka_batch;
 pub mod persist;
-pub mod read;
 pub mod realtime;
 
 use ingest_http::HttpIngestConfig;
-use pipeline::{Role, Shape, StageSpec};
+use model::Batch;
+use pipeline::{Role, Shape, Stage, StageSpec};
 use serde::Deserialize;
 
-pub use build::{build, BuildOptions};
+pub use build::{build, BuildError, BuildOptions};
+use build::{BuildContext, StageBuildError};
 
 /// Every stage kind, as written in `type = "..."`.
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +47,20 @@ pub enum StageConfig {
     Persist(persist::PersistConfig),
     /// Answers and drops (the HTTP ceiling of the benchmark).
     Discard(discard::DiscardConfig),
+}
+
+impl StageConfig {
+    /// The stage (or bridge half) `cx` describes, built by its kind.
+    pub(crate) fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
+        match self {
+            StageConfig::HttpIngest(config) => http_ingest::build(config, cx),
+            StageConfig::Realtime(config) => config.build(cx),
+            StageConfig::Aggregate(config) => config.build(cx),
+            StageConfig::KafkaBatch(config) => config.build(cx),
+            StageConfig::Persist(config) => config.build(cx),
+            StageConfig::Discard(config) => Ok(config.build()),
+        }
+    }
 }
 
 impl StageSpec for StageConfig {

@@ -4,11 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use backends::user_state::{CallShape, RedisStore, UserStore, WriteParams};
 use futures::stream::{FuturesUnordered, StreamExt};
 use model::{keys, Op, Record};
-use stages::realtime::core::group_by_user;
-use stages::realtime::store::{CallShape, WriteParams};
-use stages::realtime::{RealtimeStore, RedisStore};
+use stages::realtime::group::group_by_user;
 
 use super::workload::{Reporter, Shape, BUSINESSES};
 
@@ -20,7 +19,7 @@ const IN_FLIGHT: usize = 4;
 /// Writes the workload's events to `redis_url` for `duration`; returns
 /// events/s.
 pub async fn measure(redis_url: &str, shape: &Shape, duration: Duration) -> anyhow::Result<f64> {
-    let store = RealtimeStore::Redis(RedisStore::connect_lazy(redis_url, CallShape { cluster: false, max_events: 128 })?);
+    let store = UserStore::Redis(RedisStore::connect_lazy(redis_url, CallShape { cluster: false, max_events: 128 })?);
     let mut reporter = Reporter::new(shape, 0, 1);
     let started = Instant::now();
     let mut written = 0u64;

@@ -1,7 +1,17 @@
 //! Configuration of the `aggregate` stage (`type = "aggregate"`).
 
+use std::time::Duration;
+
+use model::Batch;
 use pipeline::problem::require_at_least;
+use pipeline::Stage;
 use serde::Deserialize;
+
+use super::fold::Fold;
+use super::AggregateStage;
+use crate::build::{BuildContext, StageBuildError};
+use crate::kafka_batch::Payload;
+use crate::StageConfig;
 
 /// `[[stages]] type = "aggregate"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -22,8 +32,12 @@ pub struct AggregateConfig {
     pub max_pending_entries: usize,
 }
 
+/// Shards when the topology names none; a realtime stage with no
+/// aggregate after it keeps its dirty marks in as many sets.
+pub const DEFAULT_SHARDS: u32 = 64;
+
 fn default_shards() -> u32 {
-    64
+    DEFAULT_SHARDS
 }
 fn default_flush_max_entries() -> usize {
     1000
@@ -49,5 +63,25 @@ impl AggregateConfig {
             ));
         }
         problems
+    }
+}
+
+impl AggregateConfig {
+    /// The stage: its fold keeps whole records unless the bridge that
+    /// ships its flushes carries ids only.
+    pub(crate) fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
+        // The payload mode belongs to the bridge that ships the flushes;
+        // without one, keep whole records.
+        let keep_records = match cx.downstream(|config| matches!(config, StageConfig::KafkaBatch(_))) {
+            Some(StageConfig::KafkaBatch(bridge)) => bridge.payload == Payload::Full,
+            _ => true,
+        };
+        let businesses = cx.businesses().iter().map(|(name, business)| (name.clone(), business.id));
+        Ok(Box::new(AggregateStage {
+            fold: Fold::new(self.shards, keep_records, businesses),
+            flush_max_entries: self.flush_max_entries,
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            max_pending_entries: self.max_pending_entries,
+        }))
     }
 }

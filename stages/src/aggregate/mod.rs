@@ -1,13 +1,15 @@
 //! The `aggregate` stage: folds events last-write-wins per (uid, item) in
 //! memory, sharded by uid region, and flushes a shard on size or timer.
 //!
-//! - `config`: the stage's topology fields.
+//! - `config`: the stage's topology fields, and how the stage is built.
 //! - `fold`: the pure fold and its compact `ids`-mode entries.
 //! - `stage`: the flush loop.
+//! - `events`: what the stage reports.
 
 mod config;
+mod events;
 pub mod fold;
 pub mod stage;
 
-pub use config::AggregateConfig;
+pub use config::{AggregateConfig, DEFAULT_SHARDS};
 pub use stage::AggregateStage;

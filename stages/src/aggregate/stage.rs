@@ -16,6 +16,7 @@ use futures::FutureExt;
 use model::{Batch, Op};
 use pipeline::{Stage, StageContext, StageError, StageFuture};
 
+use super::events::FoldMeasured;
 use super::fold::Fold;
 
 /// A built aggregate stage.
@@ -65,8 +66,7 @@ impl AggregateStage {
     /// Refreshes the gauges; on the flush timer only, since measuring the
     /// tables walks every pending record in `full` mode.
     fn report(&self) {
-        metrics::gauge!("histflow_aggregate_pending_items").set(self.fold.pending() as f64);
-        metrics::gauge!("histflow_aggregate_table_bytes").set(self.fold.memory_bytes() as f64);
+        FoldMeasured { pending_items: self.fold.pending(), table_bytes: self.fold.memory_bytes() }.emit();
     }
 
     async fn fold_batch(&mut self, batch: Batch, cx: &StageContext<Batch>) -> Result<(), StageError> {

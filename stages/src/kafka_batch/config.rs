@@ -1,8 +1,16 @@
 //! Configuration of the `kafka_batch` bridge (`type = "kafka_batch"`).
 
 pub use model::codec::Payload;
+use model::Batch;
+use pipeline::plan::{Half, RoleSelection};
 use pipeline::problem::require_at_least;
+use pipeline::Stage;
 use serde::Deserialize;
+
+use super::embedded;
+use super::{KafkaConsumerStage, KafkaProducerStage};
+use crate::build::{BuildContext, StageBuildError};
+use crate::StageConfig;
 
 /// Producer compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -89,5 +97,50 @@ impl KafkaBatchConfig {
         require_at_least(&mut problems, "partitions", self.partitions as u64, 1);
         require_at_least(&mut problems, "embedded_queue_batches", self.embedded_queue_batches as u64, 1);
         problems
+    }
+}
+
+impl KafkaBatchConfig {
+    /// One half of the bridge: the producer (service role) or the consumer
+    /// group (job role), or under `--embedded` one end of an in-process
+    /// queue.
+    pub(crate) fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
+        if cx.embedded() {
+            return self.build_embedded(cx);
+        }
+        match cx.half {
+            Half::Consumer => Ok(Box::new(KafkaConsumerStage::new(self).map_err(StageBuildError::Backend)?)),
+            Half::Producer | Half::Whole => {
+                // A delivered flush clears the dirty marks the realtime
+                // stage feeding this bridge wrote.
+                let dirty = match cx.fed_by(|config| matches!(config, StageConfig::Realtime(_))) {
+                    Some(StageConfig::Realtime(realtime)) => Some(cx.backends.user_store(&realtime.redis_url, realtime.call_shape())?),
+                    _ => None,
+                };
+                Ok(Box::new(KafkaProducerStage::new(self, dirty).map_err(StageBuildError::Backend)?))
+            }
+        }
+    }
+
+    /// Under `--embedded` both halves share one in-process queue, so both
+    /// must run in this process and something must read the queue.
+    fn build_embedded(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
+        if cx.role() != RoleSelection::All {
+            return Err(StageBuildError::EmbeddedQueueAcrossProcesses);
+        }
+        if !cx.is_read() {
+            return Err(StageBuildError::EmbeddedQueueUnread);
+        }
+        // The embedded user-state store is the same for every URL.
+        let dirty = cx.backends.embedded_user_store();
+        let halves = cx.backends.queues.entry(cx.name().to_owned()).or_insert_with(|| {
+            let (producer, consumer) = embedded::queue(self.embedded_queue_batches, dirty);
+            (Some(producer), Some(consumer))
+        });
+        let half: Option<Box<dyn Stage<Batch>>> = match cx.half {
+            Half::Consumer => halves.1.take().map(|consumer| Box::new(consumer) as Box<dyn Stage<Batch>>),
+            Half::Producer | Half::Whole => halves.0.take().map(|producer| Box::new(producer) as Box<dyn Stage<Batch>>),
+        };
+        half.ok_or(StageBuildError::PlannedTwice)
     }
 }

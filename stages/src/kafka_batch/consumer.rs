@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use backends::kafka::{ensure_topic, group_consumer, idempotent_producer, DeliveryTimeout};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
@@ -23,9 +24,10 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use rdkafka::{ClientConfig, Message};
+use rdkafka::Message;
 
 use super::config::KafkaBatchConfig;
+use super::events::{ConsumerLag, DeadLetterSent};
 
 /// Messages read but not yet durable downstream, at most.
 const MAX_UNACKED: usize = 10_000;
@@ -46,35 +48,10 @@ type Unacked = BoxFuture<'static, (String, i32, i64, Result<(), String>)>;
 impl KafkaConsumerStage {
     /// A consumer in `config.consumer_group`.
     pub fn new(config: &KafkaBatchConfig) -> Result<Self, String> {
-        let mut consumer_config = ClientConfig::new();
-        if let Some(instance) = &config.consumer_instance_id {
-            consumer_config.set("group.instance.id", instance);
-        }
-        let consumer: StreamConsumer = consumer_config
-            .set("bootstrap.servers", &config.brokers)
-            .set("group.id", &config.consumer_group)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            // Offsets are stored by hand, only after the write.
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("queued.max.messages.kbytes", "16384")
-            // A job that died is replaced within seconds: some brokers (tansu)
-            // wait out the rebalance timeout, max.poll.interval.ms, for a
-            // member that stopped heartbeating. A job blocked longer than it
-            // by backpressure leaves the group and rejoins when it moves
-            // again, re-reading what it had not committed (harmless: writes
-            // are idempotent, nothing is committed early).
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "2000")
-            .set("max.poll.interval.ms", "20000")
+        let consumer: StreamConsumer = group_consumer(&config.brokers, &config.consumer_group, config.consumer_instance_id.as_deref())
             .create()
             .map_err(|error| format!("cannot create the Kafka consumer for {}: {error}", config.brokers))?;
-        let dead_letters: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", "0")
+        let dead_letters: FutureProducer = idempotent_producer(&config.brokers, DeliveryTimeout::Never)
             .create()
             .map_err(|error| format!("cannot create the dead-letter producer for {}: {error}", config.brokers))?;
         Ok(KafkaConsumerStage {
@@ -94,13 +71,8 @@ impl KafkaConsumerStage {
             .insert(Header { key: "source-partition", value: Some(&partition_text) })
             .insert(Header { key: "source-offset", value: Some(&offset_text) });
         let record = FutureRecord::<(), [u8]>::to(&self.dead_letter_topic).payload(payload).headers(headers);
-        match self.dead_letters.send(record, Timeout::Never).await {
-            Ok(_) => {
-                metrics::counter!("histflow_kafka_dead_letters_total").increment(1);
-                tracing::warn!(stage, partition, offset, reason, dead_letter_topic = %self.dead_letter_topic, "undecodable merge message sent to the dead-letter topic");
-            }
-            Err((error, _)) => tracing::error!(stage, partition, offset, %error, "dead letter not delivered"),
-        }
+        let outcome = self.dead_letters.send(record, Timeout::Never).await.map(drop).map_err(|(error, _)| error);
+        DeadLetterSent { stage, partition, offset, reason, topic: &self.dead_letter_topic, outcome: &outcome }.emit();
     }
 
     fn store(&self, topic: &str, partition: i32, offset: i64) -> Result<(), StageError> {
@@ -132,8 +104,8 @@ async fn report_lag(consumer: Arc<StreamConsumer>) {
         })
         .await
         .unwrap_or_default();
-        for (partition, lag) in lags {
-            metrics::gauge!("histflow_kafka_consumer_lag_messages", "partition" => partition.to_string()).set(lag as f64);
+        for (partition, messages) in lags {
+            ConsumerLag { partition, messages }.emit();
         }
     }
 }
@@ -142,7 +114,7 @@ impl Stage<Batch> for KafkaConsumerStage {
     fn run(self: Box<Self>, cx: StageContext<Batch>) -> StageFuture {
         async move {
             let StageContext { name, output, shutdown, metrics, .. } = cx;
-            super::ensure_topic(&self.brokers, &self.dead_letter_topic, 1, &name).await?;
+            ensure_topic(&self.brokers, &self.dead_letter_topic, 1, &name).await?;
             self.consumer.subscribe(&[&self.topic])?;
             let lag = tokio::spawn(report_lag(self.consumer.clone()));
             tracing::info!(stage = %name, topic = %self.topic, "consuming the merge topic");

@@ -9,17 +9,16 @@
 
 use std::sync::Arc;
 
+use backends::user_state::UserStore;
 use futures::FutureExt;
 use model::Batch;
 use pipeline::{Stage, StageContext, StageFuture};
 use tokio::sync::mpsc;
 
-use crate::realtime::RealtimeStore;
-
 /// Creates the two halves of one in-process queue holding `capacity`
 /// batches; `dirty` is the realtime store whose dirty marks a queued flush
 /// clears.
-pub fn queue(capacity: usize, dirty: Option<RealtimeStore>) -> (QueueProducer, QueueConsumer) {
+pub fn queue(capacity: usize, dirty: Option<UserStore>) -> (QueueProducer, QueueConsumer) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     (QueueProducer { queue: tx, dirty }, QueueConsumer { queue: rx })
 }
@@ -27,7 +26,7 @@ pub fn queue(capacity: usize, dirty: Option<RealtimeStore>) -> (QueueProducer, Q
 /// The producing half (service side).
 pub struct QueueProducer {
     queue: mpsc::Sender<Batch>,
-    dirty: Option<RealtimeStore>,
+    dirty: Option<UserStore>,
 }
 
 /// The consuming half (job side).

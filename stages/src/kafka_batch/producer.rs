@@ -11,6 +11,9 @@
 
 use std::time::Duration;
 
+use backends::kafka::{ensure_topic, idempotent_producer, DeliveryTimeout};
+use backends::retry;
+use backends::user_state::UserStore;
 use futures::future::{join_all, BoxFuture};
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
@@ -18,17 +21,14 @@ use model::{codec, Batch};
 use pipeline::{Stage, StageContext, StageFuture};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use rdkafka::ClientConfig;
 
 use super::config::{Compression, KafkaBatchConfig};
-use crate::realtime::RealtimeStore;
+use super::events::{DeliveryRetry, DirtyMarksKept, FlushDelivered, MessageDelivered};
 
 /// Room left in a message for the record batch's own framing.
 const FRAMING_BYTES: usize = 4096;
 /// Flushes whose deliveries may be outstanding at once.
 const MAX_IN_FLIGHT: usize = 8;
-/// Longest pause between two attempts at a failing message.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A built producing half of `kafka_batch`.
 pub struct KafkaProducerStage {
@@ -37,25 +37,20 @@ pub struct KafkaProducerStage {
     topic: String,
     partitions: i32,
     max_message_bytes: usize,
-    dirty: Option<RealtimeStore>,
+    dirty: Option<UserStore>,
 }
 
 impl KafkaProducerStage {
     /// A producer for `config`; `dirty` is the realtime store whose dirty
     /// marks delivered flushes clear.
-    pub fn new(config: &KafkaBatchConfig, dirty: Option<RealtimeStore>) -> Result<Self, String> {
+    pub fn new(config: &KafkaBatchConfig, dirty: Option<UserStore>) -> Result<Self, String> {
         let compression = match config.compression {
             Compression::Lz4 => "lz4",
             Compression::Zstd => "zstd",
         };
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
+        let producer = idempotent_producer(&config.brokers, DeliveryTimeout::Never)
             .set("compression.type", compression)
             .set("linger.ms", "5")
-            // 0 = no delivery deadline: retried until the broker takes it.
-            .set("message.timeout.ms", "0")
             // Keep librdkafka's own buffer small: backpressure, not memory.
             .set("queue.buffering.max.messages", "10000")
             .set("queue.buffering.max.kbytes", "65536")
@@ -86,11 +81,10 @@ impl KafkaProducerStage {
             let key = shard.to_string();
             let count = messages.len();
             join_all(messages.into_iter().map(|payload| send_until_taken(&producer, &topic, &key, payload, &stage))).await;
-            metrics::counter!("histflow_kafka_messages_total").increment(count as u64);
-            metrics::counter!("histflow_kafka_message_events_total").increment(events as u64);
+            FlushDelivered { messages: count, events }.emit();
             if let (Some(dirty), Some(flushed_at)) = (dirty, flushed_at) {
                 if let Err(error) = dirty.unmark_dirty(shard, &uids, flushed_at).await {
-                    tracing::warn!(stage = %stage, shard, %error, "delivered, but the dirty marks stay (a restart would re-drive these users)");
+                    DirtyMarksKept { stage: &stage, shard, error: &error }.emit();
                 }
             }
         }
@@ -99,27 +93,19 @@ impl KafkaProducerStage {
 }
 
 async fn send_until_taken(producer: &FutureProducer, topic: &str, key: &str, payload: Vec<u8>, stage: &str) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match producer.send(FutureRecord::to(topic).key(key).payload(&payload), Timeout::Never).await {
-            Ok(_) => {
-                metrics::counter!("histflow_kafka_message_bytes_total").increment(payload.len() as u64);
-                return;
-            }
-            Err((error, _)) => {
-                metrics::counter!("histflow_kafka_delivery_retries_total").increment(1);
-                tracing::warn!(stage, topic, %error, retry_in_ms = backoff.as_millis() as u64, "merge message not delivered; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
+    let payload = &payload;
+    retry::until_ok(
+        || async move { producer.send(FutureRecord::to(topic).key(key).payload(payload), Timeout::Never).await.map_err(|(error, _)| error) },
+        |error, pause| DeliveryRetry { stage, topic, error, pause }.emit(),
+    )
+    .await;
+    MessageDelivered { bytes: payload.len() }.emit();
 }
 
 impl Stage<Batch> for KafkaProducerStage {
     fn run(self: Box<Self>, mut cx: StageContext<Batch>) -> StageFuture {
         async move {
-            super::ensure_topic(&self.brokers, &self.topic, self.partitions, &cx.name).await?;
+            ensure_topic(&self.brokers, &self.topic, self.partitions, &cx.name).await?;
             let mut in_flight: FuturesOrdered<BoxFuture<'static, ()>> = FuturesOrdered::new();
             let mut open = true;
             loop {

@@ -1,8 +1,18 @@
 //! Configuration of the `persist` stage (`type = "persist"`).
 
+use backends::user_state::CallShape;
+use model::Batch;
 use pipeline::problem::require_at_least;
-use pipeline::RateLimitSpec;
+use pipeline::{RateLimitSpec, Stage};
 use serde::Deserialize;
+
+use super::{DeadLetters, PersistStage};
+use crate::build::{BuildContext, StageBuildError};
+use crate::StageConfig;
+
+/// How the persist stage's Redis calls are shaped: it only reads records
+/// and notes writes, one user per call, so no call groups users.
+const RECORD_READS: CallShape = CallShape { cluster: false, max_events: 1 };
 
 /// `[[stages]] type = "persist"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -73,5 +83,28 @@ impl PersistConfig {
         require_at_least(&mut problems, "flush_max_rows", self.flush_max_rows as u64, 1);
         require_at_least(&mut problems, "flush_interval_ms", self.flush_interval_ms, 1);
         problems
+    }
+}
+
+impl PersistConfig {
+    /// The stage writing this config's table, re-reading `ids` records
+    /// from `redis_url`, sending refused rows to the dead-letter topic of
+    /// the bridge it reads (the log under `--embedded`).
+    pub(crate) fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
+        let table = cx.backends.history_table(self)?;
+        if cx.embedded() {
+            let records = cx.backends.embedded_user_store();
+            return Ok(Box::new(PersistStage::new(self, table, records, DeadLetters::Log)));
+        }
+        let records = self.redis_url.as_deref().map(|url| cx.backends.user_store(url, RECORD_READS)).transpose()?;
+        let bridge = cx.stage.inputs.iter().find_map(|input| match cx.topology.stage(&input.from).map(|from| &from.config) {
+            Some(StageConfig::KafkaBatch(bridge)) => Some(bridge),
+            _ => None,
+        });
+        let dead_letters = match bridge {
+            Some(bridge) => DeadLetters::kafka(&bridge.brokers, &bridge.dead_letter_topic).map_err(StageBuildError::Backend)?,
+            None => DeadLetters::Log,
+        };
+        Ok(Box::new(PersistStage::new(self, table, records, dead_letters)))
     }
 }

@@ -1,18 +1,19 @@
 //! The `persist` stage (job role): folds consumed batches in a window and
-//! writes them to the history table, durably, before their offsets may be
-//! committed.
+//! writes them to the history table (`backends::history_table`), durably,
+//! before their offsets may be committed.
 //!
-//! - `config`: the stage's topology fields.
+//! - `config`: the stage's topology fields, and how the stage is built.
 //! - `window`: the pure fold of a window.
-//! - `table`: row mutations with per-cell timestamps.
-//! - `thrift`: the table through an HBase Thrift1 gateway.
 //! - `stage`: the window loop and the writes.
+//! - `dead_letters`: where rows the table refuses go.
+//! - `events`: what the stage reports.
 
 mod config;
+pub mod dead_letters;
+mod events;
 pub mod stage;
-pub mod table;
-pub mod thrift;
 pub mod window;
 
 pub use config::PersistConfig;
-pub use stage::{DeadLetters, HistoryTable, PersistStage, META_FAMILY, RECORDS_FAMILY};
+pub use dead_letters::DeadLetters;
+pub use stage::PersistStage;

@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
+use backends::kafka::{idempotent_producer, DeliveryTimeout};
 use model::{codec, Record};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+
+use super::events::FirstWatchBroadcast;
 
 /// Where first watches are announced.
 #[derive(Clone)]
@@ -29,12 +31,8 @@ pub enum Broadcast {
 impl Broadcast {
     /// A Kafka broadcast to `topic` on `brokers`.
     pub fn kafka(brokers: &str, topic: &str) -> Result<Self, String> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
+        let producer = idempotent_producer(brokers, DeliveryTimeout::Default)
             .set("linger.ms", "5")
-            .set("message.timeout.ms", "300000")
             .create()
             .map_err(|error| format!("cannot create the broadcast producer for {brokers}: {error}"))?;
         Ok(Broadcast::Kafka { producer, topic: topic.to_owned() })
@@ -42,11 +40,10 @@ impl Broadcast {
 
     /// Announces `record`'s user's first watch of `day`.
     pub fn first_watch(&self, record: &Record, day: i64) {
-        let outcome = |outcome: &'static str| metrics::counter!("histflow_first_watch_broadcasts_total", "outcome" => outcome).increment(1);
         match self {
             Broadcast::Disabled => {}
             Broadcast::Embedded => {
-                outcome("delivered");
+                FirstWatchBroadcast::Delivered.emit();
                 tracing::debug!(uid = record.uid, day, item = %record.item_key(), "first watch of the day");
             }
             Broadcast::Kafka { producer, topic } => {
@@ -60,18 +57,14 @@ impl Broadcast {
                         let uid = record.uid;
                         tokio::spawn(async move {
                             match tokio::time::timeout(Duration::from_secs(330), delivery).await {
-                                Ok(Ok(Ok(_))) => outcome("delivered"),
-                                other => {
-                                    outcome("failed");
-                                    tracing::warn!(uid, day, result = ?other.map(|r| r.map(|d| d.map(drop).map_err(|(e, _)| e.to_string()))), "first-watch broadcast not delivered");
-                                }
+                                Ok(Ok(Ok(_))) => FirstWatchBroadcast::Delivered.emit(),
+                                Ok(Ok(Err((error, _)))) => FirstWatchBroadcast::Failed { uid, day, error: &error }.emit(),
+                                Ok(Err(_)) => FirstWatchBroadcast::Failed { uid, day, error: &"the producer was dropped" }.emit(),
+                                Err(_) => FirstWatchBroadcast::Failed { uid, day, error: &"no answer within 330 s" }.emit(),
                             }
                         });
                     }
-                    Err((error, _)) => {
-                        outcome("failed");
-                        tracing::warn!(uid = record.uid, day, %error, "first-watch broadcast not queued");
-                    }
+                    Err((error, _)) => FirstWatchBroadcast::Failed { uid: record.uid, day, error: &error }.emit(),
                 }
             }
         }

@@ -1,7 +1,18 @@
 //! Configuration of the `realtime` stage (`type = "realtime"`).
 
+use std::time::Duration;
+
+use backends::user_state::CallShape;
+use model::Batch;
 use pipeline::problem::require_at_least;
+use pipeline::Stage;
 use serde::Deserialize;
+
+use super::broadcast::Broadcast;
+use super::RealtimeStage;
+use crate::aggregate::DEFAULT_SHARDS;
+use crate::build::{BuildContext, StageBuildError};
+use crate::StageConfig;
 
 /// `[[stages]] type = "realtime"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -73,5 +84,39 @@ impl RealtimeConfig {
         require_at_least(&mut problems, "max_in_flight_commits", self.max_in_flight_commits as u64, 1);
         require_at_least(&mut problems, "group_commit_max_events", self.group_commit_max_events as u64, 1);
         problems
+    }
+}
+
+impl RealtimeConfig {
+    /// How this stage groups users into script calls.
+    pub(crate) fn call_shape(&self) -> CallShape {
+        CallShape { cluster: self.cluster, max_events: self.script_max_events }
+    }
+
+    /// The stage on the user-state store at `redis_url`, marking users
+    /// dirty in the shard sets of the aggregate it feeds.
+    pub(crate) fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
+        let store = cx.backends.user_store(&self.redis_url, self.call_shape())?;
+        let broadcast = match (&self.broadcast_brokers, cx.embedded()) {
+            (_, true) => Broadcast::Embedded,
+            (Some(brokers), false) => Broadcast::kafka(brokers, &self.broadcast_topic).map_err(StageBuildError::Backend)?,
+            (None, false) => Broadcast::Disabled,
+        };
+        let shards = match cx.downstream(|config| matches!(config, StageConfig::Aggregate(_))) {
+            Some(StageConfig::Aggregate(aggregate)) => aggregate.shards,
+            _ => DEFAULT_SHARDS,
+        };
+        let backend = if cx.embedded() { "the embedded store" } else { "redis" };
+        Ok(Box::new(RealtimeStage {
+            store,
+            broadcast,
+            max_items: self.max_items_per_user,
+            ttl_s: cx.key_ttl_s(),
+            shards,
+            max_events: self.group_commit_max_events,
+            max_in_flight: self.max_in_flight_commits,
+            linger: Duration::from_micros(self.group_commit_linger_us),
+            readiness: Some(cx.admin.health.dependency(backend)),
+        }))
     }
 }

@@ -1,20 +1,19 @@
 //! The `realtime` stage: makes every report readable at once (last write
 //! wins, timeline, record, trim, pause, first watch of the day, dirty mark)
-//! before the HTTP answer, then forwards what it recorded.
+//! before the HTTP answer, then forwards what it recorded. The rules
+//! themselves live with the user-state store (`backends::user_state`).
 //!
-//! - `config`: the stage's topology fields.
-//! - `core`: grouping per user and the write rules (embedded store).
-//! - `record.lua`: the same rules as one atomic Redis script per user.
-//! - `store`: Redis or the embedded store; dirty marks.
-//! - `broadcast`: the first-watch message.
+//! - `config`: the stage's topology fields, and how the stage is built.
+//! - `group`: a commit's upserts grouped per user, in request order.
 //! - `stage`: the group-commit loop.
+//! - `broadcast`: the first-watch message.
+//! - `events`: what the stage reports.
 
 pub mod broadcast;
 mod config;
-pub mod core;
+mod events;
+pub mod group;
 pub mod stage;
-pub mod store;
 
 pub use config::RealtimeConfig;
 pub use stage::RealtimeStage;
-pub use store::{EmbeddedStore, RealtimeStore, RedisStore};

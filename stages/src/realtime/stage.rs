@@ -12,20 +12,22 @@
 
 use std::time::Duration;
 
+use backends::user_state::{result_of, Status, StoreError, UserStore, WriteParams, NOT_RECORDED};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use model::{keys, Batch, EventResult, Op};
+use pipeline::health::Dependency;
 use pipeline::{Input, Stage, StageContext, StageFuture};
 
 use super::broadcast::Broadcast;
-use super::core::{group_by_user, result_of, Placement, Status, NOT_RECORDED};
-use super::store::{RealtimeStore, StoreError, WriteParams};
+use super::events::CommitFailed;
+use super::group::{group_by_user, Placement};
 
 /// A built realtime stage.
 pub struct RealtimeStage {
     /// Redis or the embedded store.
-    pub store: RealtimeStore,
+    pub store: UserStore,
     /// Where first watches are announced.
     pub broadcast: Broadcast,
     /// Timeline length kept per user.
@@ -41,7 +43,7 @@ pub struct RealtimeStage {
     /// Extra wait for more events when a commit is not full.
     pub linger: Duration,
     /// Readiness: whether the store answers (probed every second).
-    pub readiness: Option<ingest_http::health::Dependency>,
+    pub readiness: Option<Dependency>,
 }
 
 /// Stops a background task when dropped.
@@ -126,8 +128,7 @@ impl RealtimeStage {
     async fn finish(&self, committed: Committed, cx: &StageContext<Batch>) -> Result<(), pipeline::StageError> {
         let Committed { batches, placement, outcome, mutated, today } = committed;
         for error in [outcome.as_ref().err(), mutated.as_ref().err()].into_iter().flatten() {
-            cx.metrics.error();
-            tracing::warn!(stage = %cx.name, %error, "realtime commit failed; its requests are answered 503");
+            CommitFailed { stage: &cx.name, error }.emit(&cx.metrics);
         }
         let mut effective_times = mutated.as_ref().map(|times| times.iter().copied()).ok();
         let mut forward = Vec::new();

@@ -1,7 +1,7 @@
-//! The read side of the history API: pages of a user's timeline, progress
-//! look-ups and the recording flag, from the realtime store (Redis or the
-//! embedded store) with cache-aside to the history table (HBase through
-//! Thrift, or the embedded table).
+//! The reader: pages of a user's timeline, progress look-ups and the
+//! recording flag, from the user-state store (Redis or the embedded store)
+//! with cache-aside to the history table (HBase through Thrift, or the
+//! embedded table).
 //!
 //! Redis holds at most `max_items_per_user` items per user, and may have
 //! lost a user's keys (expiry, failover). A page that runs past what Redis
@@ -15,28 +15,23 @@
 //! when the read looked (pushed out of Redis before they were durable),
 //! voids the note.
 
-mod merge;
-
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use futures::FutureExt;
-use ingest_http::reads::{Cursor, HistoryReads, Page, PageQuery, PageSource, ReadError};
+use backends::history_table::{HistoryTable, META_FAMILY, RECORDS_FAMILY};
+use backends::user_state::{SliceQuery, UserMeta, UserStore};
 use model::{codec, Record};
 
-use crate::persist::{HistoryTable, META_FAMILY, RECORDS_FAMILY};
-use crate::realtime::store::{SliceQuery, UserMeta};
-use crate::realtime::RealtimeStore;
-use merge::{hbase_candidates, Candidate};
+use crate::cursor::{Cursor, Page, PageQuery, ReadError};
+use crate::events::{HbaseRead, PageServed, UndecodableRecord};
+use crate::merge::{hbase_candidates, Candidate};
 
 /// Timeline members read per call when a business filter may skip many.
 const FILTERED_CHUNK: usize = 128;
 
 /// Reads from the stores of a service process.
-pub struct StoreReads {
-    /// The realtime store (Redis or embedded).
-    pub store: RealtimeStore,
+pub struct HistoryReader {
+    /// The user-state store (Redis or embedded).
+    pub store: UserStore,
     /// The history table for cache-aside; none: Redis alone.
     pub table: Option<HistoryTable>,
     /// Progress look-ups fall back to the history table.
@@ -53,18 +48,17 @@ fn read_error(error: impl std::fmt::Display) -> ReadError {
 }
 
 /// A stored record, or `None` (counted and logged) when it cannot be read.
-fn decode(uid: u64, item: &str, bytes: &[u8]) -> Option<Record> {
+pub(crate) fn decode(uid: u64, item: &str, bytes: &[u8]) -> Option<Record> {
     match codec::decode_record(bytes) {
         Ok(record) => Some(record),
         Err(error) => {
-            metrics::counter!("histflow_read_undecodable_records_total").increment(1);
-            tracing::warn!(uid, item, %error, "stored record cannot be decoded; left out of the answer");
+            UndecodableRecord { uid, item, error: &error }.emit();
             None
         }
     }
 }
 
-impl StoreReads {
+impl HistoryReader {
     /// Timeline members after the cursor (in the business), newest first,
     /// with their records: up to `want`, and whether the timeline ran out
     /// before that.
@@ -100,7 +94,8 @@ impl StoreReads {
         }
     }
 
-    async fn page(&self, uid: u64, query: PageQuery) -> Result<Page, ReadError> {
+    /// A page of `uid`'s history.
+    pub async fn page(&self, uid: u64, query: PageQuery) -> Result<Page, ReadError> {
         let want = query.limit + 1;
         let (members, meta, exhausted) = self.realtime_members(uid, &query, want).await?;
         // HBase is read only for a page Redis cannot fill. A full page at
@@ -110,17 +105,17 @@ impl StoreReads {
         let full = members.len() >= query.limit;
         let table = self.table.as_ref().filter(|_| hbase_may_hold_more && !full);
         let Some(table) = table else {
-            metrics::counter!("histflow_read_pages_total", "source" => "realtime").increment(1);
+            PageServed { read_hbase: false }.emit();
             let more = members.len() > query.limit || (full && hbase_may_hold_more && self.table.is_some());
             let shown: Vec<Member> = members.into_iter().take(query.limit).collect();
             let next = more.then(|| shown.last().map(|member| Cursor { view_at: member.view_at, item: member.item.clone() })).flatten();
             let items = candidates(uid, shown).into_iter().map(|c| c.record).collect();
-            return Ok(Page { items, next, source: PageSource::Realtime });
+            return Ok(Page { items, next });
         };
 
         // Redis ran short and HBase may hold more: read the user's row.
-        metrics::counter!("histflow_read_pages_total", "source" => "hbase").increment(1);
-        metrics::counter!("histflow_read_hbase_calls_total").increment(1);
+        PageServed { read_hbase: true }.emit();
+        HbaseRead.emit();
         let cells = table.read_row(uid, vec![RECORDS_FAMILY.to_owned()]).await.map_err(read_error)?;
         let in_redis: HashSet<String> =
             self.store.whole_timeline(uid).await.map_err(read_error)?.into_iter().map(|(item, _)| item).collect();
@@ -144,10 +139,12 @@ impl StoreReads {
         let next = (merged.len() > query.limit)
             .then(|| Cursor { view_at: merged[query.limit - 1].view_at, item: merged[query.limit - 1].item.clone() });
         merged.truncate(query.limit);
-        Ok(Page { items: merged.into_iter().map(|c| c.record).collect(), next, source: PageSource::WithHbase })
+        Ok(Page { items: merged.into_iter().map(|c| c.record).collect(), next })
     }
 
-    async fn progress(&self, uid: u64, items: Vec<String>) -> Result<Vec<Option<Record>>, ReadError> {
+    /// The record of each of `items` (`business:oid`), `None` where there
+    /// is none, in order.
+    pub async fn progress(&self, uid: u64, items: Vec<String>) -> Result<Vec<Option<Record>>, ReadError> {
         let found = self.store.read_records(&[(uid, items.clone())]).await.map_err(read_error)?;
         let mut records: Vec<Option<Record>> = found
             .into_iter()
@@ -166,7 +163,7 @@ impl StoreReads {
         if missing.is_empty() {
             return Ok(records);
         }
-        metrics::counter!("histflow_read_hbase_calls_total").increment(1);
+        HbaseRead.emit();
         let columns = missing.iter().map(|item| format!("{RECORDS_FAMILY}:{item}")).collect();
         let cells = table.read_row(uid, columns).await.map_err(read_error)?;
         let (meta, markers) = self.store.meta_and_markers(uid, &missing).await.map_err(read_error)?;
@@ -180,7 +177,8 @@ impl StoreReads {
         Ok(records)
     }
 
-    async fn paused(&self, uid: u64) -> Result<bool, ReadError> {
+    /// Whether `uid`'s recording is paused.
+    pub async fn paused(&self, uid: u64) -> Result<bool, ReadError> {
         let (meta, _) = self.store.meta_and_markers(uid, &[]).await.map_err(read_error)?;
         if meta.exists {
             return Ok(meta.paused);
@@ -215,23 +213,4 @@ fn candidates(uid: u64, members: Vec<Member>) -> Vec<Candidate> {
 /// Item -> delete marker, from markers read in the order of `items`.
 fn marker_map(items: Vec<String>, markers: Vec<Option<i64>>) -> HashMap<String, i64> {
     items.into_iter().zip(markers).filter_map(|(item, marker)| Some((item, marker?))).collect()
-}
-
-impl HistoryReads for StoreReads {
-    fn page(&self, uid: u64, query: PageQuery) -> BoxFuture<'_, Result<Page, ReadError>> {
-        StoreReads::page(self, uid, query).boxed()
-    }
-
-    fn progress(&self, uid: u64, items: Vec<String>) -> BoxFuture<'_, Result<Vec<Option<Record>>, ReadError>> {
-        StoreReads::progress(self, uid, items).boxed()
-    }
-
-    fn paused(&self, uid: u64) -> BoxFuture<'_, Result<bool, ReadError>> {
-        StoreReads::paused(self, uid).boxed()
-    }
-}
-
-/// Shares a [`StoreReads`] as the ingest stage's reader.
-pub fn shared(reads: StoreReads) -> Arc<dyn HistoryReads> {
-    Arc::new(reads)
 }

@@ -1,6 +1,7 @@
-//! What persist writes to the history table: row mutations with HBase's
-//! per-cell timestamps, whichever store takes them (an HBase Thrift
-//! gateway, or the embedded store of `--embedded`).
+//! What goes to and comes from the history table: row mutations with
+//! HBase's per-cell timestamps, the cells a read finds, and errors that say
+//! whether trying again can help, whichever store is behind the table (an
+//! HBase Thrift gateway, or the embedded store of `--embedded`).
 
 /// A column: `family:qualifier`, e.g. `r:archive:7`.
 pub type Column = String;
@@ -47,13 +48,4 @@ pub enum TableError {
     /// it will never succeed as it is.
     #[error("history table rejected the write: {0}")]
     Rejected(String),
-}
-
-impl From<hbase_compat::store::StoreError> for TableError {
-    fn from(error: hbase_compat::store::StoreError) -> Self {
-        match error {
-            hbase_compat::store::StoreError::NoSuchFamily { .. } => TableError::Rejected(error.to_string()),
-            other => TableError::Transient(other.to_string()),
-        }
-    }
 }

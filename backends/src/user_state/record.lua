@@ -5,13 +5,15 @@
 -- the same slot into one call):
 --   h:{uid}:t  timeline ZSET (member item, score view_at)
 --   h:{uid}:r  records HASH  (item -> encoded record)
---   h:{uid}:m  meta HASH     (paused, day, cleared_at, d:<item>)
+--   h:{uid}:m  meta HASH     (its fields: `meta.rs`; this script reads
+--              paused, cleared_at, day, d:<item> and writes day,
+--              trimmed_at)
 -- ARGV[1] = max items kept, ARGV[2] = key TTL seconds, ARGV[3] = today
 -- (UTC day number), ARGV[4] = now (unix ms); then per user: its event
 -- count n, then n times item, view_at, record.
 -- Returns one status per event, in order: 0 not recorded, 1 recorded,
 -- 2 recorded and the user's first recorded watch of the day.
--- Keep in step with core.rs, the embedded store's copy of these rules.
+-- Keep in step with rules.rs, the embedded store's copy of these rules.
 local max_items = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local today = ARGV[3]

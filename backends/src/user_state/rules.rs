@@ -1,11 +1,12 @@
-//! The realtime write rules, as data: how a commit's events are grouped per
-//! user, and (for the embedded store) the decision itself. `record.lua` is
-//! the same decision for Redis; the two are kept in step and tested on the
+//! The user-state rules as data: what one commit writes per user, the
+//! status codes the write answers, and the decision itself for the
+//! embedded store. `record.lua` and `mutate.lua`, beside this file, are the
+//! same decisions for Redis; the two are kept in step and tested on the
 //! same scenarios.
 
 use std::collections::{BTreeSet, HashMap};
 
-use model::{codec, EventResult, Op};
+use model::{EventResult, Op};
 
 /// One event to write: the item, when, and the encoded record.
 #[derive(Debug, Clone)]
@@ -39,38 +40,6 @@ pub const RECORDED_FIRST_TODAY: Status = 2;
 /// The result an HTTP client sees for a status.
 pub fn result_of(status: Status) -> EventResult {
     EventResult { recorded: status != NOT_RECORDED, first_today: status == RECORDED_FIRST_TODAY }
-}
-
-/// Where each event of a commit went: `(user index, event index)` per op of
-/// each batch, so results can be put back in request order.
-pub type Placement = Vec<Vec<(usize, usize)>>;
-
-/// Groups the upserts of `batches` per user (first-seen order), so each
-/// user's events go to Redis in one atomic call.
-pub fn group_by_user<'a>(batches: impl IntoIterator<Item = &'a [Op]>) -> (Vec<UserWrite>, Placement) {
-    let mut users: Vec<UserWrite> = Vec::new();
-    let mut index_of: HashMap<u64, usize> = HashMap::new();
-    let mut placement = Vec::new();
-    for ops in batches {
-        let mut places = Vec::with_capacity(ops.len());
-        for op in ops {
-            let Op::Upsert(record) = op else {
-                // Only upserts reach the realtime stage from ingest; other
-                // ops are written by the API that makes them.
-                places.push((usize::MAX, usize::MAX));
-                continue;
-            };
-            let user = *index_of.entry(record.uid).or_insert_with(|| {
-                users.push(UserWrite { uid: record.uid, events: Vec::new() });
-                users.len() - 1
-            });
-            let events = &mut users[user].events;
-            events.push(EventWrite { item: record.item_key(), view_at: record.view_at, record: codec::encode_record(record) });
-            places.push((user, events.len() - 1));
-        }
-        placement.push(places);
-    }
-    (users, placement)
 }
 
 /// One user's realtime state in the embedded store (what Redis holds in
@@ -259,26 +228,5 @@ mod tests {
         assert_eq!(user.trimmed_at, None);
         user.apply(&[event("a:3", 3)], 2, 1, 200);
         assert_eq!(user.trimmed_at, Some(200));
-    }
-
-    #[test]
-    fn grouping_keeps_request_order_per_user() {
-        let record = |uid, oid| {
-            Op::Upsert(model::Record {
-                uid,
-                business: "archive".into(),
-                oid,
-                sub_id: None,
-                progress: 1,
-                duration: None,
-                device: None,
-                view_at: 5,
-            })
-        };
-        let first = [record(1, 1), record(2, 1)];
-        let second = [record(1, 2)];
-        let (users, placement) = group_by_user([&first[..], &second[..]]);
-        assert_eq!(users.iter().map(|u| (u.uid, u.events.len())).collect::<Vec<_>>(), vec![(1, 2), (2, 1)]);
-        assert_eq!(placement, vec![vec![(0, 0), (1, 0)], vec![(0, 1)]]);
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use model::Record;
 
-use crate::persist::table::TableCell;
+use backends::history_table::TableCell;
 
 /// A record that may go in a page, with its sort key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub fn hbase_candidates(
     let mut found = HbaseFound { candidates: Vec::new(), all_in_redis: true };
     for cell in cells {
         let Some(item) = cell.column.strip_prefix("r:") else { continue };
-        let Some(record) = super::decode(uid, item, &cell.value) else { continue };
+        let Some(record) = crate::reader::decode(uid, item, &cell.value) else { continue };
         let view_at = record.view_at;
         let hidden = view_at <= cleared_at || markers.get(item).is_some_and(|&at| view_at <= at);
         if hidden {

@@ -1,6 +1,4 @@
-//! What the read API needs of the stores, as a trait the `stages` crate
-//! implements (Redis with cache-aside to HBase, or the embedded
-//! stand-ins), and the page cursor.
+//! The page cursor and the shapes of a page request and answer.
 //!
 //! The cursor is opaque to clients but exact: it names the last item a
 //! page returned by (view_at, item key), and the next page starts strictly
@@ -9,7 +7,6 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use futures::future::BoxFuture;
 use model::Record;
 
 /// Where a history page starts: strictly after this (view_at, item).
@@ -27,11 +24,6 @@ pub struct Cursor {
 pub struct BadCursor;
 
 impl Cursor {
-    /// The cursor after `record`.
-    pub fn after(record: &Record) -> Self {
-        Cursor { view_at: record.view_at, item: record.item_key() }
-    }
-
     /// The opaque text form: URL-safe base64 of `v1:{view_at}:{item}`.
     pub fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(format!("v1:{}:{}", self.view_at, self.item))
@@ -68,15 +60,6 @@ pub struct PageQuery {
     pub cursor: Option<Cursor>,
 }
 
-/// Where a page's items came from (for metrics and tests).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PageSource {
-    /// Redis (or the embedded store) alone.
-    Realtime,
-    /// Redis ran short; the rest came from HBase.
-    WithHbase,
-}
-
 /// One history page, newest first.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -84,27 +67,12 @@ pub struct Page {
     pub items: Vec<Record>,
     /// Where the next page starts, if there are more items.
     pub next: Option<Cursor>,
-    /// Where the items came from.
-    pub source: PageSource,
 }
 
 /// A read that could not be answered now (the client gets 503).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ReadError(pub String);
-
-/// The stores behind the read API.
-pub trait HistoryReads: Send + Sync + 'static {
-    /// A page of `uid`'s history.
-    fn page(&self, uid: u64, query: PageQuery) -> BoxFuture<'_, Result<Page, ReadError>>;
-
-    /// The record of each of `items` (`business:oid`), `None` where there
-    /// is none, in order.
-    fn progress(&self, uid: u64, items: Vec<String>) -> BoxFuture<'_, Result<Vec<Option<Record>>, ReadError>>;
-
-    /// Whether `uid`'s recording is paused.
-    fn paused(&self, uid: u64) -> BoxFuture<'_, Result<bool, ReadError>>;
-}
 
 #[cfg(test)]
 mod tests {

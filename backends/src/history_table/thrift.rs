@@ -1,5 +1,6 @@
 //! The history table through an HBase Thrift1 gateway (a real HBase's, or
-//! the project's compat server in tests): the client side of persist.
+//! the project's compat server in tests): the client side of persist and
+//! of the read side's cache-aside.
 //!
 //! Thrift1 puts one timestamp on a whole `mutateRowsTs` call, and a record's
 //! cell timestamp is its view_at, so a write groups its cells by timestamp:
@@ -15,7 +16,7 @@ use hbase_thrift::hbase::{BatchMutation, ColumnDescriptor, HbaseSyncClient, Muta
 use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
 use thrift::transport::{ReadHalf, TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel, WriteHalf};
 
-use super::table::{RowMutation, TableCell, TableError};
+use super::mutation::{RowMutation, TableCell, TableError};
 
 type Client = HbaseSyncClient<
     TBinaryInputProtocol<TBufferedReadTransport<ReadHalf<TTcpChannel>>>,

@@ -1,5 +1,5 @@
 -- histflow realtime mutation: a delete, a clear or a recording switch of
--- one user, applied atomically. Keep in step with core.rs (the embedded
+-- one user, applied atomically. Keep in step with rules.rs (the embedded
 -- store's copy of these rules).
 -- KEYS: h:{uid}:t (timeline), h:{uid}:r (records), h:{uid}:m (meta).
 -- ARGV[1] = kind ('delete' | 'clear' | 'pause' | 'resume'), ARGV[2] = at

@@ -1,0 +1,81 @@
+//! The history table in the embedded on-disk store (`hbase-compat`'s, the
+//! same store the HBase-compatible server serves): what `--embedded` and
+//! the tests use in place of an HBase gateway.
+
+use std::sync::Arc;
+
+use hbase_compat::store::{Change, ColumnFilter, Store, StoreError, TimedRow};
+
+use super::mutation::{RowMutation, TableCell, TableError};
+use super::{META_FAMILY, RECORDS_FAMILY};
+
+impl From<StoreError> for TableError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NoSuchFamily { .. } => TableError::Rejected(error.to_string()),
+            other => TableError::Transient(other.to_string()),
+        }
+    }
+}
+
+/// A table of an embedded store.
+#[derive(Clone)]
+pub struct EmbeddedTable {
+    /// The store, shared by every table opened in its directory.
+    store: Arc<Store>,
+    /// The table's name.
+    table: String,
+}
+
+impl EmbeddedTable {
+    /// Table `table` of `store`.
+    pub fn new(store: Arc<Store>, table: &str) -> Self {
+        EmbeddedTable { store, table: table.to_owned() }
+    }
+
+    /// Creates the table (families `r` and `m`, one version each) unless
+    /// it exists.
+    pub(super) fn ensure_table(&self) -> Result<(), TableError> {
+        let families = [(format!("{RECORDS_FAMILY}:").into_bytes(), 1), (format!("{META_FAMILY}:").into_bytes(), 1)];
+        match self.store.create_table(self.table.as_bytes(), &families) {
+            Ok(()) | Err(StoreError::TableExists(_)) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    pub(super) async fn mutate_rows(&self, rows: Vec<RowMutation>) -> Result<(), TableError> {
+        let table = self.clone();
+        let rows: Vec<TimedRow> = rows.into_iter().map(timed_row).collect();
+        tokio::task::spawn_blocking(move || table.store.apply(table.table.as_bytes(), &rows).map_err(TableError::from))
+            .await
+            .map_err(|error| TableError::Transient(format!("write task failed: {error}")))?
+    }
+
+    pub(super) async fn read_row(&self, row: String, columns: Vec<String>) -> Result<Vec<TableCell>, TableError> {
+        let table = self.clone();
+        let filter = ColumnFilter::new(columns.into_iter().map(String::into_bytes).collect());
+        let cells = tokio::task::spawn_blocking(move || match table.store.get_row(table.table.as_bytes(), row.as_bytes(), &filter, None) {
+            // Nothing persisted yet: the table comes with the job.
+            Err(StoreError::NoSuchTable(_)) => Ok(Vec::new()),
+            other => other.map_err(TableError::from),
+        })
+        .await
+        .map_err(|error| TableError::Transient(format!("read task failed: {error}")))??;
+        Ok(cells
+            .into_iter()
+            .map(|cell| TableCell {
+                column: String::from_utf8_lossy(&cell.column).into_owned(),
+                timestamp: cell.timestamp,
+                value: cell.value,
+            })
+            .collect())
+    }
+}
+
+/// A row mutation as changes of the embedded store, each at its time.
+fn timed_row(mutation: RowMutation) -> TimedRow {
+    let mut changes: Vec<(Change, i64)> = Vec::new();
+    changes.extend(mutation.column_deletes.into_iter().map(|(column, at)| (Change::Delete { column: column.into_bytes() }, at)));
+    changes.extend(mutation.puts.into_iter().map(|(column, at, value)| (Change::Put { column: column.into_bytes(), value }, at)));
+    (mutation.row.into_bytes(), changes)
+}

@@ -1,0 +1,77 @@
+//! The history table (HBase's `history` by default): one row per user, row
+//! key = 4 hex chars of md5(uid) + decimal uid, family `r` (item key →
+//! record, cell timestamp = view_at) and family `m` (the recording switch).
+//! The persist stage writes it; the read side falls back to it.
+//!
+//! - `mutation`: row mutations, cells, and errors that say whether a retry
+//!   can help.
+//! - `thrift`: the table through an HBase Thrift1 gateway.
+//! - `embedded` (feature `embedded`): the table in the embedded on-disk
+//!   store of `--embedded` and the tests.
+
+mod mutation;
+mod thrift;
+
+#[cfg(feature = "embedded")]
+mod embedded;
+
+use std::sync::Arc;
+
+use model::keys;
+
+pub use mutation::{Column, RowMutation, TableCell, TableError};
+pub use thrift::ThriftTable;
+
+#[cfg(feature = "embedded")]
+pub use embedded::EmbeddedTable;
+
+/// Family of history records.
+pub const RECORDS_FAMILY: &str = "r";
+/// Family of per-user meta (the recording switch).
+pub const META_FAMILY: &str = "m";
+
+/// Where history rows live.
+#[derive(Clone)]
+pub enum HistoryTable {
+    /// A table behind an HBase Thrift1 gateway.
+    Thrift(Arc<ThriftTable>),
+    /// A table of the embedded on-disk store.
+    #[cfg(feature = "embedded")]
+    Embedded(EmbeddedTable),
+}
+
+impl HistoryTable {
+    /// Creates the table unless it exists (one attempt; callers retry).
+    pub async fn ensure_table(&self) -> Result<(), TableError> {
+        match self {
+            HistoryTable::Thrift(table) => {
+                let table = table.clone();
+                tokio::task::spawn_blocking(move || table.ensure_table())
+                    .await
+                    .map_err(|error| TableError::Transient(format!("table check failed: {error}")))?
+            }
+            #[cfg(feature = "embedded")]
+            HistoryTable::Embedded(table) => table.ensure_table(),
+        }
+    }
+
+    /// Applies `rows` (idempotent: every cell carries its own timestamp).
+    pub async fn mutate_rows(&self, rows: Vec<RowMutation>) -> Result<(), TableError> {
+        match self {
+            HistoryTable::Thrift(table) => table.mutate_rows(rows).await,
+            #[cfg(feature = "embedded")]
+            HistoryTable::Embedded(table) => table.mutate_rows(rows).await,
+        }
+    }
+
+    /// The visible cells of `uid`'s row in `columns` (`family` or
+    /// `family:qualifier`; empty: all).
+    pub async fn read_row(&self, uid: u64, columns: Vec<String>) -> Result<Vec<TableCell>, TableError> {
+        let row = keys::hbase_row(uid);
+        match self {
+            HistoryTable::Thrift(table) => table.read_row(row, columns).await,
+            #[cfg(feature = "embedded")]
+            HistoryTable::Embedded(table) => table.read_row(row, columns).await,
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Kafka client settings, in one place: the idempotent producers (merge
+//! topic, dead letters, first-watch broadcast), the job's consumer group,
+//! and creating a topic on brokers that do not create topics on first use
+//! (tansu among them).
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+
+use crate::retry;
+
+/// How long a producer keeps trying to deliver a message before it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryTimeout {
+    /// Never fails: retried until the broker takes it (librdkafka's local
+    /// queue fills meanwhile, which pushes back on the sender).
+    Never,
+    /// librdkafka's default, 300 s; the sender learns of the failure.
+    Default,
+}
+
+/// An idempotent, `acks=all` producer on `brokers`; the caller adds what
+/// is particular to it (compression, linger, queue sizes) and creates it.
+pub fn idempotent_producer(brokers: &str, delivery: DeliveryTimeout) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers).set("enable.idempotence", "true").set("acks", "all");
+    match delivery {
+        // 0 = no delivery deadline.
+        DeliveryTimeout::Never => config.set("message.timeout.ms", "0"),
+        DeliveryTimeout::Default => config.set("message.timeout.ms", "300000"),
+    };
+    config
+}
+
+/// A member of consumer group `group` on `brokers` that stores offsets by
+/// hand (only after the write downstream) and commits them every second.
+/// `instance_id` gives it static membership (`group.instance.id`).
+pub fn group_consumer(brokers: &str, group: &str, instance_id: Option<&str>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    if let Some(instance) = instance_id {
+        config.set("group.instance.id", instance);
+    }
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        // Offsets are stored by hand, only after the write.
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("queued.max.messages.kbytes", "16384")
+        // A job that died is replaced within seconds: some brokers (tansu)
+        // wait out the rebalance timeout, max.poll.interval.ms, for a
+        // member that stopped heartbeating. A job blocked longer than it
+        // by backpressure leaves the group and rejoins when it moves
+        // again, re-reading what it had not committed (harmless: writes
+        // are idempotent, nothing is committed early).
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "2000")
+        .set("max.poll.interval.ms", "20000");
+    config
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists, retrying
+/// with capped backoff until the broker answers. `stage` names the caller
+/// in the log.
+pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32, stage: &str) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
+    let (admin, new_topic, options) = (&admin, &new_topic, &options);
+    retry::until_ok(
+        || async move {
+            match admin.create_topics([new_topic], options).await.map(|mut results| results.pop()) {
+                Ok(Some(Ok(_))) => {
+                    tracing::info!(stage, topic, partitions, "created topic");
+                    Ok(())
+                }
+                Ok(Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists)))) | Ok(None) => Ok(()),
+                Ok(Some(Err((_, code)))) => Err(format!("cannot create the topic yet ({code:?})")),
+                Err(error) => Err(format!("Kafka not reachable yet ({error})")),
+            }
+        },
+        |problem, pause| tracing::warn!(stage, topic, brokers, %problem, retry_in_ms = pause.as_millis() as u64, "retrying"),
+    )
+    .await;
+    Ok(())
+}

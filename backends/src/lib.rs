@@ -1,0 +1,16 @@
+//! The backends histflow's stages and read side share, each with one home:
+//!
+//! # Layout
+//! - `user_state`: the per-user state in Redis (timeline, records, meta,
+//!   dirty marks), every rule as a Lua script with the embedded store's copy
+//!   of the same rules beside it.
+//! - `history_table`: the HBase history table, through a Thrift1 gateway
+//!   or (feature `embedded`) the embedded on-disk store.
+//! - `kafka`: the Kafka client settings of every producer and consumer,
+//!   and topic creation.
+//! - `retry`: capped exponential backoff, used by every call that retries.
+
+pub mod history_table;
+pub mod kafka;
+pub mod retry;
+pub mod user_state;

@@ -1,0 +1,131 @@
+//! Capped exponential backoff: the one way histflow waits between attempts
+//! at a backend call that may succeed later (a table write, a Redis read, a
+//! topic creation, a message delivery). The caller keeps its work while it
+//! waits and reads nothing new, so a slow backend pushes back on the
+//! pipeline instead of losing anything.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// The first pause after a failure.
+pub const FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between two attempts.
+pub const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// Pauses between attempts: doubling from [`FIRST_PAUSE`], capped at
+/// [`MAX_PAUSE`].
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// The pause the next [`Backoff::wait`] takes.
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: FIRST_PAUSE }
+    }
+}
+
+impl Backoff {
+    /// The pause the next [`Backoff::wait`] takes.
+    pub fn next_pause(&self) -> Duration {
+        self.next
+    }
+
+    /// Sleeps the next pause, then doubles it (up to [`MAX_PAUSE`]).
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(MAX_PAUSE);
+    }
+}
+
+/// Runs `attempt` until it succeeds. After each failure `on_retry` gets the
+/// error and the pause about to be taken (to log and count it).
+pub async fn until_ok<T, E, Fut>(mut attempt: impl FnMut() -> Fut, mut on_retry: impl FnMut(&E, Duration)) -> T
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut backoff = Backoff::default();
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(error) => {
+                on_retry(&error, backoff.next_pause());
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
+/// As [`until_ok`], but an error for which `is_final` holds (one no retry
+/// can mend, such as a write the store refuses) ends the attempts and is
+/// returned.
+pub async fn until_ok_or_final<T, E, Fut>(
+    mut attempt: impl FnMut() -> Fut,
+    is_final: impl Fn(&E) -> bool,
+    on_retry: impl FnMut(&E, Duration),
+) -> Result<T, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    let is_final = &is_final;
+    until_ok(
+        || {
+            let outcome = attempt();
+            async move {
+                match outcome.await {
+                    Ok(value) => Ok(Ok(value)),
+                    Err(error) if is_final(&error) => Ok(Err(error)),
+                    Err(error) => Err(error),
+                }
+            }
+        },
+        on_retry,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_double_up_to_the_cap() {
+        let mut backoff = Backoff::default();
+        let mut pauses = Vec::new();
+        for _ in 0..8 {
+            pauses.push(backoff.next_pause().as_millis());
+            backoff.wait().await;
+        }
+        assert_eq!(pauses, vec![100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_until_ok_and_stops_on_a_final_error() {
+        let mut calls = 0;
+        let mut seen = Vec::new();
+        let value: u32 = until_ok(
+            || {
+                calls += 1;
+                let outcome = if calls < 3 { Err(calls) } else { Ok(7) };
+                async move { outcome }
+            },
+            |error: &u32, pause| seen.push((*error, pause.as_millis())),
+        )
+        .await;
+        assert_eq!((value, seen), (7, vec![(1, 100), (2, 200)]));
+
+        let mut calls = 0;
+        let outcome: Result<(), &str> = until_ok_or_final(
+            || {
+                calls += 1;
+                let outcome = if calls < 2 { Err("transient") } else { Err("final") };
+                async move { outcome }
+            },
+            |error| *error == "final",
+            |_, _| {},
+        )
+        .await;
+        assert_eq!((outcome, calls), (Err("final"), 2));
+    }
+}

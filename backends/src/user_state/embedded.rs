@@ -1,0 +1,128 @@
+//! The user-state store of `--embedded`: the rules of `rules.rs` (the same
+//! as the scripts beside it) kept in process memory. Key expiry is not
+//! modelled.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use model::{keys, Op};
+
+use super::meta::{SliceQuery, TimelineSlice, UserMeta};
+use super::rules::{Status, UserState, UserWrite};
+use super::WriteParams;
+
+/// The in-process user-state store.
+#[derive(Debug, Default)]
+pub struct EmbeddedStore {
+    /// Every user's state.
+    users: Mutex<HashMap<u64, UserState>>,
+    /// shard -> uid -> when marked.
+    dirty: Mutex<HashMap<u32, HashMap<u64, i64>>>,
+}
+
+impl EmbeddedStore {
+    pub(super) fn write(&self, users: &[UserWrite], params: WriteParams) -> Vec<Vec<Status>> {
+        let mut states = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        let statuses = users
+            .iter()
+            .map(|user| states.entry(user.uid).or_default().apply(&user.events, params.max_items, params.today, params.now_ms))
+            .collect();
+        drop(states);
+        let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
+        for user in users {
+            dirty.entry(keys::shard_of(user.uid, params.shards)).or_default().insert(user.uid, params.now_ms);
+        }
+        statuses
+    }
+
+    pub(super) fn unmark_dirty(&self, shard: u32, uids: &[u64], flushed_at: i64) {
+        let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(marks) = dirty.get_mut(&shard) {
+            for uid in uids {
+                if marks.get(uid).is_some_and(|&at| at <= flushed_at) {
+                    marks.remove(uid);
+                }
+            }
+        }
+    }
+
+    pub(super) fn mutate(&self, ops: &[&Op]) -> Vec<i64> {
+        let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        ops.iter().map(|op| users.entry(op.uid()).or_default().mutate(op).unwrap_or_default()).collect()
+    }
+
+    /// Runs `read` on `uid`'s state (a default state for an unknown user).
+    fn with_user<T>(&self, uid: u64, read: impl FnOnce(&UserState) -> T) -> T {
+        let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        match users.get(&uid) {
+            Some(user) => read(user),
+            None => read(&UserState::default()),
+        }
+    }
+
+    pub(super) fn timeline_slice(&self, uid: u64, query: SliceQuery) -> TimelineSlice {
+        self.with_user(uid, |user| {
+            let ties = query.tie.map_or(0, |tie| user.timeline.iter().filter(|(at, _)| *at == tie).count());
+            let members: Vec<(String, i64)> = user
+                .timeline
+                .iter()
+                .rev()
+                .filter(|(at, _)| query.max.is_none_or(|max| *at <= max))
+                .skip(query.offset)
+                .take(query.count + ties)
+                .map(|(at, item)| (item.clone(), *at))
+                .collect();
+            let records = members.iter().map(|(item, _)| user.records.get(item).map(|(_, record)| record.clone())).collect();
+            TimelineSlice { meta: meta_of(user), ties, members, records }
+        })
+    }
+
+    pub(super) fn whole_timeline(&self, uid: u64) -> Vec<(String, i64)> {
+        self.with_user(uid, |user| user.timeline.iter().map(|(at, item)| (item.clone(), *at)).collect())
+    }
+
+    pub(super) fn meta_and_markers(&self, uid: u64, items: &[String]) -> (UserMeta, Vec<Option<i64>>) {
+        self.with_user(uid, |user| (meta_of(user), items.iter().map(|item| user.deleted.get(item).copied()).collect()))
+    }
+
+    pub(super) fn mark_hbase_checked(&self, uid: u64, token: &str) {
+        let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        let user = users.entry(uid).or_default();
+        if meta_of(user).check_token == token {
+            user.hbase_checked = Some(token.to_owned());
+        }
+    }
+
+    pub(super) fn note_hbase_written(&self, uids: &[u64]) {
+        let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        for uid in uids {
+            if let Some(user) = users.get_mut(uid) {
+                user.hbase_written += 1;
+            }
+        }
+    }
+
+    pub(super) fn read_records(&self, wanted: &[(u64, Vec<String>)]) -> Vec<Vec<Option<Vec<u8>>>> {
+        let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        wanted
+            .iter()
+            .map(|(uid, items)| {
+                let user = users.get(uid);
+                items.iter().map(|item| user.and_then(|user| user.records.get(item)).map(|(_, record)| record.clone())).collect()
+            })
+            .collect()
+    }
+}
+
+/// What a read sees of an embedded user: the same as Redis, where a user
+/// the store holds counts as existing.
+fn meta_of(user: &UserState) -> UserMeta {
+    let exists = !user.timeline.is_empty() || user.paused || user.cleared_at >= 0 || !user.deleted.is_empty() || user.day.is_some();
+    UserMeta {
+        exists,
+        paused: user.paused,
+        cleared_at: user.cleared_at,
+        check_token: format!("{}:{}", user.trimmed_at.unwrap_or(0), user.hbase_written),
+        hbase_checked: user.hbase_checked.clone(),
+    }
+}

@@ -1,0 +1,158 @@
+//! The per-user state every part of histflow shares: the timeline, the
+//! records and the meta of each user, and the dirty marks of users not yet
+//! handed to Kafka. Four consumers use it: the realtime stage (writes and
+//! mutations), the Kafka producer (dirty-mark removal), the persist stage
+//! (`ids` re-reads and the write count) and the read side (pages, progress,
+//! the recording switch).
+//!
+//! - `rules`: the write rules as data, and the embedded store's copy of
+//!   the decisions.
+//! - `record.lua`, `mutate.lua`, `page.lua`, `mark_checked.lua`,
+//!   `note_written.lua`, `unmark.lua`: the same rules for Redis, one
+//!   atomic script each.
+//! - `meta`: the meta hash's fields and what a read makes of them.
+//! - `calls`: grouping users into script calls (by hash slot on a cluster).
+//! - `redis`: the store on Redis.
+//! - `embedded`: the store in process memory (`--embedded`).
+
+mod calls;
+mod embedded;
+mod meta;
+mod redis;
+mod rules;
+
+use std::sync::Arc;
+
+use model::Op;
+
+pub use calls::{plan_calls, CallShape};
+pub use embedded::EmbeddedStore;
+pub use meta::{SliceQuery, TimelineSlice, UserMeta};
+pub use redis::RedisStore;
+pub use rules::{result_of, EventWrite, Status, UserState, UserWrite, NOT_RECORDED, RECORDED, RECORDED_FIRST_TODAY};
+
+/// What every write of a commit shares.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteParams {
+    /// Timeline length kept per user.
+    pub max_items: usize,
+    /// Key expiry after inactivity, seconds.
+    pub ttl_s: u64,
+    /// Today's UTC day number (first watch of the day).
+    pub today: i64,
+    /// Now, unix ms (the dirty mark's score).
+    pub now_ms: i64,
+    /// Number of uid shards (which dirty set a user goes in).
+    pub shards: u32,
+}
+
+/// A store call that did not happen (Redis away, timed out, or answered an
+/// error); the same call may succeed later.
+#[derive(Debug, thiserror::Error)]
+#[error("realtime store: {0}")]
+pub struct StoreError(pub String);
+
+/// The user-state store of a process.
+#[derive(Clone)]
+pub enum UserStore {
+    /// A real Redis.
+    Redis(RedisStore),
+    /// The in-process stand-in of `--embedded`.
+    Embedded(Arc<EmbeddedStore>),
+}
+
+impl UserStore {
+    /// Writes every user's events; returns one status per event per user.
+    pub async fn write(&self, users: &[UserWrite], params: WriteParams) -> Result<Vec<Vec<Status>>, StoreError> {
+        match self {
+            UserStore::Redis(redis) => redis.write(users, params).await,
+            UserStore::Embedded(store) => Ok(store.write(users, params)),
+        }
+    }
+
+    /// After a shard's flush reached Kafka: forgets the dirty marks of
+    /// `uids` not marked again after `flushed_at`.
+    pub async fn unmark_dirty(&self, shard: u32, uids: &[u64], flushed_at: i64) -> Result<(), StoreError> {
+        match self {
+            UserStore::Redis(redis) => redis.unmark_dirty(shard, uids, flushed_at).await,
+            UserStore::Embedded(store) => {
+                store.unmark_dirty(shard, uids, flushed_at);
+                Ok(())
+            }
+        }
+    }
+
+    /// The stored records of each user's items (`None` where an item has
+    /// none: trimmed, expired, deleted), one pipelined HMGET per user.
+    pub async fn read_records(&self, wanted: &[(u64, Vec<String>)]) -> Result<Vec<Vec<Option<Vec<u8>>>>, StoreError> {
+        match self {
+            UserStore::Redis(redis) => redis.read_records(wanted).await,
+            UserStore::Embedded(store) => Ok(store.read_records(wanted)),
+        }
+    }
+
+    /// Applies deletes, clears and recording switches in order; returns
+    /// each one's effective time (see `mutate.lua`).
+    pub async fn mutate(&self, ops: &[&Op], ttl_s: u64) -> Result<Vec<i64>, StoreError> {
+        match self {
+            UserStore::Redis(redis) => redis.mutate(ops, ttl_s).await,
+            UserStore::Embedded(store) => Ok(store.mutate(ops)),
+        }
+    }
+
+    /// A slice of `uid`'s timeline and the user's meta, read atomically.
+    pub async fn timeline_slice(&self, uid: u64, query: SliceQuery) -> Result<TimelineSlice, StoreError> {
+        match self {
+            UserStore::Redis(redis) => redis.timeline_slice(uid, query).await,
+            UserStore::Embedded(store) => Ok(store.timeline_slice(uid, query)),
+        }
+    }
+
+    /// Every (item, view_at) of `uid`'s timeline.
+    pub async fn whole_timeline(&self, uid: u64) -> Result<Vec<(String, i64)>, StoreError> {
+        match self {
+            UserStore::Redis(redis) => redis.whole_timeline(uid).await,
+            UserStore::Embedded(store) => Ok(store.whole_timeline(uid)),
+        }
+    }
+
+    /// `uid`'s meta and the delete marker of each of `items`.
+    pub async fn meta_and_markers(&self, uid: u64, items: &[String]) -> Result<(UserMeta, Vec<Option<i64>>), StoreError> {
+        match self {
+            UserStore::Redis(redis) => redis.meta_and_markers(uid, items).await,
+            UserStore::Embedded(store) => Ok(store.meta_and_markers(uid, items)),
+        }
+    }
+
+    /// Notes that HBase holds nothing `uid`'s timeline lacks, as of the
+    /// check token a read saw (ignored if a trim or a job write moved it).
+    pub async fn mark_hbase_checked(&self, uid: u64, token: &str, ttl_s: u64) -> Result<(), StoreError> {
+        match self {
+            UserStore::Redis(redis) => redis.mark_hbase_checked(uid, token, ttl_s).await,
+            UserStore::Embedded(store) => {
+                store.mark_hbase_checked(uid, token);
+                Ok(())
+            }
+        }
+    }
+
+    /// After the job made `uids`' records durable in HBase: voids their
+    /// "HBase holds nothing more" notes.
+    pub async fn note_hbase_written(&self, uids: &[u64]) -> Result<(), StoreError> {
+        match self {
+            UserStore::Redis(redis) => redis.note_hbase_written(uids).await,
+            UserStore::Embedded(store) => {
+                store.note_hbase_written(uids);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the store answers (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        match self {
+            UserStore::Redis(redis) => redis.ping().await,
+            UserStore::Embedded(_) => true,
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! What the HTTP edge reports. Each event names its metrics once, here.
+
+use std::time::Duration;
+
+/// An HTTP request was answered.
+pub(crate) struct HttpRequest {
+    /// The matched route pattern (`unmatched` for none).
+    pub route: String,
+    /// The request's method.
+    pub method: String,
+    /// The answer's status code.
+    pub status: u16,
+    /// How long the answer took.
+    pub took: Duration,
+}
+
+impl HttpRequest {
+    /// `histflow_http_requests_total{route,method,status}`.
+    const REQUESTS: &'static str = "histflow_http_requests_total";
+    /// `histflow_http_request_duration_seconds{route,method}`.
+    const DURATION: &'static str = "histflow_http_request_duration_seconds";
+
+    pub fn emit(self) {
+        let HttpRequest { route, method, status, took } = self;
+        metrics::counter!(Self::REQUESTS, "route" => route.clone(), "method" => method.clone(), "status" => status.to_string())
+            .increment(1);
+        metrics::histogram!(Self::DURATION, "route" => route, "method" => method).record(took.as_secs_f64());
+    }
+}

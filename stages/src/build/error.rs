@@ -1,0 +1,44 @@
+//! Why a role's nodes could not be built, each problem with its kind.
+
+use pipeline::plan::RoleSelection;
+
+/// One reason a role cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The role selected has nothing to run in this topology.
+    #[error("the {role} role has no stages in this topology")]
+    EmptyRole {
+        /// The role asked for.
+        role: RoleSelection,
+    },
+    /// One stage could not be built.
+    #[error("stage `{stage}`: {problem}")]
+    Stage {
+        /// The stage's name.
+        stage: String,
+        /// What is wrong.
+        problem: StageBuildError,
+    },
+}
+
+/// Why one stage could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StageBuildError {
+    /// `--embedded` with a role split: the in-process queue cannot reach
+    /// another process.
+    #[error("under --embedded the in-process queue stands in for Kafka and cannot cross processes; run with --role all")]
+    EmbeddedQueueAcrossProcesses,
+    /// `--embedded` with a bridge nothing reads.
+    #[error("under --embedded nothing reads its in-process queue (no stage has it as an input), so its events would go nowhere")]
+    EmbeddedQueueUnread,
+    /// The plan named a bridge half twice (a bug in the plan).
+    #[error("planned twice")]
+    PlannedTwice,
+    /// A backend client could not be made (a bad address or setting; no
+    /// connection is attempted while building).
+    #[error("{0}")]
+    Backend(String),
+    /// The stage's listening address could not be bound.
+    #[error("{0}")]
+    Listen(String),
+}

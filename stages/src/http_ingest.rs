@@ -1,0 +1,47 @@
+//! How the `http_ingest` stage (its config and server live in the
+//! `ingest-http` crate) is built here: its listeners, and the reader behind
+//! its read API.
+
+use std::sync::Arc;
+
+use history_read::HistoryReader;
+use ingest_http::config::ProgressFallback;
+use ingest_http::{HttpIngestConfig, HttpIngestStage};
+use model::Batch;
+use pipeline::Stage;
+
+use crate::build::{BuildContext, StageBuildError};
+use crate::StageConfig;
+
+/// The stage, binding its addresses now so a taken port fails the start.
+pub(crate) fn build(config: &HttpIngestConfig, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
+    let reader = reader(config, cx)?.map(Arc::new);
+    let stage =
+        HttpIngestStage::new(config, cx.businesses(), &cx.topology.auth, cx.admin.clone(), reader).map_err(StageBuildError::Listen)?;
+    Ok(Box::new(stage))
+}
+
+/// What the endpoint's reads use: the user-state store of the realtime
+/// stage it feeds, and (for cache-aside) the history table of the persist
+/// stage its events reach. `None` when it feeds no realtime stage: the
+/// read routes then answer 501.
+fn reader(config: &HttpIngestConfig, cx: &mut BuildContext<'_>) -> Result<Option<HistoryReader>, StageBuildError> {
+    let Some(StageConfig::Realtime(realtime)) = cx.downstream(|config| matches!(config, StageConfig::Realtime(_))) else {
+        return Ok(None);
+    };
+    let store = cx.backends.user_store(&realtime.redis_url, realtime.call_shape())?;
+    let progress_fallback = config.progress_fallback == ProgressFallback::Hbase;
+    let persist = match cx.reached(|config| matches!(config, StageConfig::Persist(_))) {
+        Some(StageConfig::Persist(persist)) => Some(persist),
+        _ => None,
+    };
+    let table = match persist {
+        Some(persist) if config.history_fallback || progress_fallback => Some(cx.backends.history_table(persist)?),
+        _ => None,
+    };
+    // The note "HBase holds nothing more" is voided by the job when it
+    // writes a user; a job without the realtime store cannot, so then
+    // every short page reads HBase.
+    let note_checks = cx.embedded() || persist.is_some_and(|persist| persist.redis_url.is_some());
+    Ok(Some(HistoryReader { store, table, progress_fallback, ttl_s: cx.key_ttl_s(), note_checks }))
+}

@@ -1,0 +1,120 @@
+//! What the `kafka_batch` bridge reports. Each event names its metrics
+//! once, here, and logs where a person should hear of it.
+
+use std::time::Duration;
+
+/// Every message of one shard flush reached the broker.
+pub(crate) struct FlushDelivered {
+    /// Messages the flush took.
+    pub messages: usize,
+    /// Events they carried.
+    pub events: usize,
+}
+
+impl FlushDelivered {
+    /// `histflow_kafka_messages_total`.
+    const MESSAGES: &'static str = "histflow_kafka_messages_total";
+    /// `histflow_kafka_message_events_total`.
+    const EVENTS: &'static str = "histflow_kafka_message_events_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::MESSAGES).increment(self.messages as u64);
+        metrics::counter!(Self::EVENTS).increment(self.events as u64);
+    }
+}
+
+/// One merge message reached the broker.
+pub(crate) struct MessageDelivered {
+    /// Its payload's size.
+    pub bytes: usize,
+}
+
+impl MessageDelivered {
+    /// `histflow_kafka_message_bytes_total`.
+    const METRIC: &'static str = "histflow_kafka_message_bytes_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::METRIC).increment(self.bytes as u64);
+    }
+}
+
+/// A merge message was not delivered; it is sent again after `pause`.
+pub(crate) struct DeliveryRetry<'a> {
+    pub stage: &'a str,
+    pub topic: &'a str,
+    pub error: &'a dyn std::fmt::Display,
+    pub pause: Duration,
+}
+
+impl DeliveryRetry<'_> {
+    /// `histflow_kafka_delivery_retries_total`.
+    const METRIC: &'static str = "histflow_kafka_delivery_retries_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::METRIC).increment(1);
+        let retry_in_ms = self.pause.as_millis() as u64;
+        tracing::warn!(stage = self.stage, topic = self.topic, error = %self.error, retry_in_ms, "merge message not delivered; retrying");
+    }
+}
+
+/// A flush was delivered but its users' dirty marks could not be removed.
+pub(crate) struct DirtyMarksKept<'a> {
+    pub stage: &'a str,
+    pub shard: u32,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl DirtyMarksKept<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(stage = self.stage, shard = self.shard, error = %self.error, "delivered, but the dirty marks stay");
+    }
+}
+
+/// An undecodable merge message went (or failed to go) to the dead-letter
+/// topic.
+pub(crate) struct DeadLetterSent<'a> {
+    pub stage: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: &'a str,
+    pub topic: &'a str,
+    pub outcome: &'a Result<(), rdkafka::error::KafkaError>,
+}
+
+impl DeadLetterSent<'_> {
+    /// `histflow_kafka_dead_letters_total`: dead letters delivered.
+    const METRIC: &'static str = "histflow_kafka_dead_letters_total";
+
+    pub fn emit(&self) {
+        let DeadLetterSent { stage, partition, offset, reason, topic, outcome } = self;
+        match outcome {
+            Ok(()) => {
+                metrics::counter!(Self::METRIC).increment(1);
+                tracing::warn!(
+                    stage,
+                    partition,
+                    offset,
+                    reason,
+                    dead_letter_topic = topic,
+                    "undecodable merge message sent to the dead-letter topic"
+                );
+            }
+            Err(error) => tracing::error!(stage, partition, offset, %error, "dead letter not delivered"),
+        }
+    }
+}
+
+/// The job's distance from the end of one partition.
+pub(crate) struct ConsumerLag {
+    pub partition: i32,
+    pub messages: i64,
+}
+
+impl ConsumerLag {
+    /// `histflow_kafka_consumer_lag_messages{partition}`.
+    const METRIC: &'static str = "histflow_kafka_consumer_lag_messages";
+
+    pub fn emit(&self) {
+        metrics::gauge!(Self::METRIC, "partition" => self.partition.to_string()).set(self.messages as f64);
+    }
+}

@@ -1,0 +1,75 @@
+//! Where rows the history table refuses go: the dead-letter topic of the
+//! bridge the stage reads, as a replayable merge batch with the reason; or,
+//! without a broker (`--embedded`), the log.
+
+use backends::history_table::{RowMutation, RECORDS_FAMILY};
+use backends::kafka::{idempotent_producer, DeliveryTimeout};
+use model::{codec, keys};
+
+use super::events::RowRejected;
+
+/// Where rows the history table rejects go.
+pub enum DeadLetters {
+    /// A Kafka topic.
+    Kafka {
+        /// Idempotent producer.
+        producer: rdkafka::producer::FutureProducer,
+        /// The dead-letter topic.
+        topic: String,
+    },
+    /// Logged and counted only.
+    Log,
+}
+
+impl DeadLetters {
+    /// The dead-letter `topic` on `brokers`, through an idempotent producer
+    /// (librdkafka's default delivery timeout).
+    pub fn kafka(brokers: &str, topic: &str) -> Result<Self, String> {
+        let producer = idempotent_producer(brokers, DeliveryTimeout::Default)
+            .create()
+            .map_err(|error| format!("cannot create the dead-letter producer: {error}"))?;
+        Ok(DeadLetters::Kafka { producer, topic: topic.to_owned() })
+    }
+
+    /// Sends a row the table refused for `reason` to the dead letters.
+    pub(super) async fn reject(&self, row: &RowMutation, reason: &str, stage: &str) {
+        let ops = ops_of(row);
+        let uid = ops.first().map_or(0, model::Op::uid);
+        if let DeadLetters::Kafka { producer, topic } = self {
+            let shard = keys::shard_of(uid, 1);
+            for payload in codec::encode_merge_batch(shard, &ops, 1 << 20) {
+                let headers = rdkafka::message::OwnedHeaders::new()
+                    .insert(rdkafka::message::Header { key: "reason", value: Some(reason) })
+                    .insert(rdkafka::message::Header { key: "row", value: Some(&row.row) });
+                let record = rdkafka::producer::FutureRecord::to(topic).key(&row.row).payload(&payload).headers(headers);
+                if let Err((error, _)) = producer.send(record, rdkafka::util::Timeout::Never).await {
+                    tracing::error!(stage, uid, %error, "rejected row not delivered to the dead-letter topic");
+                }
+            }
+        }
+        let topic = match self {
+            DeadLetters::Kafka { topic, .. } => Some(topic.as_str()),
+            DeadLetters::Log => None,
+        };
+        RowRejected { stage, uid, row: &row.row, reason, topic }.emit();
+    }
+}
+
+/// A row mutation as merge ops again (for the dead-letter topic).
+fn ops_of(row: &RowMutation) -> Vec<model::Op> {
+    let uid = keys::uid_of_hbase_row(&row.row).unwrap_or(0);
+    let mut ops = Vec::new();
+    for (column, at) in &row.column_deletes {
+        match column.split_once(':') {
+            Some((_, item)) => ops.push(model::Op::Delete { uid, item: item.to_owned(), at: *at }),
+            None => ops.push(model::Op::Clear { uid, at: *at }),
+        }
+    }
+    for (column, at, value) in &row.puts {
+        match column.split_once(':') {
+            Some((RECORDS_FAMILY, _)) => ops.extend(codec::decode_record(value).ok().map(model::Op::Upsert)),
+            _ => ops.push(model::Op::SetRecording { uid, paused: value.as_slice() == b"1", at: *at }),
+        }
+    }
+    ops
+}
