@@ -2,7 +2,7 @@
 //! `{"events": [...]}`. Every bad event is reported with its index and
 //! nothing of a request with a bad event is accepted.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use model::Record;
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,10 @@ pub struct EventRules {
     pub businesses: HashSet<String>,
     /// Most events in one request.
     pub max_events: usize,
+    /// How old a report of each business may be, in ms (its retention);
+    /// an older one is refused (`view_at_too_old`): nothing would keep it.
+    /// A business not named here has no limit.
+    pub max_age_ms: HashMap<String, i64>,
 }
 
 /// Decodes and validates a body; `now_ms` is the server clock (unix ms),
@@ -178,6 +182,17 @@ fn check(index: usize, event: EventInput, rules: &EventRules, now_ms: i64) -> Re
             "view_at_in_future",
             format!("`view_at` is {} ms ahead of the server clock; at most {MAX_FUTURE_MS} ms is accepted", view_at - now_ms),
         ));
+    } else if let Some(max_age) = rules.max_age_ms.get(&event.business).filter(|max_age| now_ms - view_at > **max_age) {
+        errors.push(EventError::at(
+            index,
+            "view_at_too_old",
+            format!(
+                "`view_at` is {} days old; business {:?} keeps {} days of history",
+                (now_ms - view_at) / 86_400_000,
+                event.business,
+                max_age / 86_400_000
+            ),
+        ));
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -201,7 +216,9 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000;
 
     fn rules() -> EventRules {
-        EventRules { businesses: ["archive".to_owned(), "pgc".to_owned()].into(), max_events: 3 }
+        // pgc keeps 30 days; archive has no limit here.
+        let max_age_ms = [("pgc".to_owned(), 30 * 86_400_000)].into();
+        EventRules { businesses: ["archive".to_owned(), "pgc".to_owned()].into(), max_events: 3, max_age_ms }
     }
 
     fn codes(body: &str) -> Vec<(Option<usize>, &'static str)> {
@@ -270,6 +287,11 @@ mod tests {
         assert_eq!(codes(&event(&format!(r#","view_at":{}"#, NOW + MAX_FUTURE_MS + 1))), vec![(Some(0), "view_at_in_future")]);
         assert_eq!(codes(&event(&format!(r#","view_at":{}"#, NOW + MAX_FUTURE_MS))), vec![]);
         assert_eq!(codes(&event(r#","view_at":-5"#)), vec![(Some(0), "invalid_view_at")]);
+        // Older than the business keeps: refused, so `recorded:true` never
+        // names a report that expires before it could be persisted.
+        let pgc = |view_at: i64| format!(r#"{{"uid":1,"business":"pgc","oid":1,"progress":1,"view_at":{view_at}}}"#);
+        assert_eq!(codes(&pgc(NOW - 30 * 86_400_000 - 1)), vec![(Some(0), "view_at_too_old")]);
+        assert_eq!(codes(&pgc(NOW - 30 * 86_400_000)), vec![]);
         assert_eq!(codes(&event(r#","duration":-5"#)), vec![(Some(0), "invalid_duration")]);
         assert_eq!(codes(r#"{"uid":-1,"business":"archive","oid":1,"progress":1}"#), vec![(Some(0), "invalid_event")]);
     }

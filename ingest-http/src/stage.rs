@@ -60,7 +60,14 @@ impl HttpIngestStage {
             tracing::warn!(listen = %config.listen, "no [[auth.clients]] configured: the API is open to anyone who can reach it");
         }
         let settings = IngestSettings {
-            rules: EventRules { businesses: accepted, max_events: config.max_events_per_request },
+            rules: EventRules {
+                businesses: accepted,
+                max_events: config.max_events_per_request,
+                max_age_ms: businesses
+                    .iter()
+                    .map(|(name, business)| (name.clone(), i64::from(business.retention_days) * 86_400_000))
+                    .collect(),
+            },
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             retry_after_s: u64::from(config.retry_after_s),
             max_body_bytes: config.max_body_bytes,

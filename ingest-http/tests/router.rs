@@ -25,7 +25,7 @@ const TOKEN: &str = "test-token-0123456789";
 
 fn settings() -> IngestSettings {
     IngestSettings {
-        rules: EventRules { businesses: ["archive".to_owned(), "pgc".to_owned()].into(), max_events: 1000 },
+        rules: EventRules { businesses: ["archive".to_owned(), "pgc".to_owned()].into(), max_events: 1000, max_age_ms: Default::default() },
         request_timeout: Duration::from_secs(2),
         retry_after_s: 3,
         max_body_bytes: 4096,
