@@ -310,11 +310,23 @@ async fn pages_beyond_what_redis_keeps_come_from_hbase_in_order() {
 
 #[tokio::test]
 async fn items_pushed_out_of_redis_show_once_the_job_writes_them_even_if_a_read_came_first() {
+    items_pushed_out_of_redis_show_once_written("full").await;
+}
+
+/// In `ids` mode the five older items, trimmed by the very write that
+/// recorded them, have nothing left in Redis for the job to re-read: their
+/// records must travel whole.
+#[tokio::test]
+async fn items_trimmed_by_their_own_write_reach_hbase_in_ids_mode() {
+    items_pushed_out_of_redis_show_once_written("ids").await;
+}
+
+async fn items_pushed_out_of_redis_show_once_written(payload: &str) {
     let compat = TestCompat::start();
     let redis = common::redis_url();
     // Redis keeps 5; the job writes every 3 s, so the first look past
     // Redis (right after the post) usually finds HBase without them yet.
-    let setup = Setup { max_items: 5, persist_flush_ms: 3_000, ..Setup::new(&redis, &compat, "full") };
+    let setup = Setup { max_items: 5, persist_flush_ms: 3_000, ..Setup::new(&redis, &compat, payload) };
     let api = Api::start(&setup).await;
     let uid = common::unique_uid_base();
     let base = model::now_ms() - 60_000;

@@ -59,12 +59,16 @@ pub struct Batch {
     /// When the aggregate took this shard's snapshot (unix ms): dirty marks
     /// made after it belong to a later flush and must stay.
     pub flushed_at_ms: Option<i64>,
+    /// The upserts' records must travel whole whatever the payload mode:
+    /// their items are no longer in Redis for the job to re-read (the write
+    /// that recorded them trimmed them at once).
+    pub keep_records: bool,
 }
 
 impl Batch {
     /// A batch of `ops` with no shard and no waiter.
     pub fn of(ops: Vec<Op>) -> Self {
-        Batch { ops, shard: None, ack: None, flushed_at_ms: None }
+        Batch { ops, shard: None, ack: None, flushed_at_ms: None, keep_records: false }
     }
 }
 

@@ -29,7 +29,9 @@ pub use calls::{plan_calls, CallShape};
 pub use embedded::EmbeddedStore;
 pub use meta::{SliceQuery, TimelineSlice, UserMeta};
 pub use redis::RedisStore;
-pub use rules::{result_of, EventWrite, Status, UserState, UserWrite, NOT_RECORDED, RECORDED, RECORDED_FIRST_TODAY};
+pub use rules::{
+    result_of, trimmed_at_once, EventWrite, Status, UserState, UserWrite, NOT_RECORDED, RECORDED, RECORDED_FIRST_TODAY, TRIMMED_AT_ONCE,
+};
 
 /// What every write of a commit shares.
 #[derive(Debug, Clone, Copy)]

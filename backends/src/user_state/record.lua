@@ -12,7 +12,10 @@
 -- (UTC day number), ARGV[4] = now (unix ms); then per user: its event
 -- count n, then n times item, view_at, record.
 -- Returns one status per event, in order: 0 not recorded, 1 recorded,
--- 2 recorded and the user's first recorded watch of the day.
+-- 2 recorded and the user's first recorded watch of the day; 3 and 4 are
+-- 1 and 2 for a report this same call trimmed at once (a backdated view of
+-- a full timeline): recorded, but only HBase will hold it, so its record
+-- must travel whole (nothing is left in Redis to re-read).
 -- Keep in step with rules.rs, the embedded store's copy of these rules.
 local max_items = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -31,6 +34,8 @@ local function write_user(t, r, m, count)
   local cleared_at = tonumber(meta[2] or '-1')
   local new_day = meta[3] ~= today
   local recorded_any, first_given = false, false
+  -- Where this user's events start in ARGV and in out[].
+  local first_arg, first_out = arg, #out + 1
   for i = 1, count do
     local item, view_at, record = ARGV[arg], tonumber(ARGV[arg + 1]), ARGV[arg + 2]
     arg = arg + 3
@@ -56,12 +61,21 @@ local function write_user(t, r, m, count)
       -- there again (the read path's `hbase_checked` names the trim it saw).
       redis.call('HSET', m, 'trimmed_at', now)
     end
+    local trimmed = nil
     while excess > 0 do
       local chunk = math.min(excess, 1000)
       local oldest = redis.call('ZRANGE', t, 0, chunk - 1)
       redis.call('ZREMRANGEBYRANK', t, 0, chunk - 1)
       redis.call('HDEL', r, unpack(oldest))
+      trimmed = trimmed or {}
+      for _, item in ipairs(oldest) do trimmed[item] = true end
       excess = excess - chunk
+    end
+    if trimmed then
+      for i = 0, count - 1 do
+        local at = first_out + i
+        if out[at] > 0 and trimmed[ARGV[first_arg + i * 3]] then out[at] = out[at] + 2 end
+      end
     end
     -- Expiry counts days of inactivity: refreshing it on the user's first
     -- write of each day keeps it exact to the day at a fraction of the cost.

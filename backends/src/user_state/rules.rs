@@ -4,7 +4,7 @@
 //! same decisions for Redis; the two are kept in step and tested on the
 //! same scenarios.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use model::{EventResult, Op};
 
@@ -36,10 +36,22 @@ pub const NOT_RECORDED: Status = 0;
 pub const RECORDED: Status = 1;
 /// Recorded, and the user's first recorded watch of the day.
 pub const RECORDED_FIRST_TODAY: Status = 2;
+/// Added to a recorded status when the same write trimmed the report at
+/// once (a backdated view of a full timeline): only HBase will hold it, so
+/// its record must travel whole.
+pub const TRIMMED_AT_ONCE: Status = 2;
+
+/// Whether a status says the report was trimmed by its own write.
+pub fn trimmed_at_once(status: Status) -> bool {
+    status > RECORDED_FIRST_TODAY
+}
 
 /// The result an HTTP client sees for a status.
 pub fn result_of(status: Status) -> EventResult {
-    EventResult { recorded: status != NOT_RECORDED, first_today: status == RECORDED_FIRST_TODAY }
+    EventResult {
+        recorded: status != NOT_RECORDED,
+        first_today: status == RECORDED_FIRST_TODAY || status == RECORDED_FIRST_TODAY + TRIMMED_AT_ONCE,
+    }
 }
 
 /// One user's realtime state in the embedded store (what Redis holds in
@@ -93,8 +105,10 @@ impl UserState {
             return vec![NOT_RECORDED; events.len()];
         }
         let new_day = self.day != Some(today);
-        let (mut recorded_any, mut first_given) = (false, false);
+        let mut first_given = false;
         let mut statuses = Vec::with_capacity(events.len());
+        // Index of each recorded event.
+        let mut recorded = Vec::new();
         for event in events {
             let mut status = NOT_RECORDED;
             let deleted_after = self.deleted.get(&event.item).is_some_and(|&at| event.view_at <= at);
@@ -105,26 +119,36 @@ impl UserState {
                 }
                 self.timeline.insert((event.view_at, event.item.clone()));
                 self.records.insert(event.item.clone(), (event.view_at, event.record.clone()));
-                recorded_any = true;
                 status = RECORDED;
                 if new_day && !first_given {
                     first_given = true;
                     status = RECORDED_FIRST_TODAY;
                 }
+                recorded.push(statuses.len());
             }
             statuses.push(status);
         }
-        if recorded_any {
-            if first_given {
-                self.day = Some(today);
+        if recorded.is_empty() {
+            return statuses;
+        }
+        if first_given {
+            self.day = Some(today);
+        }
+        if self.timeline.len() > max_items {
+            self.trimmed_at = Some(now_ms);
+        }
+        let mut trimmed = HashSet::new();
+        while self.timeline.len() > max_items {
+            if let Some((_, item)) = self.timeline.pop_first() {
+                self.records.remove(&item);
+                trimmed.insert(item);
             }
-            if self.timeline.len() > max_items {
-                self.trimmed_at = Some(now_ms);
-            }
-            while self.timeline.len() > max_items {
-                if let Some((_, item)) = self.timeline.pop_first() {
-                    self.records.remove(&item);
-                }
+        }
+        // A report trimmed by the write that made it (a backdated view of a
+        // full timeline) is recorded, but only HBase will hold it.
+        for index in recorded {
+            if trimmed.contains(&events[index].item) {
+                statuses[index] += TRIMMED_AT_ONCE;
             }
         }
         statuses
@@ -219,6 +243,19 @@ mod tests {
         assert_eq!(user.apply(&[event("a:3", 70)], 10, 1, 0), vec![NOT_RECORDED]);
         assert_eq!(user.mutate(&Op::SetRecording { uid: 1, paused: false, at: 61 }), Some(61));
         assert_eq!(user.apply(&[event("a:3", 70)], 10, 1, 0), vec![RECORDED]);
+    }
+
+    #[test]
+    fn a_report_trimmed_by_its_own_write_is_recorded_for_hbase_only() {
+        let mut user = UserState::default();
+        user.apply(&[event("a:1", 10), event("a:2", 20)], 2, 1, 0);
+        // A backdated view of a full timeline is trimmed at once: recorded
+        // (HBase will hold it) and said so; it may be the day's first watch.
+        let statuses = user.apply(&[event("a:0", 5), event("a:3", 30)], 2, 2, 0);
+        assert_eq!(statuses, vec![RECORDED_FIRST_TODAY + TRIMMED_AT_ONCE, RECORDED]);
+        assert!(trimmed_at_once(statuses[0]) && !trimmed_at_once(statuses[1]));
+        assert_eq!(result_of(statuses[0]), EventResult { recorded: true, first_today: true });
+        assert!(!user.records.contains_key("a:0"));
     }
 
     #[test]

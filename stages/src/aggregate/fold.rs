@@ -48,6 +48,23 @@ impl Shard {
     }
 }
 
+/// Folds `record` into `shard`'s whole records (a newer or equal view
+/// wins); whether it is a new pending item.
+fn fold_whole(shard: &mut Shard, record: Record) -> bool {
+    match shard.records.entry((record.uid, record.item_key())) {
+        std::collections::hash_map::Entry::Occupied(mut entry) => {
+            if record.view_at >= entry.get().view_at {
+                entry.insert(record);
+            }
+            false
+        }
+        std::collections::hash_map::Entry::Vacant(entry) => {
+            entry.insert(record);
+            true
+        }
+    }
+}
+
 /// Pending items of every shard.
 pub struct Fold {
     shards: Vec<Shard>,
@@ -126,18 +143,31 @@ impl Fold {
                     }
                 }
             }
-            None => match shard.records.entry((record.uid, record.item_key())) {
-                std::collections::hash_map::Entry::Occupied(mut entry) => {
-                    if record.view_at >= entry.get().view_at {
-                        entry.insert(record);
-                    }
-                }
-                std::collections::hash_map::Entry::Vacant(entry) => {
-                    entry.insert(record);
-                    self.pending += 1;
-                }
-            },
+            None => self.pending += usize::from(fold_whole(shard, record)),
         }
+        shard_index
+    }
+
+    /// Folds one report in as a whole record even in `ids` mode: its item
+    /// is no longer in Redis for the job to re-read (the write that recorded
+    /// it trimmed it at once). It replaces an older compact entry of the
+    /// same item, and loses to a newer one.
+    pub fn upsert_whole(&mut self, record: Record) -> u32 {
+        let shard_index = keys::shard_of(record.uid, self.shard_count());
+        let shard = &mut self.shards[shard_index as usize];
+        if let Some(&business) = self.business_ids.get(&record.business) {
+            let (uid, oid) = (record.uid, record.oid);
+            let hash = self.hasher.hash_one((uid, oid, business));
+            let same = |entry: &PendingRef| entry.uid == uid && entry.oid == oid && entry.business() == business;
+            if let Ok(entry) = shard.refs.find_entry(hash, same) {
+                if entry.get().view_at() > record.view_at {
+                    return shard_index;
+                }
+                entry.remove();
+                self.pending -= 1;
+            }
+        }
+        self.pending += usize::from(fold_whole(shard, record));
         shard_index
     }
 
@@ -208,6 +238,34 @@ mod tests {
             assert!(ops.iter().all(|op| matches!(op, Op::UpsertRef { .. }) != keep_records));
             assert_eq!(fold.pending(), 0);
         }
+    }
+
+    #[test]
+    fn a_record_trimmed_at_once_travels_whole_in_ids_mode() {
+        let mut fold = fold(false);
+        let shard = fold.upsert(report(7, "archive", 1, 10));
+        // A newer view, trimmed by its own write: replaces the compact
+        // entry with the whole record.
+        fold.upsert_whole(report(7, "archive", 1, 20));
+        // An older one loses to what is pending.
+        fold.upsert_whole(report(7, "archive", 2, 5));
+        // (A later compact report of an item held whole waits beside it;
+        // the job's window keeps the newer of the two.)
+        fold.upsert(report(7, "archive", 2, 6));
+        fold.upsert_whole(report(7, "archive", 2, 4));
+        assert_eq!(fold.pending(), 3);
+        let mut ops: Vec<String> = fold
+            .take(shard)
+            .iter()
+            .map(|op| match op {
+                Op::Upsert(record) => format!("whole {}@{}", record.oid, record.view_at),
+                Op::UpsertRef { item, view_at, .. } => format!("ref {item}@{view_at}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        ops.sort();
+        assert_eq!(ops, vec!["ref archive:2@6", "whole 1@20", "whole 2@5"]);
+        assert_eq!(fold.pending(), 0);
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl AggregateStage {
         for op in batch.ops {
             match op {
                 Op::Upsert(record) => {
-                    let shard = self.fold.upsert(record);
+                    let shard = if batch.keep_records { self.fold.upsert_whole(record) } else { self.fold.upsert(record) };
                     if self.fold.shard_len(shard) >= self.flush_max_entries {
                         self.flush(shard, cx).await?;
                     }

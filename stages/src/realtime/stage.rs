@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use backends::user_state::{result_of, Status, StoreError, UserStore, WriteParams, NOT_RECORDED};
+use backends::user_state::{result_of, trimmed_at_once, Status, StoreError, UserStore, WriteParams, NOT_RECORDED};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
@@ -132,6 +132,9 @@ impl RealtimeStage {
         }
         let mut effective_times = mutated.as_ref().map(|times| times.iter().copied()).ok();
         let mut forward = Vec::new();
+        // Recorded, but trimmed by their own write: only HBase will hold
+        // them, so their records travel whole even in `ids` mode.
+        let mut forward_whole = Vec::new();
         for (batch, places) in batches.into_iter().zip(placement) {
             // A batch fails as a whole when a write it needs failed.
             let failed = batch.ops.iter().find_map(|op| match (is_mutation(op), &outcome, &mutated) {
@@ -171,7 +174,9 @@ impl RealtimeStage {
                         self.broadcast.first_watch(record, today);
                     }
                 }
-                if result.recorded {
+                if status.is_some_and(trimmed_at_once) {
+                    forward_whole.push(op);
+                } else if result.recorded {
                     forward.push(op);
                 }
                 results.push(result);
@@ -182,6 +187,9 @@ impl RealtimeStage {
         }
         if !forward.is_empty() && cx.output.is_connected() {
             cx.output.send(Batch::of(forward)).await?;
+        }
+        if !forward_whole.is_empty() && cx.output.is_connected() {
+            cx.output.send(Batch { keep_records: true, ..Batch::of(forward_whole) }).await?;
         }
         Ok(())
     }
