@@ -37,6 +37,8 @@ pub fn run(path: &Path, role: RoleSelection, embedded: bool) -> ExitCode {
 }
 
 async fn run_topology(topology: Topology<StageConfig>, role: RoleSelection, embedded: bool) -> ExitCode {
+    // Before anything else: a SIGHUP from here on must not kill the process.
+    let hangups = ignore_hangups();
     let metrics =
         install_prometheus().map_err(|error| tracing::warn!(%error, "metrics recorder not installed; /metrics will answer 503")).ok();
     let health = Health::default();
@@ -86,6 +88,9 @@ async fn run_topology(topology: Topology<StageConfig>, role: RoleSelection, embe
     let outcome = running.wait(Duration::from_millis(topology.settings.shutdown_timeout_ms)).await;
     health.start_draining();
     watcher.abort();
+    if let Some(hangups) = hangups {
+        hangups.abort();
+    }
     admin_stop.cancel();
     if let Some(admin) = admin {
         if let Ok(Err(error)) = admin.await {
@@ -116,6 +121,23 @@ async fn watch_signals(shutdown: CancellationToken, health: Health) {
     let signal = stop_signal().await;
     tracing::warn!(signal, "second stop signal; exiting without waiting for the drain");
     std::process::exit(EXIT_FORCED);
+}
+
+/// SIGHUP's default action kills the process without draining, and
+/// operators send it by habit (to reload). histflow does not reload yet, so
+/// a SIGHUP is logged and changes nothing. `None` if it cannot be watched.
+fn ignore_hangups() -> Option<tokio::task::JoinHandle<()>> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangups) => Some(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::warn!("SIGHUP received and ignored: the topology is not reloaded; SIGINT or SIGTERM stops histflow");
+            }
+        })),
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGHUP; a SIGHUP will end the process without draining");
+            None
+        }
+    }
 }
 
 /// Resolves with the name of the first SIGINT or SIGTERM.

@@ -30,6 +30,8 @@ pub enum ApiError {
     TooLarge(String),
     /// 415: not `application/json`.
     UnsupportedMediaType,
+    /// 408: the body did not arrive within the time allowed.
+    BodyTimeout(String),
     /// 429: the client's rate limit; retry after the given seconds.
     RateLimited {
         /// Seconds until the request could pass.
@@ -88,6 +90,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown bearer token".to_owned(), None, None, None)
             }
             ApiError::TooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message.clone(), None, None, None),
+            ApiError::BodyTimeout(message) => (StatusCode::REQUEST_TIMEOUT, "body_timeout", message.clone(), None, None, None),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

@@ -71,6 +71,7 @@ pub fn status_of(error: ApiError) -> Status {
         ApiError::NotImplemented(message) => Status::unimplemented(message),
         ApiError::TooLarge(message) => Status::resource_exhausted(message),
         ApiError::UnsupportedMediaType => Status::invalid_argument("unsupported media type"),
+        ApiError::BodyTimeout(message) => Status::deadline_exceeded(message),
         ApiError::RateLimited { retry_after_s } => {
             with_retry(Status::resource_exhausted("this client's rate limit is exhausted"), retry_after_s)
         }

@@ -3,6 +3,13 @@
 //! over HTTP and, with `grpc_listen`, the same API over gRPC; on the stop
 //! signal it stops accepting, finishes the requests in flight and returns,
 //! which closes its output.
+//!
+//! The wait for requests in flight is bounded: a request can take at most
+//! `request_timeout_ms` (body, room downstream, the realtime write), so
+//! after that much time and [`DRAIN_GRACE`] more, whatever is still open is
+//! a stalled client; its connection is closed without an answer (nothing of
+//! it was acknowledged) so it cannot hold the stages behind this one, and
+//! their final flushes, past the process's drain deadline.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::TcpListener;
@@ -22,6 +29,9 @@ use crate::event::EventRules;
 use crate::grpc::GrpcHistory;
 use crate::router::ingest_router;
 use crate::state::{IngestSettings, IngestState};
+
+/// How long past `request_timeout_ms` the stop waits for open requests.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// A built `http_ingest` stage.
 pub struct HttpIngestStage {
@@ -80,6 +90,7 @@ impl Stage<Batch> for HttpIngestStage {
     fn run(self: Box<Self>, cx: StageContext<Batch>) -> StageFuture {
         async move {
             let HttpIngestStage { listener, grpc_listener, settings, clients, admin, reads } = *self;
+            let drain_limit = settings.request_timeout + DRAIN_GRACE;
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let addr = listener.local_addr()?;
             let state = IngestState::with_reads(cx.output, settings, clients, admin.health.clone(), reads);
@@ -88,22 +99,47 @@ impl Stage<Batch> for HttpIngestStage {
             tracing::info!(stage = %cx.name, %addr, "API listening (POST /v1/events, /v1/users/..., /metrics, /healthz, /readyz)");
             let stop = cx.shutdown.clone();
             let http = async move { axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await };
-            match grpc_listener {
-                None => http.await?,
+            let grpc = match grpc_listener {
+                None => None,
                 Some(grpc_listener) => {
                     let grpc_listener = tokio::net::TcpListener::from_std(grpc_listener)?;
                     tracing::info!(stage = %cx.name, addr = %grpc_listener.local_addr()?, "gRPC listening (histflow.api.v1.History)");
                     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
                     let stop = cx.shutdown.clone();
-                    let grpc = tonic::transport::Server::builder()
-                        .add_service(GrpcHistory::server(api))
-                        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
-                    let (http, grpc) = tokio::join!(http, grpc);
-                    http?;
-                    grpc?;
+                    Some(
+                        tonic::transport::Server::builder()
+                            .add_service(GrpcHistory::server(api))
+                            .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
+                    )
                 }
+            };
+            let serving = async move {
+                match grpc {
+                    None => http.await?,
+                    Some(grpc) => {
+                        let (http, grpc) = tokio::join!(http, grpc);
+                        http?;
+                        grpc?;
+                    }
+                }
+                Ok::<(), pipeline::StageError>(())
+            };
+            let stop = cx.shutdown.clone();
+            let stalled = async move {
+                stop.cancelled().await;
+                tokio::time::sleep(drain_limit).await;
+            };
+            tokio::select! {
+                served = serving => {
+                    served?;
+                    tracing::info!(stage = %cx.name, "API stopped accepting; requests in flight are answered");
+                }
+                () = stalled => tracing::warn!(
+                    stage = %cx.name,
+                    waited_ms = drain_limit.as_millis() as u64,
+                    "requests still open after the stop; closing them unanswered (nothing of them was acknowledged)"
+                ),
             }
-            tracing::info!(stage = %cx.name, "API stopped accepting; requests in flight are answered");
             Ok(())
         }
         .boxed()

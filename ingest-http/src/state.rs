@@ -19,6 +19,8 @@ use crate::event::EventRules;
 pub struct IngestState {
     pub(crate) api: Arc<HistoryApi>,
     pub(crate) max_body_bytes: usize,
+    /// Longest wait for a request's whole body.
+    pub(crate) body_timeout: Duration,
 }
 
 /// Settings of the router.
@@ -52,7 +54,7 @@ impl IngestState {
     ) -> Self {
         let IngestSettings { rules, request_timeout, retry_after_s, max_body_bytes } = settings;
         let api = HistoryApi::new(output, ApiSettings { rules, request_timeout, retry_after_s }, clients, health, reads);
-        IngestState { api: Arc::new(api), max_body_bytes }
+        IngestState { api: Arc::new(api), max_body_bytes, body_timeout: request_timeout }
     }
 
     /// The API behind the routes (the gRPC service shares it).

@@ -248,6 +248,16 @@ impl Histflow {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|owned| owned.0.id())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.as_mut().is_some_and(|owned| matches!(owned.0.try_wait(), Ok(None)))
+    }
+
     /// SIGKILL: no drain, no final commit.
     pub fn kill(&mut self) {
         if let Some(mut owned) = self.process.take() {

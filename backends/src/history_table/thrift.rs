@@ -9,7 +9,9 @@
 //! synchronous); a connection that failed is dropped, not reused.
 
 use std::collections::BTreeMap;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use hbase_thrift::hbase::{BatchMutation, ColumnDescriptor, HbaseSyncClient, Mutation, THbaseSyncClient};
@@ -27,6 +29,13 @@ type Client = HbaseSyncClient<
 const CONNECTIONS: usize = 4;
 /// Concurrent reads (each on its own connection) at most; more wait.
 const READS_IN_FLIGHT: usize = 32;
+/// Longest wait for a connection to the gateway.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a call's bytes to be sent, or for the next bytes of
+/// its answer. A gateway that hangs fails the call (a transient error,
+/// retried on a new connection) instead of holding the stage, and the
+/// drain, for ever.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One Thrift call's worth of work.
 enum Call {
@@ -73,8 +82,21 @@ impl ThriftTable {
     }
 
     fn connect(&self) -> Result<Client, TableError> {
-        let stream = std::net::TcpStream::connect(&self.address)
-            .map_err(|error| table_error(&format!("connect to {}", self.address), thrift::Error::from(error)))?;
+        let connect_error = |error: std::io::Error| table_error(&format!("connect to {}", self.address), thrift::Error::from(error));
+        let mut last_error = std::io::Error::new(std::io::ErrorKind::NotFound, "the address resolves to nothing");
+        let mut connected = None;
+        for address in self.address.to_socket_addrs().map_err(connect_error)? {
+            match TcpStream::connect_timeout(&address, CONNECT_TIMEOUT) {
+                Ok(stream) => {
+                    connected = Some(stream);
+                    break;
+                }
+                Err(error) => last_error = error,
+            }
+        }
+        let stream = connected.ok_or_else(|| connect_error(last_error))?;
+        stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(|error| table_error("set the read timeout", thrift::Error::from(error)))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(|error| table_error("set the write timeout", thrift::Error::from(error)))?;
         // A call is written in more than one segment; with Nagle's algorithm
         // the last waits for the peer's delayed ACK (~40 ms a call).
         stream.set_nodelay(true).map_err(|error| table_error("set TCP_NODELAY", thrift::Error::from(error)))?;

@@ -1,0 +1,173 @@
+//! Signals and shutdown on real processes: `histflow run` as a service and
+//! a job, real Redis, a real Kafka-protocol broker (tansu) and the
+//! HBase-compatible server. What a client was acknowledged must reach the
+//! history table whatever signal the service gets.
+
+// Tests may unwrap: a failure is the point.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use common::{Histflow, TestCompat};
+use model::{codec, keys};
+use serde_json::{json, Value};
+
+/// Both roles' topology. The aggregate flushes only on size (never within
+/// a test), so what the service acknowledged reaches Kafka only through a
+/// drained shutdown's final flush.
+fn topology(http: u16, compat: &TestCompat, topic: &str, aggregate_flush_ms: u64) -> String {
+    let (redis, brokers) = (common::redis_url(), common::kafka_brokers());
+    format!(
+        r#"
+[pipeline]
+shutdown_timeout_ms = 15000
+admin_listen = "${{ADMIN_ADDR}}"
+
+[businesses]
+archive = {{ id = 1, retention_days = 1 }}
+
+[[stages]]
+name = "ingest"
+type = "http_ingest"
+listen = "127.0.0.1:{http}"
+request_timeout_ms = 2000
+
+[[stages]]
+name = "realtime"
+type = "realtime"
+inputs = ["ingest"]
+redis_url = "{redis}"
+
+[[stages]]
+name = "aggregate"
+type = "aggregate"
+inputs = ["realtime"]
+flush_interval_ms = {aggregate_flush_ms}
+flush_max_entries = 100000
+
+[[stages]]
+name = "kafka_batch"
+type = "kafka_batch"
+inputs = ["aggregate"]
+brokers = "{brokers}"
+topic = "{topic}"
+consumer_group = "{topic}-job"
+dead_letter_topic = "{topic}-dlq"
+consumer_instance_id = "{topic}-job-1"
+payload = "full"
+partitions = 2
+
+[[stages]]
+name = "persist"
+type = "persist"
+inputs = ["kafka_batch"]
+hbase_thrift = "{compat}"
+flush_interval_ms = 100
+"#,
+        compat = compat.address()
+    )
+}
+
+async fn start_role(topology: &str, role: &str, http: Option<u16>) -> Histflow {
+    let admin = common::free_port();
+    let admin_addr = format!("127.0.0.1:{admin}");
+    Histflow::start_with_env(topology, http.unwrap_or(admin), &["--role", role], &[("ADMIN_ADDR", admin_addr.as_str())]).await
+}
+
+/// Posts one event per user in `users`, all at `view_at`; returns the
+/// (uid, item) pairs a 200 acknowledged as recorded.
+async fn post_batch(client: &reqwest::Client, base: &str, users: std::ops::Range<u64>, oid: u64, view_at: i64) -> Vec<(u64, String)> {
+    let events: Vec<Value> =
+        users.clone().map(|uid| json!({"uid": uid, "business": "archive", "oid": oid, "progress": 1, "view_at": view_at})).collect();
+    let response = client.post(format!("{base}/v1/events")).json(&json!({ "events": events })).send().await.unwrap();
+    assert_eq!(response.status(), 200, "a request was refused");
+    let answer: Value = response.json().await.unwrap();
+    let results = answer["results"].as_array().unwrap();
+    users.zip(results).filter(|(_, result)| result["recorded"] == true).map(|(uid, _)| (uid, format!("archive:{oid}"))).collect()
+}
+
+/// Waits until every acknowledged (uid, item) is in the history table with
+/// its view_at.
+async fn all_durable(compat: &TestCompat, acknowledged: &BTreeMap<(u64, String), i64>) {
+    let missing = common::eventually("every acknowledged item in the history table", Duration::from_secs(60), async || {
+        let snapshot = compat.snapshot("history");
+        let missing = acknowledged
+            .iter()
+            .filter(|((uid, item), view_at)| {
+                snapshot
+                    .get(&(keys::hbase_row(*uid), format!("r:{item}")))
+                    .and_then(|(_, value)| codec::decode_record(value).ok())
+                    .is_none_or(|record| record.view_at != **view_at)
+            })
+            .count();
+        (missing == 0).then_some(missing)
+    })
+    .await;
+    assert_eq!(missing, 0);
+}
+
+#[tokio::test]
+async fn sighup_does_not_stop_a_loaded_service_and_nothing_is_lost() {
+    let compat = TestCompat::start();
+    let topic = common::unique("hup");
+    let http = common::free_port();
+    let topo = topology(http, &compat, &topic, 200);
+    let mut service = start_role(&topo, "service", Some(http)).await;
+    let _job = start_role(&topo, "job", None).await;
+    let client = reqwest::Client::new();
+    let uid_base = common::unique_uid_base();
+    let view_at = model::now_ms() - 10_000;
+    let mut acknowledged = BTreeMap::new();
+    for round in 0..20u64 {
+        if round % 5 == 2 {
+            common::signal(service.pid().unwrap(), "HUP");
+        }
+        let users = uid_base + round * 50..uid_base + round * 50 + 50;
+        for key in post_batch(&client, &service.base, users, round, view_at).await {
+            acknowledged.insert(key, view_at);
+        }
+    }
+    assert_eq!(acknowledged.len(), 1000, "every report was new, so every one is recorded");
+    assert!(service.is_running(), "SIGHUP ended the service:\n{}", service.log_text());
+    assert!(service.log_text().contains("SIGHUP received and ignored"), "{}", service.log_text());
+    all_durable(&compat, &acknowledged).await;
+    assert_eq!(service.stop(Duration::from_secs(20)), Some(0), "{}", service.log_text());
+}
+
+#[tokio::test]
+async fn a_stalled_client_cannot_hold_the_drain_hostage() {
+    let compat = TestCompat::start();
+    let topic = common::unique("stall");
+    let http = common::free_port();
+    // The aggregate holds everything until the final flush of a drain.
+    let topo = topology(http, &compat, &topic, 3_600_000);
+    let mut service = start_role(&topo, "service", Some(http)).await;
+    let _job = start_role(&topo, "job", None).await;
+    let client = reqwest::Client::new();
+    let uid_base = common::unique_uid_base();
+    let view_at = model::now_ms() - 10_000;
+    let acknowledged: BTreeMap<(u64, String), i64> =
+        post_batch(&client, &service.base, uid_base..uid_base + 200, 7, view_at).await.into_iter().map(|key| (key, view_at)).collect();
+    assert_eq!(acknowledged.len(), 200);
+
+    // A client that sends half a body and then nothing, and keeps its
+    // connection open.
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+    write!(stalled, "POST /v1/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"events\":[")
+        .unwrap();
+    stalled.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let stopping = Instant::now();
+    let code = service.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "the drain did not finish in time:\n{}", service.log_text());
+    assert!(stopping.elapsed() < Duration::from_secs(15), "the stop took {:?}", stopping.elapsed());
+    // The final flush ran: what was acknowledged reaches HBase through the
+    // job.
+    all_durable(&compat, &acknowledged).await;
+    drop(stalled);
+}
