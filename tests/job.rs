@@ -87,14 +87,6 @@ write_rate_limit = {{ per_second = {rows_per_second}, burst = 3 }}
     )
 }
 
-/// Starts one role. The service is polled for readiness on its ingest
-/// port `http`; the job (no ingest) on its admin address.
-async fn start_role(topology: &str, role: &str, http: Option<u16>) -> Histflow {
-    let admin = common::free_port();
-    let admin_addr = format!("127.0.0.1:{admin}");
-    Histflow::start_with_env(topology, http.unwrap_or(admin), &["--role", role], &[("ADMIN_ADDR", admin_addr.as_str())]).await
-}
-
 fn record(uid: u64, oid: u64, progress: i64, view_at: i64) -> Record {
     Record { uid, business: "archive".into(), oid, sub_id: None, progress, duration: None, device: None, view_at }
 }
@@ -122,8 +114,8 @@ async fn service_and_job_persist_the_latest_record(payload: &str) {
     let names = Names::new();
     let http = common::free_port();
     let topo = topology(http, &compat, &names, payload, 10_000, 100_000);
-    let service = start_role(&topo, "service", Some(http)).await;
-    let mut job = start_role(&topo, "job", None).await;
+    let service = common::start_role(&topo, "service", Some(http)).await;
+    let mut job = common::start_role(&topo, "job", None).await;
     let client = reqwest::Client::new();
     let uid_base = common::unique_uid_base();
     let start = model::now_ms() - 100_000;
@@ -156,7 +148,7 @@ async fn service_and_job_persist_the_latest_record(payload: &str) {
     // Replay from offset 0 with a new group: nothing changes.
     let replay_names =
         Names { group: format!("{}-replay", names.group), topic: names.topic.clone(), dead_letters: names.dead_letters.clone() };
-    let mut replay = start_role(&topology(http, &compat, &replay_names, payload, 10_000, 100_000), "job", None).await;
+    let mut replay = common::start_role(&topology(http, &compat, &replay_names, payload, 10_000, 100_000), "job", None).await;
     // The first job committed the whole topic when it stopped cleanly; the
     // replay has read it all when its group reaches the same offsets.
     let brokers = common::kafka_brokers();
@@ -200,7 +192,8 @@ impl JobOnly {
         let compat = TestCompat::start();
         let names = Names::new();
         common::create_topic(&common::kafka_brokers(), &names.topic, 1).await;
-        let job = start_role(&topology(common::free_port(), &compat, &names, "full", flush_max_rows, rows_per_second), "job", None).await;
+        let job =
+            common::start_role(&topology(common::free_port(), &compat, &names, "full", flush_max_rows, rows_per_second), "job", None).await;
         JobOnly { compat, names, job }
     }
 
@@ -272,7 +265,7 @@ async fn a_job_killed_mid_batch_catches_up_to_the_same_state() {
     until_table(&job.compat, "some rows written before the kill", |snapshot| !snapshot.is_empty()).await;
     job.job.kill();
     let compat_before = job.compat.snapshot("history").len();
-    let restarted = start_role(&topology(common::free_port(), &job.compat, &job.names, "full", 3, 20), "job", None).await;
+    let restarted = common::start_role(&topology(common::free_port(), &job.compat, &job.names, "full", 3, 20), "job", None).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(45);
     let snapshot = loop {
         let snapshot = job.compat.snapshot("history");
@@ -347,7 +340,7 @@ async fn a_row_the_table_rejects_goes_to_dead_letters_and_the_rest_persists() {
     let names = Names::new();
     let brokers = common::kafka_brokers();
     common::create_topic(&brokers, &names.topic, 1).await;
-    let _job = start_role(&topology(common::free_port(), &compat, &names, "full", 10_000, 100_000), "job", None).await;
+    let _job = common::start_role(&topology(common::free_port(), &compat, &names, "full", 10_000, 100_000), "job", None).await;
 
     let (kept, refused) = (common::unique_uid_base(), common::unique_uid_base() + 1);
     let ops = vec![Op::Upsert(record(kept, 4, 1, 1000)), Op::SetRecording { uid: refused, paused: true, at: 2000 }];

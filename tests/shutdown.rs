@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use common::{Histflow, TestCompat};
+use common::TestCompat;
 use model::{codec, keys};
 use serde_json::{json, Value};
 
@@ -72,12 +72,6 @@ flush_interval_ms = 100
     )
 }
 
-async fn start_role(topology: &str, role: &str, http: Option<u16>) -> Histflow {
-    let admin = common::free_port();
-    let admin_addr = format!("127.0.0.1:{admin}");
-    Histflow::start_with_env(topology, http.unwrap_or(admin), &["--role", role], &[("ADMIN_ADDR", admin_addr.as_str())]).await
-}
-
 /// Posts one event per user in `users`, all at `view_at`; returns the
 /// (uid, item) pairs a 200 acknowledged as recorded.
 async fn post_batch(client: &reqwest::Client, base: &str, users: std::ops::Range<u64>, oid: u64, view_at: i64) -> Vec<(u64, String)> {
@@ -116,8 +110,8 @@ async fn sighup_does_not_stop_a_loaded_service_and_nothing_is_lost() {
     let topic = common::unique("hup");
     let http = common::free_port();
     let topo = topology(http, &compat, &topic, 200);
-    let mut service = start_role(&topo, "service", Some(http)).await;
-    let _job = start_role(&topo, "job", None).await;
+    let mut service = common::start_role(&topo, "service", Some(http)).await;
+    let _job = common::start_role(&topo, "job", None).await;
     let client = reqwest::Client::new();
     let uid_base = common::unique_uid_base();
     let view_at = model::now_ms() - 10_000;
@@ -145,8 +139,8 @@ async fn a_stalled_client_cannot_hold_the_drain_hostage() {
     let http = common::free_port();
     // The aggregate holds everything until the final flush of a drain.
     let topo = topology(http, &compat, &topic, 3_600_000);
-    let mut service = start_role(&topo, "service", Some(http)).await;
-    let _job = start_role(&topo, "job", None).await;
+    let mut service = common::start_role(&topo, "service", Some(http)).await;
+    let _job = common::start_role(&topo, "job", None).await;
     let client = reqwest::Client::new();
     let uid_base = common::unique_uid_base();
     let view_at = model::now_ms() - 10_000;

@@ -296,6 +296,15 @@ impl Drop for Histflow {
     }
 }
 
+/// Starts one role of a topology whose `admin_listen` is `${ADMIN_ADDR}`.
+/// The service is polled for readiness on its ingest port `http`; the job
+/// (no ingest) on its admin address.
+pub async fn start_role(topology: &str, role: &str, http: Option<u16>) -> Histflow {
+    let admin = free_port();
+    let admin_addr = format!("127.0.0.1:{admin}");
+    Histflow::start_with_env(topology, http.unwrap_or(admin), &["--role", role], &[("ADMIN_ADDR", admin_addr.as_str())]).await
+}
+
 /// Creates `topic` with `partitions` partitions.
 pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin client");
