@@ -8,7 +8,10 @@
 //! - `reads`: history-page reads from Redis or through cache-aside to HBase.
 //! - `stack` (`bench --stack`): the whole stack started by the bench,
 //!   side by side with the naive baseline and the ceilings.
+//! - `crash`: the service SIGKILLed and restarted under load, then every
+//!   acknowledged report checked against the history table.
 
+mod crash;
 mod heartbeat;
 mod load;
 mod reads;
@@ -38,6 +41,8 @@ enum Command {
     Heartbeat(heartbeat::Options),
     /// History-page reads: from Redis, or past Redis through HBase.
     Reads(reads::Options),
+    /// The service SIGKILLed and restarted under load: acknowledged vs durable.
+    Crash(crash::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,5 +53,6 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Load(options)) => load::run(&options),
         Some(Command::Heartbeat(options)) => heartbeat::run(&options),
         Some(Command::Reads(options)) => reads::run(&options),
+        Some(Command::Crash(options)) => crash::run(&options),
     }
 }

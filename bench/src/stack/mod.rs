@@ -14,9 +14,9 @@
 //! - `report`: the figures, the table, JSON and the latency plot.
 
 mod ceiling;
-mod processes;
-mod report;
-mod scrape;
+pub(crate) mod processes;
+pub(crate) mod report;
+pub(crate) mod scrape;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use processes::{free_port, start, usage, Owned};
+use processes::{free_port, histflow_run, start, start_backends, usage, Owned, Ports};
 use report::Figures;
 use scrape::Scrape;
 use workload::{Limit, Live, Pace, Shape};
@@ -190,44 +190,10 @@ async fn run_stack(options: &Options, histflow: &Path, topology: &Path) -> anyho
     let topology = &topology.canonicalize()?;
     let dir = tempfile::Builder::new().prefix("histflow-bench-").tempdir()?;
     let log = |what: &str| dir.path().join(format!("{what}.log"));
-    let mut owned: Vec<Owned> = Vec::new();
-
-    let redis_port = free_port()?;
-    if needs.redis {
-        let mut redis = Command::new("redis-server");
-        redis.args(["--bind", "127.0.0.1", "--port", &redis_port.to_string(), "--save", "", "--appendonly", "no"]);
-        owned.push(start("redis-server", redis, redis_port, &log("redis"))?);
-    }
-    let kafka_port = free_port()?;
-    if needs.kafka {
-        let url = format!("tcp://127.0.0.1:{kafka_port}");
-        let mut tansu = Command::new("tansu");
-        tansu.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"]);
-        owned.push(start("tansu", tansu, kafka_port, &log("tansu"))?);
-    }
-    let hbase_port = free_port()?;
-    if needs.hbase {
-        let mut compat = Command::new(histflow);
-        compat.args(["hbase-compat-server", "--listen", &format!("127.0.0.1:{hbase_port}"), "--data"]).arg(dir.path().join("hbase"));
-        owned.push(start("hbase-compat-server", compat, hbase_port, &log("hbase"))?);
-    }
-    let (http_port, grpc_port, job_port) = (free_port()?, free_port()?, free_port()?);
-    let histflow_command = |role: &str, admin_port: u16| {
-        let mut command = Command::new(histflow);
-        command
-            .arg("run")
-            .arg(topology)
-            .args(["--role", role])
-            .env("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"))
-            .env("KAFKA_BROKERS", format!("127.0.0.1:{kafka_port}"))
-            .env("HBASE_THRIFT", format!("127.0.0.1:{hbase_port}"))
-            .env("HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-            .env("GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
-            .env("ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
-            .env("RUST_LOG", "warn")
-            .current_dir(dir.path());
-        command
-    };
+    let ports = Ports::free()?;
+    let mut owned: Vec<Owned> = start_backends(histflow, ports, dir.path(), needs.redis, needs.kafka, needs.hbase)?;
+    let (http_port, hbase_port, job_port) = (ports.http, ports.hbase, free_port()?);
+    let histflow_command = |role: &str, admin_port: u16| histflow_run(histflow, topology, role, ports, admin_port, dir.path());
     let service_role = if needs.kafka { "service" } else { "all" };
     let service_index = owned.len();
     owned.push(start(

@@ -105,6 +105,72 @@ pub fn histflow_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(beside)
 }
 
+/// Where the processes of one stack listen.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// Redis.
+    pub redis: u16,
+    /// The tansu broker.
+    pub kafka: u16,
+    /// The HBase-compatible server.
+    pub hbase: u16,
+    /// The service's HTTP API.
+    pub http: u16,
+    /// The service's gRPC API.
+    pub grpc: u16,
+}
+
+impl Ports {
+    /// Free ports for every process.
+    pub fn free() -> anyhow::Result<Self> {
+        Ok(Ports { redis: free_port()?, kafka: free_port()?, hbase: free_port()?, http: free_port()?, grpc: free_port()? })
+    }
+}
+
+/// `histflow run <topology> --role <role>` wired to `ports` through the
+/// topology's `${VAR}`s, its admin endpoints on `admin_port`, running in
+/// `dir` (its data goes there).
+pub fn histflow_run(histflow: &Path, topology: &Path, role: &str, ports: Ports, admin_port: u16, dir: &Path) -> Command {
+    let mut command = Command::new(histflow);
+    command
+        .arg("run")
+        .arg(topology)
+        .args(["--role", role])
+        .env("REDIS_URL", format!("redis://127.0.0.1:{}", ports.redis))
+        .env("KAFKA_BROKERS", format!("127.0.0.1:{}", ports.kafka))
+        .env("HBASE_THRIFT", format!("127.0.0.1:{}", ports.hbase))
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", ports.http))
+        .env("GRPC_ADDR", format!("127.0.0.1:{}", ports.grpc))
+        .env("ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+        .env("RUST_LOG", "warn")
+        .current_dir(dir);
+    command
+}
+
+/// Starts Redis, tansu (memory storage) and the HBase-compatible server
+/// (data in `dir`) on `ports`, as `needs` says.
+pub fn start_backends(histflow: &Path, ports: Ports, dir: &Path, redis: bool, kafka: bool, hbase: bool) -> anyhow::Result<Vec<Owned>> {
+    let log = |what: &str| dir.join(format!("{what}.log"));
+    let mut owned = Vec::new();
+    if redis {
+        let mut command = Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1", "--port", &ports.redis.to_string(), "--save", "", "--appendonly", "no"]);
+        owned.push(start("redis-server", command, ports.redis, &log("redis"))?);
+    }
+    if kafka {
+        let url = format!("tcp://127.0.0.1:{}", ports.kafka);
+        let mut command = Command::new("tansu");
+        command.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"]);
+        owned.push(start("tansu", command, ports.kafka, &log("tansu"))?);
+    }
+    if hbase {
+        let mut command = Command::new(histflow);
+        command.args(["hbase-compat-server", "--listen", &format!("127.0.0.1:{}", ports.hbase), "--data"]).arg(dir.join("hbase"));
+        owned.push(start("hbase-compat-server", command, ports.hbase, &log("hbase"))?);
+    }
+    Ok(owned)
+}
+
 /// Peak resident memory (bytes) and CPU seconds so far of process `pid`,
 /// from /proc.
 pub fn usage(pid: u32) -> Option<(u64, f64)> {

@@ -242,6 +242,12 @@ pub fn print(runs: &[Figures], options: &Options) {
 
 /// Counts the (user, item) cells of the history table, through Thrift.
 pub async fn count_hbase_items(port: u16) -> anyhow::Result<usize> {
+    Ok(history_cells(port).await?.len())
+}
+
+/// Every record cell of the history table on the HBase-compatible server
+/// at `port`: (row, column) -> value.
+pub async fn history_cells(port: u16) -> anyhow::Result<BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>>> {
     tokio::task::spawn_blocking(move || {
         use hbase_thrift::hbase::{HbaseSyncClient, THbaseSyncClient};
         use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
@@ -253,14 +259,22 @@ pub async fn count_hbase_items(port: u16) -> anyhow::Result<usize> {
             TBinaryInputProtocol::new(TBufferedReadTransport::new(read), true),
             TBinaryOutputProtocol::new(TBufferedWriteTransport::new(write), true),
         );
+        let mut cells = BTreeMap::new();
+        if !client.get_table_names()?.contains(&b"history".to_vec()) {
+            return anyhow::Ok(cells);
+        }
         let scanner = client.scanner_open(b"history".to_vec(), Vec::new(), vec![b"r".to_vec()], BTreeMap::new())?;
-        let mut cells = 0;
         loop {
             let rows = client.scanner_get_list(scanner, 1000)?;
             if rows.is_empty() {
                 break;
             }
-            cells += rows.iter().map(|row| row.columns.as_ref().map_or(0, BTreeMap::len)).sum::<usize>();
+            for row in rows {
+                let key = row.row.unwrap_or_default();
+                for (column, cell) in row.columns.unwrap_or_default() {
+                    cells.insert((key.clone(), column), cell.value.unwrap_or_default());
+                }
+            }
         }
         client.scanner_close(scanner)?;
         anyhow::Ok(cells)

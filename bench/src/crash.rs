@@ -1,0 +1,330 @@
+//! `bench crash`: the crash scenario on the real stack. Redis, tansu, the
+//! HBase-compatible server and histflow's job run throughout; histflow's
+//! service takes an open-loop load at a fixed rate and is SIGKILLed every
+//! `--kill-every`, then started again at once. After the load the bench
+//! waits for the history table to settle and checks every acknowledged
+//! report against it: durable means the item's cell holds the newest
+//! view_at a 200 `recorded: true` acknowledged (or a newer one).
+//!
+//! Reported: reports acknowledged, durable and lost; the service's
+//! restarts and how long each took until `/readyz`; the time from the last
+//! restart until everything acknowledged was durable (or until the table
+//! stopped changing); the load's latency p99 overall and for requests
+//! intended while the service was down or starting (failed requests are
+//! counted, not timed).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use crate::stack::processes::{free_port, histflow_binary, histflow_run, start, start_backends, Owned, Ports};
+use crate::stack::report::history_cells;
+
+/// Options of the crash scenario.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// The topology both roles run.
+    #[arg(long, default_value = "topology.toml")]
+    pub topology: PathBuf,
+    /// Users reporting.
+    #[arg(long, default_value_t = 2_000)]
+    pub users: u64,
+    /// Events a second, open loop.
+    #[arg(long, default_value_t = 2_000.0)]
+    pub rate: f64,
+    /// Events per request.
+    #[arg(long, default_value_t = 20)]
+    pub batch: usize,
+    /// How long to load (humantime: 60s, 2m).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// SIGKILL the service this often during the load, and start it again.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub kill_every: Duration,
+    /// After the load: the table counts as settled once it has not changed
+    /// for this long. Keep it longer than the job's window
+    /// (`flush_interval_ms` of persist: 60 s in topology.toml), or a quiet
+    /// stretch between two job writes looks settled.
+    #[arg(long, default_value = "75s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
+    /// Longest wait, after the load, for the table to settle.
+    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Write the figures as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// The histflow binary (default: built beside this bench).
+    #[arg(long)]
+    pub histflow: Option<PathBuf>,
+}
+
+/// Requests in flight at most; more wait (and count from their intended
+/// send time).
+const MAX_IN_FLIGHT: usize = 256;
+
+/// What the load saw.
+struct Load {
+    /// (uid, item) -> the newest view_at a 200 acknowledged as recorded.
+    acknowledged: Mutex<BTreeMap<(u64, String), i64>>,
+    /// Latency of answered requests, µs from the intended send time.
+    latency: Mutex<Histogram<u64>>,
+    /// The same, for requests intended while the service was down or
+    /// starting.
+    recovery_latency: Mutex<Histogram<u64>>,
+    /// Requests not answered 200 (refused connections while down, 503s).
+    failed: AtomicU64,
+    /// The service is down or starting.
+    recovering: AtomicBool,
+}
+
+/// Runs the scenario and prints its figures.
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    anyhow::ensure!(options.users >= 1 && options.batch >= 1 && options.rate > 0.0, "--users, --batch and --rate must be positive");
+    anyhow::ensure!(!options.kill_every.is_zero(), "--kill-every must be longer than 0 s");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        tokio::select! {
+            result = scenario(options) => result,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; every process this bench started is stopped"),
+        }
+    })
+}
+
+async fn scenario(options: &Options) -> anyhow::Result<()> {
+    let histflow = histflow_binary(options.histflow.as_deref())?;
+    let topology = options.topology.canonicalize().with_context(|| format!("cannot read {}", options.topology.display()))?;
+    let dir = tempfile::Builder::new().prefix("histflow-crash-").tempdir()?;
+    let ports = Ports::free()?;
+    let _backends = start_backends(&histflow, ports, dir.path(), true, true, true)?;
+    let job_port = free_port()?;
+    let _job = start(
+        "histflow --role job",
+        histflow_run(&histflow, &topology, "job", ports, job_port, dir.path()),
+        job_port,
+        &dir.path().join("job.log"),
+    )?;
+    let launcher = Arc::new(Launcher { histflow: histflow.clone(), topology: topology.clone(), ports, dir: dir.path().to_owned() });
+    let service = Arc::new(Mutex::new(Some(launcher.start(0).await?)));
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{}", ports.http);
+
+    let load = Arc::new(Load {
+        acknowledged: Mutex::new(BTreeMap::new()),
+        latency: Mutex::new(Histogram::new(3)?),
+        recovery_latency: Mutex::new(Histogram::new(3)?),
+        failed: AtomicU64::new(0),
+        recovering: AtomicBool::new(false),
+    });
+    println!(
+        "crash scenario: {} events/s in requests of {}, {} users, {:?}, the service SIGKILLed every {:?}",
+        options.rate, options.batch, options.users, options.duration, options.kill_every
+    );
+    let started = Instant::now();
+    let killer = {
+        let (service, load, launcher, every, until) =
+            (service.clone(), load.clone(), launcher.clone(), options.kill_every, options.duration);
+        tokio::spawn(async move { kill_and_restart(service, load, &launcher, every, until).await })
+    };
+    drive(options, &http, &base, load.clone()).await;
+    let restarts = killer.await??;
+    let last_restart = restarts.last().map_or(started, |restart| restart.ready_at);
+
+    let (durable, settled_after) = settle(options, ports.hbase, &load, last_restart).await?;
+    let acknowledged = load.acknowledged.lock().unwrap_or_else(PoisonError::into_inner).len();
+    let lost = acknowledged - durable;
+    let ms = |histogram: &Histogram<u64>, quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+    let (latency, recovery) = (
+        load.latency.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        load.recovery_latency.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+    );
+    let restart_ms: Vec<u64> = restarts.iter().map(|restart| restart.took.as_millis() as u64).collect();
+    let figures = json!({
+        "topology": options.topology.display().to_string(),
+        "rate_events_per_s": options.rate,
+        "duration_s": options.duration.as_secs_f64(),
+        "kill_every_s": options.kill_every.as_secs_f64(),
+        "restarts": restarts.len(),
+        "restart_to_ready_ms": restart_ms,
+        "acknowledged": acknowledged,
+        "durable": durable,
+        "lost": lost,
+        "failed_requests": load.failed.load(Ordering::Relaxed),
+        "settled_after_last_restart_s": settled_after.map(|after| after.as_secs_f64()),
+        "p99_ms": ms(&latency, 0.99),
+        "p99_during_recovery_ms": (!recovery.is_empty()).then(|| ms(&recovery, 0.99)),
+    });
+    println!("restarts:            {} (to /readyz: {restart_ms:?} ms)", restarts.len());
+    println!("acknowledged:        {acknowledged} (user, item) reports, newest view each");
+    println!("durable:             {durable}");
+    println!("lost:                {lost}");
+    println!("failed requests:     {} (not acknowledged; a client would retry)", load.failed.load(Ordering::Relaxed));
+    match settled_after {
+        Some(after) => println!("all durable:         {:.1} s after the last restart was ready", after.as_secs_f64()),
+        None => println!("all durable:         never (the table stopped changing with {lost} missing)"),
+    }
+    println!(
+        "p99:                 {:.1} ms overall, {} while down or starting",
+        ms(&latency, 0.99),
+        match recovery.is_empty() {
+            true => "no answers".to_owned(),
+            false => format!("{:.1} ms", ms(&recovery, 0.99)),
+        }
+    );
+    if let Some(path) = &options.json {
+        std::fs::write(path, serde_json::to_string_pretty(&figures)?).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("figures written to {}", path.display());
+    }
+    if let Some(service) = service.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+        service.stop(Duration::from_secs(10));
+    }
+    Ok(())
+}
+
+/// How to start the service.
+struct Launcher {
+    histflow: PathBuf,
+    topology: PathBuf,
+    ports: Ports,
+    /// Where it runs and logs.
+    dir: PathBuf,
+}
+
+impl Launcher {
+    /// Starts the service (the `generation`-th time) and waits for
+    /// `/readyz`.
+    async fn start(&self, generation: usize) -> anyhow::Result<Owned> {
+        let command = histflow_run(&self.histflow, &self.topology, "service", self.ports, free_port()?, &self.dir);
+        let (log, port) = (self.dir.join(format!("service-{generation}.log")), self.ports.http);
+        let service = tokio::task::spawn_blocking(move || start("histflow --role service", command, port, &log)).await??;
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.is_ok_and(|answer| answer.status() == 200) {
+            anyhow::ensure!(Instant::now() < deadline, "the service was not ready within 30 s of its start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(service)
+    }
+}
+
+/// One SIGKILL and restart.
+struct Restart {
+    /// From the kill until the new service was ready.
+    took: Duration,
+    /// When it was ready.
+    ready_at: Instant,
+}
+
+/// Every `every` until `until` has passed: SIGKILL the service, start it
+/// again, and wait until it is ready.
+async fn kill_and_restart(
+    service: Arc<Mutex<Option<Owned>>>,
+    load: Arc<Load>,
+    launcher: &Launcher,
+    every: Duration,
+    until: Duration,
+) -> anyhow::Result<Vec<Restart>> {
+    let started = Instant::now();
+    let mut restarts = Vec::new();
+    while started.elapsed() + every < until {
+        tokio::time::sleep(every).await;
+        load.recovering.store(true, Ordering::Relaxed);
+        let killed_at = Instant::now();
+        // Dropping an owned process SIGKILLs it.
+        drop(service.lock().unwrap_or_else(PoisonError::into_inner).take());
+        let restarted = launcher.start(restarts.len() + 1).await?;
+        *service.lock().unwrap_or_else(PoisonError::into_inner) = Some(restarted);
+        load.recovering.store(false, Ordering::Relaxed);
+        restarts.push(Restart { took: killed_at.elapsed(), ready_at: Instant::now() });
+    }
+    Ok(restarts)
+}
+
+/// The open-loop load: a request of `batch` events every `batch / rate`
+/// seconds, users in turn, each user moving to its next item every fifth
+/// report.
+async fn drive(options: &Options, http: &reqwest::Client, base: &str, load: Arc<Load>) {
+    let url = format!("{base}/v1/events");
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(options.batch as f64 / options.rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let started = Instant::now();
+    let mut sent: u64 = 0;
+    while started.elapsed() < options.duration {
+        tick.tick().await;
+        let intended = Instant::now();
+        let view_at = model::now_ms();
+        // (uid, oid) of each event.
+        let events: Vec<(u64, u64)> =
+            (sent..sent + options.batch as u64).map(|report| (1 + report % options.users, report / options.users / 5)).collect();
+        sent += options.batch as u64;
+        let body: Vec<Value> = events
+            .iter()
+            .map(|(uid, oid)| json!({"uid": uid, "business": "archive", "oid": oid, "progress": 1, "view_at": view_at}))
+            .collect();
+        let Ok(slot) = slots.clone().acquire_owned().await else { break };
+        let (http, url, load) = (http.clone(), url.clone(), load.clone());
+        let recovering = load.recovering.load(Ordering::Relaxed);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let answer = http.post(&url).json(&json!({ "events": body })).send().await;
+            let results = match answer {
+                Ok(answer) if answer.status() == 200 => answer.json::<Value>().await.ok(),
+                _ => None,
+            };
+            let Some(results) = results else {
+                load.failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let micros = intended.elapsed().as_micros() as u64;
+            let histogram = if recovering || load.recovering.load(Ordering::Relaxed) { &load.recovery_latency } else { &load.latency };
+            let _ = histogram.lock().unwrap_or_else(PoisonError::into_inner).record(micros.max(1));
+            let recorded = results["results"].as_array().cloned().unwrap_or_default();
+            let mut acknowledged = load.acknowledged.lock().unwrap_or_else(PoisonError::into_inner);
+            for ((uid, oid), result) in events.into_iter().zip(recorded) {
+                if result["recorded"] == true {
+                    let newest = acknowledged.entry((uid, format!("archive:{oid}"))).or_insert(view_at);
+                    *newest = (*newest).max(view_at);
+                }
+            }
+        });
+    }
+    // Wait for the requests in flight.
+    let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
+}
+
+/// Waits until every acknowledged report is durable, or the table has not
+/// changed for `--settle`; returns how many are durable and, if all are,
+/// how long after `last_restart` that was.
+async fn settle(options: &Options, hbase_port: u16, load: &Load, last_restart: Instant) -> anyhow::Result<(usize, Option<Duration>)> {
+    let acknowledged = load.acknowledged.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let deadline = Instant::now() + options.drain_timeout;
+    let (mut previous, mut unchanged_since) = (usize::MAX, Instant::now());
+    loop {
+        let cells = history_cells(hbase_port).await?;
+        let durable = acknowledged
+            .iter()
+            .filter(|((uid, item), view_at)| {
+                cells
+                    .get(&(model::keys::hbase_row(*uid).into_bytes(), format!("r:{item}").into_bytes()))
+                    .and_then(|value| model::codec::decode_record(value).ok())
+                    .is_some_and(|record| record.view_at >= **view_at)
+            })
+            .count();
+        if durable == acknowledged.len() {
+            return Ok((durable, Some(last_restart.elapsed())));
+        }
+        if durable != previous {
+            (previous, unchanged_since) = (durable, Instant::now());
+        }
+        if unchanged_since.elapsed() >= options.settle || Instant::now() >= deadline {
+            return Ok((durable, None));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
