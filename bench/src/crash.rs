@@ -41,6 +41,12 @@ pub struct Options {
     /// Events per request.
     #[arg(long, default_value_t = 20)]
     pub batch: usize,
+    /// Reports of one item before its user moves to the next. 1 (every
+    /// report a new item) is the worst case for a crash: no later report
+    /// of the item repairs what was lost, and in `ids` mode no earlier
+    /// shipped reference lets the job pick the newest view up from Redis.
+    #[arg(long, default_value_t = 1)]
+    pub reports_per_item: u64,
     /// How long to load (humantime: 60s, 2m).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -85,7 +91,10 @@ struct Load {
 
 /// Runs the scenario and prints its figures.
 pub fn run(options: &Options) -> anyhow::Result<()> {
-    anyhow::ensure!(options.users >= 1 && options.batch >= 1 && options.rate > 0.0, "--users, --batch and --rate must be positive");
+    anyhow::ensure!(
+        options.users >= 1 && options.batch >= 1 && options.reports_per_item >= 1 && options.rate > 0.0,
+        "--users, --batch, --reports-per-item and --rate must be positive"
+    );
     anyhow::ensure!(!options.kill_every.is_zero(), "--kill-every must be longer than 0 s");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -122,8 +131,8 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
         recovering: AtomicBool::new(false),
     });
     println!(
-        "crash scenario: {} events/s in requests of {}, {} users, {:?}, the service SIGKILLed every {:?}",
-        options.rate, options.batch, options.users, options.duration, options.kill_every
+        "crash scenario: {} events/s in requests of {}, {} users, {} report(s) per item, {:?}, the service SIGKILLed every {:?}",
+        options.rate, options.batch, options.users, options.reports_per_item, options.duration, options.kill_every
     );
     let started = Instant::now();
     let killer = {
@@ -149,6 +158,8 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
         "rate_events_per_s": options.rate,
         "duration_s": options.duration.as_secs_f64(),
         "kill_every_s": options.kill_every.as_secs_f64(),
+        "users": options.users,
+        "reports_per_item": options.reports_per_item,
         "restarts": restarts.len(),
         "restart_to_ready_ms": restart_ms,
         "acknowledged": acknowledged,
@@ -246,8 +257,8 @@ async fn kill_and_restart(
 }
 
 /// The open-loop load: a request of `batch` events every `batch / rate`
-/// seconds, users in turn, each user moving to its next item every fifth
-/// report.
+/// seconds, users in turn, each user moving to its next item every
+/// `reports_per_item` reports.
 async fn drive(options: &Options, http: &reqwest::Client, base: &str, load: Arc<Load>) {
     let url = format!("{base}/v1/events");
     let mut tick = tokio::time::interval(Duration::from_secs_f64(options.batch as f64 / options.rate));
@@ -260,8 +271,9 @@ async fn drive(options: &Options, http: &reqwest::Client, base: &str, load: Arc<
         let intended = Instant::now();
         let view_at = model::now_ms();
         // (uid, oid) of each event.
-        let events: Vec<(u64, u64)> =
-            (sent..sent + options.batch as u64).map(|report| (1 + report % options.users, report / options.users / 5)).collect();
+        let events: Vec<(u64, u64)> = (sent..sent + options.batch as u64)
+            .map(|report| (1 + report % options.users, report / options.users / options.reports_per_item))
+            .collect();
         sent += options.batch as u64;
         let body: Vec<Value> = events
             .iter()
