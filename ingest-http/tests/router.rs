@@ -192,3 +192,26 @@ async fn draining_refuses_new_requests() {
     drop(router);
     assert!(downstream.await.unwrap().is_empty());
 }
+
+/// Made-up methods are requests like any other to the metrics: they must
+/// not each create a series (a client could grow `/metrics` without
+/// bound).
+#[test]
+fn made_up_methods_do_not_grow_the_request_metrics() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let (app, _input) = router(Clients::new(&Auth::default()), 16, WhenFull::Reject, Health::default());
+            for index in 0..300 {
+                let method = axum::http::Method::from_bytes(format!("MADEUP{index}").as_bytes()).unwrap();
+                let request = Request::builder().method(method).uri("/v1/events").body(Body::empty()).unwrap();
+                let response = tower::ServiceExt::oneshot(app.clone(), request).await.unwrap();
+                assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+            }
+        });
+    });
+    let series = handle.render().lines().filter(|line| line.starts_with("histflow_http_requests_total{")).count();
+    assert_eq!(series, 1, "{}", handle.render());
+}
