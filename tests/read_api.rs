@@ -499,3 +499,16 @@ async fn http_and_grpc_answer_a_shared_scenario_alike() {
     api.grpc.clear_history(grpc::ClearHistoryRequest { uid: grpc_uid }).await.unwrap();
     assert!(api.all_pages_grpc(grpc_uid, 10).await.is_empty());
 }
+
+#[tokio::test]
+async fn grpc_refuses_a_message_over_max_body_bytes_before_decoding_it() {
+    let compat = TestCompat::start();
+    let redis = common::redis_url();
+    let mut api = Api::start(&Setup::new(&redis, &compat, "full")).await;
+    // 600 events with a 2,000-byte business: about 1.2 MB, over the default
+    // max_body_bytes (1 MiB) and under tonic's own 4 MiB.
+    let events: Vec<grpc::Event> =
+        (0..600).map(|oid| grpc::Event { uid: 1, business: "x".repeat(2000), oid, progress: 1, ..Default::default() }).collect();
+    let status = api.grpc.add_histories(grpc::AddHistoriesRequest { events }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+}

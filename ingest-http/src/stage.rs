@@ -91,6 +91,9 @@ impl Stage<Batch> for HttpIngestStage {
         async move {
             let HttpIngestStage { listener, grpc_listener, settings, clients, admin, reads } = *self;
             let drain_limit = settings.request_timeout + DRAIN_GRACE;
+            // gRPC takes no larger a message than HTTP takes a body (tonic's
+            // own limit is 4 MiB), refused before it is decoded.
+            let max_message_bytes = settings.max_body_bytes;
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let addr = listener.local_addr()?;
             let state = IngestState::with_reads(cx.output, settings, clients, admin.health.clone(), reads);
@@ -108,7 +111,7 @@ impl Stage<Batch> for HttpIngestStage {
                     let stop = cx.shutdown.clone();
                     Some(
                         tonic::transport::Server::builder()
-                            .add_service(GrpcHistory::server(api))
+                            .add_service(GrpcHistory::server(api).max_decoding_message_size(max_message_bytes))
                             .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
                     )
                 }
