@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use common::TestCompat;
+use common::{Histflow, TestCompat};
 use model::{codec, keys};
 use serde_json::{json, Value};
 
@@ -104,14 +104,30 @@ async fn all_durable(compat: &TestCompat, acknowledged: &BTreeMap<(u64, String),
     assert_eq!(missing, 0);
 }
 
+/// The compat server, then the service and the job as processes on
+/// `topology`, with a fresh topic named after `test`.
+struct Stack {
+    compat: TestCompat,
+    service: Histflow,
+    _job: Histflow,
+    /// The service's HTTP port.
+    http: u16,
+}
+
+impl Stack {
+    async fn start(test: &str, aggregate_flush_ms: u64) -> Self {
+        let compat = TestCompat::start();
+        let http = common::free_port();
+        let topo = topology(http, &compat, &common::unique(test), aggregate_flush_ms);
+        let service = common::start_role(&topo, "service", Some(http)).await;
+        let job = common::start_role(&topo, "job", None).await;
+        Stack { compat, service, _job: job, http }
+    }
+}
+
 #[tokio::test]
 async fn sighup_does_not_stop_a_loaded_service_and_nothing_is_lost() {
-    let compat = TestCompat::start();
-    let topic = common::unique("hup");
-    let http = common::free_port();
-    let topo = topology(http, &compat, &topic, 200);
-    let mut service = common::start_role(&topo, "service", Some(http)).await;
-    let _job = common::start_role(&topo, "job", None).await;
+    let Stack { compat, mut service, _job, .. } = Stack::start("hup", 200).await;
     let client = reqwest::Client::new();
     let uid_base = common::unique_uid_base();
     let view_at = model::now_ms() - 10_000;
@@ -134,13 +150,8 @@ async fn sighup_does_not_stop_a_loaded_service_and_nothing_is_lost() {
 
 #[tokio::test]
 async fn a_stalled_client_cannot_hold_the_drain_hostage() {
-    let compat = TestCompat::start();
-    let topic = common::unique("stall");
-    let http = common::free_port();
     // The aggregate holds everything until the final flush of a drain.
-    let topo = topology(http, &compat, &topic, 3_600_000);
-    let mut service = common::start_role(&topo, "service", Some(http)).await;
-    let _job = common::start_role(&topo, "job", None).await;
+    let Stack { compat, mut service, _job, http } = Stack::start("stall", 3_600_000).await;
     let client = reqwest::Client::new();
     let uid_base = common::unique_uid_base();
     let view_at = model::now_ms() - 10_000;
