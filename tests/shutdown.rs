@@ -13,7 +13,6 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use common::{Histflow, TestCompat};
-use model::{codec, keys};
 use serde_json::{json, Value};
 
 /// Both roles' topology. The aggregate flushes only on size (never within
@@ -84,26 +83,6 @@ async fn post_batch(client: &reqwest::Client, base: &str, users: std::ops::Range
     users.zip(results).filter(|(_, result)| result["recorded"] == true).map(|(uid, _)| (uid, format!("archive:{oid}"))).collect()
 }
 
-/// Waits until every acknowledged (uid, item) is in the history table with
-/// its view_at.
-async fn all_durable(compat: &TestCompat, acknowledged: &BTreeMap<(u64, String), i64>) {
-    let missing = common::eventually("every acknowledged item in the history table", Duration::from_secs(60), async || {
-        let snapshot = compat.snapshot("history");
-        let missing = acknowledged
-            .iter()
-            .filter(|((uid, item), view_at)| {
-                snapshot
-                    .get(&(keys::hbase_row(*uid), format!("r:{item}")))
-                    .and_then(|(_, value)| codec::decode_record(value).ok())
-                    .is_none_or(|record| record.view_at != **view_at)
-            })
-            .count();
-        (missing == 0).then_some(missing)
-    })
-    .await;
-    assert_eq!(missing, 0);
-}
-
 /// The compat server, then the service and the job as processes on
 /// `topology`, with a fresh topic named after `test`.
 struct Stack {
@@ -144,7 +123,7 @@ async fn sighup_does_not_stop_a_loaded_service_and_nothing_is_lost() {
     assert_eq!(acknowledged.len(), 1000, "every report was new, so every one is recorded");
     assert!(service.is_running(), "SIGHUP ended the service:\n{}", service.log_text());
     assert!(service.log_text().contains("SIGHUP received and ignored"), "{}", service.log_text());
-    all_durable(&compat, &acknowledged).await;
+    common::all_durable(&compat, &acknowledged).await;
     assert_eq!(service.stop(Duration::from_secs(20)), Some(0), "{}", service.log_text());
 }
 
@@ -173,6 +152,6 @@ async fn a_stalled_client_cannot_hold_the_drain_hostage() {
     assert!(stopping.elapsed() < Duration::from_secs(15), "the stop took {:?}", stopping.elapsed());
     // The final flush ran: what was acknowledged reaches HBase through the
     // job.
-    all_durable(&compat, &acknowledged).await;
+    common::all_durable(&compat, &acknowledged).await;
     drop(stalled);
 }

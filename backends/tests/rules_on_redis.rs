@@ -49,7 +49,7 @@ async fn redis_and_the_embedded_store_agree_on_trims_and_first_watches() {
     let embedded = UserStore::Embedded(Arc::new(EmbeddedStore::default()));
     let uid = fresh_uid();
     for (index, (events, today, expected)) in steps.into_iter().enumerate() {
-        let params = WriteParams { max_items: 2, ttl_s: 3600, today, now_ms: 1_000 + index as i64, shards: 4 };
+        let params = WriteParams { max_items: 2, ttl_s: 3600, today, now_ms: 1_000 + index as i64, shards: 4, marks: false };
         for (name, store) in [("redis", &redis), ("embedded", &embedded)] {
             let statuses = store.write(&write(uid, events), params).await.unwrap();
             assert_eq!(statuses, vec![expected.to_vec()], "{name}, step {index}");
@@ -57,4 +57,117 @@ async fn redis_and_the_embedded_store_agree_on_trims_and_first_watches() {
     }
     let kept = redis.read_records(&[(uid, vec!["a:0".into(), "a:3".into(), "a:4".into(), "a:9".into()])]).await.unwrap();
     assert_eq!(kept, vec![vec![None, Some(vec![1]), Some(vec![1]), None]]);
+}
+
+/// The keys of a user's marks.
+struct Marks {
+    connection: redis::aio::MultiplexedConnection,
+    uid: u64,
+    index: String,
+}
+
+impl Marks {
+    async fn pending(&mut self) -> Vec<String> {
+        let mut fields: Vec<String> =
+            redis::cmd("HKEYS").arg(model::keys::pending(self.uid)).query_async(&mut self.connection).await.unwrap();
+        fields.sort();
+        fields
+    }
+    async fn shipped(&mut self) -> Vec<String> {
+        redis::cmd("HKEYS").arg(model::keys::shipped(self.uid)).query_async(&mut self.connection).await.unwrap()
+    }
+    async fn indexed(&mut self) -> bool {
+        let score: Option<f64> = redis::cmd("ZSCORE").arg(&self.index).arg(self.uid).query_async(&mut self.connection).await.unwrap();
+        score.is_some()
+    }
+}
+
+fn record(uid: u64, oid: u64, view_at: i64) -> model::Record {
+    model::Record { uid, business: "a".into(), oid, sub_id: None, progress: 1, duration: None, device: None, view_at }
+}
+
+#[tokio::test]
+async fn marks_are_settled_by_what_a_delivery_carried_and_stale_ones_are_claimed_once() {
+    use model::{codec, Op};
+    let store = UserStore::Redis(RedisStore::connect_lazy(&redis_url(), CallShape { cluster: false, max_events: 128 }).unwrap());
+    let uid = fresh_uid();
+    // So many shards that this user's index holds nobody else's marks.
+    let shards = u32::MAX;
+    let shard = model::keys::shard_of(uid, shards);
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut marks =
+        Marks { connection: client.get_multiplexed_async_connection().await.unwrap(), uid, index: model::keys::pending_index(shard) };
+    let params = WriteParams { max_items: 10, ttl_s: 3600, today: 1, now_ms: model::now_ms(), shards, marks: true };
+    let write = |events: Vec<model::Record>| UserWrite {
+        uid,
+        events: events.iter().map(|r| EventWrite { item: r.item_key(), view_at: r.view_at, record: codec::encode_record(r) }).collect(),
+    };
+    store.write(&[write(vec![record(uid, 1, 10), record(uid, 2, 20)])], params).await.unwrap();
+    assert_eq!(marks.pending().await, ["a:1", "a:2"]);
+    assert!(marks.indexed().await);
+
+    // A delivered reference ships a:1 (the job must still read it); a
+    // delivery of an older view of a:2 settles nothing.
+    store.settle(shard, &[Op::UpsertRef { uid, item: "a:1".into(), view_at: 10 }, Op::Upsert(record(uid, 2, 19))], 3600).await.unwrap();
+    assert_eq!(marks.pending().await, ["a:2"]);
+    assert_eq!(marks.shipped().await, ["a:1"]);
+    // A newer view of a:1 is marked again; so is a delete.
+    store.write(&[write(vec![record(uid, 1, 15)])], params).await.unwrap();
+    store.mutate(&[&Op::Delete { uid, item: "a:3".into(), at: 5 }], params).await.unwrap();
+    assert_eq!(marks.pending().await, ["a:1", "a:2", "~del|a:3"]);
+
+    // Once older than the grace, a re-drive claims them (each as it comes
+    // due): the records whole, and the delete; a second pass within the
+    // grace claims nothing.
+    let grace_ms = 200;
+    let mut claimed = Vec::new();
+    eventually(async || {
+        claimed.extend(store.redrive(shard, grace_ms, 16).await.unwrap().ops);
+        (claimed.len() >= 3).then_some(())
+    })
+    .await;
+    let mut shipped: Vec<String> = claimed
+        .iter()
+        .map(|op| match op {
+            Op::Upsert(r) => format!("{}@{}", r.item_key(), r.view_at),
+            Op::Delete { item, at, .. } => format!("delete {item}@{at}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    shipped.sort();
+    assert_eq!(shipped, ["a:1@15", "a:2@20", "delete a:3@5"]);
+    assert_eq!(store.redrive(shard, grace_ms, 16).await.unwrap().items, 0, "claimed twice within the grace");
+
+    // Their delivery settles everything; the user leaves the index.
+    store.settle(shard, &claimed, 3600).await.unwrap();
+    assert!(marks.pending().await.is_empty());
+    assert!(!marks.indexed().await);
+    // a:1 was shipped as a reference at view 10, and a:1@15 delivered
+    // whole since; a reference the job must still read survives a trim:
+    // ship a:2 as a reference, then push it out of the full timeline.
+    store.write(&[write(vec![record(uid, 2, 25)])], params).await.unwrap();
+    store.settle(shard, &[Op::UpsertRef { uid, item: "a:2".into(), view_at: 25 }], 3600).await.unwrap();
+    store.write(&[write((100..110).map(|oid| record(uid, oid, 1000 + oid as i64)).collect())], params).await.unwrap();
+    let read = |store: &UserStore| {
+        let store = store.clone();
+        async move { store.read_records(&[(uid, vec!["a:2".into()])]).await.unwrap().remove(0).remove(0) }
+    };
+    let kept = read(&store).await.expect("a trimmed reference the job has not written is kept");
+    assert_eq!(codec::decode_record(&kept).unwrap().view_at, 25);
+    // The job's write releases the references it read; the kept copy goes.
+    store.note_hbase_written(&[(uid, vec![("a:1".into(), 10), ("a:2".into(), 25)])]).await.unwrap();
+    assert!(marks.shipped().await.is_empty());
+    assert_eq!(read(&store).await, None);
+}
+
+/// Polls `check` every 20 ms until it answers, for at most 10 s.
+async fn eventually<T>(mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing became due within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -56,9 +56,6 @@ pub struct Batch {
     pub shard: Option<u32>,
     /// Who waits for this batch's realtime write (an HTTP request).
     pub ack: Option<Ack>,
-    /// When the aggregate took this shard's snapshot (unix ms): dirty marks
-    /// made after it belong to a later flush and must stay.
-    pub flushed_at_ms: Option<i64>,
     /// The upserts' records must travel whole whatever the payload mode:
     /// their items are no longer in Redis for the job to re-read (the write
     /// that recorded them trimmed them at once).
@@ -68,7 +65,7 @@ pub struct Batch {
 impl Batch {
     /// A batch of `ops` with no shard and no waiter.
     pub fn of(ops: Vec<Op>) -> Self {
-        Batch { ops, shard: None, ack: None, flushed_at_ms: None, keep_records: false }
+        Batch { ops, shard: None, ack: None, keep_records: false }
     }
 }
 

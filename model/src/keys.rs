@@ -22,10 +22,30 @@ pub fn meta(uid: u64) -> String {
     format!("h:{{{uid}}}:m")
 }
 
-/// `h:dirty:{shard}`: ZSET member = uid, score = when its realtime write
-/// happened (ms) — users whose writes are not yet handed to Kafka.
-pub fn dirty(shard: u32) -> String {
-    format!("h:dirty:{{{shard}}}")
+/// `h:{uid}:p`: HASH of the user's pending marks, what a service
+/// acknowledged and has not yet handed to Kafka: field (an item key,
+/// `~clear`, `~switch` or `~del|{item}`) -> `version,marked_at`.
+pub fn pending(uid: u64) -> String {
+    format!("h:{{{uid}}}:p")
+}
+
+/// `h:{uid}:s`: HASH item -> version of references (`ids` payload) handed
+/// to Kafka that the job has not yet written to HBase.
+pub fn shipped(uid: u64) -> String {
+    format!("h:{{{uid}}}:s")
+}
+
+/// `h:{uid}:k`: HASH item -> record of records trimmed from the timeline
+/// while still pending or shipped.
+pub fn kept(uid: u64) -> String {
+    format!("h:{{{uid}}}:k")
+}
+
+/// `h:pending:{shard}`: ZSET member = uid, score = when to look at the
+/// user's pending marks next (ms) — the re-drive's index of users that may
+/// have marks, kept at-least-once.
+pub fn pending_index(shard: u32) -> String {
+    format!("h:pending:{{{shard}}}")
 }
 
 /// The shard (uid region) of `uid` among `shards`: a fixed 64-bit mix of
@@ -84,7 +104,8 @@ mod tests {
         assert_eq!(timeline(42), "h:{42}:t");
         assert_eq!(records(42), "h:{42}:r");
         assert_eq!(meta(42), "h:{42}:m");
-        assert_eq!(dirty(7), "h:dirty:{7}");
+        assert_eq!(pending_index(7), "h:pending:{7}");
+        assert_eq!(pending(42), "h:{42}:p");
     }
 
     #[test]

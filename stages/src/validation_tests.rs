@@ -72,7 +72,7 @@ fn broken_topologies_report_exact_messages() {
         (
             "unknown field",
             &[("redis_url = ", "redis_urll = ")],
-            &["stage `realtime`: unknown field `redis_urll`, expected one of `redis_url`, `max_items_per_user`, `group_commit_max_events`, `group_commit_linger_us`, `script_max_events`, `cluster`, `max_in_flight_commits`, `broadcast_brokers`, `broadcast_topic`"],
+            &["stage `realtime`: unknown field `redis_urll`, expected one of `redis_url`, `max_items_per_user`, `group_commit_max_events`, `group_commit_linger_us`, `script_max_events`, `cluster`, `max_in_flight_commits`, `broadcast_brokers`, `broadcast_topic`, `redrive`, `redrive_after_ms`, `redrive_every_ms`"],
         ),
         (
             "unknown field of an edge",
@@ -172,7 +172,7 @@ fn unknown_field_and_graph_problems_are_reported_together() {
     assert_eq!(
         got,
         vec![
-            "stage `realtime`: unknown field `redis_urll`, expected one of `redis_url`, `max_items_per_user`, `group_commit_max_events`, `group_commit_linger_us`, `script_max_events`, `cluster`, `max_in_flight_commits`, `broadcast_brokers`, `broadcast_topic`",
+            "stage `realtime`: unknown field `redis_urll`, expected one of `redis_url`, `max_items_per_user`, `group_commit_max_events`, `group_commit_linger_us`, `script_max_events`, `cluster`, `max_in_flight_commits`, `broadcast_brokers`, `broadcast_topic`, `redrive`, `redrive_after_ms`, `redrive_every_ms`",
             "stage `aggregate`: input `nowhere` is not a stage of this topology",
             "stage `realtime`: input `ingest`: `capacity` must be at least 1",
         ]

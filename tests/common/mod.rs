@@ -467,3 +467,41 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ve
     let offsets = consumer.committed_offsets(wanted, Duration::from_secs(10)).expect("committed offsets");
     offsets.elements().iter().map(|element| element.offset().to_raw().unwrap_or(-1001)).collect()
 }
+
+/// Waits (at most 60 s) until every acknowledged (uid, item) is in the
+/// history table with its view_at; panics naming how many are not.
+pub async fn all_durable(compat: &TestCompat, acknowledged: &std::collections::BTreeMap<(u64, String), i64>) {
+    if let Err(problem) = until_durable(compat, acknowledged).await {
+        panic!("{problem}");
+    }
+}
+
+/// As [`all_durable`], answering what is missing instead of panicking (so
+/// a caller can add the processes' logs).
+pub async fn until_durable(compat: &TestCompat, acknowledged: &std::collections::BTreeMap<(u64, String), i64>) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let snapshot = compat.snapshot("history");
+        let missing: Vec<_> = acknowledged
+            .iter()
+            .filter(|((uid, item), view_at)| {
+                snapshot
+                    .get(&(model::keys::hbase_row(*uid), format!("r:{item}")))
+                    .and_then(|(_, value)| model::codec::decode_record(value).ok())
+                    .is_none_or(|record| record.view_at != **view_at)
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} of {} acknowledged items never reached the history table within 60 s, e.g. {:?}",
+                missing.len(),
+                acknowledged.len(),
+                &missing[..missing.len().min(3)]
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -21,9 +21,16 @@ pub struct CallShape {
 /// `max_events` events a call (a larger user goes alone), and under
 /// `cluster` only users of the same hash slot together.
 pub fn plan_calls(users: &[UserWrite], shape: CallShape) -> Vec<Vec<usize>> {
+    let sizes: Vec<(u64, usize)> = users.iter().map(|user| (user.uid, user.events.len())).collect();
+    plan_sized_calls(&sizes, shape)
+}
+
+/// [`plan_calls`] over `(uid, size)` pairs: any per-user script call
+/// (writes, settling marks).
+pub fn plan_sized_calls(users: &[(u64, usize)], shape: CallShape) -> Vec<Vec<usize>> {
     let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
-    for (index, user) in users.iter().enumerate() {
-        let slot = if shape.cluster { keys::cluster_slot(user.uid) } else { 0 };
+    for (index, &(uid, _)) in users.iter().enumerate() {
+        let slot = if shape.cluster { keys::cluster_slot(uid) } else { 0 };
         groups.entry(slot).or_default().push(index);
     }
     let mut calls = Vec::new();
@@ -31,7 +38,7 @@ pub fn plan_calls(users: &[UserWrite], shape: CallShape) -> Vec<Vec<usize>> {
         let mut call: Vec<usize> = Vec::new();
         let mut events = 0;
         for index in members {
-            let size = users[index].events.len();
+            let size = users[index].1;
             if !call.is_empty() && events + size > shape.max_events {
                 calls.push(std::mem::take(&mut call));
                 events = 0;

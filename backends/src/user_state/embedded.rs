@@ -1,11 +1,12 @@
 //! The user-state store of `--embedded`: the rules of `rules.rs` (the same
 //! as the scripts beside it) kept in process memory. Key expiry is not
-//! modelled.
+//! modelled, nor are the marks: nothing of this store outlives its
+//! process, so there is nothing for a re-drive to find.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use model::{keys, Op};
+use model::Op;
 
 use super::meta::{SliceQuery, TimelineSlice, UserMeta};
 use super::rules::{Status, UserState, UserWrite};
@@ -16,34 +17,15 @@ use super::WriteParams;
 pub struct EmbeddedStore {
     /// Every user's state.
     users: Mutex<HashMap<u64, UserState>>,
-    /// shard -> uid -> when marked.
-    dirty: Mutex<HashMap<u32, HashMap<u64, i64>>>,
 }
 
 impl EmbeddedStore {
     pub(super) fn write(&self, users: &[UserWrite], params: WriteParams) -> Vec<Vec<Status>> {
         let mut states = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-        let statuses = users
+        users
             .iter()
             .map(|user| states.entry(user.uid).or_default().apply(&user.events, params.max_items, params.today, params.now_ms))
-            .collect();
-        drop(states);
-        let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
-        for user in users {
-            dirty.entry(keys::shard_of(user.uid, params.shards)).or_default().insert(user.uid, params.now_ms);
-        }
-        statuses
-    }
-
-    pub(super) fn unmark_dirty(&self, shard: u32, uids: &[u64], flushed_at: i64) {
-        let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(marks) = dirty.get_mut(&shard) {
-            for uid in uids {
-                if marks.get(uid).is_some_and(|&at| at <= flushed_at) {
-                    marks.remove(uid);
-                }
-            }
-        }
+            .collect()
     }
 
     pub(super) fn mutate(&self, ops: &[&Op]) -> Vec<i64> {
@@ -93,10 +75,10 @@ impl EmbeddedStore {
         }
     }
 
-    pub(super) fn note_hbase_written(&self, uids: &[u64]) {
+    pub(super) fn note_hbase_written(&self, uids: impl Iterator<Item = u64>) {
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
         for uid in uids {
-            if let Some(user) = users.get_mut(uid) {
+            if let Some(user) = users.get_mut(&uid) {
                 user.hbase_written += 1;
             }
         }

@@ -1,15 +1,19 @@
 //! The per-user state every part of histflow shares: the timeline, the
-//! records and the meta of each user, and the dirty marks of users not yet
-//! handed to Kafka. Four consumers use it: the realtime stage (writes and
-//! mutations), the Kafka producer (dirty-mark removal), the persist stage
-//! (`ids` re-reads and the write count) and the read side (pages, progress,
-//! the recording switch).
+//! records and the meta of each user, and the marks of what a service
+//! acknowledged and has not yet handed on. Four consumers use it: the
+//! realtime stage (writes, mutations, and the re-drive of stale marks), the
+//! Kafka producer (settling the marks a delivered flush carried), the
+//! persist stage (`ids` re-reads, the write count, releasing references)
+//! and the read side (pages, progress, the recording switch).
 //!
 //! - `rules`: the write rules as data, and the embedded store's copy of
 //!   the decisions.
 //! - `record.lua`, `mutate.lua`, `page.lua`, `mark_checked.lua`,
-//!   `note_written.lua`, `unmark.lua`: the same rules for Redis, one
-//!   atomic script each.
+//!   `note_written.lua`, `settle.lua`, `claim.lua`: the same rules for
+//!   Redis, one atomic script each; `marks.lua` is the marks' helpers the
+//!   scripts that keep marks start with.
+//! - `marks`: the marks as data (fields, what a flush settles, what a
+//!   re-drive ships).
 //! - `meta`: the meta hash's fields and what a read makes of them.
 //! - `calls`: grouping users into script calls (by hash slot on a cluster).
 //! - `redis`: the store on Redis.
@@ -17,6 +21,7 @@
 
 mod calls;
 mod embedded;
+mod marks;
 mod meta;
 mod redis;
 mod rules;
@@ -27,6 +32,7 @@ use model::Op;
 
 pub use calls::{plan_calls, CallShape};
 pub use embedded::EmbeddedStore;
+pub use marks::{carried_by_user, Carried, ClaimedMark, PendingStats, Redriven};
 pub use meta::{SliceQuery, TimelineSlice, UserMeta};
 pub use redis::RedisStore;
 pub use rules::{
@@ -42,10 +48,12 @@ pub struct WriteParams {
     pub ttl_s: u64,
     /// Today's UTC day number (first watch of the day).
     pub today: i64,
-    /// Now, unix ms (the dirty mark's score).
+    /// Now, unix ms (the score in the re-drive index).
     pub now_ms: i64,
-    /// Number of uid shards (which dirty set a user goes in).
+    /// Number of uid shards (which re-drive index a user goes in).
     pub shards: u32,
+    /// Keep marks: something downstream settles them (a Kafka producer).
+    pub marks: bool,
 }
 
 /// A store call that did not happen (Redis away, timed out, or answered an
@@ -72,16 +80,37 @@ impl UserStore {
         }
     }
 
-    /// After a shard's flush reached Kafka: forgets the dirty marks of
-    /// `uids` not marked again after `flushed_at`.
-    pub async fn unmark_dirty(&self, shard: u32, uids: &[u64], flushed_at: i64) -> Result<(), StoreError> {
+    /// After a shard's flush reached Kafka: settles the marks its `ops`
+    /// carried (a mark acknowledged later, of a newer version, stays).
+    /// The embedded store keeps no marks: nothing of it outlives its
+    /// process.
+    pub async fn settle(&self, shard: u32, ops: &[Op], ttl_s: u64) -> Result<(), StoreError> {
         match self {
-            UserStore::Redis(redis) => redis.unmark_dirty(shard, uids, flushed_at).await,
-            UserStore::Embedded(store) => {
-                store.unmark_dirty(shard, uids, flushed_at);
-                Ok(())
-            }
+            UserStore::Redis(redis) => redis.settle(shard, ops, ttl_s).await,
+            UserStore::Embedded(_) => Ok(()),
         }
+    }
+
+    /// Claims the pending marks of `shard` older than `grace_ms` (at most
+    /// `max_users` users) and returns what to ship again.
+    pub async fn redrive(&self, shard: u32, grace_ms: i64, max_users: usize) -> Result<Redriven, StoreError> {
+        match self {
+            UserStore::Redis(redis) => redis.redrive(shard, grace_ms, max_users).await,
+            UserStore::Embedded(_) => Ok(Redriven::default()),
+        }
+    }
+
+    /// Users with pending marks over `shards` shards, and the oldest.
+    pub async fn pending_stats(&self, shards: u32) -> Result<PendingStats, StoreError> {
+        match self {
+            UserStore::Redis(redis) => redis.pending_stats(shards).await,
+            UserStore::Embedded(_) => Ok(PendingStats::default()),
+        }
+    }
+
+    /// Whether marks outlive this process (and a re-drive can use them).
+    pub fn keeps_marks(&self) -> bool {
+        matches!(self, UserStore::Redis(_))
     }
 
     /// The stored records of each user's items (`None` where an item has
@@ -95,9 +124,9 @@ impl UserStore {
 
     /// Applies deletes, clears and recording switches in order; returns
     /// each one's effective time (see `mutate.lua`).
-    pub async fn mutate(&self, ops: &[&Op], ttl_s: u64) -> Result<Vec<i64>, StoreError> {
+    pub async fn mutate(&self, ops: &[&Op], params: WriteParams) -> Result<Vec<i64>, StoreError> {
         match self {
-            UserStore::Redis(redis) => redis.mutate(ops, ttl_s).await,
+            UserStore::Redis(redis) => redis.mutate(ops, params).await,
             UserStore::Embedded(store) => Ok(store.mutate(ops)),
         }
     }
@@ -138,13 +167,14 @@ impl UserStore {
         }
     }
 
-    /// After the job made `uids`' records durable in HBase: voids their
-    /// "HBase holds nothing more" notes.
-    pub async fn note_hbase_written(&self, uids: &[u64]) -> Result<(), StoreError> {
+    /// After the job made these users' records durable in HBase: voids
+    /// their "HBase holds nothing more" notes, and releases the references
+    /// it re-read (item, view_at written).
+    pub async fn note_hbase_written(&self, written: &[(u64, Vec<(String, i64)>)]) -> Result<(), StoreError> {
         match self {
-            UserStore::Redis(redis) => redis.note_hbase_written(uids).await,
+            UserStore::Redis(redis) => redis.note_hbase_written(written).await,
             UserStore::Embedded(store) => {
-                store.note_hbase_written(uids);
+                store.note_hbase_written(written.iter().map(|(uid, _)| *uid));
                 Ok(())
             }
         }

@@ -1,14 +1,18 @@
 -- histflow realtime mutation: a delete, a clear or a recording switch of
 -- one user, applied atomically. Keep in step with rules.rs (the embedded
 -- store's copy of these rules).
--- KEYS: h:{uid}:t (timeline), h:{uid}:r (records), h:{uid}:m (meta).
+-- KEYS: h:{uid}:t (timeline), h:{uid}:r (records), h:{uid}:m (meta),
+-- then the marks h:{uid}:p, h:{uid}:s, h:{uid}:k (`marks.lua`): the
+-- mutation is marked pending in the same call, and what it removes needs
+-- no shipping any more.
 -- ARGV[1] = kind ('delete' | 'clear' | 'pause' | 'resume'), ARGV[2] = at
--- (unix ms), ARGV[3] = key TTL seconds, ARGV[4] = item (delete only).
+-- (unix ms), ARGV[3] = key TTL seconds, ARGV[4] = '1' to keep marks,
+-- ARGV[5] = item (delete only).
 -- Returns the effective time: a delete or clear hides every view at or
 -- before it, so it is moved past the newest view it removes (a report
 -- stamped by a fast client clock is removed too); the same time goes to
 -- HBase, so both hide the same views.
-local t, r, m = KEYS[1], KEYS[2], KEYS[3]
+local t, r, m, p, s, k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local kind, at, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 
 local function keep_meta()
@@ -16,8 +20,16 @@ local function keep_meta()
   if redis.call('TTL', m) < 0 then redis.call('EXPIRE', m, ttl) end
 end
 
+local marking = ARGV[4] == '1'
+
+local function mark(field, version)
+  if not marking then return end
+  redis.call('HSET', p, field, mark_value(version, mark_clock()))
+  redis.call('EXPIRE', p, ttl)
+end
+
 if kind == 'delete' then
-  local item = ARGV[4]
+  local item = ARGV[5]
   local field = 'd:' .. item
   local current = tonumber(redis.call('ZSCORE', t, item) or '-1')
   local marked = tonumber(redis.call('HGET', m, field) or '-1')
@@ -25,13 +37,23 @@ if kind == 'delete' then
   redis.call('HSET', m, field, effective)
   redis.call('ZREM', t, item)
   redis.call('HDEL', r, item)
+  redis.call('HDEL', p, item)
+  redis.call('HDEL', s, item)
+  redis.call('HDEL', k, item)
+  mark('~del|' .. item, effective)
   keep_meta()
   return effective
 elseif kind == 'clear' then
   local newest = redis.call('ZREVRANGE', t, 0, 0, 'WITHSCORES')
   local effective = math.max(at, tonumber(newest[2] or '-1'), tonumber(redis.call('HGET', m, 'cleared_at') or '-1'))
   redis.call('HSET', m, 'cleared_at', effective)
-  redis.call('DEL', t, r)
+  redis.call('DEL', t, r, s, k)
+  -- Every pending view is cleared; what is left to ship is the clear (and
+  -- a recording switch, which the clear does not undo).
+  local switch = redis.call('HGET', p, '~switch')
+  redis.call('DEL', p)
+  if switch then redis.call('HSET', p, '~switch', switch) end
+  mark('~clear', effective)
   -- Delete markers at or before the clear say nothing more.
   local meta = redis.call('HGETALL', m)
   for i = 1, #meta, 2 do
@@ -43,6 +65,7 @@ elseif kind == 'clear' then
   return effective
 elseif kind == 'pause' or kind == 'resume' then
   redis.call('HSET', m, 'paused', kind == 'pause' and '1' or '0')
+  mark('~switch', at)
   keep_meta()
   return at
 end

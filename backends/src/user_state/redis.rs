@@ -9,13 +9,44 @@ use std::time::Duration;
 use model::{keys, Op};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::calls::{plan_calls, CallShape};
+use super::calls::{plan_calls, plan_sized_calls, CallShape};
+use super::marks::{carried_by_user, ClaimedMark, PendingStats, Redriven};
 use super::meta::{delete_marker, SliceQuery, TimelineSlice, UserMeta, READ_FIELDS};
 use super::rules::{Status, UserWrite};
 use super::{StoreError, WriteParams};
 
-/// Users per dirty-mark removal call.
-const UNMARK_CHUNK: usize = 128;
+/// Most marks one claim takes of one user; the rest wait for the next pass.
+const MAX_CLAIMS_PER_USER: usize = 1024;
+
+/// The helpers every mark-keeping script starts with.
+macro_rules! with_marks {
+    ($file:literal) => {
+        concat!(include_str!("marks.lua"), "\n", include_str!($file))
+    };
+}
+
+/// The six keys of `uid` a write or mutation touches, in script order.
+fn user_keys(uid: u64) -> [String; 6] {
+    [keys::timeline(uid), keys::records(uid), keys::meta(uid), keys::pending(uid), keys::shipped(uid), keys::kept(uid)]
+}
+
+/// Adds `ZADD NX` of `uids` to the pending index of their shards: before
+/// and after the script that marks them, so a re-drive's remove-and-recheck
+/// of a user always sees one of the two.
+fn index_users(pipe: &mut redis::Pipeline, uids: impl IntoIterator<Item = u64>, shards: u32, now_ms: i64) {
+    let mut by_shard: std::collections::BTreeMap<u32, Vec<u64>> = std::collections::BTreeMap::new();
+    for uid in uids {
+        by_shard.entry(keys::shard_of(uid, shards)).or_default().push(uid);
+    }
+    for (shard, uids) in by_shard {
+        let mut add = redis::cmd("ZADD");
+        add.arg(keys::pending_index(shard)).arg("NX");
+        for uid in uids {
+            add.arg(now_ms).arg(uid);
+        }
+        pipe.add_command(add).ignore();
+    }
+}
 
 /// Redis behind a reconnecting connection manager.
 #[derive(Clone)]
@@ -31,7 +62,8 @@ pub struct RedisStore {
 /// The Lua scripts a store runs (EVALSHA, loaded on NOSCRIPT).
 struct Scripts {
     record: redis::Script,
-    unmark: redis::Script,
+    settle: redis::Script,
+    claim: redis::Script,
     mutate: redis::Script,
     page: redis::Script,
     mark_checked: redis::Script,
@@ -40,6 +72,10 @@ struct Scripts {
 
 fn store_error(error: redis::RedisError) -> StoreError {
     StoreError(error.to_string())
+}
+
+fn parse_error(error: redis::ParsingError) -> StoreError {
+    StoreError(format!("unexpected answer: {error}"))
 }
 
 fn is_no_script(error: &redis::RedisError) -> bool {
@@ -59,9 +95,10 @@ impl RedisStore {
             .set_number_of_retries(3);
         let connection = ConnectionManager::new_lazy_with_config(client, config).map_err(store_error)?;
         let scripts = Scripts {
-            record: redis::Script::new(include_str!("record.lua")),
-            unmark: redis::Script::new(include_str!("unmark.lua")),
-            mutate: redis::Script::new(include_str!("mutate.lua")),
+            record: redis::Script::new(with_marks!("record.lua")),
+            settle: redis::Script::new(with_marks!("settle.lua")),
+            claim: redis::Script::new(with_marks!("claim.lua")),
+            mutate: redis::Script::new(with_marks!("mutate.lua")),
             page: redis::Script::new(include_str!("page.lua")),
             mark_checked: redis::Script::new(include_str!("mark_checked.lua")),
             note_written: redis::Script::new(include_str!("note_written.lua")),
@@ -87,14 +124,16 @@ impl RedisStore {
     pub(super) async fn write(&self, users: &[UserWrite], params: WriteParams) -> Result<Vec<Vec<Status>>, StoreError> {
         let calls = plan_calls(users, self.shape);
         let mut pipe = redis::pipe();
+        if params.marks {
+            index_users(&mut pipe, users.iter().map(|user| user.uid), params.shards, params.now_ms);
+        }
         for call_users in &calls {
             let mut call = redis::cmd("EVALSHA");
-            call.arg(self.scripts.record.get_hash()).arg(call_users.len() * 3);
+            call.arg(self.scripts.record.get_hash()).arg(call_users.len() * 6);
             for &index in call_users {
-                let uid = users[index].uid;
-                call.arg(keys::timeline(uid)).arg(keys::records(uid)).arg(keys::meta(uid));
+                call.arg(&user_keys(users[index].uid)[..]);
             }
-            call.arg(params.max_items).arg(params.ttl_s).arg(params.today).arg(params.now_ms);
+            call.arg(params.max_items).arg(params.ttl_s).arg(params.today).arg(params.now_ms).arg(u8::from(params.marks));
             for &index in call_users {
                 call.arg(users[index].events.len());
                 for event in &users[index].events {
@@ -103,18 +142,8 @@ impl RedisStore {
             }
             pipe.add_command(call);
         }
-        // Dirty marks: one ZADD per shard for all of its users.
-        let mut by_shard: std::collections::BTreeMap<u32, Vec<u64>> = std::collections::BTreeMap::new();
-        for user in users {
-            by_shard.entry(keys::shard_of(user.uid, params.shards)).or_default().push(user.uid);
-        }
-        for (shard, uids) in by_shard {
-            let mut mark = redis::cmd("ZADD");
-            mark.arg(keys::dirty(shard));
-            for uid in uids {
-                mark.arg(params.now_ms).arg(uid);
-            }
-            pipe.add_command(mark).ignore();
+        if params.marks {
+            index_users(&mut pipe, users.iter().map(|user| user.uid), params.shards, params.now_ms);
         }
         let replies: Vec<Vec<Status>> = self.query_scripted(&pipe, &self.scripts.record).await?;
         // Put each call's flat statuses back per user.
@@ -128,20 +157,29 @@ impl RedisStore {
         Ok(statuses)
     }
 
-    pub(super) async fn mutate(&self, ops: &[&Op], ttl_s: u64) -> Result<Vec<i64>, StoreError> {
+    pub(super) async fn mutate(&self, ops: &[&Op], params: WriteParams) -> Result<Vec<i64>, StoreError> {
         let mut effective = Vec::with_capacity(ops.len());
-        let mut connection = self.connection.clone();
         for op in ops {
-            let uid = op.uid();
-            let mut invocation = self.scripts.mutate.key(keys::timeline(uid));
-            invocation.key(keys::records(uid)).key(keys::meta(uid));
+            let mut call = redis::cmd("EVALSHA");
+            call.arg(self.scripts.mutate.get_hash()).arg(6).arg(&user_keys(op.uid())[..]);
             match op {
-                Op::Delete { item, at, .. } => invocation.arg("delete").arg(at).arg(ttl_s).arg(item),
-                Op::Clear { at, .. } => invocation.arg("clear").arg(at).arg(ttl_s),
-                Op::SetRecording { paused, at, .. } => invocation.arg(if *paused { "pause" } else { "resume" }).arg(at).arg(ttl_s),
+                Op::Delete { item, at, .. } => call.arg("delete").arg(at).arg(params.ttl_s).arg(u8::from(params.marks)).arg(item),
+                Op::Clear { at, .. } => call.arg("clear").arg(at).arg(params.ttl_s).arg(u8::from(params.marks)),
+                Op::SetRecording { paused, at, .. } => {
+                    call.arg(if *paused { "pause" } else { "resume" }).arg(at).arg(params.ttl_s).arg(u8::from(params.marks))
+                }
                 Op::Upsert(_) | Op::UpsertRef { .. } => return Err(StoreError("an upsert is not a mutation".to_owned())),
             };
-            effective.push(invocation.invoke_async::<i64>(&mut connection).await.map_err(store_error)?);
+            let mut pipe = redis::pipe();
+            if params.marks {
+                index_users(&mut pipe, [op.uid()], params.shards, params.now_ms);
+            }
+            pipe.add_command(call);
+            if params.marks {
+                index_users(&mut pipe, [op.uid()], params.shards, params.now_ms);
+            }
+            let (time,): (i64,) = self.query_scripted(&pipe, &self.scripts.mutate).await?;
+            effective.push(time);
         }
         Ok(effective)
     }
@@ -203,47 +241,200 @@ impl RedisStore {
         invocation.invoke_async::<i64>(&mut connection).await.map(drop).map_err(store_error)
     }
 
-    pub(super) async fn note_hbase_written(&self, uids: &[u64]) -> Result<(), StoreError> {
-        if uids.is_empty() {
+    pub(super) async fn note_hbase_written(&self, written: &[(u64, Vec<(String, i64)>)]) -> Result<(), StoreError> {
+        if written.is_empty() {
             return Ok(());
         }
         // One script call per user (a cluster keeps each user's keys in one
         // slot), all in one pipeline.
         let mut pipe = redis::pipe();
-        for uid in uids {
-            pipe.cmd("EVALSHA").arg(self.scripts.note_written.get_hash()).arg(1).arg(keys::meta(*uid)).ignore();
+        for (uid, items) in written {
+            let call = pipe.cmd("EVALSHA").arg(self.scripts.note_written.get_hash()).arg(4);
+            call.arg(keys::meta(*uid)).arg(keys::shipped(*uid)).arg(keys::pending(*uid)).arg(keys::kept(*uid));
+            for (item, view_at) in items {
+                call.arg(item).arg(view_at);
+            }
+            call.ignore();
         }
         self.query_scripted::<()>(&pipe, &self.scripts.note_written).await
     }
 
-    pub(super) async fn unmark_dirty(&self, shard: u32, uids: &[u64], flushed_at: i64) -> Result<(), StoreError> {
-        // Small calls: a script blocks Redis while it runs, and one call
-        // over a whole shard's flush (thousands of users) held every
-        // realtime write behind it (p99 5.5 -> 23 ms at 11,000 requests/s
-        // with 16 shards).
-        let mut connection = self.connection.clone();
-        for chunk in uids.chunks(UNMARK_CHUNK) {
-            let mut invocation = self.scripts.unmark.key(keys::dirty(shard));
-            invocation.arg(flushed_at);
-            for uid in chunk {
-                invocation.arg(uid);
+    pub(super) async fn settle(&self, shard: u32, ops: &[Op], ttl_s: u64) -> Result<(), StoreError> {
+        let users = carried_by_user(ops);
+        let sizes: Vec<(u64, usize)> = users.iter().map(|(uid, marks)| (*uid, marks.len())).collect();
+        // Calls as small as the writes' (a script blocks Redis while it
+        // runs), all in one pipeline.
+        let calls = plan_sized_calls(&sizes, self.shape);
+        let mut pipe = redis::pipe();
+        for call_users in &calls {
+            let call = pipe.cmd("EVALSHA").arg(self.scripts.settle.get_hash()).arg(call_users.len() * 3);
+            for &index in call_users {
+                let uid = users[index].0;
+                call.arg(keys::pending(uid)).arg(keys::shipped(uid)).arg(keys::kept(uid));
             }
-            invocation.invoke_async::<i64>(&mut connection).await.map_err(store_error)?;
+            call.arg(ttl_s);
+            for &index in call_users {
+                let marks = &users[index].1;
+                call.arg(marks.len());
+                for mark in marks {
+                    call.arg(&mark.field).arg(mark.version).arg(if mark.whole { "1" } else { "0" });
+                }
+            }
+        }
+        let left: Vec<Vec<i64>> = self.query_scripted(&pipe, &self.scripts.settle).await?;
+        // Users left with no pending mark leave the index.
+        let settled: Vec<u64> = calls
+            .iter()
+            .zip(left)
+            .flat_map(|(call_users, left)| {
+                call_users.iter().zip(left).filter(|(_, left)| *left == 0).map(|(&i, _)| users[i].0).collect::<Vec<_>>()
+            })
+            .collect();
+        self.unindex(shard, &settled, model::now_ms()).await
+    }
+
+    /// Removes users with no pending marks from `shard`'s index, then looks
+    /// again and puts back any a write marked meanwhile (the write's own
+    /// index update may have come before the removal).
+    async fn unindex(&self, shard: u32, uids: &[u64], now_ms: i64) -> Result<(), StoreError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.connection.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREM").arg(keys::pending_index(shard)).arg(uids).ignore();
+        for uid in uids {
+            pipe.cmd("HLEN").arg(keys::pending(*uid));
+        }
+        let left: Vec<i64> = pipe.query_async(&mut connection).await.map_err(store_error)?;
+        let marked_again: Vec<u64> = uids.iter().zip(left).filter(|(_, left)| *left > 0).map(|(uid, _)| *uid).collect();
+        if !marked_again.is_empty() {
+            let mut pipe = redis::pipe();
+            let mut add = redis::cmd("ZADD");
+            add.arg(keys::pending_index(shard)).arg("NX");
+            for uid in marked_again {
+                add.arg(now_ms).arg(uid);
+            }
+            pipe.add_command(add).ignore();
+            pipe.query_async::<()>(&mut connection).await.map_err(store_error)?;
         }
         Ok(())
     }
 
+    pub(super) async fn redrive(&self, shard: u32, grace_ms: i64, max_users: usize) -> Result<Redriven, StoreError> {
+        let mut connection = self.connection.clone();
+        let index = keys::pending_index(shard);
+        let due = model::now_ms() - grace_ms;
+        let uids: Vec<u64> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&index)
+            .arg("-inf")
+            .arg(due)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(max_users)
+            .query_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        let mut redriven = Redriven { examined: uids.len(), ..Redriven::default() };
+        if uids.is_empty() {
+            return Ok(redriven);
+        }
+        let mut pipe = redis::pipe();
+        for uid in &uids {
+            let call = pipe.cmd("EVALSHA").arg(self.scripts.claim.get_hash()).arg(4);
+            call.arg(keys::pending(*uid)).arg(keys::records(*uid)).arg(keys::kept(*uid)).arg(keys::meta(*uid));
+            call.arg(grace_ms).arg(MAX_CLAIMS_PER_USER);
+        }
+        let replies: Vec<Vec<redis::Value>> = self.query_scripted(&pipe, &self.scripts.claim).await?;
+        let mut settled = Vec::new();
+        let mut next = redis::cmd("ZADD");
+        next.arg(&index).arg("XX");
+        let mut any_next = false;
+        for (uid, reply) in uids.iter().zip(replies) {
+            let (oldest, marks) = parse_claim(reply)?;
+            redriven.add_user(*uid, marks);
+            if oldest < 0 {
+                settled.push(*uid);
+            } else {
+                // Look again once its oldest mark is due.
+                next.arg(oldest).arg(uid);
+                any_next = true;
+            }
+        }
+        if any_next {
+            next.query_async::<()>(&mut connection).await.map_err(store_error)?;
+        }
+        // A record that cannot be decoded never will be: its mark goes.
+        if !redriven.undecodable.is_empty() {
+            let mut pipe = redis::pipe();
+            for (uid, field, _) in &redriven.undecodable {
+                pipe.cmd("HDEL").arg(keys::pending(*uid)).arg(field).ignore();
+            }
+            pipe.query_async::<()>(&mut connection).await.map_err(store_error)?;
+        }
+        self.unindex(shard, &settled, model::now_ms()).await?;
+        Ok(redriven)
+    }
+
+    pub(super) async fn pending_stats(&self, shards: u32) -> Result<PendingStats, StoreError> {
+        let mut pipe = redis::pipe();
+        for shard in 0..shards {
+            pipe.cmd("ZCARD").arg(keys::pending_index(shard));
+            pipe.cmd("ZRANGE").arg(keys::pending_index(shard)).arg(0).arg(0).arg("WITHSCORES");
+        }
+        let mut connection = self.connection.clone();
+        let replies: Vec<redis::Value> = pipe.query_async(&mut connection).await.map_err(store_error)?;
+        let mut stats = PendingStats::default();
+        for pair in replies.chunks(2) {
+            let users: u64 = redis::from_redis_value_ref(&pair[0]).map_err(parse_error)?;
+            let oldest: Vec<(u64, f64)> = redis::from_redis_value_ref(&pair[1]).map_err(parse_error)?;
+            stats.users += users;
+            if let Some(&(_, at)) = oldest.first() {
+                let at = at as i64;
+                stats.oldest_ms = Some(stats.oldest_ms.map_or(at, |known| known.min(at)));
+            }
+        }
+        Ok(stats)
+    }
+
     pub(super) async fn read_records(&self, wanted: &[(u64, Vec<String>)]) -> Result<Vec<Vec<Option<Vec<u8>>>>, StoreError> {
+        // The records, and the kept copies of those trimmed while the job
+        // still needed them.
         let mut pipe = redis::pipe();
         for (uid, items) in wanted {
             pipe.cmd("HMGET").arg(keys::records(*uid)).arg(items);
+            pipe.cmd("HMGET").arg(keys::kept(*uid)).arg(items);
         }
         let mut connection = self.connection.clone();
-        pipe.query_async(&mut connection).await.map_err(store_error)
+        let replies: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut connection).await.map_err(store_error)?;
+        Ok(replies
+            .chunks(2)
+            .map(|pair| pair[0].iter().zip(&pair[1]).map(|(record, kept)| record.clone().or_else(|| kept.clone())).collect())
+            .collect())
     }
 
     pub(super) async fn ping(&self) -> bool {
         let mut connection = self.connection.clone();
         redis::cmd("PING").query_async::<String>(&mut connection).await.is_ok()
     }
+}
+
+/// `claim.lua`'s answer: the oldest mark left (-1: none), then the claimed
+/// marks.
+fn parse_claim(reply: Vec<redis::Value>) -> Result<(i64, Vec<ClaimedMark>), StoreError> {
+    let mut values = reply.into_iter();
+    let oldest: i64 = match values.next() {
+        Some(value) => redis::from_redis_value_ref(&value).map_err(parse_error)?,
+        None => return Err(StoreError("the claim answered nothing".to_owned())),
+    };
+    let rest: Vec<redis::Value> = values.collect();
+    let mut marks = Vec::with_capacity(rest.len() / 3);
+    for triple in rest.chunks_exact(3) {
+        marks.push(ClaimedMark {
+            field: redis::from_redis_value_ref(&triple[0]).map_err(parse_error)?,
+            version: redis::from_redis_value_ref(&triple[1]).map_err(parse_error)?,
+            payload: redis::from_redis_value_ref(&triple[2]).map_err(parse_error)?,
+        });
+    }
+    Ok((oldest, marks))
 }

@@ -43,7 +43,8 @@ pub async fn measure(redis_url: &str, shape: &Shape, duration: Duration) -> anyh
                 .collect();
             let (users, _) = group_by_user([ops.as_slice()]);
             let now = model::now_ms();
-            let params = WriteParams { max_items: 1000, ttl_s: 90 * 86_400, today: keys::utc_day(now), now_ms: now, shards: 64 };
+            let params =
+                WriteParams { max_items: 1000, ttl_s: 90 * 86_400, today: keys::utc_day(now), now_ms: now, shards: 64, marks: true };
             let store = store.clone();
             let events = ops.len() as u64;
             in_flight.push(async move { store.write(&users, params).await.map(|_| events) });

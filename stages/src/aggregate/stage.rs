@@ -6,8 +6,8 @@
 //!
 //! The timed flushes are staggered: a tick every `flush_interval_ms /
 //! shards` flushes the next shard in turn, so each shard still flushes once
-//! an interval but the work (and the dirty-mark removals in Redis that
-//! follow it) is spread evenly instead of arriving as one burst that held
+//! an interval but the work (and the settling of marks in Redis that
+//! follows it) is spread evenly instead of arriving as one burst that held
 //! up the realtime writes behind it.
 
 use std::time::Duration;
@@ -33,10 +33,9 @@ pub struct AggregateStage {
 
 impl AggregateStage {
     async fn flush(&mut self, shard: u32, cx: &StageContext<Batch>) -> Result<(), StageError> {
-        let flushed_at_ms = Some(model::now_ms());
         let ops = self.fold.take(shard);
         if !ops.is_empty() {
-            cx.output.send(Batch { shard: Some(shard), flushed_at_ms, ..Batch::of(ops) }).await?;
+            cx.output.send(Batch { shard: Some(shard), ..Batch::of(ops) }).await?;
         }
         Ok(())
     }
@@ -84,7 +83,7 @@ impl AggregateStage {
                     // the op alone, in order.
                     let shard = model::keys::shard_of(other.uid(), self.fold.shard_count());
                     self.flush(shard, cx).await?;
-                    cx.output.send(Batch { shard: Some(shard), flushed_at_ms: Some(model::now_ms()), ..Batch::of(vec![other]) }).await?;
+                    cx.output.send(Batch { shard: Some(shard), ..Batch::of(vec![other]) }).await?;
                 }
             }
         }

@@ -38,6 +38,9 @@ pub enum StageBuildError {
     /// connection is attempted while building).
     #[error("{0}")]
     Backend(String),
+    /// A setting contradicts another stage's (named in the message).
+    #[error("{0}")]
+    Setting(String),
     /// The stage's listening address could not be bound.
     #[error("{0}")]
     Listen(String),

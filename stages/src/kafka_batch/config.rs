@@ -111,13 +111,14 @@ impl KafkaBatchConfig {
         match cx.half {
             Half::Consumer => Ok(Box::new(KafkaConsumerStage::new(self).map_err(StageBuildError::Backend)?)),
             Half::Producer | Half::Whole => {
-                // A delivered flush clears the dirty marks the realtime
-                // stage feeding this bridge wrote.
-                let dirty = match cx.fed_by(|config| matches!(config, StageConfig::Realtime(_))) {
+                // A delivered flush settles the marks the realtime stage
+                // feeding this bridge wrote.
+                let marks = match cx.fed_by(|config| matches!(config, StageConfig::Realtime(_))) {
                     Some(StageConfig::Realtime(realtime)) => Some(cx.backends.user_store(&realtime.redis_url, realtime.call_shape())?),
                     _ => None,
                 };
-                Ok(Box::new(KafkaProducerStage::new(self, dirty).map_err(StageBuildError::Backend)?))
+                let ttl_s = cx.key_ttl_s();
+                Ok(Box::new(KafkaProducerStage::new(self, marks, ttl_s).map_err(StageBuildError::Backend)?))
             }
         }
     }
@@ -131,10 +132,8 @@ impl KafkaBatchConfig {
         if !cx.is_read() {
             return Err(StageBuildError::EmbeddedQueueUnread);
         }
-        // The embedded user-state store is the same for every URL.
-        let dirty = cx.backends.embedded_user_store();
         let halves = cx.backends.queues.entry(cx.name().to_owned()).or_insert_with(|| {
-            let (producer, consumer) = embedded::queue(self.embedded_queue_batches, dirty);
+            let (producer, consumer) = embedded::queue(self.embedded_queue_batches);
             (Some(producer), Some(consumer))
         });
         let half: Option<Box<dyn Stage<Batch>>> = match cx.half {

@@ -9,24 +9,22 @@
 
 use std::sync::Arc;
 
-use backends::user_state::UserStore;
 use futures::FutureExt;
 use model::Batch;
 use pipeline::{Stage, StageContext, StageFuture};
 use tokio::sync::mpsc;
 
 /// Creates the two halves of one in-process queue holding `capacity`
-/// batches; `dirty` is the realtime store whose dirty marks a queued flush
-/// clears.
-pub fn queue(capacity: usize, dirty: Option<UserStore>) -> (QueueProducer, QueueConsumer) {
+/// batches. (No marks to settle: the embedded store keeps none, since
+/// nothing of it outlives the process.)
+pub fn queue(capacity: usize) -> (QueueProducer, QueueConsumer) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    (QueueProducer { queue: tx, dirty }, QueueConsumer { queue: rx })
+    (QueueProducer { queue: tx }, QueueConsumer { queue: rx })
 }
 
 /// The producing half (service side).
 pub struct QueueProducer {
     queue: mpsc::Sender<Batch>,
-    dirty: Option<UserStore>,
 }
 
 /// The consuming half (job side).
@@ -54,13 +52,9 @@ impl Stage<Batch> for QueueProducer {
         async move {
             while let Some(batch) = cx.input.recv().await {
                 let events = batch.ops.len();
-                let delivered = (batch.shard, batch.flushed_at_ms, batch.ops.iter().map(model::Op::uid).collect::<Vec<_>>());
                 if self.queue.send(batch).await.is_err() {
                     cx.metrics.error();
                     return Err(ConsumerGone { events }.into());
-                }
-                if let (Some(dirty), (Some(shard), Some(flushed_at), uids)) = (&self.dirty, delivered) {
-                    dirty.unmark_dirty(shard, &uids, flushed_at).await?;
                 }
             }
             Ok(())

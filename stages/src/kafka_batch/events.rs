@@ -57,16 +57,17 @@ impl DeliveryRetry<'_> {
     }
 }
 
-/// A flush was delivered but its users' dirty marks could not be removed.
-pub(crate) struct DirtyMarksKept<'a> {
+/// A flush was delivered but the marks it carried could not be settled
+/// (a re-drive will ship those items once more).
+pub(crate) struct MarksKept<'a> {
     pub stage: &'a str,
     pub shard: u32,
     pub error: &'a dyn std::fmt::Display,
 }
 
-impl DirtyMarksKept<'_> {
+impl MarksKept<'_> {
     pub fn emit(&self) {
-        tracing::warn!(stage = self.stage, shard = self.shard, error = %self.error, "delivered, but the dirty marks stay");
+        tracing::warn!(stage = self.stage, shard = self.shard, error = %self.error, "delivered, but its marks stay (a re-drive will ship them again)");
     }
 }
 

@@ -6,8 +6,8 @@
 //! backoff until the broker takes it. librdkafka's local queue is kept
 //! small, so while the broker is away the queue fills, deliveries stop
 //! completing, this stage stops reading, and backpressure reaches ingest.
-//! Once every message of a flush is delivered, its users' dirty marks are
-//! cleared (unless a newer write marked them again).
+//! Once every message of a flush is delivered, the marks it carried are
+//! settled (a newer view acknowledged meanwhile keeps its mark).
 
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use super::config::{Compression, KafkaBatchConfig};
-use super::events::{DeliveryRetry, DirtyMarksKept, FlushDelivered, MessageDelivered};
+use super::events::{DeliveryRetry, FlushDelivered, MarksKept, MessageDelivered};
 
 /// Room left in a message for the record batch's own framing.
 const FRAMING_BYTES: usize = 4096;
@@ -37,13 +37,16 @@ pub struct KafkaProducerStage {
     topic: String,
     partitions: i32,
     max_message_bytes: usize,
-    dirty: Option<UserStore>,
+    /// The realtime store whose marks delivered flushes settle.
+    marks: Option<UserStore>,
+    /// Key expiry of the user keys (a shipped mark expires with them).
+    ttl_s: u64,
 }
 
 impl KafkaProducerStage {
-    /// A producer for `config`; `dirty` is the realtime store whose dirty
-    /// marks delivered flushes clear.
-    pub fn new(config: &KafkaBatchConfig, dirty: Option<UserStore>) -> Result<Self, String> {
+    /// A producer for `config`; `marks` is the realtime store whose marks
+    /// delivered flushes settle.
+    pub fn new(config: &KafkaBatchConfig, marks: Option<UserStore>, ttl_s: u64) -> Result<Self, String> {
         let compression = match config.compression {
             Compression::Lz4 => "lz4",
             Compression::Zstd => "zstd",
@@ -63,28 +66,29 @@ impl KafkaProducerStage {
             topic: config.topic.clone(),
             partitions: config.partitions as i32,
             max_message_bytes: config.max_message_bytes.saturating_sub(FRAMING_BYTES).max(1024),
-            dirty,
+            marks,
+            ttl_s,
         })
     }
 
     /// Delivers one flush: every message, each retried until taken; then
-    /// clears its users' dirty marks.
+    /// settles the marks it carried.
     fn deliver(&self, batch: Batch, stage: std::sync::Arc<str>) -> BoxFuture<'static, ()> {
         let shard = batch.shard.unwrap_or(0);
         let messages = codec::encode_merge_batch(shard, &batch.ops, self.max_message_bytes);
-        let mut uids: Vec<u64> = batch.ops.iter().map(model::Op::uid).collect();
-        uids.sort_unstable();
-        uids.dedup();
-        let (producer, topic, dirty, flushed_at) = (self.producer.clone(), self.topic.clone(), self.dirty.clone(), batch.flushed_at_ms);
-        let events = batch.ops.len();
+        let (producer, topic, marks, ttl_s) = (self.producer.clone(), self.topic.clone(), self.marks.clone(), self.ttl_s);
+        let ops = batch.ops;
+        let events = ops.len();
         async move {
             let key = shard.to_string();
             let count = messages.len();
             join_all(messages.into_iter().map(|payload| send_until_taken(&producer, &topic, &key, payload, &stage))).await;
             FlushDelivered { messages: count, events }.emit();
-            if let (Some(dirty), Some(flushed_at)) = (dirty, flushed_at) {
-                if let Err(error) = dirty.unmark_dirty(shard, &uids, flushed_at).await {
-                    DirtyMarksKept { stage: &stage, shard, error: &error }.emit();
+            if let Some(marks) = marks {
+                // Not retried: a mark left behind only makes a re-drive
+                // ship the item once more (the writes are idempotent).
+                if let Err(error) = marks.settle(shard, &ops, ttl_s).await {
+                    MarksKept { stage: &stage, shard, error: &error }.emit();
                 }
             }
         }

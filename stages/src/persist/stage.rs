@@ -55,6 +55,9 @@ impl PersistStage {
     }
 }
 
+/// Per user, the `ids` references of a window: (item, view_at shipped).
+type References = Vec<(u64, Vec<(String, i64)>)>;
+
 /// The mutation of `uid`'s row, created on first use.
 fn row_of(rows: &mut BTreeMap<u64, RowMutation>, uid: u64) -> &mut RowMutation {
     rows.entry(uid).or_insert_with(|| RowMutation { row: keys::hbase_row(uid), ..RowMutation::default() })
@@ -80,24 +83,28 @@ impl PersistStage {
         })
     }
 
-    /// Turns a window into row mutations, reading `ids` records.
-    async fn mutations(&self, window: &mut Window, stage: &str) -> Result<Vec<RowMutation>, StageError> {
+    /// Turns a window into row mutations, reading `ids` records; also
+    /// answers the references read, per user (item, view_at shipped), to
+    /// release once written.
+    async fn mutations(&self, window: &mut Window, stage: &str) -> Result<(Vec<RowMutation>, References), StageError> {
         let mut rows: BTreeMap<u64, RowMutation> = BTreeMap::new();
 
-        let mut refs: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        let mut refs: BTreeMap<u64, Vec<(String, i64)>> = BTreeMap::new();
         for ((uid, item), pending) in window.upserts.drain() {
             match pending {
                 Pending::Full(record) => {
                     row_of(&mut rows, uid).puts.push((format!("{RECORDS_FAMILY}:{item}"), record.view_at, codec::encode_record(&record)))
                 }
-                Pending::Ref(_) => refs.entry(uid).or_default().push(item),
+                Pending::Ref(view_at) => refs.entry(uid).or_default().push((item, view_at)),
             }
         }
-        if !refs.is_empty() {
+        let references: References = refs.into_iter().collect();
+        if !references.is_empty() {
             let Some(store) = &self.records else {
                 return Err(format!("stage `{stage}`: ids payload needs `redis_url` to read records from").into());
             };
-            let wanted: Vec<(u64, Vec<String>)> = refs.into_iter().collect();
+            let wanted: Vec<(u64, Vec<String>)> =
+                references.iter().map(|(uid, items)| (*uid, items.iter().map(|(item, _)| item.clone()).collect())).collect();
             // Redis away: retry the read (the refs are held here), reading
             // nothing new meanwhile, as for writes.
             let found = retry::until_ok(
@@ -129,22 +136,28 @@ impl PersistStage {
         for (uid, (paused, at)) in window.recording.drain() {
             row_of(&mut rows, uid).puts.push((format!("{META_FAMILY}:paused"), at, vec![u8::from(paused) + b'0']));
         }
-        Ok(rows.into_values().collect())
+        Ok((rows.into_values().collect(), references))
     }
 
     /// Tells the realtime store which users got records in HBase, voiding
-    /// the read path's "HBase holds nothing more" notes of those users;
+    /// the read path's "HBase holds nothing more" notes of those users, and
+    /// releasing the references read (their records may now leave Redis);
     /// retried while Redis is away (before the offsets are committed, so a
     /// crash meanwhile replays the window and notes again).
-    async fn note_written(&self, mutations: &[RowMutation], stage: &str) {
+    async fn note_written(&self, mutations: &[RowMutation], mut references: References, stage: &str) {
         let Some(store) = &self.records else { return };
-        let uids: Vec<u64> = mutations
+        let mut written: BTreeMap<u64, Vec<(String, i64)>> = mutations
             .iter()
             .filter(|row| row.puts.iter().any(|(column, _, _)| column.starts_with("r:")))
             .filter_map(|row| keys::uid_of_hbase_row(&row.row))
+            .map(|uid| (uid, Vec::new()))
             .collect();
+        for (uid, items) in references.drain(..) {
+            written.entry(uid).or_default().extend(items);
+        }
+        let written: References = written.into_iter().collect();
         retry::until_ok(
-            || store.note_hbase_written(&uids),
+            || store.note_hbase_written(&written),
             |error, pause| Retry { stage, what: "cannot note the written users in Redis; retrying", error, pause }.emit(),
         )
         .await;
@@ -152,7 +165,7 @@ impl PersistStage {
 
     /// Writes the window (retrying until it lands), then answers its acks.
     async fn flush(&self, window: &mut Window, cx: &StageContext<Batch>) -> Result<(), StageError> {
-        let mutations = self.mutations(window, &cx.name).await?;
+        let (mutations, references) = self.mutations(window, &cx.name).await?;
         let written_at = model::now_ms();
         for chunk in mutations.chunks(self.batch_rows.max(1)) {
             cx.metrics.rate_limit_wait(self.write_limit.take_all(chunk.len()).await);
@@ -167,7 +180,7 @@ impl PersistStage {
             }
             WindowWritten::Chunk { rows: chunk, written_at }.emit();
         }
-        self.note_written(&mutations, &cx.name).await;
+        self.note_written(&mutations, references, &cx.name).await;
         WindowWritten::Ops(window.ops).emit();
         window.ops = 0;
         for ack in window.acks.drain(..) {

@@ -9,6 +9,7 @@ use pipeline::Stage;
 use serde::Deserialize;
 
 use super::broadcast::Broadcast;
+use super::redrive::Redrive;
 use super::RealtimeStage;
 use crate::aggregate::DEFAULT_SHARDS;
 use crate::build::{BuildContext, StageBuildError};
@@ -48,7 +49,23 @@ pub struct RealtimeConfig {
     /// Topic of the first-watch broadcast.
     #[serde(default = "default_broadcast_topic")]
     pub broadcast_topic: String,
+    /// Re-drive marks no delivery settled (what a killed instance
+    /// acknowledged). Off only to see what it protects.
+    #[serde(default = "default_redrive")]
+    pub redrive: bool,
+    /// A mark this old (ms) is re-driven. Default: twice the downstream
+    /// aggregate's `flush_interval_ms` plus 30 s for a Kafka delivery; at
+    /// least twice the flush interval (a shorter grace re-ships what live
+    /// instances still hold).
+    pub redrive_after_ms: Option<u64>,
+    /// How often each instance looks for marks to re-drive (ms).
+    #[serde(default = "default_redrive_every_ms")]
+    pub redrive_every_ms: u64,
 }
+
+/// What the default grace allows for a Kafka delivery, on top of two
+/// aggregate flush intervals.
+const DELIVERY_ALLOWANCE_MS: u64 = 30_000;
 
 fn default_max_items_per_user() -> usize {
     1000
@@ -61,6 +78,12 @@ fn default_script_max_events() -> usize {
 }
 fn default_max_in_flight_commits() -> usize {
     4
+}
+fn default_redrive() -> bool {
+    true
+}
+fn default_redrive_every_ms() -> u64 {
+    1000
 }
 fn default_broadcast_topic() -> String {
     "histflow-first-watch".to_owned()
@@ -83,6 +106,7 @@ impl RealtimeConfig {
         require_at_least(&mut problems, "script_max_events", self.script_max_events as u64, 1);
         require_at_least(&mut problems, "max_in_flight_commits", self.max_in_flight_commits as u64, 1);
         require_at_least(&mut problems, "group_commit_max_events", self.group_commit_max_events as u64, 1);
+        require_at_least(&mut problems, "redrive_every_ms", self.redrive_every_ms, 10);
         problems
     }
 }
@@ -102,10 +126,25 @@ impl RealtimeConfig {
             (Some(brokers), false) => Broadcast::kafka(brokers, &self.broadcast_topic).map_err(StageBuildError::Backend)?,
             (None, false) => Broadcast::Disabled,
         };
-        let shards = match cx.downstream(|config| matches!(config, StageConfig::Aggregate(_))) {
-            Some(StageConfig::Aggregate(aggregate)) => aggregate.shards,
-            _ => DEFAULT_SHARDS,
+        let (shards, flush_interval_ms) = match cx.downstream(|config| matches!(config, StageConfig::Aggregate(_))) {
+            Some(StageConfig::Aggregate(aggregate)) => (aggregate.shards, aggregate.flush_interval_ms),
+            _ => (DEFAULT_SHARDS, 0),
         };
+        let grace_ms = self.redrive_after_ms.unwrap_or(2 * flush_interval_ms + DELIVERY_ALLOWANCE_MS);
+        if grace_ms < 2 * flush_interval_ms {
+            return Err(StageBuildError::Setting(format!(
+                "`redrive_after_ms` = {grace_ms} must be at least twice the downstream aggregate's `flush_interval_ms` ({flush_interval_ms}): a shorter grace re-ships what live instances still hold"
+            )));
+        }
+        // Marks are kept when a Kafka producer downstream settles them (and
+        // so when the data leaves this process before it is durable).
+        let marks = store.keeps_marks() && cx.reached(|config| matches!(config, StageConfig::KafkaBatch(_))).is_some();
+        let redrive = (self.redrive && marks).then(|| Redrive {
+            store: store.clone(),
+            shards,
+            grace: Duration::from_millis(grace_ms),
+            every: Duration::from_millis(self.redrive_every_ms),
+        });
         let backend = if cx.embedded() { "the embedded store" } else { "redis" };
         Ok(Box::new(RealtimeStage {
             store,
@@ -117,6 +156,8 @@ impl RealtimeConfig {
             max_in_flight: self.max_in_flight_commits,
             linger: Duration::from_micros(self.group_commit_linger_us),
             readiness: Some(cx.admin.health.dependency(backend)),
+            marks,
+            redrive,
         }))
     }
 }

@@ -39,3 +39,93 @@ impl FirstWatchBroadcast<'_> {
         }
     }
 }
+
+/// One re-drive pass over a shard claimed stale marks.
+pub(crate) struct MarksRedriven<'a> {
+    pub stage: &'a str,
+    pub shard: u32,
+    /// Users whose marks were claimed.
+    pub users: usize,
+    /// Marks claimed.
+    pub items: usize,
+    /// Marks dropped: their record had expired.
+    pub missing: usize,
+}
+
+impl MarksRedriven<'_> {
+    /// `histflow_redrive_users_total`.
+    const USERS: &'static str = "histflow_redrive_users_total";
+    /// `histflow_redrive_items_total`.
+    const ITEMS: &'static str = "histflow_redrive_items_total";
+    /// `histflow_redrive_missing_total`.
+    const MISSING: &'static str = "histflow_redrive_missing_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::USERS).increment(self.users as u64);
+        metrics::counter!(Self::ITEMS).increment(self.items as u64);
+        metrics::counter!(Self::MISSING).increment(self.missing as u64);
+        // A warning: something that acknowledged these never handed them
+        // on (a kill, a cut drain, a lost reply).
+        tracing::warn!(
+            stage = self.stage,
+            shard = self.shard,
+            users = self.users,
+            items = self.items,
+            missing = self.missing,
+            "re-driving marks older than the grace (acknowledged, never settled by a delivery)"
+        );
+    }
+}
+
+/// A re-drive could not look at a shard's marks (it tries again next pass).
+pub(crate) struct RedriveFailed<'a> {
+    pub stage: &'a str,
+    pub shard: u32,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl RedriveFailed<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(stage = self.stage, shard = self.shard, error = %self.error, "re-drive pass failed; trying again next pass");
+    }
+}
+
+/// A claimed record could not be decoded: dropped from the marks, logged.
+pub(crate) struct RedriveUndecodable<'a> {
+    pub stage: &'a str,
+    pub uid: u64,
+    pub item: &'a str,
+    pub error: &'a str,
+}
+
+impl RedriveUndecodable<'_> {
+    pub fn emit(&self) {
+        tracing::error!(
+            stage = self.stage,
+            uid = self.uid,
+            item = self.item,
+            error = self.error,
+            "a re-driven record cannot be decoded; not shipped"
+        );
+    }
+}
+
+/// The marks were measured (each re-drive pass).
+pub(crate) struct MarksMeasured {
+    /// Users in the re-drive index.
+    pub users: u64,
+    /// Age of the index's oldest entry, seconds (0: none).
+    pub oldest_age_s: f64,
+}
+
+impl MarksMeasured {
+    /// `histflow_marks_pending_users`.
+    const USERS: &'static str = "histflow_marks_pending_users";
+    /// `histflow_marks_oldest_age_seconds`.
+    const OLDEST: &'static str = "histflow_marks_oldest_age_seconds";
+
+    pub fn emit(&self) {
+        metrics::gauge!(Self::USERS).set(self.users as f64);
+        metrics::gauge!(Self::OLDEST).set(self.oldest_age_s);
+    }
+}

@@ -1,11 +1,13 @@
 //! The `realtime` stage: makes every report readable at once (last write
-//! wins, timeline, record, trim, pause, first watch of the day, dirty mark)
-//! before the HTTP answer, then forwards what it recorded. The rules
-//! themselves live with the user-state store (`backends::user_state`).
+//! wins, timeline, record, trim, pause, first watch of the day, and the
+//! pending mark) before the HTTP answer, then forwards what it recorded,
+//! and re-drives what some instance acknowledged and never handed on. The
+//! rules themselves live with the user-state store (`backends::user_state`).
 //!
 //! - `config`: the stage's topology fields, and how the stage is built.
 //! - `group`: a commit's upserts grouped per user, in request order.
 //! - `stage`: the group-commit loop.
+//! - `redrive`: claiming stale marks and shipping them again.
 //! - `broadcast`: the first-watch message.
 //! - `events`: what the stage reports.
 
@@ -13,6 +15,7 @@ pub mod broadcast;
 mod config;
 mod events;
 pub mod group;
+pub mod redrive;
 pub mod stage;
 
 pub use config::RealtimeConfig;

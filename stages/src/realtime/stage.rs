@@ -8,7 +8,8 @@
 //! finish in order: each request's ack gets its own events' results, the
 //! recorded events go downstream, first watches are broadcast. A failed
 //! commit answers its requests with an error (503), forwards nothing, and
-//! the connection manager reconnects behind it.
+//! the connection manager reconnects behind it. (What such a commit did
+//! apply is marked all the same, and the re-drive ships it.)
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use pipeline::{Input, Stage, StageContext, StageFuture};
 use super::broadcast::Broadcast;
 use super::events::CommitFailed;
 use super::group::{group_by_user, Placement};
+use super::redrive::Redrive;
 
 /// A built realtime stage.
 pub struct RealtimeStage {
@@ -34,7 +36,7 @@ pub struct RealtimeStage {
     pub max_items: usize,
     /// Key expiry after inactivity (longest business retention), seconds.
     pub ttl_s: u64,
-    /// Shards of the downstream aggregate (dirty sets).
+    /// Shards of the downstream aggregate (re-drive index).
     pub shards: u32,
     /// Most events per commit.
     pub max_events: usize,
@@ -44,6 +46,10 @@ pub struct RealtimeStage {
     pub linger: Duration,
     /// Readiness: whether the store answers (probed every second).
     pub readiness: Option<Dependency>,
+    /// Keep marks (a Kafka producer downstream settles them).
+    pub marks: bool,
+    /// The re-drive of stale marks; `None`: off.
+    pub redrive: Option<Redrive>,
 }
 
 /// Stops a background task when dropped.
@@ -103,8 +109,14 @@ impl RealtimeStage {
     fn commit(&self, batches: Vec<Batch>) -> BoxFuture<'static, Committed> {
         let store = self.store.clone();
         let now = model::now_ms();
-        let params =
-            WriteParams { max_items: self.max_items, ttl_s: self.ttl_s, today: keys::utc_day(now), now_ms: now, shards: self.shards };
+        let params = WriteParams {
+            max_items: self.max_items,
+            ttl_s: self.ttl_s,
+            today: keys::utc_day(now),
+            now_ms: now,
+            shards: self.shards,
+            marks: self.marks,
+        };
         async move {
             let (users, placement) = group_by_user(batches.iter().map(|batch| batch.ops.as_slice()));
             let outcome = match store.write(&users, params).await {
@@ -117,7 +129,7 @@ impl RealtimeStage {
             // Deletes, clears and switches (from the read-and-mutation
             // API), after the upserts, in arrival order.
             let mutations: Vec<&Op> = batches.iter().flat_map(|batch| batch.ops.iter()).filter(|op| is_mutation(op)).collect();
-            let mutated = if mutations.is_empty() { Ok(Vec::new()) } else { store.mutate(&mutations, params.ttl_s).await };
+            let mutated = if mutations.is_empty() { Ok(Vec::new()) } else { store.mutate(&mutations, params).await };
             Committed { batches, placement, outcome, mutated, today: params.today }
         }
         .boxed()
@@ -209,6 +221,7 @@ impl Stage<Batch> for RealtimeStage {
                     }
                 }))
             });
+            let _redrive = self.redrive.clone().map(|redrive| AbortOnDrop(tokio::spawn(redrive.run(cx.name.clone(), cx.output.clone()))));
             let mut in_flight: FuturesOrdered<BoxFuture<'static, Committed>> = FuturesOrdered::new();
             let mut open = true;
             loop {
