@@ -38,6 +38,7 @@ const FLUSH_INTERVAL_MS: u64 = 1000;
 const GRACE_MS: u64 = 2500;
 
 /// Where a topology's stages point.
+#[derive(Clone, Copy)]
 struct Wiring<'a> {
     /// The service's ingest port.
     http: u16,
@@ -59,61 +60,21 @@ struct Wiring<'a> {
 /// Both roles' topology: a short aggregate window and a short grace.
 fn topology(wiring: &Wiring<'_>, compat: &TestCompat) -> String {
     let redrive = std::env::var("HISTFLOW_TEST_REDRIVE").map_or(true, |value| value != "off");
-    let Wiring { http, realtime_redis, redis_db, brokers, topic, payload, shutdown_timeout_ms } = wiring;
-    format!(
-        r#"
-[pipeline]
-shutdown_timeout_ms = {shutdown_timeout_ms}
-admin_listen = "${{ADMIN_ADDR}}"
-
-[businesses]
-archive = {{ id = 1, retention_days = 1 }}
-
-[[stages]]
-name = "ingest"
-type = "http_ingest"
-listen = "127.0.0.1:{http}"
-request_timeout_ms = 8000
-
-[[stages]]
-name = "realtime"
-type = "realtime"
-inputs = ["ingest"]
-redis_url = "{realtime_redis}/{redis_db}"
-redrive = {redrive}
-redrive_after_ms = {GRACE_MS}
-redrive_every_ms = 200
-
-[[stages]]
-name = "aggregate"
-type = "aggregate"
-inputs = ["realtime"]
-flush_interval_ms = {FLUSH_INTERVAL_MS}
-flush_max_entries = 100000
-
-[[stages]]
-name = "kafka_batch"
-type = "kafka_batch"
-inputs = ["aggregate"]
-brokers = "{brokers}"
-topic = "{topic}"
-consumer_group = "{topic}-job"
-dead_letter_topic = "{topic}-dlq"
-consumer_instance_id = "{topic}-job-1"
-payload = "{payload}"
-partitions = 2
-
-[[stages]]
-name = "persist"
-type = "persist"
-inputs = ["kafka_batch"]
-hbase_thrift = "{compat}"
-redis_url = "{redis}/{redis_db}"
-flush_interval_ms = 100
-"#,
-        compat = compat.address(),
-        redis = common::redis_url().trim_end_matches('/'),
-    )
+    let Wiring { http, realtime_redis, redis_db, brokers, topic, payload, shutdown_timeout_ms } = *wiring;
+    common::StackTopology {
+        http,
+        compat,
+        realtime_redis: format!("{realtime_redis}/{redis_db}"),
+        job_redis: Some(format!("{}/{redis_db}", common::redis_url().trim_end_matches('/'))),
+        brokers: brokers.to_owned(),
+        topic,
+        payload,
+        shutdown_timeout_ms,
+        request_timeout_ms: 8000,
+        aggregate_flush_ms: FLUSH_INTERVAL_MS,
+        realtime_extra: format!("redrive = {redrive}\nredrive_after_ms = {GRACE_MS}\nredrive_every_ms = 200"),
+    }
+    .render()
 }
 
 /// Posts one event per user of `uids`, each a new item `archive:{oid}` at

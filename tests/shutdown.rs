@@ -19,56 +19,20 @@ use serde_json::{json, Value};
 /// a test), so what the service acknowledged reaches Kafka only through a
 /// drained shutdown's final flush.
 fn topology(http: u16, compat: &TestCompat, topic: &str, aggregate_flush_ms: u64) -> String {
-    let (redis, brokers) = (common::redis_url(), common::kafka_brokers());
-    format!(
-        r#"
-[pipeline]
-shutdown_timeout_ms = 15000
-admin_listen = "${{ADMIN_ADDR}}"
-
-[businesses]
-archive = {{ id = 1, retention_days = 1 }}
-
-[[stages]]
-name = "ingest"
-type = "http_ingest"
-listen = "127.0.0.1:{http}"
-request_timeout_ms = 2000
-
-[[stages]]
-name = "realtime"
-type = "realtime"
-inputs = ["ingest"]
-redis_url = "{redis}"
-
-[[stages]]
-name = "aggregate"
-type = "aggregate"
-inputs = ["realtime"]
-flush_interval_ms = {aggregate_flush_ms}
-flush_max_entries = 100000
-
-[[stages]]
-name = "kafka_batch"
-type = "kafka_batch"
-inputs = ["aggregate"]
-brokers = "{brokers}"
-topic = "{topic}"
-consumer_group = "{topic}-job"
-dead_letter_topic = "{topic}-dlq"
-consumer_instance_id = "{topic}-job-1"
-payload = "full"
-partitions = 2
-
-[[stages]]
-name = "persist"
-type = "persist"
-inputs = ["kafka_batch"]
-hbase_thrift = "{compat}"
-flush_interval_ms = 100
-"#,
-        compat = compat.address()
-    )
+    common::StackTopology {
+        http,
+        compat,
+        realtime_redis: common::redis_url(),
+        job_redis: None,
+        brokers: common::kafka_brokers(),
+        topic,
+        payload: "full",
+        shutdown_timeout_ms: 15000,
+        request_timeout_ms: 2000,
+        aggregate_flush_ms,
+        realtime_extra: String::new(),
+    }
+    .render()
 }
 
 /// Posts one event per user in `users`, all at `view_at`; returns the

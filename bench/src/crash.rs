@@ -6,7 +6,9 @@
 //! report against it: durable means the item's cell holds the newest
 //! view_at a 200 `recorded: true` acknowledged (or a newer one).
 //!
-//! Reported: reports acknowledged, durable and lost; the service's
+//! Reported: reports acknowledged, durable and lost; what the services'
+//! re-drives shipped again (summed from their logs: a killed process takes
+//! its counters with it); the service's
 //! restarts and how long each took until `/readyz`; the time from the last
 //! restart until everything acknowledged was durable (or until the table
 //! stopped changing); the load's latency p99 overall and for requests
@@ -153,6 +155,7 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
         load.recovery_latency.lock().unwrap_or_else(PoisonError::into_inner).clone(),
     );
     let restart_ms: Vec<u64> = restarts.iter().map(|restart| restart.took.as_millis() as u64).collect();
+    let redriven = redriven_from_logs(dir.path());
     let figures = json!({
         "topology": options.topology.display().to_string(),
         "rate_events_per_s": options.rate,
@@ -165,6 +168,8 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
         "acknowledged": acknowledged,
         "durable": durable,
         "lost": lost,
+        "redriven_users": redriven.users,
+        "redriven_items": redriven.items,
         "failed_requests": load.failed.load(Ordering::Relaxed),
         "settled_after_last_restart_s": settled_after.map(|after| after.as_secs_f64()),
         "p99_ms": ms(&latency, 0.99),
@@ -174,6 +179,7 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
     println!("acknowledged:        {acknowledged} (user, item) reports, newest view each");
     println!("durable:             {durable}");
     println!("lost:                {lost}");
+    println!("re-driven:           {} marks of {} users (claimed by the services' re-drives)", redriven.items, redriven.users);
     println!("failed requests:     {} (not acknowledged; a client would retry)", load.failed.load(Ordering::Relaxed));
     match settled_after {
         Some(after) => println!("all durable:         {:.1} s after the last restart was ready", after.as_secs_f64()),
@@ -339,4 +345,35 @@ async fn settle(options: &Options, hbase_port: u16, load: &Load, last_restart: I
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+/// What the services' re-drives claimed, over all their lives.
+#[derive(Debug, Default)]
+struct RedrivenTotal {
+    users: u64,
+    items: u64,
+}
+
+/// Sums the `users=` and `items=` of every re-drive line in the services'
+/// logs (`service-*.log` in `dir`).
+fn redriven_from_logs(dir: &std::path::Path) -> RedrivenTotal {
+    let mut total = RedrivenTotal::default();
+    let Ok(entries) = std::fs::read_dir(dir) else { return total };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("service-") && name.ends_with(".log")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines().filter(|line| line.contains("re-driving marks")) {
+            total.users += field_of(line, "users=");
+            total.items += field_of(line, "items=");
+        }
+    }
+    total
+}
+
+/// The number after `key` in a log line (0 if absent).
+fn field_of(line: &str, key: &str) -> u64 {
+    line.split_whitespace().find_map(|word| word.strip_prefix(key)).and_then(|value| value.parse().ok()).unwrap_or(0)
 }

@@ -505,3 +505,95 @@ pub async fn until_durable(compat: &TestCompat, acknowledged: &std::collections:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A whole-stack topology (service and job roles) for the end-to-end
+/// tests; its fields are what the tests vary.
+pub struct StackTopology<'a> {
+    /// The service's ingest port.
+    pub http: u16,
+    /// The history table.
+    pub compat: &'a TestCompat,
+    /// The realtime stage's Redis URL.
+    pub realtime_redis: String,
+    /// The job's Redis URL (`ids` re-reads), if it has one.
+    pub job_redis: Option<String>,
+    /// The brokers.
+    pub brokers: String,
+    /// The merge topic (and the names of the job's group, its dead-letter
+    /// topic and its static member id, made from it).
+    pub topic: &'a str,
+    /// `ids` or `full`.
+    pub payload: &'a str,
+    /// The drain's deadline.
+    pub shutdown_timeout_ms: u64,
+    /// How long ingest waits for a request's realtime write.
+    pub request_timeout_ms: u64,
+    /// The aggregate's window.
+    pub aggregate_flush_ms: u64,
+    /// Further lines of the realtime stage.
+    pub realtime_extra: String,
+}
+
+impl StackTopology<'_> {
+    /// The topology's text; `admin_listen` is `${ADMIN_ADDR}` (see
+    /// [`start_role`]).
+    pub fn render(&self) -> String {
+        let StackTopology { http, compat, realtime_redis, job_redis, brokers, topic, payload, .. } = self;
+        let job_redis = job_redis.as_ref().map(|url| format!("redis_url = \"{url}\"")).unwrap_or_default();
+        format!(
+            r#"
+[pipeline]
+shutdown_timeout_ms = {shutdown}
+admin_listen = "${{ADMIN_ADDR}}"
+
+[businesses]
+archive = {{ id = 1, retention_days = 1 }}
+
+[[stages]]
+name = "ingest"
+type = "http_ingest"
+listen = "127.0.0.1:{http}"
+request_timeout_ms = {request}
+
+[[stages]]
+name = "realtime"
+type = "realtime"
+inputs = ["ingest"]
+redis_url = "{realtime_redis}"
+{realtime_extra}
+
+[[stages]]
+name = "aggregate"
+type = "aggregate"
+inputs = ["realtime"]
+flush_interval_ms = {flush}
+flush_max_entries = 100000
+
+[[stages]]
+name = "kafka_batch"
+type = "kafka_batch"
+inputs = ["aggregate"]
+brokers = "{brokers}"
+topic = "{topic}"
+consumer_group = "{topic}-job"
+dead_letter_topic = "{topic}-dlq"
+consumer_instance_id = "{topic}-job-1"
+payload = "{payload}"
+partitions = 2
+
+[[stages]]
+name = "persist"
+type = "persist"
+inputs = ["kafka_batch"]
+hbase_thrift = "{compat}"
+{job_redis}
+flush_interval_ms = 100
+"#,
+            shutdown = self.shutdown_timeout_ms,
+            request = self.request_timeout_ms,
+            realtime_extra = self.realtime_extra,
+            flush = self.aggregate_flush_ms,
+            compat = compat.address(),
+        )
+    }
+}

@@ -151,7 +151,10 @@ async fn all_runs(options: &Options) -> anyhow::Result<()> {
             runs.push(run_stack(options, &histflow, &topology).await?);
         }
         if options.redis_ceiling {
-            runs.push(redis_ceiling(options).await?);
+            // With the marks (what the service writes), and without them:
+            // what the guarantee costs Redis.
+            runs.push(redis_ceiling(options, true).await?);
+            runs.push(redis_ceiling(options, false).await?);
         }
     }
     report::print(&runs, options);
@@ -336,8 +339,8 @@ async fn wait_durable(options: &Options, http: &reqwest::Client, service: &str, 
     }
 }
 
-/// The Redis ceiling on a fresh Redis.
-async fn redis_ceiling(options: &Options) -> anyhow::Result<Figures> {
+/// The Redis ceiling on a fresh Redis, with or without the marks.
+async fn redis_ceiling(options: &Options, marks: bool) -> anyhow::Result<Figures> {
     let dir = tempfile::Builder::new().prefix("histflow-bench-").tempdir()?;
     let port = free_port()?;
     let mut redis = Command::new("redis-server");
@@ -346,7 +349,7 @@ async fn redis_ceiling(options: &Options) -> anyhow::Result<Figures> {
     let bar = ProgressBar::new_spinner();
     bar.set_message("redis ceiling: the realtime write pipelined straight at Redis");
     bar.enable_steady_tick(Duration::from_millis(200));
-    let events_per_sec = ceiling::measure(&format!("redis://127.0.0.1:{port}"), &options.shape(), options.duration).await?;
+    let events_per_sec = ceiling::measure(&format!("redis://127.0.0.1:{port}"), &options.shape(), options.duration, marks).await?;
     bar.finish_and_clear();
-    Ok(Figures::ceiling(events_per_sec))
+    Ok(Figures::ceiling(if marks { "redis-ceiling" } else { "redis-ceiling-no-marks" }, events_per_sec))
 }

@@ -15,7 +15,7 @@ use super::Options;
 #[derive(Debug, Serialize)]
 pub struct Figures {
     /// The topology's file stem (`topology`, `naive`, `ingest-only`), or
-    /// `redis-ceiling`.
+    /// `redis-ceiling` (or `redis-ceiling-no-marks`).
     pub topology: String,
     /// Events per request.
     pub batch: usize,
@@ -131,9 +131,9 @@ impl Figures {
     }
 
     /// The Redis ceiling's figures (events/s only).
-    pub fn ceiling(events_per_sec: f64) -> Self {
+    pub fn ceiling(name: &str, events_per_sec: f64) -> Self {
         Figures {
-            topology: "redis-ceiling".to_owned(),
+            topology: name.to_owned(),
             batch: 0,
             mode: "closed",
             rate: None,
@@ -182,7 +182,7 @@ pub fn print(runs: &[Figures], options: &Options) {
         options.duration
     );
     println!(
-        "{:<14} {:>11} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>9} {:>8} {:>7} {:>10}",
+        "{:<22} {:>11} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>9} {:>8} {:>7} {:>10}",
         "topology",
         "events/s",
         "req/s",
@@ -206,7 +206,7 @@ pub fn print(runs: &[Figures], options: &Options) {
             None => "-".to_owned(),
         };
         println!(
-            "{:<14} {:>11.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>8} {:>8} {:>9} {:>8} {:>7} {:>10}",
+            "{:<22} {:>11.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>8} {:>8} {:>9} {:>8} {:>7} {:>10}",
             run.topology,
             run.events_per_sec,
             run.requests_per_sec,
@@ -237,6 +237,9 @@ pub fn print(runs: &[Figures], options: &Options) {
         if let Some(ceiling) = find("redis-ceiling") {
             println!("histflow / Redis ceiling (events/s):   {:.2}", histflow.events_per_sec / ceiling.events_per_sec.max(1e-9));
         }
+    }
+    if let (Some(marked), Some(unmarked)) = (find("redis-ceiling"), find("redis-ceiling-no-marks")) {
+        println!("Redis ceiling with / without marks:    {:.2}", marked.events_per_sec / unmarked.events_per_sec.max(1e-9));
     }
 }
 
