@@ -379,6 +379,14 @@ async fn after_a_redis_loss_history_progress_and_pause_come_from_hbase_and_delet
     assert_eq!(progress["items"]["archive:9"], Value::Null);
     let (_, recording) = api.get(&format!("/v1/users/{uid}/recording")).await;
     assert_eq!(recording, json!({"paused": true}), "the pause survives the Redis loss");
+    // Reads create no state: neither of this user, whom only HBase knows,
+    // nor of users nobody knows.
+    for stranger in uid + 1..uid + 20 {
+        assert_eq!(api.get(&format!("/v1/users/{stranger}/history")).await.0, 200);
+    }
+    assert_eq!(self::oids(&api, uid).await, vec![5, 4, 2, 1]);
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut connection).await.unwrap();
+    assert!(keys.is_empty(), "reads created Redis keys: {keys:?}");
 }
 
 /// The oids of `uid`'s first history page.

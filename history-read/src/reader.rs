@@ -36,8 +36,6 @@ pub struct HistoryReader {
     pub table: Option<HistoryTable>,
     /// Progress look-ups fall back to the history table.
     pub progress_fallback: bool,
-    /// Key expiry (for a meta hash a read creates), seconds.
-    pub ttl_s: u64,
     /// Note "HBase holds nothing more" for a user (the job voids the note
     /// when it writes the user's records, so it needs the realtime store).
     pub note_checks: bool,
@@ -125,7 +123,7 @@ impl HistoryReader {
         if found.all_in_redis {
             // Nothing in HBase that Redis lacks: later short pages skip HBase
             // until a trim or the job's next write of the user voids the note.
-            let noted = if self.note_checks { self.store.mark_hbase_checked(uid, &meta.check_token, self.ttl_s).await } else { Ok(()) };
+            let noted = if self.note_checks { self.store.mark_hbase_checked(uid, &meta.check_token).await } else { Ok(()) };
             if let Err(error) = noted {
                 tracing::debug!(uid, %error, "could not note the HBase check; the next short page reads HBase again");
             }

@@ -69,8 +69,7 @@ impl EmbeddedStore {
 
     pub(super) fn mark_hbase_checked(&self, uid: u64, token: &str) {
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-        let user = users.entry(uid).or_default();
-        if meta_of(user).check_token == token {
+        if let Some(user) = users.get_mut(&uid).filter(|user| meta_of(user).check_token == token) {
             user.hbase_checked = Some(token.to_owned());
         }
     }

@@ -156,10 +156,11 @@ impl UserStore {
     }
 
     /// Notes that HBase holds nothing `uid`'s timeline lacks, as of the
-    /// check token a read saw (ignored if a trim or a job write moved it).
-    pub async fn mark_hbase_checked(&self, uid: u64, token: &str, ttl_s: u64) -> Result<(), StoreError> {
+    /// check token a read saw (ignored if a trim or a job write moved it,
+    /// or the store holds nothing of the user: a read creates no state).
+    pub async fn mark_hbase_checked(&self, uid: u64, token: &str) -> Result<(), StoreError> {
         match self {
-            UserStore::Redis(redis) => redis.mark_hbase_checked(uid, token, ttl_s).await,
+            UserStore::Redis(redis) => redis.mark_hbase_checked(uid, token).await,
             UserStore::Embedded(store) => {
                 store.mark_hbase_checked(uid, token);
                 Ok(())

@@ -234,9 +234,9 @@ impl RedisStore {
         Ok((UserMeta::parse(meta_values, exists > 0), markers))
     }
 
-    pub(super) async fn mark_hbase_checked(&self, uid: u64, token: &str, ttl_s: u64) -> Result<(), StoreError> {
+    pub(super) async fn mark_hbase_checked(&self, uid: u64, token: &str) -> Result<(), StoreError> {
         let mut invocation = self.scripts.mark_checked.key(keys::meta(uid));
-        invocation.arg(token).arg(ttl_s);
+        invocation.arg(token);
         let mut connection = self.connection.clone();
         invocation.invoke_async::<i64>(&mut connection).await.map(drop).map_err(store_error)
     }
