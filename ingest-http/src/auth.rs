@@ -1,8 +1,11 @@
 //! Bearer-token clients from `[[auth.clients]]`, each with its own rate
-//! limit. With no clients configured the API is open.
+//! limit. With no clients configured the API is open. A presented token is
+//! compared with every client's in constant time, and no token is ever
+//! printed (not even by `Debug`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
 
 use pipeline::rate_limit::RateLimit;
 use pipeline::topology::Auth;
@@ -37,31 +40,39 @@ impl Client {
     }
 }
 
-/// The clients, by token.
-#[derive(Debug, Default)]
+/// The clients and their tokens.
+#[derive(Default)]
 pub struct Clients {
-    by_token: HashMap<String, Arc<Client>>,
+    /// (token, client), in `[[auth.clients]]` order.
+    tokens: Vec<(Vec<u8>, Arc<Client>)>,
+}
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: never a token.
+        f.debug_list().entries(self.tokens.iter().map(|(_, client)| &client.name)).finish()
+    }
 }
 
 impl Clients {
     /// Clients of the `[auth]` section.
     pub fn new(auth: &Auth) -> Self {
-        let by_token = auth
+        let tokens = auth
             .clients
             .iter()
             .map(|client| {
                 (
-                    client.token.clone(),
+                    client.token.as_bytes().to_vec(),
                     Arc::new(Client { name: client.name.clone(), limit: client.rate_limit.as_ref().map(RateLimit::new) }),
                 )
             })
             .collect();
-        Clients { by_token }
+        Clients { tokens }
     }
 
     /// Whether anyone may call without a token.
     pub fn is_open(&self) -> bool {
-        self.by_token.is_empty()
+        self.tokens.is_empty()
     }
 
     /// The caller, from an `Authorization` value (`Bearer <token>`), as
@@ -74,6 +85,41 @@ impl Clients {
             .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;
-        self.by_token.get(token).cloned().map(Some).ok_or(ApiError::Unauthorized)
+        // Every token is compared, each in constant time, so the answer's
+        // timing says nothing about how close a guess came.
+        let mut found = None;
+        for (known, client) in &self.tokens {
+            if bool::from(known.as_slice().ct_eq(token.as_bytes())) {
+                found = Some(client.clone());
+            }
+        }
+        found.map(Some).ok_or(ApiError::Unauthorized)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipeline::topology::AuthClient;
+
+    fn clients() -> Clients {
+        let client = |name: &str, token: &str| AuthClient { name: name.into(), token: token.into(), rate_limit: None };
+        Clients::new(&Auth { clients: vec![client("app", "secret-app-token"), client("admin", "secret-admin-token")] })
+    }
+
+    #[test]
+    fn the_right_token_names_its_client_and_any_other_is_refused() {
+        let clients = clients();
+        let found = clients.authenticate(Some("Bearer secret-admin-token")).unwrap().unwrap();
+        assert_eq!(found.name, "admin");
+        for wrong in [None, Some("Bearer secret-app-toke"), Some("Bearer secret-app-token2"), Some("secret-app-token"), Some("Bearer ")] {
+            assert!(matches!(clients.authenticate(wrong), Err(ApiError::Unauthorized)), "{wrong:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_token() {
+        let printed = format!("{:?}", clients());
+        assert!(printed.contains("app") && !printed.contains("secret"), "{printed}");
     }
 }

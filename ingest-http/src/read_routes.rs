@@ -141,15 +141,22 @@ async fn get_recording(
     Ok(Json(RecordingBody { paused }))
 }
 
+/// Most bytes of a `PUT /recording` body (`{"paused": false}` is 17).
+const RECORDING_BODY_BYTES: usize = 256;
+
 async fn put_recording(
     State(state): State<IngestState>,
     headers: HeaderMap,
     Path(uid): Path<String>,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<RecordingBody>, ApiError> {
     let api = &state.api;
+    // The token first: nobody unauthenticated makes the server read a body.
     admit(api, &headers)?;
     let uid = params::uid(&uid)?;
+    let body = axum::body::to_bytes(body, RECORDING_BODY_BYTES)
+        .await
+        .map_err(|error| ApiError::TooLarge(format!("a recording switch is at most {RECORDING_BODY_BYTES} bytes: {error}")))?;
     let wanted: RecordingBody = serde_json::from_slice(&body).map_err(|error| ApiError::InvalidParameter {
         code: "invalid_body",
         message: format!("the body must be {{\"paused\": true|false}}: {error}"),

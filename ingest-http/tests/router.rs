@@ -215,3 +215,15 @@ fn made_up_methods_do_not_grow_the_request_metrics() {
     let series = handle.render().lines().filter(|line| line.starts_with("histflow_http_requests_total{")).count();
     assert_eq!(series, 1, "{}", handle.render());
 }
+
+#[tokio::test]
+async fn a_recording_switch_without_a_token_is_refused_before_its_body_is_read() {
+    let (router, _input) = router(with_client(None), 16, WhenFull::Reject, Health::default());
+    // A body that never arrives: only a refusal that does not read it can
+    // answer.
+    let endless = Body::from_stream(futures::stream::pending::<Result<axum::body::Bytes, std::io::Error>>());
+    let request = Request::put("/v1/users/7/recording").header(header::CONTENT_TYPE, "application/json").body(endless).unwrap();
+    let answered = tokio::time::timeout(Duration::from_secs(5), send(&router, request)).await;
+    let (status, _, body) = answered.expect("the server waited for the body of an unauthenticated request");
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+}
