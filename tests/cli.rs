@@ -58,3 +58,47 @@ fn run_refuses_what_cannot_run_naming_every_stage() {
     assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains("stage `kafka_batch`: under --embedded the in-process queue stands in for Kafka and cannot cross processes; run with --role all"), "{stderr}");
 }
+
+#[test]
+fn run_refuses_an_open_api_other_machines_can_reach_unless_told() {
+    let shipped = std::fs::read_to_string(repo_root().join("topology.toml")).unwrap();
+    let open = shipped.replace("${HTTP_ADDR:-127.0.0.1:8080}", &format!("0.0.0.0:{}", common::free_port()));
+    assert_ne!(open, shipped, "the shipped topology's listen address moved; update this test");
+    let (_dir, path) = common::temp_file("open.toml", &open);
+    let output = histflow().args(["run", "--embedded"]).arg(&path).output().unwrap();
+    let (_, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("`listen` is reachable from other machines and [auth] has no clients"), "{stderr}");
+
+    // Said so in [auth]: it starts (and is stopped at once).
+    let allowed = open.replacen("[[stages]]", "[auth]\nallow_unauthenticated = true\n\n[[stages]]", 1);
+    let (_dir, path) = common::temp_file("allowed.toml", &allowed);
+    let mut child = histflow()
+        .args(["run", "--embedded"])
+        .arg(&path)
+        .env("ADMIN_ADDR", format!("127.0.0.1:{}", common::free_port()))
+        .env("GRPC_ADDR", format!("127.0.0.1:{}", common::free_port()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let started = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Err(status);
+        }
+        if open_port_of(&allowed) {
+            break Ok(());
+        }
+        assert!(std::time::Instant::now() < deadline, "not listening within 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    common::signal(child.id(), "TERM");
+    let output = child.wait_with_output().unwrap();
+    assert!(started.is_ok(), "refused although allowed: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Whether the `listen = "0.0.0.0:PORT"` of `topology` accepts connections.
+fn open_port_of(topology: &str) -> bool {
+    let port = topology.split("listen = \"0.0.0.0:").nth(1).and_then(|rest| rest.split('"').next()).and_then(|port| port.parse().ok());
+    port.is_some_and(common::tcp_open)
+}

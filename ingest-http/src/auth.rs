@@ -104,7 +104,10 @@ mod tests {
 
     fn clients() -> Clients {
         let client = |name: &str, token: &str| AuthClient { name: name.into(), token: token.into(), rate_limit: None };
-        Clients::new(&Auth { clients: vec![client("app", "secret-app-token"), client("admin", "secret-admin-token")] })
+        Clients::new(&Auth {
+            clients: vec![client("app", "secret-app-token"), client("admin", "secret-admin-token")],
+            allow_unauthenticated: false,
+        })
     }
 
     #[test]

@@ -61,6 +61,15 @@ impl HttpIngestStage {
     ) -> Result<Self, String> {
         let listener = bind(&config.listen)?;
         let grpc_listener = config.grpc_listen.as_deref().map(bind).transpose()?;
+        if auth.clients.is_empty() && !auth.allow_unauthenticated {
+            for (field, bound) in std::iter::once(("listen", &listener)).chain(grpc_listener.iter().map(|grpc| ("grpc_listen", grpc))) {
+                if bound.local_addr().is_ok_and(|address| !address.ip().is_loopback()) {
+                    return Err(format!(
+                        "`{field}` is reachable from other machines and [auth] has no clients, so anyone could write and delete any user's history: add [[auth.clients]], listen on loopback, or set `allow_unauthenticated = true` in [auth]"
+                    ));
+                }
+            }
+        }
         let accepted: HashSet<String> = match &config.businesses {
             Some(names) => names.iter().cloned().collect(),
             None => businesses.keys().cloned().collect(),

@@ -33,7 +33,7 @@ fn settings() -> IngestSettings {
 }
 
 fn with_client(rate_limit: Option<RateLimitSpec>) -> Clients {
-    Clients::new(&Auth { clients: vec![AuthClient { name: "web".into(), token: TOKEN.into(), rate_limit }] })
+    Clients::new(&Auth { clients: vec![AuthClient { name: "web".into(), token: TOKEN.into(), rate_limit }], allow_unauthenticated: false })
 }
 
 /// A router whose downstream edge holds `capacity` events with `when_full`.

@@ -155,13 +155,18 @@ fn default_admin_listen() -> String {
 }
 
 /// `[auth]`: who may call the APIs. No clients: the APIs are open (a
-/// warning is logged at start-up).
+/// warning is logged at start-up), which `histflow run` allows only on
+/// loopback listeners unless `allow_unauthenticated` says so.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
     /// `[[auth.clients]]`.
     #[serde(default)]
     pub clients: Vec<AuthClient>,
+    /// Serve an open API (no clients) on a listener other machines can
+    /// reach; without it such a topology is refused at start.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
 }
 
 /// One API client.
