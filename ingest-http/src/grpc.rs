@@ -4,7 +4,8 @@
 //!
 //! Auth reads `authorization: Bearer <token>` from each call's metadata.
 //! tonic does not expose a connection to hang a check on, so the check runs
-//! per call; it is one hash look-up.
+//! per call. A call is charged one unit to the client's rate limit, except
+//! `DeleteHistories`, charged per item.
 
 use std::sync::Arc;
 
@@ -136,7 +137,10 @@ impl History for GrpcHistory {
         &self,
         request: Request<proto::DeleteHistoriesRequest>,
     ) -> Result<Response<proto::DeleteHistoriesReply>, Status> {
-        self.admit(&request, 1)?;
+        // Each item is a delete downstream (a flush and a Kafka message of
+        // its own): charged per item, as HTTP charges one item a request.
+        let units = request.get_ref().items.len().max(1);
+        self.admit(&request, units)?;
         let request = request.into_inner();
         let uid = params::uid_number(request.uid).map_err(status_of)?;
         let keys: Vec<String> = request.items.iter().map(|key| format!("{}:{}", key.business, key.oid)).collect();
@@ -165,5 +169,40 @@ impl History for GrpcHistory {
         let uid = params::uid_number(request.into_inner().uid).map_err(status_of)?;
         let paused = self.api.paused(uid).await.map_err(status_of)?;
         Ok(Response::new(proto::RecordingReply { paused }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use pipeline::topology::{Auth, AuthClient};
+    use pipeline::{RateLimitSpec, WhenFull};
+    use proto::history_server::History;
+
+    use super::*;
+    use crate::auth::Clients;
+    use crate::event::EventRules;
+    use crate::state::{IngestSettings, IngestState};
+
+    #[tokio::test]
+    async fn deleting_many_items_is_charged_per_item() {
+        let (output, _input) = pipeline::edge::channel("ingest", "realtime", 1000, WhenFull::Reject);
+        let settings = IngestSettings {
+            rules: EventRules { businesses: ["archive".to_owned()].into(), max_events: 1000, max_age_ms: Default::default() },
+            request_timeout: Duration::from_millis(200),
+            retry_after_s: 1,
+            max_body_bytes: 4096,
+        };
+        let limit = RateLimitSpec { per_second: 1, burst: Some(10) };
+        let client = AuthClient { name: "app".into(), token: "token-0123456789abcdef".into(), rate_limit: Some(limit) };
+        let clients = Clients::new(&Auth { clients: vec![client], allow_unauthenticated: false });
+        let state = IngestState::new(output, settings, clients, pipeline::health::Health::default());
+        let service = GrpcHistory { api: state.api.clone() };
+        let items = (1..=50).map(|oid| proto::ItemKey { business: "archive".into(), oid }).collect();
+        let mut request = Request::new(proto::DeleteHistoriesRequest { uid: 7, items });
+        request.metadata_mut().insert("authorization", "Bearer token-0123456789abcdef".parse().unwrap());
+        let refused = service.delete_histories(request).await.expect_err("50 deletes passed a burst of 10");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
     }
 }
