@@ -1,12 +1,15 @@
 //! `/metrics` (Prometheus text), `/healthz` (liveness) and `/readyz`
 //! (readiness), as a router the ingest server merges, or served alone on
-//! the admin address when no ingest stage runs in the process.
+//! the admin address when no ingest stage runs in the process. On the API
+//! listener, `/metrics` answers only a caller with a client's token when
+//! `[[auth.clients]]` exist.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -42,6 +45,24 @@ pub fn install_prometheus() -> Result<PrometheusHandle, metrics_exporter_prometh
 /// The admin routes.
 pub fn admin_router(state: AdminState) -> Router {
     Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state)
+}
+
+/// The admin routes as the API listener serves them: `/metrics` (which
+/// names every stage, client and error) only to a caller with a client's
+/// token when `[[auth.clients]]` exist; `/healthz` and `/readyz` stay open
+/// for probes (they answer one word). The admin listener serves all three
+/// openly ([`admin_router`]): keep it on an internal address.
+pub fn api_admin_router(state: AdminState, api: Arc<crate::api::HistoryApi>) -> Router {
+    let guarded = move |State(state): State<AdminState>, headers: HeaderMap| {
+        let api = api.clone();
+        async move {
+            match api.authenticate(crate::state::authorization(&headers)) {
+                Ok(_) => metrics(State(state)).await,
+                Err(error) => error.into_response(),
+            }
+        }
+    };
+    Router::new().route("/metrics", get(guarded)).route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state)
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
@@ -100,5 +121,27 @@ mod tests {
         health.start_draining();
         assert_eq!(get_status(router.clone(), "/readyz").await, (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into()));
         assert_eq!(get_status(router, "/healthz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_api_listener_shows_metrics_only_to_a_client() {
+        use pipeline::topology::{Auth, AuthClient};
+        let health = Health::default();
+        let (output, _input) = pipeline::edge::channel("ingest", "realtime", 16, pipeline::WhenFull::Reject);
+        let settings = crate::state::IngestSettings {
+            rules: crate::event::EventRules { businesses: Default::default(), max_events: 10, max_age_ms: Default::default() },
+            request_timeout: Duration::from_secs(1),
+            retry_after_s: 1,
+            max_body_bytes: 1024,
+        };
+        let client = AuthClient { name: "ops".into(), token: "ops-token-0123456789".into(), rate_limit: None };
+        let clients = crate::auth::Clients::new(&Auth { clients: vec![client], allow_unauthenticated: false });
+        let state = crate::state::IngestState::new(output, settings, clients, health.clone());
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let router = api_admin_router(AdminState { health, metrics: Some(recorder.handle()) }, state.api());
+        assert_eq!(get_status(router.clone(), "/metrics").await.0, StatusCode::UNAUTHORIZED);
+        let with_token = Request::get("/metrics").header(header::AUTHORIZATION, "Bearer ops-token-0123456789").body(Body::empty()).unwrap();
+        assert_eq!(router.clone().oneshot(with_token).await.unwrap().status(), StatusCode::OK);
+        assert_eq!(get_status(router, "/healthz").await.0, StatusCode::OK, "probes need no token");
     }
 }

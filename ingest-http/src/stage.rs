@@ -22,7 +22,7 @@ use model::Batch;
 use pipeline::topology::{Auth, Business};
 use pipeline::{Stage, StageContext, StageFuture};
 
-use crate::admin::{admin_router, AdminState};
+use crate::admin::{api_admin_router, AdminState};
 use crate::auth::Clients;
 use crate::config::HttpIngestConfig;
 use crate::event::EventRules;
@@ -107,7 +107,7 @@ impl Stage<Batch> for HttpIngestStage {
             let addr = listener.local_addr()?;
             let state = IngestState::with_reads(cx.output, settings, clients, admin.health.clone(), reads);
             let api = state.api();
-            let app = ingest_router(state).merge(admin_router(admin));
+            let app = ingest_router(state).merge(api_admin_router(admin, api.clone()));
             tracing::info!(stage = %cx.name, %addr, "API listening (POST /v1/events, /v1/users/..., /metrics, /healthz, /readyz)");
             let stop = cx.shutdown.clone();
             let http = async move { axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await };
