@@ -33,6 +33,44 @@ pub enum DecodeError {
     /// A merge op with no operation set.
     #[error("a merge op carries no operation")]
     EmptyOp,
+    /// A merge op no service would have sent: it can never be written.
+    #[error("merge op {index} is not valid: {problem}")]
+    InvalidOp {
+        /// Its place in the message.
+        index: usize,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// The latest instant a merge op may carry (unix ms; 2^48 - 1, the year
+/// 10889: what the aggregate's compact entries hold).
+pub const MAX_MERGE_TIME_MS: i64 = (1 << 48) - 1;
+
+/// What is wrong with a decoded merge op, if anything: a uid of 0, a time
+/// outside 1..=[`MAX_MERGE_TIME_MS`], or an item that is not
+/// `business:oid`. Such ops come only from a rogue or broken producer, and
+/// HBase would take some of them (a negative cell timestamp) for good.
+fn merge_op_problem(op: &Op) -> Option<String> {
+    let (uid, item, at) = match op {
+        Op::UpsertRef { uid, item, view_at } => (*uid, Some(item.as_str()), *view_at),
+        Op::Upsert(record) => (record.uid, None, record.view_at),
+        Op::Delete { uid, item, at } => (*uid, Some(item.as_str()), *at),
+        Op::Clear { uid, at } | Op::SetRecording { uid, at, .. } => (*uid, None, *at),
+    };
+    if uid == 0 {
+        return Some("uid 0".to_owned());
+    }
+    if !(1..=MAX_MERGE_TIME_MS).contains(&at) {
+        return Some(format!("time {at} is outside 1..={MAX_MERGE_TIME_MS}"));
+    }
+    if let Op::Upsert(record) = op {
+        if record.business.is_empty() {
+            return Some("a record without a business".to_owned());
+        }
+    }
+    let well_formed = |item: &str| item.split_once(':').is_some_and(|(business, oid)| !business.is_empty() && oid.parse::<u64>().is_ok());
+    item.filter(|item| !well_formed(item)).map(|item| format!("item {item:?} is not business:oid"))
 }
 
 /// What a merge-topic message carries for an upsert.
@@ -125,7 +163,9 @@ pub fn encode_merge_batch(shard: u32, ops: &[Op], max_message_bytes: usize) -> V
     messages
 }
 
-/// A merge-topic message: its shard and ops.
+/// A merge-topic message: its shard and ops. A message that does not
+/// decode, or carries an op no service would send, is an error (the job
+/// dead-letters it).
 pub fn decode_merge_batch(bytes: &[u8]) -> Result<(u32, Vec<Op>), DecodeError> {
     use proto::merge_op::Op as P;
     let batch = proto::MergeBatch::decode(bytes).map_err(|source| DecodeError::Protobuf { what: "MergeBatch", source })?;
@@ -142,7 +182,10 @@ pub fn decode_merge_batch(bytes: &[u8]) -> Result<(u32, Vec<Op>), DecodeError> {
             P::Clear(c) => Ok(Op::Clear { uid: c.uid, at: c.at }),
             P::Recording(r) => Ok(Op::SetRecording { uid: r.uid, paused: r.paused, at: r.at }),
         })
-        .collect::<Result<_, DecodeError>>()?;
+        .collect::<Result<Vec<Op>, DecodeError>>()?;
+    if let Some((index, problem)) = ops.iter().enumerate().find_map(|(index, op)| merge_op_problem(op).map(|problem| (index, problem))) {
+        return Err(DecodeError::InvalidOp { index, problem });
+    }
     Ok((batch.shard, ops))
 }
 
@@ -179,6 +222,27 @@ mod tests {
         assert_eq!(decode_record(&encode_record(&original)).unwrap(), original);
         let minimal = Record { sub_id: None, duration: None, device: None, progress: -1, ..original };
         assert_eq!(decode_record(&encode_record(&minimal)).unwrap(), minimal);
+    }
+
+    #[test]
+    fn merge_ops_no_service_would_send_are_refused() {
+        let valid = Op::UpsertRef { uid: 1, item: "archive:2".into(), view_at: 3 };
+        let bad = [
+            Op::UpsertRef { uid: 1, item: "archive:2".into(), view_at: -5 },
+            Op::Delete { uid: 1, item: "archive:2".into(), at: 0 },
+            Op::Clear { uid: 0, at: 9 },
+            Op::SetRecording { uid: 1, paused: true, at: MAX_MERGE_TIME_MS + 1 },
+            Op::UpsertRef { uid: 1, item: "archive".into(), view_at: 3 },
+            Op::Delete { uid: 1, item: "archive:x".into(), at: 3 },
+            Op::Upsert(record(1, 1, -1)),
+        ];
+        for op in bad {
+            let messages = encode_merge_batch(2, &[valid.clone(), op.clone()], 1 << 20);
+            let refused = decode_merge_batch(&messages[0]);
+            assert!(matches!(refused, Err(DecodeError::InvalidOp { index: 1, .. })), "{op:?} passed: {refused:?}");
+        }
+        let messages = encode_merge_batch(2, std::slice::from_ref(&valid), 1 << 20);
+        assert_eq!(decode_merge_batch(&messages[0]).unwrap().1.len(), 1);
     }
 
     #[test]
