@@ -47,6 +47,10 @@ enum Command {
         /// Directory of the store (created if missing; kept across restarts).
         #[arg(long)]
         data: PathBuf,
+        /// Close a connection silent (or not taking its answer) this many
+        /// seconds.
+        #[arg(long, default_value_t = hbase_compat::DEFAULT_IDLE_TIMEOUT.as_secs())]
+        idle_timeout_s: u64,
     },
     /// Run the topology's stages for a role until SIGINT or SIGTERM.
     Run {
@@ -110,10 +114,11 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::HbaseCompatServer { listen, data } => {
+        Command::HbaseCompatServer { listen, data, idle_timeout_s } => {
             init_logging();
+            let idle_timeout = std::time::Duration::from_secs(idle_timeout_s.max(1));
             match hbase_compat::Store::open(&data) {
-                Ok(store) => match hbase_compat::serve(&listen, std::sync::Arc::new(store)) {
+                Ok(store) => match hbase_compat::serve_with_idle_timeout(&listen, std::sync::Arc::new(store), idle_timeout) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(error) => {
                         eprintln!("hbase-compat-server on {listen}: {error}");

@@ -166,3 +166,60 @@ fn happybase_can_put_get_delete_and_scan() {
     assert!(output.status.success(), "happybase check failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("happybase: all checks passed"), "{stdout}");
 }
+
+/// Opens a connection to `compat`, sends `bytes`, and waits (at most 10 s)
+/// for the server to close it.
+fn send_and_wait_for_close(compat: &Server, bytes: &[u8]) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(compat.address()).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut rest = Vec::new();
+    let closed = stream.read_to_end(&mut rest);
+    assert!(closed.is_ok() || closed.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset), "not closed: {closed:?}");
+}
+
+#[test]
+fn malformed_frames_neither_crash_the_server_nor_leak_its_connection_slots() {
+    let compat = Server::start();
+    // A call whose name claims -1, then 2^31-1 bytes; then a list claiming
+    // a negative size. More connections than the server has slots.
+    let call_named = |length: i32| {
+        let mut frame = 0x8001_0001u32.to_be_bytes().to_vec();
+        frame.extend(length.to_be_bytes());
+        frame
+    };
+    let mut negative_list = 0x8001_0001u32.to_be_bytes().to_vec();
+    negative_list.extend(13i32.to_be_bytes());
+    negative_list.extend(b"getTableNames");
+    negative_list.extend(1i32.to_be_bytes());
+    negative_list.extend([15u8, 0, 1, 11]);
+    negative_list.extend((-7i32).to_be_bytes());
+    for round in 0..300 {
+        let frame = match round % 3 {
+            0 => call_named(-1),
+            1 => call_named(i32::MAX),
+            _ => negative_list.clone(),
+        };
+        send_and_wait_for_close(&compat, &frame);
+    }
+    let mut client = compat.client();
+    assert!(client.get_table_names().is_ok(), "the server stopped serving after malformed frames");
+}
+
+#[test]
+fn idle_connections_are_closed_so_they_cannot_lock_everyone_out() {
+    let compat = Server::start_with(&["--idle-timeout-s", "1"]);
+    // Every slot taken by a connection that says nothing.
+    let idle: Vec<std::net::TcpStream> = (0..256).map(|_| std::net::TcpStream::connect(compat.address()).unwrap()).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compat.client().get_table_names().is_ok())).unwrap_or(false);
+        if served {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "idle connections kept everyone out for 15 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(idle);
+}

@@ -11,10 +11,16 @@
 //! - `store`: multi-version cells, delete markers, tables, scans (fjall).
 //! - `server`: the `HbaseSyncHandler` over the store, and serving it.
 //! - `lenient`: absent list/map arguments read as empty, as HBase does.
+//! - `bounded`: limits on the lengths a peer sends (strings, collections,
+//!   a whole message), checked before anything is allocated.
+//!
+//! The server has no authentication: it must never be reachable from
+//! outside the machine or network it serves.
 
+pub mod bounded;
 pub mod lenient;
 pub mod server;
 pub mod store;
 
-pub use server::serve;
+pub use server::{serve, serve_with_idle_timeout, DEFAULT_IDLE_TIMEOUT};
 pub use store::Store;

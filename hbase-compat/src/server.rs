@@ -11,8 +11,9 @@
 //! naming the call.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use hbase_thrift::hbase::{
     AlreadyExists, BatchMutation, Bytes, ColumnDescriptor, HbaseSyncHandler, HbaseSyncProcessor, IOError, IllegalArgument, Mutation,
@@ -24,6 +25,7 @@ use thrift::transport::{
     TBufferedReadTransportFactory, TBufferedWriteTransportFactory, TIoChannel, TReadTransportFactory, TTcpChannel, TWriteTransportFactory,
 };
 
+use crate::bounded::BoundedInputFactory;
 use crate::lenient::NullTolerantInputFactory;
 use crate::store::{Cell, Change, ColumnFilter, Store, StoreError, DEFAULT_MAX_VERSIONS};
 
@@ -31,6 +33,13 @@ use crate::store::{Cell, Change, ColumnFilter, Store, StoreError, DEFAULT_MAX_VE
 const WORKERS: usize = 256;
 /// Rows a scanner reads from the store per call at most.
 const MAX_SCAN_ROWS: usize = 10_000;
+/// Scanners open at once; opening more is refused.
+const MAX_SCANNERS: usize = 1024;
+/// A scanner unused this long is closed (HBase's scanner lease is 60 s).
+const SCANNER_LEASE: Duration = Duration::from_secs(60);
+/// How long a connection may stay silent, or take to accept an answer,
+/// by default (HBase's gateway closes idle connections after 60 s too).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An open scanner: where it is and what it reads.
 struct Scanner {
@@ -42,6 +51,8 @@ struct Scanner {
     before: Option<i64>,
     /// The last row returned; the next read starts after it.
     last: Option<Vec<u8>>,
+    /// When it was opened or last read.
+    used: Instant,
 }
 
 /// The handler: the store plus open scanners.
@@ -133,9 +144,16 @@ impl CompatHandler {
         before: Option<i64>,
     ) -> thrift::Result<ScannerID> {
         self.store.families(&table).map_err(io_error)?;
+        let mut scanners = self.scanners.lock().unwrap_or_else(PoisonError::into_inner);
+        // Scanners past their lease are gone; a client that forgets to
+        // close its scanners cannot hold memory for ever.
+        scanners.retain(|_, scanner| scanner.used.elapsed() < SCANNER_LEASE);
+        if scanners.len() >= MAX_SCANNERS {
+            return Err(IOError::new(format!("{MAX_SCANNERS} scanners are open; close some (or wait for their 60 s lease)"), false).into());
+        }
         let id = self.next_scanner.fetch_add(1, Ordering::Relaxed);
-        let scanner = Scanner { table, start, stop, prefix, columns: ColumnFilter::new(columns), before, last: None };
-        self.scanners.lock().unwrap_or_else(PoisonError::into_inner).insert(id, scanner);
+        let scanner = Scanner { table, start, stop, prefix, columns: ColumnFilter::new(columns), before, last: None, used: Instant::now() };
+        scanners.insert(id, scanner);
         Ok(id)
     }
 
@@ -143,6 +161,7 @@ impl CompatHandler {
         let mut scanners = self.scanners.lock().unwrap_or_else(PoisonError::into_inner);
         let scanner =
             scanners.get_mut(&id).ok_or_else(|| -> thrift::Error { IllegalArgument::new(format!("no open scanner {id}")).into() })?;
+        scanner.used = Instant::now();
         let found = self
             .store
             .scan(
@@ -526,20 +545,40 @@ impl HbaseSyncHandler for CompatHandler {
     }
 }
 
+/// Serves `store` on `listen` until the process ends, closing connections
+/// silent for [`DEFAULT_IDLE_TIMEOUT`]; see [`serve_with_idle_timeout`].
+pub fn serve(listen: &str, store: Arc<Store>) -> thrift::Result<()> {
+    serve_with_idle_timeout(listen, store, DEFAULT_IDLE_TIMEOUT)
+}
+
+/// One of the [`WORKERS`] connection slots, given back when dropped (also
+/// when the connection's thread panics).
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Serves `store` on `listen` until the process ends. Every write is synced
 /// to disk before it is answered, so stopping the process loses nothing
-/// that was acknowledged.
+/// that was acknowledged. There is no authentication: never expose it.
 ///
 /// Connections are accepted here rather than by thrift's `TServer`, which
 /// leaves Nagle's algorithm on: a reply larger than the write buffer goes
 /// out in two segments, and the second waited for the client's delayed ACK
 /// (~40 ms a call; measured on history reads past Redis). Each connection
-/// gets a thread, at most [`WORKERS`] at once; more are refused.
-pub fn serve(listen: &str, store: Arc<Store>) -> thrift::Result<()> {
+/// gets a thread, at most [`WORKERS`] at once; more are refused. A
+/// connection silent for `idle_timeout` (or that takes as long to accept
+/// an answer) is closed, so idle peers cannot hold every slot; what a peer
+/// may make the server allocate is bounded (`bounded`); a connection that
+/// fails in any way gives its slot back and the loop goes on.
+pub fn serve_with_idle_timeout(listen: &str, store: Arc<Store>, idle_timeout: Duration) -> thrift::Result<()> {
     let processor = Arc::new(HbaseSyncProcessor::new(CompatHandler::new(store)));
     let listener = std::net::TcpListener::bind(listen)?;
-    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    tracing::info!(%listen, "HBase-compatible Thrift server listening (binary protocol, buffered transport)");
+    let open = Arc::new(AtomicUsize::new(0));
+    tracing::info!(%listen, ?idle_timeout, "HBase-compatible Thrift server listening (binary protocol, buffered transport)");
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(stream) => stream,
@@ -553,18 +592,31 @@ pub fn serve(listen: &str, store: Arc<Store>) -> thrift::Result<()> {
             tracing::warn!(limit = WORKERS, "too many connections; refusing one");
             continue;
         }
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        let slot = Slot(open.clone());
+        let configured = stream
+            .set_nodelay(true)
+            .and_then(|()| stream.set_read_timeout(Some(idle_timeout)))
+            .and_then(|()| stream.set_write_timeout(Some(idle_timeout)));
+        if let Err(error) = configured {
+            tracing::warn!(%error, "cannot configure a connection; closing it");
+            continue;
         }
-        let (read, write) = TTcpChannel::with_stream(stream).split()?;
-        let mut input = NullTolerantInputFactory(TBinaryInputProtocolFactory::new())
+        let (read, write) = match TTcpChannel::with_stream(stream).split() {
+            Ok(halves) => halves,
+            Err(error) => {
+                tracing::warn!(%error, "cannot split a connection; closing it");
+                continue;
+            }
+        };
+        let mut input = NullTolerantInputFactory(BoundedInputFactory(TBinaryInputProtocolFactory::new()))
             .create(TBufferedReadTransportFactory::new().create(Box::new(read)));
         let mut output = TBinaryOutputProtocolFactory::new().create(TBufferedWriteTransportFactory::new().create(Box::new(write)));
-        let (processor, open) = (processor.clone(), open.clone());
+        let processor = processor.clone();
         std::thread::spawn(move || {
-            // Until the client hangs up (or sends what is not Thrift).
+            let _slot = slot;
+            // Until the client hangs up, goes silent, or sends what is not
+            // Thrift (or more than the limits).
             while processor.process(&mut *input, &mut *output).is_ok() {}
-            open.fetch_sub(1, Ordering::AcqRel);
         });
     }
     Ok(())

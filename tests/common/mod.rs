@@ -368,11 +368,19 @@ pub struct TestCompat {
     pub port: u16,
     pub data: tempfile::TempDir,
     process: Option<Owned>,
+    /// Further arguments of `hbase-compat-server`.
+    args: Vec<String>,
 }
 
 impl TestCompat {
     pub fn start() -> Self {
-        let mut server = TestCompat { port: free_port(), data: tempfile::tempdir().expect("compat data dir"), process: None };
+        Self::start_with(&[])
+    }
+
+    /// Starts it with further arguments (`--idle-timeout-s 1`, say).
+    pub fn start_with(args: &[&str]) -> Self {
+        let args = args.iter().map(|arg| (*arg).to_owned()).collect();
+        let mut server = TestCompat { port: free_port(), data: tempfile::tempdir().expect("compat data dir"), process: None, args };
         server.restart();
         server
     }
@@ -385,6 +393,7 @@ impl TestCompat {
         let child = histflow()
             .args(["hbase-compat-server", "--listen", &self.address(), "--data"])
             .arg(self.data.path())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -36,6 +36,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// retried on a new connection) instead of holding the stage, and the
 /// drain, for ever.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// A pooled connection idle this long is closed instead of reused: a
+/// gateway closes idle connections (HBase's after 60 s), and a call on one
+/// it closed would fail.
+const POOL_IDLE: Duration = Duration::from_secs(20);
 
 /// One Thrift call's worth of work.
 enum Call {
@@ -50,7 +54,8 @@ enum Call {
 pub struct ThriftTable {
     address: String,
     table: Vec<u8>,
-    idle: Mutex<Vec<Client>>,
+    /// Open connections not in use, with when each was last used.
+    idle: Mutex<Vec<(Client, std::time::Instant)>>,
     reads: tokio::sync::Semaphore,
 }
 
@@ -111,15 +116,19 @@ impl ThriftTable {
     /// Runs `call` on a pooled connection (blocking); a connection whose
     /// call failed is dropped.
     fn with_client<T>(&self, what: &str, call: impl FnOnce(&mut Client) -> thrift::Result<T>) -> Result<T, TableError> {
-        let pooled = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let pooled = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            idle.retain(|(_, used)| used.elapsed() < POOL_IDLE);
+            idle.pop()
+        };
         let mut client = match pooled {
-            Some(client) => client,
+            Some((client, _)) => client,
             None => self.connect()?,
         };
         let result = call(&mut client).map_err(|error| table_error(what, error))?;
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < CONNECTIONS + READS_IN_FLIGHT {
-            idle.push(client);
+            idle.push((client, std::time::Instant::now()));
         }
         Ok(result)
     }
