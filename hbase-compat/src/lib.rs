@@ -11,13 +11,13 @@
 //! - `store`: multi-version cells, delete markers, tables, scans (fjall).
 //! - `server`: the `HbaseSyncHandler` over the store, and serving it.
 //! - `lenient`: absent list/map arguments read as empty, as HBase does.
-//! - `bounded`: limits on the lengths a peer sends (strings, collections,
-//!   a whole message), checked before anything is allocated.
+//!
+//! What a peer may make the server allocate is bounded by the
+//! `thrift-bounded` input protocol (shared with histflow's Thrift client).
 //!
 //! The server has no authentication: it must never be reachable from
 //! outside the machine or network it serves.
 
-pub mod bounded;
 pub mod lenient;
 pub mod server;
 pub mod store;

@@ -25,9 +25,9 @@ use thrift::transport::{
     TBufferedReadTransportFactory, TBufferedWriteTransportFactory, TIoChannel, TReadTransportFactory, TTcpChannel, TWriteTransportFactory,
 };
 
-use crate::bounded::BoundedInputFactory;
 use crate::lenient::NullTolerantInputFactory;
 use crate::store::{Cell, Change, ColumnFilter, Store, StoreError, DEFAULT_MAX_VERSIONS};
+use thrift_bounded::BoundedInputFactory;
 
 /// Connections served at once (one worker thread each).
 const WORKERS: usize = 256;
@@ -572,7 +572,7 @@ impl Drop for Slot {
 /// gets a thread, at most [`WORKERS`] at once; more are refused. A
 /// connection silent for `idle_timeout` (or that takes as long to accept
 /// an answer) is closed, so idle peers cannot hold every slot; what a peer
-/// may make the server allocate is bounded (`bounded`); a connection that
+/// may make the server allocate is bounded (`thrift_bounded`); a connection that
 /// fails in any way gives its slot back and the loop goes on.
 pub fn serve_with_idle_timeout(listen: &str, store: Arc<Store>, idle_timeout: Duration) -> thrift::Result<()> {
     let processor = Arc::new(HbaseSyncProcessor::new(CompatHandler::new(store)));

@@ -9,7 +9,6 @@
 
 use std::sync::{Arc, OnceLock};
 
-use hbase_compat::bounded::BoundedInputFactory;
 use hbase_compat::lenient::NullTolerantInputFactory;
 use hbase_compat::server::CompatHandler;
 use hbase_compat::Store;
@@ -18,6 +17,7 @@ use proptest::prelude::*;
 use thrift::protocol::{TBinaryInputProtocolFactory, TBinaryOutputProtocol, TInputProtocolFactory};
 use thrift::server::TProcessor;
 use thrift::transport::TBufferChannel;
+use thrift_bounded::BoundedInputFactory;
 
 /// One processor over one store for every case.
 fn processor() -> &'static HbaseSyncProcessor<CompatHandler> {

@@ -16,14 +16,15 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use hbase_thrift::hbase::{BatchMutation, ColumnDescriptor, HbaseSyncClient, Mutation, THbaseSyncClient};
 use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
-use thrift::transport::{ReadHalf, TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel, WriteHalf};
+use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel, WriteHalf};
+use thrift_bounded::BoundedInput;
 
 use super::mutation::{RowMutation, TableCell, TableError};
 
-type Client = HbaseSyncClient<
-    TBinaryInputProtocol<TBufferedReadTransport<ReadHalf<TTcpChannel>>>,
-    TBinaryOutputProtocol<TBufferedWriteTransport<WriteHalf<TTcpChannel>>>,
->;
+/// Answers are read through [`BoundedInput`]: a gateway (or anything
+/// answering on its port) cannot make the client allocate from a length it
+/// merely claims, and a row of more than its element limit fails the read.
+type Client = HbaseSyncClient<BoundedInput, TBinaryOutputProtocol<TBufferedWriteTransport<WriteHalf<TTcpChannel>>>>;
 
 /// Connections kept open, and concurrent writes, at most.
 const CONNECTIONS: usize = 4;
@@ -108,7 +109,7 @@ impl ThriftTable {
         let channel = TTcpChannel::with_stream(stream);
         let (read, write) = channel.split().map_err(|error| table_error("channel", error))?;
         Ok(HbaseSyncClient::new(
-            TBinaryInputProtocol::new(TBufferedReadTransport::new(read), true),
+            BoundedInput::new(Box::new(TBinaryInputProtocol::new(TBufferedReadTransport::new(read), true))),
             TBinaryOutputProtocol::new(TBufferedWriteTransport::new(write), true),
         ))
     }

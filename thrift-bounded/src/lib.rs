@@ -1,7 +1,10 @@
-//! Size limits on what a peer may make the server allocate. thrift's binary
-//! protocol allocates a string or a list from the length prefix a peer
-//! sends, before any of it arrives: a negative length panics the
-//! connection's thread and a huge one aborts the process. This wrapper
+//! Size limits on what a Thrift peer may make us allocate: the compat
+//! server reads its clients through this, and histflow's Thrift client
+//! reads a gateway's answers through it.
+//!
+//! thrift's binary protocol allocates a string or a list from the length
+//! prefix a peer sends, before any of it arrives: a negative length panics
+//! the reading thread and a huge one aborts the process. This wrapper
 //! reads those lengths itself, refuses any outside the limits, and reads a
 //! string's bytes as they arrive, so memory follows what the peer actually
 //! sent. It also caps the bytes one message may carry in all.
