@@ -57,7 +57,7 @@ impl EventError {
     pub fn body(code: &'static str, message: impl Into<String>) -> Self {
         EventError { code, message: message.into(), index: None }
     }
-    fn at(index: usize, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn at(index: usize, code: &'static str, message: impl Into<String>) -> Self {
         EventError { code, message: message.into(), index: Some(index) }
     }
 }

@@ -48,6 +48,9 @@ impl GrpcHistory {
     }
 }
 
+/// Problems an `INVALID_ARGUMENT` message lists at most.
+const MAX_LISTED_PROBLEMS: usize = 10;
+
 /// The gRPC status of an API error; 429 and 503 carry `retry-after`.
 pub fn status_of(error: ApiError) -> Status {
     let with_retry = |mut status: Status, seconds: u64| {
@@ -58,14 +61,20 @@ pub fn status_of(error: ApiError) -> Status {
     };
     match error {
         ApiError::BadRequest(errors) => {
+            // The message travels in an HTTP/2 header: the first problems
+            // only, or a request with many bad events gets a protocol
+            // error instead of its answer.
             let problems: Vec<String> = errors
                 .iter()
+                .take(MAX_LISTED_PROBLEMS)
                 .map(|error| match error.index {
                     Some(index) => format!("event {index}: {} ({})", error.message, error.code),
                     None => format!("{} ({})", error.message, error.code),
                 })
                 .collect();
-            Status::invalid_argument(format!("nothing was recorded: {}", problems.join("; ")))
+            let more = errors.len().saturating_sub(MAX_LISTED_PROBLEMS);
+            let tail = if more > 0 { format!("; and {more} more") } else { String::new() };
+            Status::invalid_argument(format!("nothing was recorded: {}{tail}", problems.join("; ")))
         }
         ApiError::InvalidParameter { code, message } => Status::invalid_argument(format!("{message} ({code})")),
         ApiError::Unauthorized => Status::unauthenticated("missing or unknown bearer token"),
@@ -185,8 +194,8 @@ mod tests {
     use crate::event::EventRules;
     use crate::state::{IngestSettings, IngestState};
 
-    #[tokio::test]
-    async fn deleting_many_items_is_charged_per_item() {
+    /// The API of a stage whose one client has `limit`.
+    fn service(limit: Option<RateLimitSpec>) -> GrpcHistory {
         let (output, _input) = pipeline::edge::channel("ingest", "realtime", 1000, WhenFull::Reject);
         let settings = IngestSettings {
             rules: EventRules { businesses: ["archive".to_owned()].into(), max_events: 1000, max_age_ms: Default::default() },
@@ -194,11 +203,51 @@ mod tests {
             retry_after_s: 1,
             max_body_bytes: 4096,
         };
-        let limit = RateLimitSpec { per_second: 1, burst: Some(10) };
-        let client = AuthClient { name: "app".into(), token: "token-0123456789abcdef".into(), rate_limit: Some(limit) };
+        let client = AuthClient { name: "app".into(), token: "token-0123456789abcdef".into(), rate_limit: limit };
         let clients = Clients::new(&Auth { clients: vec![client], allow_unauthenticated: false });
         let state = IngestState::new(output, settings, clients, pipeline::health::Health::default());
-        let service = GrpcHistory { api: state.api.clone() };
+        GrpcHistory { api: state.api.clone() }
+    }
+
+    #[tokio::test]
+    async fn every_call_refuses_a_caller_without_a_valid_token() {
+        let service = service(None);
+        for token in [None, Some("Bearer wrong-token-0123456789"), Some("token-0123456789abcdef")] {
+            fn with<T>(token: Option<&str>, mut request: Request<T>) -> Request<T> {
+                if let Some(token) = token {
+                    request.metadata_mut().insert("authorization", token.parse().unwrap());
+                }
+                request
+            }
+            let event = proto::Event { uid: 7, business: "archive".into(), oid: 9, progress: 1, ..Default::default() };
+            let codes = [
+                service.add_history(with(token, Request::new(proto::AddHistoryRequest { event: Some(event.clone()) }))).await.err(),
+                service.add_histories(with(token, Request::new(proto::AddHistoriesRequest { events: vec![event] }))).await.err(),
+                service.user_histories(with(token, Request::new(proto::UserHistoriesRequest { uid: 7, ..Default::default() }))).await.err(),
+                service.progress(with(token, Request::new(proto::ProgressRequest { uid: 7, items: vec!["archive:9".into()] }))).await.err(),
+                service.delete_histories(with(token, Request::new(proto::DeleteHistoriesRequest { uid: 7, items: vec![] }))).await.err(),
+                service.clear_history(with(token, Request::new(proto::ClearHistoryRequest { uid: 7 }))).await.err(),
+                service.set_recording(with(token, Request::new(proto::SetRecordingRequest { uid: 7, paused: true }))).await.err(),
+                service.get_recording(with(token, Request::new(proto::GetRecordingRequest { uid: 7 }))).await.err(),
+            ];
+            for (call, refused) in codes.iter().enumerate() {
+                assert_eq!(refused.as_ref().map(Status::code), Some(tonic::Code::Unauthenticated), "call {call} with {token:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_request_with_many_bad_events_gets_a_status_that_fits_a_header() {
+        let errors = (0..5000).map(|index| crate::event::EventError::at(index, "invalid_uid", "`uid` must be greater than 0")).collect();
+        let status = status_of(ApiError::BadRequest(errors));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().len() < 2048, "{} bytes", status.message().len());
+        assert!(status.message().starts_with("nothing was recorded: event 0: ") && status.message().ends_with("and 4990 more"));
+    }
+
+    #[tokio::test]
+    async fn deleting_many_items_is_charged_per_item() {
+        let service = service(Some(RateLimitSpec { per_second: 1, burst: Some(10) }));
         let items = (1..=50).map(|oid| proto::ItemKey { business: "archive".into(), oid }).collect();
         let mut request = Request::new(proto::DeleteHistoriesRequest { uid: 7, items });
         request.metadata_mut().insert("authorization", "Bearer token-0123456789abcdef".parse().unwrap());

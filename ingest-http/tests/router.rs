@@ -227,3 +227,27 @@ async fn a_recording_switch_without_a_token_is_refused_before_its_body_is_read()
     let (status, _, body) = answered.expect("the server waited for the body of an unauthenticated request");
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
 }
+
+#[tokio::test]
+async fn every_route_refuses_a_caller_without_a_valid_token() {
+    let (router, _input) = router(with_client(None), 16, WhenFull::Reject, Health::default());
+    let routes = [
+        ("POST", "/v1/events", ONE),
+        ("GET", "/v1/users/7/history", ""),
+        ("DELETE", "/v1/users/7/history", ""),
+        ("DELETE", "/v1/users/7/history/archive/9", ""),
+        ("GET", "/v1/users/7/progress?items=archive:9", ""),
+        ("GET", "/v1/users/7/recording", ""),
+        ("PUT", "/v1/users/7/recording", r#"{"paused":true}"#),
+    ];
+    for (method, path, body) in routes {
+        for authorization in [None, Some("Bearer not-the-token-at-all"), Some(TOKEN)] {
+            let mut request = Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, "application/json");
+            if let Some(value) = authorization {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            let (status, _, answer) = send(&router, request.body(Body::from(body)).unwrap()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} with {authorization:?}: {answer}");
+        }
+    }
+}
