@@ -10,8 +10,11 @@
 //!   side by side with the naive baseline and the ceilings.
 //! - `crash`: the service SIGKILLed and restarted under load, then every
 //!   acknowledged report checked against the history table.
+//! - `fuzz`: generated and mutated HTTP, gRPC and Thrift input against the
+//!   real stack: no crash, no 5xx but 503, no state left behind.
 
 mod crash;
+mod fuzz;
 mod heartbeat;
 mod load;
 mod reads;
@@ -43,6 +46,8 @@ enum Command {
     Reads(reads::Options),
     /// The service SIGKILLed and restarted under load: acknowledged vs durable.
     Crash(crash::Options),
+    /// Hostile and malformed HTTP, gRPC and Thrift input against the stack.
+    Fuzz(fuzz::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +59,6 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Heartbeat(options)) => heartbeat::run(&options),
         Some(Command::Reads(options)) => reads::run(&options),
         Some(Command::Crash(options)) => crash::run(&options),
+        Some(Command::Fuzz(options)) => fuzz::run(&options),
     }
 }
