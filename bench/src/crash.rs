@@ -25,7 +25,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::stack::processes::{free_port, histflow_binary, histflow_run, start, start_backends, Owned, Ports};
+use crate::stack::processes::{free_port, histflow_binary, histflow_run, run_until_interrupted, start, start_backends, Owned, Ports};
 use crate::stack::report::history_cells;
 
 /// Options of the crash scenario.
@@ -98,13 +98,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         "--users, --batch, --reports-per-item and --rate must be positive"
     );
     anyhow::ensure!(!options.kill_every.is_zero(), "--kill-every must be longer than 0 s");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
-        tokio::select! {
-            result = scenario(options) => result,
-            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; every process this bench started is stopped"),
-        }
-    })
+    run_until_interrupted(scenario(options))
 }
 
 async fn scenario(options: &Options) -> anyhow::Result<()> {

@@ -24,7 +24,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::stack::processes::{free_port, histflow_binary, histflow_run, start, start_backends, Ports};
+use crate::stack::processes::{free_port, histflow_binary, histflow_run, run_until_interrupted, start, start_backends, Ports};
 
 /// Options of the fuzz scenario.
 #[derive(Debug, Clone, clap::Args)]
@@ -65,13 +65,7 @@ struct Answers {
 /// Runs the scenario and prints its figures.
 pub fn run(options: &Options) -> anyhow::Result<()> {
     anyhow::ensure!(options.connections >= 1, "--connections must be at least 1");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
-        tokio::select! {
-            result = scenario(options) => result,
-            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; every process this bench started is stopped"),
-        }
-    })
+    run_until_interrupted(scenario(options))
 }
 
 async fn scenario(options: &Options) -> anyhow::Result<()> {

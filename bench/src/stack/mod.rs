@@ -126,13 +126,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         "--users, --items-per-user, --batch and --connections must be at least 1"
     );
     anyhow::ensure!((1..=4).contains(&options.businesses), "--businesses must be 1 to 4");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
-        tokio::select! {
-            result = all_runs(options) => result,
-            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; every process this bench started is stopped"),
-        }
-    })
+    processes::run_until_interrupted(all_runs(options))
 }
 
 async fn all_runs(options: &Options) -> anyhow::Result<()> {

@@ -193,3 +193,15 @@ fn clock_ticks_per_second() -> f64 {
         .and_then(|text| text.trim().parse().ok())
         .unwrap_or(100.0)
 }
+
+/// Runs `scenario` on a multi-threaded runtime until it ends or Ctrl-C
+/// (the processes it started stop as they are dropped, either way).
+pub fn run_until_interrupted(scenario: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        tokio::select! {
+            result = scenario => result,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; every process this bench started is stopped"),
+        }
+    })
+}
