@@ -24,7 +24,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::stack::processes::{free_port, histflow_binary, histflow_run, run_until_interrupted, start, start_backends, Ports};
+use crate::stack::processes::{
+    free_port, histflow_binary, histflow_run, resident_bytes, run_until_interrupted, start, start_backends, Ports,
+};
 
 /// Options of the fuzz scenario.
 #[derive(Debug, Clone, clap::Args)]
@@ -190,13 +192,6 @@ fn alive(is: bool) -> &'static str {
     } else {
         "DEAD"
     }
-}
-
-/// Current resident memory of `pid`, from /proc.
-fn resident_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 /// Bytes and lines of `/metrics`.

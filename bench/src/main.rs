@@ -12,6 +12,8 @@
 //!   acknowledged report checked against the history table.
 //! - `fuzz`: generated and mutated HTTP, gRPC and Thrift input against the
 //!   real stack: no crash, no 5xx but 503, no state left behind.
+//! - `soak`: 10x the measured capacity against the service role: bounded
+//!   memory, fast refusals, recovery once the load stops.
 
 mod crash;
 mod fuzz;
@@ -19,6 +21,7 @@ mod heartbeat;
 mod load;
 mod reads;
 mod runtime_dag;
+mod soak;
 mod stack;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +51,8 @@ enum Command {
     Crash(crash::Options),
     /// Hostile and malformed HTTP, gRPC and Thrift input against the stack.
     Fuzz(fuzz::Options),
+    /// Overload (10x the measured capacity) against the service role.
+    Soak(soak::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,5 +65,6 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Reads(options)) => reads::run(&options),
         Some(Command::Crash(options)) => crash::run(&options),
         Some(Command::Fuzz(options)) => fuzz::run(&options),
+        Some(Command::Soak(options)) => soak::run(&options),
     }
 }

@@ -205,3 +205,10 @@ pub fn run_until_interrupted(scenario: impl std::future::Future<Output = anyhow:
         }
     })
 }
+
+/// Current resident memory of `pid`, from /proc.
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
+}
