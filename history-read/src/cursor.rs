@@ -74,6 +74,22 @@ pub struct Page {
 #[error("{0}")]
 pub struct ReadError(pub String);
 
+/// Why a page was not served: a store failed, or the caller refused the
+/// HBase read the page needed.
+#[derive(Debug)]
+pub enum PageError<E> {
+    /// A store did not answer.
+    Read(ReadError),
+    /// The caller's `before_hbase` refused.
+    Refused(E),
+}
+
+impl<E> From<ReadError> for PageError<E> {
+    fn from(error: ReadError) -> Self {
+        PageError::Read(error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,5 +15,5 @@ mod events;
 mod merge;
 mod reader;
 
-pub use cursor::{BadCursor, Cursor, Page, PageQuery, ReadError};
+pub use cursor::{BadCursor, Cursor, Page, PageError, PageQuery, ReadError};
 pub use reader::HistoryReader;

@@ -21,7 +21,7 @@ use backends::history_table::{HistoryTable, META_FAMILY, RECORDS_FAMILY};
 use backends::user_state::{SliceQuery, UserMeta, UserStore};
 use model::{codec, Record};
 
-use crate::cursor::{Cursor, Page, PageQuery, ReadError};
+use crate::cursor::{Cursor, Page, PageError, PageQuery, ReadError};
 use crate::events::{HbaseRead, PageServed, UndecodableRecord};
 use crate::merge::{hbase_candidates, Candidate};
 
@@ -94,6 +94,21 @@ impl HistoryReader {
 
     /// A page of `uid`'s history.
     pub async fn page(&self, uid: u64, query: PageQuery) -> Result<Page, ReadError> {
+        self.page_with(uid, query, || Ok::<(), std::convert::Infallible>(())).await.map_err(|error| match error {
+            PageError::Read(error) => error,
+            PageError::Refused(never) => match never {},
+        })
+    }
+
+    /// A page of `uid`'s history; `before_hbase` is asked first when the
+    /// page must read the user's HBase row (a caller charges the read
+    /// there), and its refusal answers instead of the read.
+    pub async fn page_with<E>(
+        &self,
+        uid: u64,
+        query: PageQuery,
+        before_hbase: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Page, PageError<E>> {
         let want = query.limit + 1;
         let (members, meta, exhausted) = self.realtime_members(uid, &query, want).await?;
         // HBase is read only for a page Redis cannot fill. A full page at
@@ -112,6 +127,7 @@ impl HistoryReader {
         };
 
         // Redis ran short and HBase may hold more: read the user's row.
+        before_hbase().map_err(PageError::Refused)?;
         PageServed { read_hbase: true }.emit();
         HbaseRead.emit();
         let cells = table.read_row(uid, vec![RECORDS_FAMILY.to_owned()]).await.map_err(read_error)?;

@@ -12,7 +12,7 @@ use pipeline::{Output, SendError};
 use crate::auth::{Client, Clients};
 use crate::error::ApiError;
 use crate::event::EventRules;
-use history_read::{Cursor, HistoryReader, Page, PageQuery, ReadError};
+use history_read::{Cursor, HistoryReader, Page, PageError, PageQuery, ReadError};
 use pipeline::health::Health;
 
 /// Most items one history page may ask for.
@@ -21,6 +21,10 @@ pub const MAX_PAGE_LIMIT: usize = 100;
 pub const DEFAULT_PAGE_LIMIT: usize = 20;
 /// Most items one progress look-up may name.
 pub const MAX_PROGRESS_ITEMS: usize = 100;
+/// Rate-limit units a history page costs on top of its one when it must
+/// read the user's HBase row (up to 100,000 cells through Thrift, and a
+/// Redis read of a delete marker per item).
+pub const HBASE_PAGE_UNITS: usize = 10;
 
 /// Settings of the API.
 #[derive(Debug, Clone)]
@@ -128,10 +132,16 @@ impl HistoryApi {
         self.unavailable("read_failed", "the history store did not answer; retry")
     }
 
-    /// A page of `uid`'s history, newest first.
-    pub async fn history(&self, uid: u64, query: PageQuery) -> Result<Page, ApiError> {
+    /// A page of `uid`'s history, newest first, for `client`. A page that
+    /// must read the user's HBase row costs [`HBASE_PAGE_UNITS`] more of
+    /// the client's rate limit (at most its burst), charged before the read.
+    pub async fn history(&self, uid: u64, query: PageQuery, client: Option<&Arc<Client>>) -> Result<Page, ApiError> {
         let reads = self.reads()?;
-        reads.page(uid, query).await.map_err(|error| self.read_failed(error))
+        let charge = || client.map_or(Ok(()), |client| client.charge_within_burst(HBASE_PAGE_UNITS));
+        reads.page_with(uid, query, charge).await.map_err(|error| match error {
+            PageError::Read(error) => self.read_failed(error),
+            PageError::Refused(refused) => refused,
+        })
     }
 
     /// The record of each item, in order.

@@ -40,6 +40,16 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Charges `units`, or the client's whole burst when that is smaller
+    /// (a read that costs more than the burst still passes once it has
+    /// the whole of it).
+    pub fn charge_within_burst(&self, units: usize) -> Result<(), ApiError> {
+        let units = self.limit.as_ref().map_or(units, |limit| units.min(limit.burst() as usize));
+        self.charge(units)
+    }
+}
+
 /// The clients and their tokens.
 #[derive(Default)]
 pub struct Clients {

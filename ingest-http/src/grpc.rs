@@ -118,13 +118,13 @@ impl History for GrpcHistory {
     }
 
     async fn user_histories(&self, request: Request<proto::UserHistoriesRequest>) -> Result<Response<proto::UserHistoriesReply>, Status> {
-        self.admit(&request, 1)?;
+        let client = self.admit(&request, 1)?;
         let request = request.into_inner();
         let uid = params::uid_number(request.uid).map_err(status_of)?;
         let limit = (request.limit != 0).then(|| request.limit.to_string());
         let query = params::page(Some(&request.business), limit.as_deref(), Some(&request.cursor), &self.api.rules().businesses)
             .map_err(status_of)?;
-        let page = self.api.history(uid, query).await.map_err(status_of)?;
+        let page = self.api.history(uid, query, client.as_ref()).await.map_err(status_of)?;
         Ok(Response::new(proto::UserHistoriesReply {
             items: page.items.into_iter().map(Into::into).collect(),
             next_cursor: page.next.map(|cursor| cursor.encode()).unwrap_or_default(),

@@ -6,9 +6,11 @@
 //! - `PUT` and `GET /v1/users/{uid}/recording`
 //!
 //! Same auth, rate limits and errors as ingest; every request costs one
-//! unit of the caller's rate limit.
+//! unit of the caller's rate limit, and a history page that must read the
+//! user's HBase row [`crate::api::HBASE_PAGE_UNITS`] more.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,6 +19,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{params, HistoryApi};
+use crate::auth::Client;
 use crate::error::ApiError;
 use crate::state::{authorization, IngestState};
 use crate::wire::RecordBody;
@@ -66,10 +69,11 @@ pub fn read_router() -> Router<IngestState> {
         .route("/v1/users/{uid}/recording", get(get_recording).put(put_recording))
 }
 
-/// Authenticates the caller and charges one request.
-fn admit(api: &HistoryApi, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Authenticates the caller and charges one request; answers the caller.
+fn admit(api: &HistoryApi, headers: &HeaderMap) -> Result<Option<Arc<Client>>, ApiError> {
     let client = api.authenticate(authorization(headers))?;
-    HistoryApi::charge(client.as_ref(), 1)
+    HistoryApi::charge(client.as_ref(), 1)?;
+    Ok(client)
 }
 
 /// A query string that does not parse.
@@ -84,11 +88,11 @@ async fn get_history(
     query: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<HistoryAnswer>, ApiError> {
     let api = &state.api;
-    admit(api, &headers)?;
+    let client = admit(api, &headers)?;
     let uid = params::uid(&uid)?;
     let Query(query) = query.map_err(bad_query)?;
     let query = params::page(query.business.as_deref(), query.limit.as_deref(), query.cursor.as_deref(), &api.rules().businesses)?;
-    let page = api.history(uid, query).await?;
+    let page = api.history(uid, query, client.as_ref()).await?;
     Ok(Json(HistoryAnswer {
         items: page.items.into_iter().map(RecordBody::from).collect(),
         next_cursor: page.next.map(|cursor| cursor.encode()),
