@@ -50,8 +50,8 @@ pub fn admin_router(state: AdminState) -> Router {
 /// The admin routes as the API listener serves them: `/metrics` (which
 /// names every stage, client and error) only to a caller with a client's
 /// token when `[[auth.clients]]` exist; `/healthz` and `/readyz` stay open
-/// for probes (they answer one word). The admin listener serves all three
-/// openly ([`admin_router`]): keep it on an internal address.
+/// for probes (they answer one word). A process without an ingest stage
+/// serves all three openly on `admin_listen` ([`admin_router`]).
 pub fn api_admin_router(state: AdminState, api: Arc<crate::api::HistoryApi>) -> Router {
     let guarded = move |State(state): State<AdminState>, headers: HeaderMap| {
         let api = api.clone();
