@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use history_read::Cursor;
+use ingest_http::api::params;
 use ingest_http::event::{check_events, decode_events, EventInput, EventRules};
 use ingest_http::grpc::proto;
 use proptest::prelude::*;
@@ -72,6 +73,32 @@ proptest! {
             if let Err(errors) = check_events(events, &rules(), NOW_MS) {
                 prop_assert!(!errors.is_empty());
             }
+        }
+    }
+
+    #[test]
+    fn any_bytes_as_any_grpc_request_decode_or_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        // Each request type decoded, then through the checks the API makes
+        // of it before any work.
+        let bytes = bytes.as_slice();
+        let businesses = rules().businesses;
+        if let Ok(request) = proto::AddHistoryRequest::decode(bytes) {
+            let _ = check_events(request.event.into_iter().map(EventInput::from).collect(), &rules(), NOW_MS);
+        }
+        if let Ok(request) = proto::UserHistoriesRequest::decode(bytes) {
+            let _ = params::uid_number(request.uid);
+            let limit = (request.limit != 0).then(|| request.limit.to_string());
+            let _ = params::page(Some(&request.business), limit.as_deref(), Some(&request.cursor), &businesses);
+        }
+        if let Ok(request) = proto::ProgressRequest::decode(bytes) {
+            let _ = params::items(request.items.iter().map(String::as_str), &businesses);
+        }
+        if let Ok(request) = proto::DeleteHistoriesRequest::decode(bytes) {
+            let keys: Vec<String> = request.items.iter().map(|key| format!("{}:{}", key.business, key.oid)).collect();
+            let _ = params::items(keys.iter().map(String::as_str), &businesses);
+        }
+        for uid in [proto::ClearHistoryRequest::decode(bytes).map(|r| r.uid), proto::SetRecordingRequest::decode(bytes).map(|r| r.uid), proto::GetRecordingRequest::decode(bytes).map(|r| r.uid)].into_iter().flatten() {
+            let _ = params::uid_number(uid);
         }
     }
 
