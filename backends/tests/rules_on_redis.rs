@@ -171,3 +171,27 @@ async fn eventually<T>(mut check: impl AsyncFnMut() -> Option<T>) -> T {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_pause_does_not_expire_while_the_user_is_paused() {
+    use model::Op;
+    let store = UserStore::Redis(RedisStore::connect_lazy(&redis_url(), CallShape { cluster: false, max_events: 128 }).unwrap());
+    let mut connection = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let uid = fresh_uid();
+    let params = WriteParams { max_items: 10, ttl_s: 3600, today: 1, now_ms: 1_000, shards: 4, marks: false };
+    let ttl = async |connection: &mut redis::aio::MultiplexedConnection| -> i64 {
+        redis::cmd("TTL").arg(model::keys::meta(uid)).query_async(connection).await.unwrap()
+    };
+    store.write(&write(uid, &[("a:1", 10)]), params).await.unwrap();
+    assert!(ttl(&mut connection).await > 0, "a user's meta expires after inactivity");
+
+    store.mutate(&[&Op::SetRecording { uid, paused: true, at: 20 }], params).await.unwrap();
+    assert_eq!(ttl(&mut connection).await, -1, "the pause would lapse with the meta's expiry");
+    // Nothing a paused user does gives it an expiry back.
+    assert_eq!(store.write(&write(uid, &[("a:2", 30)]), params).await.unwrap(), vec![vec![NOT_RECORDED]]);
+    store.mutate(&[&Op::Delete { uid, item: "a:1".into(), at: 40 }, &Op::Clear { uid, at: 50 }], params).await.unwrap();
+    assert_eq!(ttl(&mut connection).await, -1);
+
+    store.mutate(&[&Op::SetRecording { uid, paused: false, at: 60 }], params).await.unwrap();
+    assert!(ttl(&mut connection).await > 0, "a resumed user's meta expires again");
+}

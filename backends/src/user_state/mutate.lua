@@ -16,8 +16,15 @@ local t, r, m, p, s, k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local kind, at, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 
 local function keep_meta()
-  -- A meta hash made here (the user had none) expires like the others.
-  if redis.call('TTL', m) < 0 then redis.call('EXPIRE', m, ttl) end
+  -- A paused user's meta never expires: a paused user records nothing, so
+  -- nothing would refresh it, and the pause would lapse with it.
+  if redis.call('HGET', m, 'paused') == '1' then
+    redis.call('PERSIST', m)
+  elseif redis.call('TTL', m) < 0 then
+    -- A meta hash made here (the user had none), or one a pause kept,
+    -- expires like the others again.
+    redis.call('EXPIRE', m, ttl)
+  end
 end
 
 local marking = ARGV[4] == '1'
