@@ -25,7 +25,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::stack::processes::{free_port, histflow_binary, histflow_run, run_until_interrupted, start, start_backends, Owned, Ports};
+use crate::stack::processes::{free_port, histflow_run, run_until_interrupted, start, BenchStack, Owned, Ports};
 use crate::stack::report::history_cells;
 
 /// Options of the crash scenario.
@@ -102,11 +102,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 }
 
 async fn scenario(options: &Options) -> anyhow::Result<()> {
-    let histflow = histflow_binary(options.histflow.as_deref())?;
-    let topology = options.topology.canonicalize().with_context(|| format!("cannot read {}", options.topology.display()))?;
-    let dir = tempfile::Builder::new().prefix("histflow-crash-").tempdir()?;
-    let ports = Ports::free()?;
-    let _backends = start_backends(&histflow, ports, dir.path(), true, true, true)?;
+    let stack = BenchStack::start(options.histflow.as_deref(), &options.topology, "crash")?;
+    let (histflow, topology, ports, dir) = (stack.histflow.clone(), stack.topology.clone(), stack.ports, &stack.dir);
     let job_port = free_port()?;
     let _job = start(
         "histflow --role job",

@@ -24,9 +24,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::stack::processes::{
-    free_port, histflow_binary, histflow_run, resident_bytes, run_until_interrupted, start, start_backends, Ports,
-};
+use crate::stack::processes::{free_port, resident_bytes, run_until_interrupted, start, BenchStack};
 
 /// Options of the fuzz scenario.
 #[derive(Debug, Clone, clap::Args)]
@@ -71,18 +69,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 }
 
 async fn scenario(options: &Options) -> anyhow::Result<()> {
-    let histflow = histflow_binary(options.histflow.as_deref())?;
-    let topology = options.topology.canonicalize().with_context(|| format!("cannot read {}", options.topology.display()))?;
-    let dir = tempfile::Builder::new().prefix("histflow-fuzz-").tempdir()?;
-    let ports = Ports::free()?;
-    let mut backends = start_backends(&histflow, ports, dir.path(), true, true, true)?;
-    let admin = free_port()?;
-    let mut service = start(
-        "histflow --role service",
-        histflow_run(&histflow, &topology, "service", ports, admin, dir.path()),
-        ports.http,
-        &dir.path().join("service.log"),
-    )?;
+    let mut stack = BenchStack::start(options.histflow.as_deref(), &options.topology, "fuzz")?;
+    let ports = stack.ports;
+    let mut service =
+        start("histflow --role service", stack.histflow_run("service", free_port()?), ports.http, &stack.dir.path().join("service.log"))?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let base = format!("http://127.0.0.1:{}", ports.http);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -129,8 +119,9 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
 
     // Let anything the requests left behind settle, then measure again.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let service_alive = service.check_alive(&dir.path().join("service.log")).is_ok();
-    let compat_alive = backends.last_mut().is_some_and(|compat| compat.check_alive(&dir.path().join("hbase.log")).is_ok());
+    let logs = stack.dir.path().to_owned();
+    let service_alive = service.check_alive(&logs.join("service.log")).is_ok();
+    let compat_alive = stack.backends.last_mut().is_some_and(|compat| compat.check_alive(&logs.join("hbase.log")).is_ok());
     let after = (resident_bytes(service.pid()), metrics_size(&http, &metrics_url).await.unwrap_or_default());
     let answers = std::mem::take(&mut *answers.lock().unwrap_or_else(PoisonError::into_inner));
     let sent: u64 = answers.by_status.values().sum();
@@ -181,7 +172,7 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
         println!("figures written to {}", path.display());
     }
     service.stop(Duration::from_secs(20));
-    anyhow::ensure!(service_alive && compat_alive, "a process crashed under fuzzing; logs in {}", dir.keep().display());
+    anyhow::ensure!(service_alive && compat_alive, "a process crashed under fuzzing; logs in {}", stack.dir.keep().display());
     anyhow::ensure!(answers.server_error_count == 0, "5xx answers other than 503");
     Ok(())
 }

@@ -20,9 +20,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::stack::processes::{
-    free_port, histflow_binary, histflow_run, resident_bytes, run_until_interrupted, start, start_backends, Ports,
-};
+use crate::stack::processes::{free_port, resident_bytes, run_until_interrupted, start, BenchStack};
 
 /// Options of the soak.
 #[derive(Debug, Clone, clap::Args)]
@@ -81,17 +79,10 @@ fn body(batch: usize, users: u64, next: &AtomicU64) -> Value {
 }
 
 async fn scenario(options: &Options) -> anyhow::Result<()> {
-    let histflow = histflow_binary(options.histflow.as_deref())?;
-    let topology = options.topology.canonicalize().with_context(|| format!("cannot read {}", options.topology.display()))?;
-    let dir = tempfile::Builder::new().prefix("histflow-soak-").tempdir()?;
-    let ports = Ports::free()?;
-    let _backends = start_backends(&histflow, ports, dir.path(), true, true, true)?;
-    let mut service = start(
-        "histflow --role service",
-        histflow_run(&histflow, &topology, "service", ports, free_port()?, dir.path()),
-        ports.http,
-        &dir.path().join("service.log"),
-    )?;
+    let stack = BenchStack::start(options.histflow.as_deref(), &options.topology, "soak")?;
+    let ports = stack.ports;
+    let mut service =
+        start("histflow --role service", stack.histflow_run("service", free_port()?), ports.http, &stack.dir.path().join("service.log"))?;
     let url = format!("http://127.0.0.1:{}/v1/events", ports.http);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(options.max_in_flight).build()?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -193,7 +184,7 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let alive = service.check_alive(&dir.path().join("service.log")).is_ok();
+    let alive = service.check_alive(&stack.dir.path().join("service.log")).is_ok();
 
     let statuses = std::mem::take(&mut *statuses.lock().unwrap_or_else(PoisonError::into_inner));
     let answered: u64 = statuses.values().sum();
@@ -235,6 +226,6 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
         println!("figures written to {}", path.display());
     }
     service.stop(Duration::from_secs(20));
-    anyhow::ensure!(alive, "the service died under overload; logs in {}", dir.keep().display());
+    anyhow::ensure!(alive, "the service died under overload; logs in {}", stack.dir.keep().display());
     Ok(())
 }

@@ -212,3 +212,37 @@ pub fn resident_bytes(pid: u32) -> Option<u64> {
     let kib: u64 = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// What a fault bench starts first: Redis, tansu and the HBase-compatible
+/// server on free ports, beside the histflow binary and topology it runs,
+/// with every log in one temporary directory.
+pub struct BenchStack {
+    /// The histflow binary.
+    pub histflow: PathBuf,
+    /// The topology (absolute).
+    pub topology: PathBuf,
+    /// Where the processes run and log.
+    pub dir: tempfile::TempDir,
+    /// Where they listen.
+    pub ports: Ports,
+    /// Redis, tansu, the compat server (in that order).
+    pub backends: Vec<Owned>,
+}
+
+impl BenchStack {
+    /// Starts the backends for a bench named `name` (the directory's prefix).
+    pub fn start(histflow: Option<&Path>, topology: &Path, name: &str) -> anyhow::Result<Self> {
+        let histflow = histflow_binary(histflow)?;
+        let topology = topology.canonicalize().with_context(|| format!("cannot read {}", topology.display()))?;
+        let dir = tempfile::Builder::new().prefix(&format!("histflow-{name}-")).tempdir()?;
+        let ports = Ports::free()?;
+        let backends = start_backends(&histflow, ports, dir.path(), true, true, true)?;
+        Ok(BenchStack { histflow, topology, dir, ports, backends })
+    }
+
+    /// `histflow run --role <role>` of this stack, its admin endpoints on
+    /// `admin_port`.
+    pub fn histflow_run(&self, role: &str, admin_port: u16) -> Command {
+        histflow_run(&self.histflow, &self.topology, role, self.ports, admin_port, self.dir.path())
+    }
+}
