@@ -25,7 +25,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::stack::processes::{free_port, histflow_run, run_until_interrupted, start, BenchStack, Owned, Ports};
+use crate::stack::processes::{free_port, histflow_run, run_until_interrupted, start, wait_ready, BenchStack, Owned, Ports};
 use crate::stack::report::history_cells;
 
 /// Options of the crash scenario.
@@ -210,12 +210,7 @@ impl Launcher {
         let command = histflow_run(&self.histflow, &self.topology, "service", self.ports, free_port()?, &self.dir);
         let (log, port) = (self.dir.join(format!("service-{generation}.log")), self.ports.http);
         let service = tokio::task::spawn_blocking(move || start("histflow --role service", command, port, &log)).await??;
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.is_ok_and(|answer| answer.status() == 200) {
-            anyhow::ensure!(Instant::now() < deadline, "the service was not ready within 30 s of its start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_ready(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}")).await?;
         Ok(service)
     }
 }

@@ -24,7 +24,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::stack::processes::{free_port, resident_bytes, run_until_interrupted, start, BenchStack};
+use crate::stack::processes::{free_port, resident_bytes, run_until_interrupted, start, wait_ready, BenchStack};
 
 /// Options of the fuzz scenario.
 #[derive(Debug, Clone, clap::Args)]
@@ -75,11 +75,7 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
         start("histflow --role service", stack.histflow_run("service", free_port()?), ports.http, &stack.dir.path().join("service.log"))?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let base = format!("http://127.0.0.1:{}", ports.http);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|answer| answer.status() == 200) {
-        anyhow::ensure!(Instant::now() < deadline, "the service was not ready within 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&http, &base).await?;
     // With an ingest stage in the process, the API listener serves /metrics.
     let metrics_url = format!("{base}/metrics");
     let before = (resident_bytes(service.pid()), metrics_size(&http, &metrics_url).await?);

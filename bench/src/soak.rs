@@ -20,7 +20,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::stack::processes::{free_port, resident_bytes, run_until_interrupted, start, BenchStack};
+use crate::stack::processes::{free_port, resident_bytes, run_until_interrupted, start, wait_ready, BenchStack};
 
 /// Options of the soak.
 #[derive(Debug, Clone, clap::Args)]
@@ -85,11 +85,7 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
         start("histflow --role service", stack.histflow_run("service", free_port()?), ports.http, &stack.dir.path().join("service.log"))?;
     let url = format!("http://127.0.0.1:{}/v1/events", ports.http);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(options.max_in_flight).build()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http.get(format!("http://127.0.0.1:{}/readyz", ports.http)).send().await.is_ok_and(|answer| answer.status() == 200) {
-        anyhow::ensure!(Instant::now() < deadline, "the service was not ready within 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&http, &format!("http://127.0.0.1:{}", ports.http)).await?;
     let next = Arc::new(AtomicU64::new(0));
 
     // Capacity: closed loop, only 200s counted.

@@ -208,9 +208,9 @@ async fn run_stack(options: &Options, histflow: &Path, topology: &Path) -> anyho
     let http = reqwest::Client::new();
     let service = format!("http://127.0.0.1:{http_port}");
     let job = job_index.map(|_| format!("http://127.0.0.1:{job_port}"));
-    wait_ready(&http, &service).await?;
+    processes::wait_ready(&http, &service).await?;
     if let Some(job) = &job {
-        wait_ready(&http, job).await?;
+        processes::wait_ready(&http, job).await?;
     }
 
     let (outcome, peak_bytes_per_item) = load(options, &http, &service, &name).await?;
@@ -244,19 +244,6 @@ async fn drive_target(options: &Options, target: &str) -> anyhow::Result<Figures
     let (outcome, bytes) = load(options, &http, base, "target").await?;
     let metrics = Scrape::of(&http, base).await;
     Ok(Figures::of_run("target", options, &outcome, &metrics, &metrics, &[], bytes, None))
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(response) = http.get(format!("{base}/readyz")).send().await {
-            if response.status() == 200 {
-                return Ok(());
-            }
-        }
-        anyhow::ensure!(Instant::now() < deadline, "{base} not ready within 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Runs the workload with a progress bar; also samples the aggregate's

@@ -246,3 +246,14 @@ impl BenchStack {
         histflow_run(&self.histflow, &self.topology, role, self.ports, admin_port, self.dir.path())
     }
 }
+
+/// Waits (at most 30 s) until `base`/readyz answers 200; polls every 20 ms,
+/// so a restart's time to ready is measured to that.
+pub async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|answer| answer.status() == 200) {
+        anyhow::ensure!(Instant::now() < deadline, "{base} not ready within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
