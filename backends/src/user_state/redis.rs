@@ -39,13 +39,18 @@ fn index_users(pipe: &mut redis::Pipeline, uids: impl IntoIterator<Item = u64>, 
         by_shard.entry(keys::shard_of(uid, shards)).or_default().push(uid);
     }
     for (shard, uids) in by_shard {
-        let mut add = redis::cmd("ZADD");
-        add.arg(keys::pending_index(shard)).arg("NX");
-        for uid in uids {
-            add.arg(now_ms).arg(uid);
-        }
-        pipe.add_command(add).ignore();
+        add_to_index(pipe, shard, &uids, now_ms);
     }
+}
+
+/// Adds `ZADD NX` of `uids` (all of `shard`) to `shard`'s pending index.
+fn add_to_index(pipe: &mut redis::Pipeline, shard: u32, uids: &[u64], now_ms: i64) {
+    let mut add = redis::cmd("ZADD");
+    add.arg(keys::pending_index(shard)).arg("NX");
+    for uid in uids {
+        add.arg(now_ms).arg(uid);
+    }
+    pipe.add_command(add).ignore();
 }
 
 /// Redis behind a reconnecting connection manager.
@@ -310,12 +315,7 @@ impl RedisStore {
         let marked_again: Vec<u64> = uids.iter().zip(left).filter(|(_, left)| *left > 0).map(|(uid, _)| *uid).collect();
         if !marked_again.is_empty() {
             let mut pipe = redis::pipe();
-            let mut add = redis::cmd("ZADD");
-            add.arg(keys::pending_index(shard)).arg("NX");
-            for uid in marked_again {
-                add.arg(now_ms).arg(uid);
-            }
-            pipe.add_command(add).ignore();
+            add_to_index(&mut pipe, shard, &marked_again, now_ms);
             pipe.query_async::<()>(&mut connection).await.map_err(store_error)?;
         }
         Ok(())
@@ -407,10 +407,12 @@ impl RedisStore {
         }
         let mut connection = self.connection.clone();
         let replies: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut connection).await.map_err(store_error)?;
-        Ok(replies
-            .chunks(2)
-            .map(|pair| pair[0].iter().zip(&pair[1]).map(|(record, kept)| record.clone().or_else(|| kept.clone())).collect())
-            .collect())
+        let mut replies = replies.into_iter();
+        let mut found = Vec::with_capacity(wanted.len());
+        while let (Some(records), Some(kept)) = (replies.next(), replies.next()) {
+            found.push(records.into_iter().zip(kept).map(|(record, kept)| record.or(kept)).collect());
+        }
+        Ok(found)
     }
 
     pub(super) async fn ping(&self) -> bool {
