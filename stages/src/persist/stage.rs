@@ -56,7 +56,7 @@ impl PersistStage {
 }
 
 /// Per user, the `ids` references of a window: (item, view_at shipped).
-type References = Vec<(u64, Vec<(String, i64)>)>;
+type References = BTreeMap<u64, Vec<(String, i64)>>;
 
 /// The mutation of `uid`'s row, created on first use.
 fn row_of(rows: &mut BTreeMap<u64, RowMutation>, uid: u64) -> &mut RowMutation {
@@ -89,16 +89,15 @@ impl PersistStage {
     async fn mutations(&self, window: &mut Window, stage: &str) -> Result<(Vec<RowMutation>, References), StageError> {
         let mut rows: BTreeMap<u64, RowMutation> = BTreeMap::new();
 
-        let mut refs: BTreeMap<u64, Vec<(String, i64)>> = BTreeMap::new();
+        let mut references = References::new();
         for ((uid, item), pending) in window.upserts.drain() {
             match pending {
                 Pending::Full(record) => {
                     row_of(&mut rows, uid).puts.push((format!("{RECORDS_FAMILY}:{item}"), record.view_at, codec::encode_record(&record)))
                 }
-                Pending::Ref(view_at) => refs.entry(uid).or_default().push((item, view_at)),
+                Pending::Ref(view_at) => references.entry(uid).or_default().push((item, view_at)),
             }
         }
-        let references: References = refs.into_iter().collect();
         if !references.is_empty() {
             let Some(store) = &self.records else {
                 return Err(format!("stage `{stage}`: ids payload needs `redis_url` to read records from").into());
@@ -146,16 +145,12 @@ impl PersistStage {
     /// crash meanwhile replays the window and notes again).
     async fn note_written(&self, mutations: &[RowMutation], mut references: References, stage: &str) {
         let Some(store) = &self.records else { return };
-        let mut written: BTreeMap<u64, Vec<(String, i64)>> = mutations
-            .iter()
-            .filter(|row| row.puts.iter().any(|(column, _, _)| column.starts_with("r:")))
-            .filter_map(|row| keys::uid_of_hbase_row(&row.row))
-            .map(|uid| (uid, Vec::new()))
-            .collect();
-        for (uid, items) in references.drain(..) {
-            written.entry(uid).or_default().extend(items);
+        // Every user with records written, with the references read of it.
+        let record_rows = mutations.iter().filter(|row| row.puts.iter().any(|(column, _, _)| column.starts_with("r:")));
+        for uid in record_rows.filter_map(|row| keys::uid_of_hbase_row(&row.row)) {
+            references.entry(uid).or_default();
         }
-        let written: References = written.into_iter().collect();
+        let written: Vec<(u64, Vec<(String, i64)>)> = references.into_iter().collect();
         retry::until_ok(
             || store.note_hbase_written(&written),
             |error, pause| Retry { stage, what: "cannot note the written users in Redis; retrying", error, pause }.emit(),
