@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - `user_state`: the per-user state in Redis (timeline, records, meta,
-//!   dirty marks), every rule as a Lua script with the embedded store's copy
+//!   pending marks), every rule as a Lua script with the embedded store's copy
 //!   of the same rules beside it.
 //! - `history_table`: the HBase history table, through a Thrift1 gateway
 //!   or (feature `embedded`) the embedded on-disk store.

@@ -33,7 +33,7 @@ pub struct AggregateConfig {
 }
 
 /// Shards when the topology names none; a realtime stage with no
-/// aggregate after it keeps its dirty marks in as many sets.
+/// aggregate after it indexes its pending marks in as many sets.
 pub const DEFAULT_SHARDS: u32 = 64;
 
 fn default_shards() -> u32 {

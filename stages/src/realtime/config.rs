@@ -117,8 +117,9 @@ impl RealtimeConfig {
         CallShape { cluster: self.cluster, max_events: self.script_max_events }
     }
 
-    /// The stage on the user-state store at `redis_url`, marking users
-    /// dirty in the shard sets of the aggregate it feeds.
+    /// The stage on the user-state store at `redis_url`, keeping pending
+    /// marks (indexed by the shards of the aggregate it feeds) when a Kafka
+    /// producer downstream settles them, and re-driving stale ones.
     pub(crate) fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
         let store = cx.backends.user_store(&self.redis_url, self.call_shape())?;
         let broadcast = match (&self.broadcast_brokers, cx.embedded()) {
