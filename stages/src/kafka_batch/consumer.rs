@@ -6,8 +6,9 @@
 //! (persist) has answered that batch's ack (its rows are durable), and
 //! always in consumption order. librdkafka commits stored offsets every
 //! second and once more at the end. A message that can never be decoded
-//! goes to the dead-letter topic (with the reason and where it came from)
-//! and counts as done, so it does not block its partition.
+//! goes to the dead-letter topic (with the reason and where it came from),
+//! sent until the broker takes it, and then counts as done, so it does not
+//! block its partition for longer.
 //!
 //! On the stop signal the consumer stops reading, closes its output so the
 //! window downstream is written, waits for those acks and commits.
@@ -15,6 +16,7 @@
 use std::sync::Arc;
 
 use backends::kafka::{ensure_topic, group_consumer, idempotent_producer, DeliveryTimeout};
+use backends::retry;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
@@ -63,16 +65,23 @@ impl KafkaConsumerStage {
         })
     }
 
+    /// Sends `payload` to the dead-letter topic, again and again until the
+    /// broker takes it: its offset is committed only after that.
     async fn dead_letter(&self, payload: &[u8], partition: i32, offset: i64, reason: &str, stage: &str) {
         let (partition_text, offset_text) = (partition.to_string(), offset.to_string());
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: "reason", value: Some(reason) })
-            .insert(Header { key: "source-topic", value: Some(&self.topic) })
-            .insert(Header { key: "source-partition", value: Some(&partition_text) })
-            .insert(Header { key: "source-offset", value: Some(&offset_text) });
-        let record = FutureRecord::<(), [u8]>::to(&self.dead_letter_topic).payload(payload).headers(headers);
-        let outcome = self.dead_letters.send(record, Timeout::Never).await.map(drop).map_err(|(error, _)| error);
-        DeadLetterSent { stage, partition, offset, reason, topic: &self.dead_letter_topic, outcome: &outcome }.emit();
+        let send = || async {
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "reason", value: Some(reason) })
+                .insert(Header { key: "source-topic", value: Some(&self.topic) })
+                .insert(Header { key: "source-partition", value: Some(&partition_text) })
+                .insert(Header { key: "source-offset", value: Some(&offset_text) });
+            let record = FutureRecord::<(), [u8]>::to(&self.dead_letter_topic).payload(payload).headers(headers);
+            self.dead_letters.send(record, Timeout::Never).await.map(drop).map_err(|(error, _)| error)
+        };
+        let topic = &self.dead_letter_topic;
+        retry::until_ok(send, |error, _| DeadLetterSent { stage, partition, offset, reason, topic, outcome: &Err(error.clone()) }.emit())
+            .await;
+        DeadLetterSent { stage, partition, offset, reason, topic, outcome: &Ok(()) }.emit();
     }
 
     fn store(&self, topic: &str, partition: i32, offset: i64) -> Result<(), StageError> {

@@ -100,7 +100,7 @@ impl DeadLetterSent<'_> {
                     "undecodable merge message sent to the dead-letter topic"
                 );
             }
-            Err(error) => tracing::error!(stage, partition, offset, %error, "dead letter not delivered"),
+            Err(error) => tracing::error!(stage, partition, offset, %error, "dead letter not delivered; retrying (its offset waits)"),
         }
     }
 }

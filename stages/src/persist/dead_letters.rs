@@ -41,10 +41,16 @@ impl DeadLetters {
                 let headers = rdkafka::message::OwnedHeaders::new()
                     .insert(rdkafka::message::Header { key: "reason", value: Some(reason) })
                     .insert(rdkafka::message::Header { key: "row", value: Some(&row.row) });
-                let record = rdkafka::producer::FutureRecord::to(topic).key(&row.row).payload(&payload).headers(headers);
-                if let Err((error, _)) = producer.send(record, rdkafka::util::Timeout::Never).await {
-                    tracing::error!(stage, uid, %error, "rejected row not delivered to the dead-letter topic");
-                }
+                // Again and again until the broker takes it: the window's
+                // offsets are committed only after that.
+                let send = || {
+                    let record = rdkafka::producer::FutureRecord::to(topic).key(&row.row).payload(&payload).headers(headers.clone());
+                    async move { producer.send(record, rdkafka::util::Timeout::Never).await.map(drop).map_err(|(error, _)| error) }
+                };
+                backends::retry::until_ok(send, |error, pause| {
+                    tracing::error!(stage, uid, %error, retry_in_ms = pause.as_millis() as u64, "rejected row not delivered to the dead-letter topic; retrying (the window's offsets wait)");
+                })
+                .await;
             }
         }
         let topic = match self {
