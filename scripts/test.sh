@@ -9,6 +9,8 @@
 #     at KAFKA_BROKERS;
 #   - creates target/test-venv with happybase (pip), an ordinary HBase
 #     Thrift client for the HBase-compatible server's interop test;
+#   - installs Debian's chromium and chromium-driver (apt-get) when
+#     missing, for the live page's browser test (tests/live_page.rs);
 #   - exports REDIS_URL and KAFKA_BROKERS, then runs cargo fmt --check,
 #     cargo clippy -D warnings and cargo test --workspace;
 #   - stops only the services it started.
@@ -73,6 +75,13 @@ else
     started_pids+=("$!")
     wait_for 10 sh -c "redis-cli -u '$REDIS_URL' ping | grep -q PONG" \
         || { tail -20 "$LOG_DIR/redis.log" >&2; die "redis-server did not answer within 10 s"; }
+fi
+
+# --- Chromium, for the live page's browser test --------------------------------
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    say "installing chromium and chromium-driver (apt-get)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 # --- Kafka protocol: tansu -----------------------------------------------------

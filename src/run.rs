@@ -6,9 +6,12 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ingest_http::{install_prometheus, serve_admin, AdminState};
+use std::sync::Arc;
+
+use ingest_http::{install_prometheus, serve_admin, AdminState, StatsBoard};
 use pipeline::health::Health;
 use pipeline::plan::{plan, RoleSelection};
+use pipeline::view::TopologyView;
 use pipeline::Topology;
 use stages::{BuildOptions, StageConfig};
 use tokio_util::sync::CancellationToken;
@@ -42,7 +45,8 @@ async fn run_topology(topology: Topology<StageConfig>, role: RoleSelection, embe
     let metrics =
         install_prometheus().map_err(|error| tracing::warn!(%error, "metrics recorder not installed; /metrics will answer 503")).ok();
     let health = Health::default();
-    let admin_state = AdminState { health: health.clone(), metrics };
+    let board = metrics.clone().map(|metrics| Arc::new(StatsBoard::new(TopologyView::new(&topology, role), metrics, health.clone())));
+    let admin_state = AdminState { health: health.clone(), metrics, board };
     let nodes = match stages::build(&topology, BuildOptions { role, embedded, admin: Some(admin_state.clone()) }) {
         Ok(nodes) => nodes,
         Err(problems) => {

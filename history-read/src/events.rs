@@ -1,6 +1,16 @@
 //! What the read side reports. Each event names its metric once, here, and
 //! both counts and (where a person should hear of it) logs.
 
+/// Registers the read side's counters at zero, so `/metrics` lists them
+/// before their first event.
+pub fn register() {
+    for source in ["realtime", "hbase"] {
+        metrics::counter!(PageServed::METRIC, "source" => source).increment(0);
+    }
+    metrics::counter!(HbaseRead::METRIC).increment(0);
+    metrics::counter!(UndecodableRecord::METRIC).increment(0);
+}
+
 /// A history page was answered.
 pub(crate) struct PageServed {
     /// The page needed the history table (Redis ran short).

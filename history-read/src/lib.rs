@@ -16,4 +16,5 @@ mod merge;
 mod reader;
 
 pub use cursor::{BadCursor, Cursor, Page, PageError, PageQuery, ReadError};
+pub use events::register as register_metrics;
 pub use reader::HistoryReader;

@@ -2,6 +2,19 @@
 
 use std::time::Duration;
 
+use pipeline::view::{Figure, FigureSource};
+
+/// What the live page shows of an `http_ingest` stage.
+pub fn figures() -> Vec<Figure> {
+    vec![
+        Figure {
+            label: "report requests/s",
+            source: FigureSource::RateWhere { metric: HttpRequest::REQUESTS, label: ("route", "/v1/events") },
+        },
+        Figure { label: "all requests/s", source: FigureSource::Rate(HttpRequest::REQUESTS) },
+    ]
+}
+
 /// An HTTP request was answered.
 pub(crate) struct HttpRequest {
     /// The matched route pattern (`unmatched` for none).

@@ -19,8 +19,11 @@
 //! - `wire`: records and results as JSON and gRPC carry them.
 //! - `events`: what the HTTP edge counts.
 //! - `stage`: the `http_ingest` stage serving HTTP and gRPC.
-//! - `admin`: `/metrics`, `/healthz`, `/readyz`, merged into the ingest
-//!   server or served alone when no ingest runs in the process.
+//! - `admin`: `/metrics`, `/healthz`, `/readyz`, `/admin/stats` and
+//!   `/ui`, merged into the ingest server or served alone when no ingest
+//!   runs in the process.
+//! - `stats`: the live figures behind `/admin/stats`.
+//! - `ui`: the live topology page.
 
 pub mod admin;
 pub mod api;
@@ -34,9 +37,13 @@ pub mod read_routes;
 pub mod router;
 pub mod stage;
 pub mod state;
+pub mod stats;
+mod ui;
 pub mod wire;
 
 pub use admin::{admin_router, install_prometheus, serve_admin, AdminState};
 pub use config::HttpIngestConfig;
 pub use error::ApiError;
+pub use events::figures;
 pub use stage::HttpIngestStage;
+pub use stats::StatsBoard;

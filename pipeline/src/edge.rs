@@ -181,8 +181,11 @@ impl<M: Message> Output<M> {
                 }
                 Err(TryAcquireError::NoPermits) => {
                     let started = tokio::time::Instant::now();
+                    edge.metrics.wait_started();
                     let acquired = edge.permits.clone().acquire_many_owned(wanted).await;
-                    self.metrics.backpressure_wait(started.elapsed());
+                    let waited = started.elapsed();
+                    self.metrics.backpressure_wait(waited);
+                    edge.metrics.wait_ended(waited);
                     match acquired {
                         Ok(places) => places,
                         Err(_closed) => return Err(SendError::Closed { to: edge.to.clone(), message }),

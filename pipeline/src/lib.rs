@@ -21,6 +21,8 @@
 //! - `rate_limit`: governor limits on tokio's clock; they delay, never drop.
 //! - `runtime`: spawning, wiring, draining shutdown with a deadline.
 //! - `metrics`: per-stage and per-edge metric handles and names.
+//! - `view`: the topology as the live page draws it, with each kind's
+//!   figures.
 
 pub mod edge;
 pub mod env;
@@ -33,6 +35,7 @@ pub mod rate_limit;
 pub mod runtime;
 pub mod topology;
 pub mod validate;
+pub mod view;
 
 pub use edge::{Input, Message, Output, SendError};
 pub use runtime::{stage_fn, NodeSpec, RunError, RunnableNode, Running, Stage, StageContext, StageError, StageFuture};

@@ -16,6 +16,11 @@
 //!   events queued on an edge now, and its capacity.
 //! - `histflow_edge_rejected_total{from,to}`: sends refused by a full
 //!   `reject` edge.
+//! - `histflow_edge_blocked_microseconds_total{from,to}`: time senders
+//!   spent waiting for room on this (full, `block`) edge, counted when a
+//!   wait ends.
+//! - `histflow_edge_waiting_senders{from,to}`: senders waiting for room on
+//!   it now (a wait that has not ended yet).
 
 use std::time::Duration;
 
@@ -76,13 +81,20 @@ impl StageMetrics {
 pub(crate) struct EdgeMetrics {
     queued: Gauge,
     rejected: Counter,
+    blocked: Counter,
+    waiting: Gauge,
 }
 
 impl EdgeMetrics {
     pub(crate) fn new(from: &str, to: &str, capacity: usize) -> Self {
         let labels = [("from", from.to_owned()), ("to", to.to_owned())];
         gauge!("histflow_edge_capacity_events", &labels).set(capacity as f64);
-        EdgeMetrics { queued: gauge!("histflow_edge_queue_events", &labels), rejected: counter!("histflow_edge_rejected_total", &labels) }
+        EdgeMetrics {
+            queued: gauge!("histflow_edge_queue_events", &labels),
+            rejected: counter!("histflow_edge_rejected_total", &labels),
+            blocked: counter!("histflow_edge_blocked_microseconds_total", &labels),
+            waiting: gauge!("histflow_edge_waiting_senders", &labels),
+        }
     }
 
     pub(crate) fn queued(&self, events: usize) {
@@ -91,5 +103,14 @@ impl EdgeMetrics {
 
     pub(crate) fn rejected(&self) {
         self.rejected.increment(1);
+    }
+
+    pub(crate) fn wait_started(&self) {
+        self.waiting.increment(1.0);
+    }
+
+    pub(crate) fn wait_ended(&self, waited: Duration) {
+        self.waiting.decrement(1.0);
+        self.blocked.increment(waited.as_micros() as u64);
     }
 }

@@ -85,6 +85,11 @@ pub trait StageSpec: DeserializeOwned + fmt::Debug + Send + Sync + 'static {
     fn check(&self) -> Vec<String> {
         Vec::new()
     }
+    /// What the live page shows of this stage besides its events in and
+    /// out (commits per second, consumer lag, ...).
+    fn figures(&self) -> Vec<crate::view::Figure> {
+        Vec::new()
+    }
 }
 
 /// A parsed topology, before validation.

@@ -43,5 +43,6 @@ fn reader(config: &HttpIngestConfig, cx: &mut BuildContext<'_>) -> Result<Option
     // writes a user; a job without the realtime store cannot, so then
     // every short page reads HBase.
     let note_checks = cx.embedded() || persist.is_some_and(|persist| persist.redis_url.is_some());
+    history_read::register_metrics();
     Ok(Some(HistoryReader { store, table, progress_fallback, note_checks }))
 }

@@ -109,6 +109,17 @@ impl StageSpec for StageConfig {
         matches!(self, StageConfig::HttpIngest(_))
     }
 
+    fn figures(&self) -> Vec<pipeline::view::Figure> {
+        match self {
+            StageConfig::HttpIngest(_) => ingest_http::figures(),
+            StageConfig::Realtime(_) => realtime::figures(),
+            StageConfig::Aggregate(_) => aggregate::figures(),
+            StageConfig::KafkaBatch(_) => kafka_batch::figures(),
+            StageConfig::Persist(_) => persist::figures(),
+            StageConfig::Discard(_) => Vec::new(),
+        }
+    }
+
     fn check(&self) -> Vec<String> {
         match self {
             StageConfig::HttpIngest(config) => config.check(),

@@ -1,6 +1,16 @@
 //! What the aggregate stage reports. Each event names its metrics once,
 //! here.
 
+use pipeline::view::{Figure, FigureSource};
+
+/// What the live page shows of an aggregate stage.
+pub(crate) fn figures() -> Vec<Figure> {
+    vec![
+        Figure { label: "pending items", source: FigureSource::Value(FoldMeasured::PENDING_ITEMS) },
+        Figure { label: "table bytes", source: FigureSource::Value(FoldMeasured::TABLE_BYTES) },
+    ]
+}
+
 /// The fold was measured (on the flush timer).
 pub(crate) struct FoldMeasured {
     /// Items pending over all shards.

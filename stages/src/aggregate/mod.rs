@@ -12,4 +12,5 @@ pub mod fold;
 pub mod stage;
 
 pub use config::{AggregateConfig, DEFAULT_SHARDS};
+pub(crate) use events::figures;
 pub use stage::AggregateStage;

@@ -42,7 +42,8 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
         problems.push(BuildError::EmptyRole { role: options.role });
     }
     let mut backends = Backends::new(options.embedded);
-    let admin = options.admin.clone().unwrap_or_else(|| AdminState { health: pipeline::health::Health::default(), metrics: None });
+    let admin =
+        options.admin.clone().unwrap_or_else(|| AdminState { health: pipeline::health::Health::default(), metrics: None, board: None });
     let mut nodes: Vec<RunnableNode<Batch>> = Vec::new();
     for node in planned {
         let mut cx =

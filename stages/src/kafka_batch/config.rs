@@ -109,7 +109,12 @@ impl KafkaBatchConfig {
             return self.build_embedded(cx);
         }
         match cx.half {
-            Half::Consumer => Ok(Box::new(KafkaConsumerStage::new(self).map_err(StageBuildError::Backend)?)),
+            Half::Consumer => {
+                super::events::register_consumer();
+                let mut stage = KafkaConsumerStage::new(self).map_err(StageBuildError::Backend)?;
+                stage.broker_health = Some(cx.admin.health.backend("broker"));
+                Ok(Box::new(stage))
+            }
             Half::Producer | Half::Whole => {
                 // A delivered flush settles the marks the realtime stage
                 // feeding this bridge wrote.
@@ -118,7 +123,10 @@ impl KafkaBatchConfig {
                     _ => None,
                 };
                 let ttl_s = cx.key_ttl_s();
-                Ok(Box::new(KafkaProducerStage::new(self, marks, ttl_s).map_err(StageBuildError::Backend)?))
+                super::events::register_producer();
+                let mut stage = KafkaProducerStage::new(self, marks, ttl_s).map_err(StageBuildError::Backend)?;
+                stage.broker_health = Some(cx.admin.health.backend("broker"));
+                Ok(Box::new(stage))
             }
         }
     }

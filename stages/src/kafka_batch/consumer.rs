@@ -21,6 +21,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use model::{codec, Ack, Batch};
+use pipeline::health::Dependency;
 use pipeline::{Stage, StageContext, StageError, StageFuture};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -41,6 +42,8 @@ pub struct KafkaConsumerStage {
     dead_letters: FutureProducer,
     topic: String,
     dead_letter_topic: String,
+    /// What the broker answered last, for the live page.
+    pub broker_health: Option<Dependency>,
 }
 
 /// A message read, waiting to be committed: where it is, and what to wait
@@ -62,6 +65,7 @@ impl KafkaConsumerStage {
             dead_letters,
             topic: config.topic.clone(),
             dead_letter_topic: config.dead_letter_topic.clone(),
+            broker_health: None,
         })
     }
 
@@ -139,6 +143,9 @@ impl Stage<Batch> for KafkaConsumerStage {
                     () = shutdown.cancelled() => break,
                     Some(done) = unacked.next(), if !unacked.is_empty() => settle(done)?,
                     received = self.consumer.recv(), if unacked.len() < MAX_UNACKED => {
+                        if let Some(health) = &self.broker_health {
+                            health.set_up(received.is_ok());
+                        }
                         let message = match received {
                             Ok(message) => message,
                             Err(error) => {

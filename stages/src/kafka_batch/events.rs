@@ -3,6 +3,35 @@
 
 use std::time::Duration;
 
+use pipeline::view::{Figure, FigureSource};
+
+/// What the live page shows of a `kafka_batch` bridge.
+pub(crate) fn figures() -> Vec<Figure> {
+    vec![
+        Figure { label: "messages/s", source: FigureSource::Rate(FlushDelivered::MESSAGES) },
+        Figure {
+            label: "events/message",
+            source: FigureSource::Ratio { numerator: FlushDelivered::EVENTS, denominator: FlushDelivered::MESSAGES },
+        },
+        Figure { label: "consumer lag", source: FigureSource::Value(ConsumerLag::METRIC) },
+        Figure { label: "retries/s", source: FigureSource::Rate(DeliveryRetry::METRIC) },
+        Figure { label: "dead letters/s", source: FigureSource::Rate(DeadLetterSent::METRIC) },
+    ]
+}
+
+/// Registers the producing half's counters at zero, so `/metrics` lists
+/// them before their first event.
+pub(crate) fn register_producer() {
+    for name in [FlushDelivered::MESSAGES, FlushDelivered::EVENTS, MessageDelivered::METRIC, DeliveryRetry::METRIC] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
+/// Registers the consuming half's counters at zero.
+pub(crate) fn register_consumer() {
+    metrics::counter!(DeadLetterSent::METRIC).increment(0);
+}
+
 /// Every message of one shard flush reached the broker.
 pub(crate) struct FlushDelivered {
     /// Messages the flush took.

@@ -17,4 +17,5 @@ pub mod producer;
 
 pub use config::{Compression, KafkaBatchConfig, Payload};
 pub use consumer::KafkaConsumerStage;
+pub(crate) use events::figures;
 pub use producer::KafkaProducerStage;

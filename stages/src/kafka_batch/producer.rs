@@ -18,6 +18,7 @@ use futures::future::{join_all, BoxFuture};
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use model::{codec, Batch};
+use pipeline::health::Dependency;
 use pipeline::{Stage, StageContext, StageFuture};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -41,6 +42,8 @@ pub struct KafkaProducerStage {
     marks: Option<UserStore>,
     /// Key expiry of the user keys (a shipped mark expires with them).
     ttl_s: u64,
+    /// What the broker answered last, for the live page.
+    pub broker_health: Option<Dependency>,
 }
 
 impl KafkaProducerStage {
@@ -68,6 +71,7 @@ impl KafkaProducerStage {
             max_message_bytes: config.max_message_bytes.saturating_sub(FRAMING_BYTES).max(1024),
             marks,
             ttl_s,
+            broker_health: None,
         })
     }
 
@@ -77,12 +81,14 @@ impl KafkaProducerStage {
         let shard = batch.shard.unwrap_or(0);
         let messages = codec::encode_merge_batch(shard, &batch.ops, self.max_message_bytes);
         let (producer, topic, marks, ttl_s) = (self.producer.clone(), self.topic.clone(), self.marks.clone(), self.ttl_s);
+        let health = self.broker_health.clone();
         let ops = batch.ops;
         let events = ops.len();
         async move {
             let key = shard.to_string();
             let count = messages.len();
-            join_all(messages.into_iter().map(|payload| send_until_taken(&producer, &topic, &key, payload, &stage))).await;
+            let health = health.as_ref();
+            join_all(messages.into_iter().map(|payload| send_until_taken(&producer, &topic, &key, payload, &stage, health))).await;
             FlushDelivered { messages: count, events }.emit();
             if let Some(marks) = marks {
                 // Not retried: a mark left behind only makes a re-drive
@@ -96,13 +102,17 @@ impl KafkaProducerStage {
     }
 }
 
-async fn send_until_taken(producer: &FutureProducer, topic: &str, key: &str, payload: Vec<u8>, stage: &str) {
+async fn send_until_taken(producer: &FutureProducer, topic: &str, key: &str, payload: Vec<u8>, stage: &str, health: Option<&Dependency>) {
     let payload = &payload;
     retry::until_ok(
         || async move { producer.send(FutureRecord::to(topic).key(key).payload(payload), Timeout::Never).await.map_err(|(error, _)| error) },
-        |error, pause| DeliveryRetry { stage, topic, error, pause }.emit(),
+        |error, pause| {
+            health.inspect(|health| health.set_up(false));
+            DeliveryRetry { stage, topic, error, pause }.emit()
+        },
     )
     .await;
+    health.inspect(|health| health.set_up(true));
     MessageDelivered { bytes: payload.len() }.emit();
 }
 

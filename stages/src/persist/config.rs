@@ -92,9 +92,11 @@ impl PersistConfig {
     /// the bridge it reads (the log under `--embedded`).
     pub(crate) fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
         let table = cx.backends.history_table(self)?;
+        super::events::register();
         if cx.embedded() {
             let records = cx.backends.embedded_user_store();
-            return Ok(Box::new(PersistStage::new(self, table, records, DeadLetters::Log)));
+            let stage = PersistStage::new(self, table, records, DeadLetters::Log);
+            return Ok(Box::new(PersistStage { table_health: Some(cx.admin.health.backend("the embedded history table")), ..stage }));
         }
         let records = self.redis_url.as_deref().map(|url| cx.backends.user_store(url, RECORD_READS)).transpose()?;
         let bridge = cx.stage.inputs.iter().find_map(|input| match cx.topology.stage(&input.from).map(|from| &from.config) {
@@ -105,6 +107,7 @@ impl PersistConfig {
             Some(bridge) => DeadLetters::kafka(&bridge.brokers, &bridge.dead_letter_topic).map_err(StageBuildError::Backend)?,
             None => DeadLetters::Log,
         };
-        Ok(Box::new(PersistStage::new(self, table, records, dead_letters)))
+        let stage = PersistStage::new(self, table, records, dead_letters);
+        Ok(Box::new(PersistStage { table_health: Some(cx.admin.health.backend("hbase")), ..stage }))
     }
 }

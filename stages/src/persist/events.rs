@@ -4,6 +4,35 @@
 use std::time::Duration;
 
 use backends::history_table::{RowMutation, RECORDS_FAMILY};
+use pipeline::view::{Figure, FigureSource};
+
+/// What the live page shows of a persist stage.
+pub(crate) fn figures() -> Vec<Figure> {
+    vec![
+        Figure { label: "rows/s", source: FigureSource::Rate(WindowWritten::ROWS) },
+        Figure { label: "durable lag p99, s", source: FigureSource::Quantile { metric: WindowWritten::DURABLE_LAG, quantile: "0.99" } },
+        Figure { label: "retries/s", source: FigureSource::Rate(Retry::METRIC) },
+        Figure { label: "rejected rows/s", source: FigureSource::Rate(RowRejected::METRIC) },
+        Figure { label: "missing records/s", source: FigureSource::Rate(RecordNotWritten::MISSING) },
+    ]
+}
+
+/// Registers the stage's counters at zero, so `/metrics` lists them
+/// before their first event.
+pub(crate) fn register() {
+    for name in [
+        Retry::METRIC,
+        RecordNotWritten::MISSING,
+        RecordNotWritten::UNDECODABLE,
+        WindowWritten::ROWS,
+        WindowWritten::CELLS,
+        WindowWritten::BATCHES,
+        WindowWritten::EVENTS,
+        RowRejected::METRIC,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+}
 
 /// A call to a backend failed; it is tried again after `pause`, reading
 /// nothing new meanwhile.

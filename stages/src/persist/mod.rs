@@ -16,4 +16,5 @@ pub mod window;
 
 pub use config::PersistConfig;
 pub use dead_letters::DeadLetters;
+pub(crate) use events::figures;
 pub use stage::PersistStage;

@@ -15,6 +15,7 @@ use backends::retry;
 use backends::user_state::UserStore;
 use futures::FutureExt;
 use model::{codec, keys, Batch, EventResult};
+use pipeline::health::Dependency;
 use pipeline::{Stage, StageContext, StageError, StageFuture};
 
 use super::dead_letters::DeadLetters;
@@ -37,6 +38,8 @@ pub struct PersistStage {
     pub write_limit: pipeline::rate_limit::RateLimit,
     /// Where rows the store rejects go.
     pub dead_letters: DeadLetters,
+    /// What the history table answered last, for the live page.
+    pub table_health: Option<Dependency>,
 }
 
 impl PersistStage {
@@ -51,6 +54,13 @@ impl PersistStage {
             batch_rows: config.batch_rows,
             write_limit: pipeline::rate_limit::RateLimit::new(&config.write_rate_limit),
             dead_letters,
+            table_health: None,
+        }
+    }
+
+    fn table_answered(&self, up: bool) {
+        if let Some(health) = &self.table_health {
+            health.set_up(up);
         }
     }
 }
@@ -73,10 +83,12 @@ impl PersistStage {
             |error| matches!(error, TableError::Rejected(_)),
             |error, pause| {
                 cx.metrics.error();
+                self.table_answered(matches!(error, TableError::Rejected(_)));
                 Retry { stage: &cx.name, what: "history write failed; retrying, reading nothing new meanwhile", error, pause }.emit();
             },
         )
         .await;
+        self.table_answered(true);
         written.map_err(|error| match error {
             TableError::Rejected(reason) => reason,
             other => other.to_string(),
@@ -191,9 +203,13 @@ impl Stage<Batch> for PersistStage {
             let stage = &*cx.name;
             retry::until_ok(
                 || self.table.ensure_table(),
-                |error, pause| Retry { stage, what: "history table not ready; retrying", error, pause }.emit(),
+                |error, pause| {
+                    self.table_answered(false);
+                    Retry { stage, what: "history table not ready; retrying", error, pause }.emit()
+                },
             )
             .await;
+            self.table_answered(true);
             let mut window = Window::default();
             let mut tick = tokio::time::interval(self.flush_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -122,6 +122,7 @@ impl RealtimeConfig {
     /// producer downstream settles them, and re-driving stale ones.
     pub(crate) fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
         let store = cx.backends.user_store(&self.redis_url, self.call_shape())?;
+        super::events::register();
         let broadcast = match (&self.broadcast_brokers, cx.embedded()) {
             (_, true) => Broadcast::Embedded,
             (Some(brokers), false) => Broadcast::kafka(brokers, &self.broadcast_topic).map_err(StageBuildError::Backend)?,

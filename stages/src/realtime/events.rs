@@ -2,6 +2,52 @@
 //! here, and logs where a person should hear of it.
 
 use pipeline::metrics::StageMetrics;
+use pipeline::view::{Figure, FigureSource};
+
+/// What the live page shows of a realtime stage.
+pub(crate) fn figures() -> Vec<Figure> {
+    vec![
+        Figure { label: "commits/s", source: FigureSource::Rate(CommitSucceeded::COMMITS) },
+        Figure {
+            label: "events/commit",
+            source: FigureSource::Ratio { numerator: CommitSucceeded::EVENTS, denominator: CommitSucceeded::COMMITS },
+        },
+        Figure { label: "users with marks", source: FigureSource::Value(MarksMeasured::USERS) },
+        Figure { label: "oldest mark, s", source: FigureSource::Value(MarksMeasured::OLDEST) },
+        Figure { label: "re-driven users/s", source: FigureSource::Rate(MarksRedriven::USERS) },
+    ]
+}
+
+/// Registers the stage's counters at zero, so `/metrics` lists them
+/// before their first event.
+pub(crate) fn register() {
+    metrics::counter!(CommitSucceeded::COMMITS).increment(0);
+    metrics::counter!(CommitSucceeded::EVENTS).increment(0);
+    for outcome in ["delivered", "failed"] {
+        metrics::counter!(FirstWatchBroadcast::METRIC, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(MarksRedriven::USERS).increment(0);
+    metrics::counter!(MarksRedriven::ITEMS).increment(0);
+    metrics::counter!(MarksRedriven::MISSING).increment(0);
+}
+
+/// A commit (one group of requests, one store call per kind) succeeded.
+pub(crate) struct CommitSucceeded {
+    /// The events (reports and mutations) it carried.
+    pub events: usize,
+}
+
+impl CommitSucceeded {
+    /// `histflow_realtime_commits_total`.
+    const COMMITS: &'static str = "histflow_realtime_commits_total";
+    /// `histflow_realtime_commit_events_total`.
+    const EVENTS: &'static str = "histflow_realtime_commit_events_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::COMMITS).increment(1);
+        metrics::counter!(Self::EVENTS).increment(self.events as u64);
+    }
+}
 
 /// A commit's write failed; its requests are answered 503.
 pub(crate) struct CommitFailed<'a> {

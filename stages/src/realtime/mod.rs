@@ -19,4 +19,5 @@ pub mod redrive;
 pub mod stage;
 
 pub use config::RealtimeConfig;
+pub(crate) use events::figures;
 pub use stage::RealtimeStage;

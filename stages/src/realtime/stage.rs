@@ -22,7 +22,7 @@ use pipeline::health::Dependency;
 use pipeline::{Input, Stage, StageContext, StageFuture};
 
 use super::broadcast::Broadcast;
-use super::events::CommitFailed;
+use super::events::{CommitFailed, CommitSucceeded};
 use super::group::{group_by_user, Placement};
 use super::redrive::Redrive;
 
@@ -141,6 +141,9 @@ impl RealtimeStage {
         let Committed { batches, placement, outcome, mutated, today } = committed;
         for error in [outcome.as_ref().err(), mutated.as_ref().err()].into_iter().flatten() {
             CommitFailed { stage: &cx.name, error }.emit(&cx.metrics);
+        }
+        if outcome.is_ok() && mutated.is_ok() {
+            CommitSucceeded { events: batches.iter().map(|batch| batch.ops.len()).sum() }.emit();
         }
         let mut effective_times = mutated.as_ref().map(|times| times.iter().copied()).ok();
         let mut forward = Vec::new();
