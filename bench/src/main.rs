@@ -14,11 +14,14 @@
 //!   real stack: no crash, no 5xx but 503, no state left behind.
 //! - `soak`: 10x the measured capacity against the service role: bounded
 //!   memory, fast refusals, recovery once the load stops.
+//! - `page`: what the live page costs the service: throughput with and
+//!   without a once-a-second `/admin/stats` reader, CPU per read.
 
 mod crash;
 mod fuzz;
 mod heartbeat;
 mod load;
+mod page;
 mod reads;
 mod runtime_dag;
 mod soak;
@@ -53,6 +56,8 @@ enum Command {
     Fuzz(fuzz::Options),
     /// Overload (10x the measured capacity) against the service role.
     Soak(soak::Options),
+    /// The live page's cost: load with and without a /admin/stats reader.
+    Page(page::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,5 +71,6 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Crash(options)) => crash::run(&options),
         Some(Command::Fuzz(options)) => fuzz::run(&options),
         Some(Command::Soak(options)) => soak::run(&options),
+        Some(Command::Page(options)) => page::run(&options),
     }
 }

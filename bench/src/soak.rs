@@ -69,7 +69,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 }
 
 /// A request body of `batch` events, users in turn from `next`.
-fn body(batch: usize, users: u64, next: &AtomicU64) -> Value {
+pub(crate) fn body(batch: usize, users: u64, next: &AtomicU64) -> Value {
     let first = next.fetch_add(batch as u64, Ordering::Relaxed);
     let view_at = model::now_ms();
     let events: Vec<Value> = (first..first + batch as u64)
