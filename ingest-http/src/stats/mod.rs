@@ -286,3 +286,105 @@ fn stage_stats(stage: &StageView, readings: &Readings<'_>) -> StageStats {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics::{counter, gauge};
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    use pipeline::view::{EdgeView, Figure};
+
+    fn stage(name: &str, shape: &'static str, figures: Vec<Figure>) -> StageView {
+        StageView {
+            name: name.to_owned(),
+            kind: "test",
+            role: "service".to_owned(),
+            shape,
+            column: 0,
+            row: 0,
+            nodes: vec![name.to_owned()],
+            rate_limit_per_second: None,
+            figures,
+        }
+    }
+
+    fn view() -> TopologyView {
+        let commits = Figure { label: "commits/s", source: FigureSource::Rate("test_commits_total") };
+        let per_commit = Figure {
+            label: "events/commit",
+            source: FigureSource::Ratio { numerator: "test_events_total", denominator: "test_commits_total" },
+        };
+        TopologyView {
+            role: "all".to_owned(),
+            stages: vec![stage("source", "source", Vec::new()), stage("worker", "transform", vec![commits, per_commit])],
+            edges: vec![EdgeView {
+                from: "source".to_owned(),
+                to: "worker".to_owned(),
+                from_node: "source".to_owned(),
+                capacity: 100,
+                when_full: "block".to_owned(),
+                via_broker: false,
+                here: true,
+            }],
+        }
+    }
+
+    /// Two readings of the board around `between`, which records metrics.
+    fn readings(between: impl Fn()) -> (Stats, Stats) {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let board = StatsBoard::new(view(), recorder.handle(), Health::default());
+        let labels = [("from", "source"), ("to", "worker")];
+        metrics::with_local_recorder(&recorder, || {
+            counter!("histflow_stage_errors_total", "stage" => "worker").increment(0);
+            counter!("test_commits_total").increment(0);
+            counter!("test_events_total").increment(0);
+            gauge!("histflow_edge_queue_events", &labels).set(0.0);
+            gauge!("histflow_edge_waiting_senders", &labels).set(0.0);
+            counter!("histflow_edge_rejected_total", &labels).increment(0);
+        });
+        // Rendering takes microseconds: the second reading is later.
+        let first = board.snapshot();
+        metrics::with_local_recorder(&recorder, between);
+        (first, board.snapshot())
+    }
+
+    #[test]
+    fn a_quiet_edge_and_stage_are_neither_full_nor_failing() {
+        let (first, second) = readings(|| {});
+        assert_eq!(first.interval_s, None);
+        assert_eq!(first.stages[1].events_in_per_s, None, "no rates without an earlier reading");
+        assert!(second.interval_s.is_some_and(|seconds| seconds > 0.0));
+        assert!(!second.stages[1].failing);
+        assert!(!second.edges[0].full);
+        assert_eq!(second.edges[0].fill, Some(0.0));
+        assert_eq!(second.stages[0].events_in_total, None, "a source takes nothing in from an edge");
+        assert_eq!(second.stages[1].figures[1].value, None, "no commit in the interval: no events per commit");
+    }
+
+    #[test]
+    fn errors_in_the_interval_mark_the_stage_failing_and_figures_follow_their_metrics() {
+        let (_, second) = readings(|| {
+            counter!("histflow_stage_errors_total", "stage" => "worker").increment(2);
+            counter!("test_commits_total").increment(4);
+            counter!("test_events_total").increment(100);
+        });
+        let worker = &second.stages[1];
+        assert!(worker.failing);
+        assert_eq!(worker.errors_total, Some(2.0));
+        assert!(worker.figures[0].value.is_some_and(|rate| rate > 0.0));
+        assert_eq!(worker.figures[1].value, Some(25.0));
+    }
+
+    #[test]
+    fn an_edge_is_full_when_nearly_full_refusing_or_keeping_a_sender_waiting() {
+        let labels = [("from", "source"), ("to", "worker")];
+        let (_, nearly_full) = readings(|| gauge!("histflow_edge_queue_events", &labels).set(90.0));
+        assert_eq!((nearly_full.edges[0].fill, nearly_full.edges[0].full), (Some(0.9), true));
+        let (_, below) = readings(|| gauge!("histflow_edge_queue_events", &labels).set(89.0));
+        assert!(!below.edges[0].full);
+        let (_, refusing) = readings(|| counter!("histflow_edge_rejected_total", &labels).increment(1));
+        assert!(refusing.edges[0].full);
+        let (_, waiting) = readings(|| gauge!("histflow_edge_waiting_senders", &labels).set(1.0));
+        assert!(waiting.edges[0].full);
+    }
+}
