@@ -30,35 +30,27 @@ impl Exposition {
         Exposition { series }
     }
 
-    /// The sum of every series of `name` carrying all of `labels`; `None`
-    /// when no such series exists.
-    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let matching: Vec<f64> = self
-            .series
-            .get(name)?
-            .iter()
+    /// The finite values of the series of `name` carrying all of `labels`.
+    fn matching<'a>(&'a self, name: &str, labels: &'a [(&str, &str)]) -> impl Iterator<Item = f64> + 'a {
+        self.series
+            .get(name)
+            .into_iter()
+            .flatten()
             .filter(|series| labels.iter().all(|(key, value)| series.labels.iter().any(|(k, v)| k == key && v == value)))
             .map(|series| series.value)
             .filter(|value| value.is_finite())
-            .collect();
-        (!matching.is_empty()).then(|| matching.iter().sum())
+    }
+
+    /// The sum of every series of `name` carrying all of `labels`; `None`
+    /// when no such series exists.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.matching(name, labels).fold(None, |sum, value| Some(sum.unwrap_or(0.0) + value))
     }
 
     /// The largest value of `name` with `labels` (a summary's quantile
     /// over its series); `None` when there is none.
     pub fn max(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.series
-            .get(name)?
-            .iter()
-            .filter(|series| labels.iter().all(|(key, value)| series.labels.iter().any(|(k, v)| k == key && v == value)))
-            .map(|series| series.value)
-            .filter(|value| value.is_finite())
-            .reduce(f64::max)
-    }
-
-    /// Whether any series of `name` exists.
-    pub fn has(&self, name: &str) -> bool {
-        self.series.contains_key(name)
+        self.matching(name, labels).reduce(f64::max)
     }
 }
 
