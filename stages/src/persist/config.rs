@@ -35,6 +35,10 @@ pub struct PersistConfig {
     /// The fold window writes when it holds this many rows...
     #[serde(default = "default_flush_max_rows")]
     pub flush_max_rows: usize,
+    /// ...or has folded this many operations (its memory is bounded by
+    /// operations, whatever the users)...
+    #[serde(default = "default_flush_max_ops")]
+    pub flush_max_ops: usize,
     /// ...or after this many milliseconds.
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
@@ -60,6 +64,9 @@ fn default_batch_rows() -> usize {
 fn default_flush_max_rows() -> usize {
     10_000
 }
+fn default_flush_max_ops() -> usize {
+    100_000
+}
 fn default_flush_interval_ms() -> u64 {
     60_000
 }
@@ -81,6 +88,7 @@ impl PersistConfig {
         require_at_least(&mut problems, "write_rate_limit.per_second", self.write_rate_limit.per_second, 1);
         require_at_least(&mut problems, "write_rate_limit.burst", self.write_rate_limit.burst_or_default(), 1);
         require_at_least(&mut problems, "flush_max_rows", self.flush_max_rows as u64, 1);
+        require_at_least(&mut problems, "flush_max_ops", self.flush_max_ops as u64, 1);
         require_at_least(&mut problems, "flush_interval_ms", self.flush_interval_ms, 1);
         problems
     }

@@ -28,8 +28,10 @@ pub struct PersistStage {
     pub table: HistoryTable,
     /// Where `ids` records are read from.
     pub records: Option<UserStore>,
-    /// Write the window at this many users.
+    /// Write the window at this many users...
     pub flush_max_rows: usize,
+    /// ...or this many operations folded.
+    pub flush_max_ops: usize,
     /// Write the window at least this often.
     pub flush_interval: Duration,
     /// Rows per table call.
@@ -50,6 +52,7 @@ impl PersistStage {
             table,
             records,
             flush_max_rows: config.flush_max_rows,
+            flush_max_ops: config.flush_max_ops,
             flush_interval: Duration::from_millis(config.flush_interval_ms),
             batch_rows: config.batch_rows,
             write_limit: pipeline::rate_limit::RateLimit::new(&config.write_rate_limit),
@@ -67,6 +70,29 @@ impl PersistStage {
 
 /// Per user, the `ids` references of a window: (item, view_at shipped).
 type References = BTreeMap<u64, Vec<(String, i64)>>;
+
+/// Records one `ids` re-read asks Redis for at most (a user with more
+/// goes alone), so a large window is many bounded calls, each well within
+/// the client's response timeout, not one pipeline of everything.
+const READ_CHUNK_ITEMS: usize = 2_000;
+
+/// `wanted` in consecutive runs of users holding at most
+/// [`READ_CHUNK_ITEMS`] items (or one user).
+fn read_chunks(wanted: &[(u64, Vec<String>)]) -> Vec<&[(u64, Vec<String>)]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut items) = (0, 0);
+    for (index, (_, user_items)) in wanted.iter().enumerate() {
+        if index > start && items + user_items.len() > READ_CHUNK_ITEMS {
+            chunks.push(&wanted[start..index]);
+            (start, items) = (index, 0);
+        }
+        items += user_items.len();
+    }
+    if start < wanted.len() {
+        chunks.push(&wanted[start..]);
+    }
+    chunks
+}
 
 /// The mutation of `uid`'s row, created on first use.
 fn row_of(rows: &mut BTreeMap<u64, RowMutation>, uid: u64) -> &mut RowMutation {
@@ -116,13 +142,18 @@ impl PersistStage {
             };
             let wanted: Vec<(u64, Vec<String>)> =
                 references.iter().map(|(uid, items)| (*uid, items.iter().map(|(item, _)| item.clone()).collect())).collect();
-            // Redis away: retry the read (the refs are held here), reading
-            // nothing new meanwhile, as for writes.
-            let found = retry::until_ok(
-                || store.read_records(&wanted),
-                |error, pause| Retry { stage, what: "cannot read ids records from Redis; retrying", error, pause }.emit(),
-            )
-            .await;
+            let mut found = Vec::with_capacity(wanted.len());
+            for chunk in read_chunks(&wanted) {
+                // Redis away: retry the read (the refs are held here),
+                // reading nothing new meanwhile, as for writes.
+                found.extend(
+                    retry::until_ok(
+                        || store.read_records(chunk),
+                        |error, pause| Retry { stage, what: "cannot read ids records from Redis; retrying", error, pause }.emit(),
+                    )
+                    .await,
+                );
+            }
             for ((uid, items), records) in wanted.iter().zip(found) {
                 for (item, record) in items.iter().zip(records) {
                     match record.map(|bytes| codec::decode_record(&bytes).map(|record| (record, bytes))) {
@@ -211,7 +242,8 @@ impl Stage<Batch> for PersistStage {
             .await;
             self.table_answered(true);
             let mut window = Window::default();
-            let mut tick = tokio::time::interval(self.flush_interval);
+            // The first tick one interval from now, not at once.
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.flush_interval, self.flush_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
@@ -221,7 +253,7 @@ impl Stage<Batch> for PersistStage {
                             for op in batch.ops {
                                 window.add(op);
                             }
-                            if window.rows() >= self.flush_max_rows {
+                            if window.rows() >= self.flush_max_rows || window.ops >= self.flush_max_ops {
                                 self.flush(&mut window, &cx).await?;
                             }
                         }
@@ -236,5 +268,72 @@ impl Stage<Batch> for PersistStage {
             Ok(())
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backends::history_table::EmbeddedTable;
+    use model::{Ack, Op};
+    use pipeline::WhenFull;
+
+    /// A persist stage on an embedded table whose window is written only
+    /// by its operation bound: no timer or row bound can fire in a test.
+    #[tokio::test]
+    async fn a_window_is_written_once_it_folds_flush_max_ops_operations() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(hbase_compat::Store::open(dir.path()).unwrap());
+        let table = HistoryTable::Embedded(EmbeddedTable::new(store, "history"));
+        let config: super::super::PersistConfig =
+            toml::from_str("hbase_thrift = \"unused:9090\"\nflush_max_rows = 1000000\nflush_max_ops = 4\nflush_interval_ms = 3600000")
+                .unwrap();
+        let stage = Box::new(PersistStage::new(&config, table, None, DeadLetters::Log));
+        let (output, input) = pipeline::edge::channel::<Batch>("consumer", "persist", 100, WhenFull::Block);
+        let cx = StageContext {
+            name: "persist".into(),
+            input,
+            output: pipeline::edge::channel::<Batch>("persist", "nowhere", 1, WhenFull::Block).0,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            metrics: pipeline::metrics::StageMetrics::new("persist"),
+        };
+        let running = tokio::spawn(stage.run(cx));
+        let upsert = |oid: u64| {
+            Op::Upsert(model::Record {
+                uid: 1,
+                business: "archive".into(),
+                oid,
+                sub_id: None,
+                progress: 1,
+                duration: None,
+                device: None,
+                view_at: 1000,
+            })
+        };
+        // Three operations, then a fourth: that one reaches the bound.
+        let (first, first_written) = Ack::new();
+        output.send(Batch { ack: Some(first), ..Batch::of((1..=3).map(upsert).collect()) }).await.unwrap_or_else(|_| panic!("send"));
+        let (second, second_written) = Ack::new();
+        output.send(Batch { ack: Some(second), ..Batch::of(vec![upsert(4)]) }).await.unwrap_or_else(|_| panic!("send"));
+        let answers = tokio::time::timeout(std::time::Duration::from_secs(10), async { (first_written.await, second_written.await) });
+        let (first, second) = answers.await.expect("the window was not written at flush_max_ops operations");
+        assert!(first.is_ok_and(|outcome| outcome.is_ok()) && second.is_ok_and(|outcome| outcome.is_ok()));
+        drop(output);
+        running.await.unwrap().unwrap();
+    }
+
+    fn users(sizes: &[usize]) -> Vec<(u64, Vec<String>)> {
+        sizes.iter().enumerate().map(|(uid, size)| (uid as u64, (0..*size).map(|oid| format!("archive:{oid}")).collect())).collect()
+    }
+
+    #[test]
+    fn the_ids_re_read_is_cut_into_bounded_runs_of_whole_users() {
+        let wanted = users(&[1500, 400, 200, 3000, 10, 10]);
+        let chunks = read_chunks(&wanted);
+        let sizes: Vec<Vec<u64>> = chunks.iter().map(|chunk| chunk.iter().map(|(uid, _)| *uid).collect()).collect();
+        // 1500+400 fit; +200 would not; a user over the bound goes alone.
+        assert_eq!(sizes, vec![vec![0, 1], vec![2], vec![3], vec![4, 5]]);
+        assert_eq!(chunks.iter().map(|chunk| chunk.len()).sum::<usize>(), wanted.len(), "every user once, in order");
+        assert!(read_chunks(&[]).is_empty());
     }
 }
