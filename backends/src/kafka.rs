@@ -65,22 +65,76 @@ pub fn group_consumer(brokers: &str, group: &str, instance_id: Option<&str>) -> 
     config
 }
 
-/// Creates `topic` with `partitions` partitions unless it exists, retrying
-/// with capped backoff until the broker answers. `stage` names the caller
-/// in the log.
-pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32, stage: &str) -> Result<(), KafkaError> {
+/// How many copies a created topic keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// Copies of each partition (1 on a single local broker; 3 on a real
+    /// cluster).
+    pub factor: u16,
+    /// Copies that must have a write before the broker acknowledges it
+    /// (the idempotent producer asks for all in-sync copies); `None`
+    /// leaves the broker's default. 2 with a factor of 3 survives one
+    /// broker down without a write being acknowledged by a single copy.
+    pub min_insync: Option<u16>,
+}
+
+/// The broker's answers that no retry changes: the topic as asked cannot
+/// exist on this cluster.
+const FINAL_TOPIC_ERRORS: [RDKafkaErrorCode; 5] = [
+    RDKafkaErrorCode::InvalidReplicationFactor,
+    RDKafkaErrorCode::InvalidConfig,
+    RDKafkaErrorCode::InvalidPartitions,
+    RDKafkaErrorCode::PolicyViolation,
+    RDKafkaErrorCode::InvalidTopic,
+];
+
+/// Why a topic could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// The admin client could not be made.
+    #[error(transparent)]
+    Client(#[from] KafkaError),
+    /// The broker refused the topic as asked (too few brokers for the
+    /// replication factor, a setting it does not take, ...).
+    #[error(
+        "the broker refuses to create topic `{topic}` with {partitions} partition(s), replication factor {factor}{min_insync}: {code:?}"
+    )]
+    Refused {
+        /// The topic.
+        topic: String,
+        /// Partitions asked for.
+        partitions: i32,
+        /// Replication factor asked for.
+        factor: u16,
+        /// `, min.insync.replicas N` when one was asked for.
+        min_insync: String,
+        /// The broker's answer.
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// Creates `topic` with `partitions` partitions and `replication` unless it
+/// exists, retrying with capped backoff until the broker answers; a refusal
+/// no retry can change ends it with [`TopicError::Refused`]. `stage` names
+/// the caller in the log.
+pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32, replication: Replication, stage: &str) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let min_insync = replication.min_insync.map(|copies| copies.to_string());
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(i32::from(replication.factor)));
+    if let Some(copies) = &min_insync {
+        new_topic = new_topic.set("min.insync.replicas", copies);
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
     let (admin, new_topic, options) = (&admin, &new_topic, &options);
-    retry::until_ok(
+    let refused = retry::until_ok(
         || async move {
             match admin.create_topics([new_topic], options).await.map(|mut results| results.pop()) {
                 Ok(Some(Ok(_))) => {
-                    tracing::info!(stage, topic, partitions, "created topic");
-                    Ok(())
+                    tracing::info!(stage, topic, partitions, replication_factor = replication.factor, "created topic");
+                    Ok(None)
                 }
-                Ok(Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists)))) | Ok(None) => Ok(()),
+                Ok(Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists)))) | Ok(None) => Ok(None),
+                Ok(Some(Err((_, code)))) if FINAL_TOPIC_ERRORS.contains(&code) => Ok(Some(code)),
                 Ok(Some(Err((_, code)))) => Err(format!("cannot create the topic yet ({code:?})")),
                 Err(error) => Err(format!("Kafka not reachable yet ({error})")),
             }
@@ -88,5 +142,14 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32, stage: &s
         |problem, pause| tracing::warn!(stage, topic, brokers, %problem, retry_in_ms = pause.as_millis() as u64, "retrying"),
     )
     .await;
-    Ok(())
+    match refused {
+        None => Ok(()),
+        Some(code) => Err(TopicError::Refused {
+            topic: topic.to_owned(),
+            partitions,
+            factor: replication.factor,
+            min_insync: min_insync.map(|copies| format!(", min.insync.replicas {copies}")).unwrap_or_default(),
+            code,
+        }),
+    }
 }

@@ -150,6 +150,16 @@ fn broken_topologies_report_exact_messages() {
                 "stage `ingest`: cyclic dependency: ingest -> realtime -> aggregate -> kafka_batch -> persist -> ingest",
             ],
         ),
+        (
+            "more in-sync copies than copies",
+            &[("brokers = \"127.0.0.1:9092\"", "brokers = \"127.0.0.1:9092\"\nreplication_factor = 2\nmin_insync_replicas = 3")],
+            &["stage `kafka_batch`: `min_insync_replicas` = 3 must be from 1 to `replication_factor` (2): a write cannot wait for more copies than exist"],
+        ),
+        (
+            "no copy at all",
+            &[("brokers = \"127.0.0.1:9092\"", "brokers = \"127.0.0.1:9092\"\nreplication_factor = 0")],
+            &["stage `kafka_batch`: `replication_factor` must be at least 1"],
+        ),
     ];
     let mut failures = Vec::new();
     for (case, edits, expected) in table {

@@ -1,5 +1,6 @@
 //! Configuration of the `kafka_batch` bridge (`type = "kafka_batch"`).
 
+use backends::kafka::Replication;
 pub use model::codec::Payload;
 use model::Batch;
 use pipeline::plan::{Half, RoleSelection};
@@ -49,6 +50,14 @@ pub struct KafkaBatchConfig {
     /// Partitions of the merge topic when histflow creates it.
     #[serde(default = "default_partitions")]
     pub partitions: u32,
+    /// Copies of each partition of the topics histflow creates (the merge
+    /// and dead-letter topics): 1 for a single local broker, 3 on a real
+    /// cluster.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: u16,
+    /// `min.insync.replicas` of the topics histflow creates; unset leaves
+    /// the broker's default. 2 with a factor of 3 on a real cluster.
+    pub min_insync_replicas: Option<u16>,
     /// `lz4` or `zstd`.
     #[serde(default)]
     pub compression: Compression,
@@ -73,6 +82,9 @@ fn default_dead_letter_topic() -> String {
 fn default_partitions() -> u32 {
     16
 }
+fn default_replication_factor() -> u16 {
+    1
+}
 fn default_max_message_bytes() -> usize {
     1_000_000
 }
@@ -81,6 +93,11 @@ fn default_embedded_queue_batches() -> usize {
 }
 
 impl KafkaBatchConfig {
+    /// How many copies the topics histflow creates keep.
+    pub fn replication(&self) -> Replication {
+        Replication { factor: self.replication_factor, min_insync: self.min_insync_replicas }
+    }
+
     /// Stage-local problems, each naming its field.
     pub fn check(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -95,6 +112,15 @@ impl KafkaBatchConfig {
         }
         require_at_least(&mut problems, "max_message_bytes", self.max_message_bytes as u64, 16 * 1024);
         require_at_least(&mut problems, "partitions", self.partitions as u64, 1);
+        require_at_least(&mut problems, "replication_factor", u64::from(self.replication_factor), 1);
+        if let Some(copies) = self.min_insync_replicas {
+            if copies == 0 || copies > self.replication_factor {
+                problems.push(format!(
+                    "`min_insync_replicas` = {copies} must be from 1 to `replication_factor` ({}): a write cannot wait for more copies than exist",
+                    self.replication_factor
+                ));
+            }
+        }
         require_at_least(&mut problems, "embedded_queue_batches", self.embedded_queue_batches as u64, 1);
         problems
     }

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use backends::kafka::{ensure_topic, group_consumer, idempotent_producer, DeliveryTimeout};
+use backends::kafka::{ensure_topic, group_consumer, idempotent_producer, DeliveryTimeout, Replication};
 use backends::retry;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -38,6 +38,8 @@ const MAX_UNACKED: usize = 10_000;
 /// A built consuming half of `kafka_batch`.
 pub struct KafkaConsumerStage {
     brokers: String,
+    /// Copies of the topic it creates.
+    replication: Replication,
     consumer: Arc<StreamConsumer>,
     dead_letters: FutureProducer,
     topic: String,
@@ -61,6 +63,7 @@ impl KafkaConsumerStage {
             .map_err(|error| format!("cannot create the dead-letter producer for {}: {error}", config.brokers))?;
         Ok(KafkaConsumerStage {
             brokers: config.brokers.clone(),
+            replication: config.replication(),
             consumer: Arc::new(consumer),
             dead_letters,
             topic: config.topic.clone(),
@@ -127,7 +130,7 @@ impl Stage<Batch> for KafkaConsumerStage {
     fn run(self: Box<Self>, cx: StageContext<Batch>) -> StageFuture {
         async move {
             let StageContext { name, output, shutdown, metrics, .. } = cx;
-            ensure_topic(&self.brokers, &self.dead_letter_topic, 1, &name).await?;
+            ensure_topic(&self.brokers, &self.dead_letter_topic, 1, self.replication, &name).await?;
             self.consumer.subscribe(&[&self.topic])?;
             let lag = tokio::spawn(report_lag(self.consumer.clone()));
             tracing::info!(stage = %name, topic = %self.topic, "consuming the merge topic");

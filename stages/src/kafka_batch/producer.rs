@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use backends::kafka::{ensure_topic, idempotent_producer, DeliveryTimeout};
+use backends::kafka::{ensure_topic, idempotent_producer, DeliveryTimeout, Replication};
 use backends::retry;
 use backends::user_state::UserStore;
 use futures::future::{join_all, BoxFuture};
@@ -35,6 +35,8 @@ const MAX_IN_FLIGHT: usize = 8;
 pub struct KafkaProducerStage {
     producer: FutureProducer,
     brokers: String,
+    /// Copies of the topic it creates.
+    replication: Replication,
     topic: String,
     partitions: i32,
     max_message_bytes: usize,
@@ -66,6 +68,7 @@ impl KafkaProducerStage {
         Ok(KafkaProducerStage {
             producer,
             brokers: config.brokers.clone(),
+            replication: config.replication(),
             topic: config.topic.clone(),
             partitions: config.partitions as i32,
             max_message_bytes: config.max_message_bytes.saturating_sub(FRAMING_BYTES).max(1024),
@@ -119,7 +122,7 @@ async fn send_until_taken(producer: &FutureProducer, topic: &str, key: &str, pay
 impl Stage<Batch> for KafkaProducerStage {
     fn run(self: Box<Self>, mut cx: StageContext<Batch>) -> StageFuture {
         async move {
-            ensure_topic(&self.brokers, &self.topic, self.partitions, &cx.name).await?;
+            ensure_topic(&self.brokers, &self.topic, self.partitions, self.replication, &cx.name).await?;
             let mut in_flight: FuturesOrdered<BoxFuture<'static, ()>> = FuturesOrdered::new();
             let mut open = true;
             loop {
