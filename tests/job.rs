@@ -297,6 +297,49 @@ async fn a_job_killed_mid_batch_catches_up_to_the_same_state() {
 }
 
 #[tokio::test]
+async fn a_job_held_back_past_the_poll_interval_stays_in_its_group_and_writes_everything() {
+    // One window of 500 rows written at 20 rows/s keeps persist from
+    // reading for about 25 s while the edge to it (10 events) is full: the
+    // consumer's send waits longer than max.poll.interval.ms (20 s).
+    let compat = TestCompat::start();
+    let names = Names::new();
+    let brokers = common::kafka_brokers();
+    common::create_topic(&brokers, &names.topic, 1).await;
+    let topo = topology(common::free_port(), &compat, &names, "full", 500, 20)
+        .replace("inputs = [\"kafka_batch\"]", "inputs = [{ from = \"kafka_batch\", capacity = 10 }]");
+    let job = JobOnly { job: common::start_role(&topo, "job", None).await, compat, names };
+    let uid_base = common::unique_uid_base();
+    let mut expected = BTreeMap::new();
+    let mut batches: Vec<Vec<Op>> = vec![(0..500).map(|user| Op::Upsert(record(uid_base + user, 1, 1, 1000))).collect()];
+    batches.extend((0..3).map(|batch| (0..20).map(|user| Op::Upsert(record(uid_base + 500 + batch * 20 + user, 1, 1, 1000))).collect()));
+    let mut messages = 0;
+    for ops in batches {
+        for op in &ops {
+            if let Op::Upsert(r) = op {
+                expected.insert((r.uid, r.item_key()), r.view_at);
+            }
+        }
+        messages += codec::encode_merge_batch(0, &ops, 1 << 20).len() as i64;
+        job.send(ops).await;
+    }
+    until_table(&job.compat, "every row after the long hold", |snapshot| {
+        expected.iter().all(|((uid, item), &view_at)| cell(snapshot, *uid, item).is_some_and(|(ts, _)| ts == view_at))
+    })
+    .await;
+    let mut job = job;
+    assert!(job.job.is_running(), "the job exited:\n{}", job.job.log_text());
+    common::eventually("every message committed", Duration::from_secs(30), async || {
+        (common::committed(&brokers, &job.names.group, &job.names.topic, 1) == [messages]).then_some(())
+    })
+    .await;
+    let metrics = reqwest::get(format!("{}/metrics", job.job.base)).await.unwrap().text().await.unwrap();
+    let pauses = ingest_http::stats::Exposition::parse(&metrics).sum("histflow_kafka_consumer_pauses_total", &[]);
+    assert!(pauses.is_some_and(|pauses| pauses >= 1.0), "the consumer never paused: {pauses:?}");
+    let log = job.job.log_text();
+    assert!(!log.contains("MAX_POLL_EXCEEDED") && !log.contains("max.poll.interval.ms"), "the consumer left its group:\n{log}");
+}
+
+#[tokio::test]
 async fn a_compat_server_outage_is_retried_and_nothing_is_committed_meanwhile() {
     let mut job = JobOnly::start(10_000, 100_000).await;
     let brokers = common::kafka_brokers();

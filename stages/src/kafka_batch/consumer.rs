@@ -10,10 +10,19 @@
 //! sent until the broker takes it, and then counts as done, so it does not
 //! block its partition for longer.
 //!
+//! When the edge downstream stays full (persist is slow or HBase away), the
+//! consumer pauses its partitions and keeps polling the group while it
+//! waits, holding anything already fetched, so it is never dropped from the
+//! group for not polling (`max.poll.interval.ms`). A written batch whose
+//! partition a rebalance moved elsewhere has its offset dropped, not
+//! stored: the new owner reads it again from the last commit.
+//!
 //! On the stop signal the consumer stops reading, closes its output so the
 //! window downstream is written, waits for those acks and commits.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use backends::kafka::{ensure_topic, group_consumer, idempotent_producer, DeliveryTimeout, Replication};
 use backends::retry;
@@ -22,18 +31,24 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use model::{codec, Ack, Batch};
 use pipeline::health::Dependency;
-use pipeline::{Stage, StageContext, StageError, StageFuture};
+use pipeline::{Output, Stage, StageContext, StageError, StageFuture};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::Message;
+use rdkafka::TopicPartitionList;
 
 use super::config::KafkaBatchConfig;
-use super::events::{ConsumerLag, DeadLetterSent};
+use super::events::{ConsumerLag, DeadLetterSent, OffsetOfLostPartition, PartitionsPaused};
 
 /// Messages read but not yet durable downstream, at most.
 const MAX_UNACKED: usize = 10_000;
+/// A send downstream waiting this long pauses the partitions (well inside
+/// `max.poll.interval.ms`).
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 /// A built consuming half of `kafka_batch`.
 pub struct KafkaConsumerStage {
@@ -91,9 +106,72 @@ impl KafkaConsumerStage {
         DeadLetterSent { stage, partition, offset, reason, topic, outcome: &Ok(()) }.emit();
     }
 
-    fn store(&self, topic: &str, partition: i32, offset: i64) -> Result<(), StageError> {
-        // The committed offset is the next one to read.
-        self.consumer.store_offset(topic, partition, offset)?;
+    fn store(&self, topic: &str, partition: i32, offset: i64, stage: &str) -> Result<(), StageError> {
+        // librdkafka stores offset + 1: the next one to read.
+        match self.consumer.store_offset(topic, partition, offset) {
+            Ok(()) => Ok(()),
+            // Not assigned here any more.
+            Err(KafkaError::StoreOffset(RDKafkaErrorCode::State)) => {
+                OffsetOfLostPartition { stage, topic, partition, offset }.emit();
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Sends `batch` downstream. If the edge stays full past
+    /// [`PAUSE_AFTER`], pauses every partition and keeps polling the
+    /// consumer meanwhile; a message fetched before its partition was
+    /// paused (or from a partition assigned during the wait, which is then
+    /// paused too) goes to `backlog`, read before anything new.
+    async fn send_polling(
+        &self,
+        output: &Output<Batch>,
+        batch: Batch,
+        backlog: &mut VecDeque<OwnedMessage>,
+        stage: &str,
+    ) -> Result<(), StageError> {
+        let send = output.send(batch);
+        tokio::pin!(send);
+        let pause_after = tokio::time::sleep(PAUSE_AFTER);
+        tokio::pin!(pause_after);
+        let mut paused: Option<TopicPartitionList> = None;
+        let sent = loop {
+            tokio::select! {
+                biased;
+                sent = &mut send => break sent,
+                () = &mut pause_after, if paused.is_none() => {
+                    let assignment = self.consumer.assignment().unwrap_or_default();
+                    if let Err(error) = self.consumer.pause(&assignment) {
+                        tracing::warn!(stage, %error, "cannot pause the partitions; polling on");
+                    }
+                    PartitionsPaused { stage, partitions: assignment.count() }.emit();
+                    paused = Some(assignment);
+                }
+                received = self.consumer.recv(), if paused.is_some() => match received {
+                    Ok(message) => {
+                        let (topic, partition) = (message.topic(), message.partition());
+                        if let Some(paused) = paused.as_mut().filter(|paused| paused.find_partition(topic, partition).is_none()) {
+                            let mut newly = TopicPartitionList::new();
+                            newly.add_partition(topic, partition);
+                            if self.consumer.pause(&newly).is_ok() {
+                                paused.add_partition(topic, partition);
+                            }
+                        }
+                        backlog.push_back(message.detach());
+                    }
+                    Err(error) => tracing::warn!(stage, %error, "Kafka consumer error while paused; continuing"),
+                },
+            }
+        };
+        if let Some(paused) = paused {
+            // A partition revoked meanwhile is not ours to resume.
+            if let Err(error) = self.consumer.resume(&paused) {
+                tracing::debug!(stage, %error, "resuming partitions");
+            }
+            tracing::info!(stage, held = backlog.len(), "room downstream again; partitions resumed");
+        }
+        sent?;
         Ok(())
     }
 }
@@ -138,45 +216,57 @@ impl Stage<Batch> for KafkaConsumerStage {
             let settle = |done: (String, i32, i64, Result<(), String>)| -> Result<(), StageError> {
                 let (topic, partition, offset, outcome) = done;
                 outcome.map_err(|reason| format!("stage `{name}`: the batch at {topic}/{partition}@{offset} was not written: {reason}"))?;
-                self.store(&topic, partition, offset)
+                self.store(&topic, partition, offset, &name)
             };
+            // Fetched while the partitions were paused; read first.
+            let mut backlog: VecDeque<OwnedMessage> = VecDeque::new();
             loop {
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break,
-                    Some(done) = unacked.next(), if !unacked.is_empty() => settle(done)?,
-                    received = self.consumer.recv(), if unacked.len() < MAX_UNACKED => {
-                        if let Some(health) = &self.broker_health {
-                            health.set_up(received.is_ok());
+                let message = match backlog.pop_front() {
+                    Some(message) => message,
+                    None => tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => break,
+                        Some(done) = unacked.next(), if !unacked.is_empty() => {
+                            settle(done)?;
+                            continue;
                         }
-                        let message = match received {
-                            Ok(message) => message,
-                            Err(error) => {
-                                metrics.error();
-                                tracing::warn!(stage = %name, %error, "Kafka consumer error; continuing");
-                                continue;
+                        received = self.consumer.recv(), if unacked.len() < MAX_UNACKED => {
+                            if let Some(health) = &self.broker_health {
+                                health.set_up(received.is_ok());
                             }
-                        };
-                        let (topic, partition, offset) = (message.topic().to_owned(), message.partition(), message.offset());
-                        let payload = message.payload().unwrap_or_default();
-                        match codec::decode_merge_batch(payload) {
-                            Ok((shard, ops)) => {
-                                let (ack, answer) = Ack::new();
-                                output.send(Batch { shard: Some(shard), ack: Some(ack), ..Batch::of(ops) }).await?;
-                                unacked.push_back(async move {
-                                    let outcome = match answer.await {
-                                        Ok(Ok(_)) => Ok(()),
-                                        Ok(Err(reason)) => Err(reason),
-                                        Err(_) => Err("the downstream stage stopped before writing it".to_owned()),
-                                    };
-                                    (topic, partition, offset, outcome)
-                                }.boxed());
-                            }
-                            Err(error) => {
-                                self.dead_letter(payload, partition, offset, &error.to_string(), &name).await;
-                                unacked.push_back(async move { (topic, partition, offset, Ok(())) }.boxed());
+                            match received {
+                                Ok(message) => message.detach(),
+                                Err(error) => {
+                                    metrics.error();
+                                    tracing::warn!(stage = %name, %error, "Kafka consumer error; continuing");
+                                    continue;
+                                }
                             }
                         }
+                    },
+                };
+                let (topic, partition, offset) = (message.topic().to_owned(), message.partition(), message.offset());
+                let payload = message.payload().unwrap_or_default();
+                match codec::decode_merge_batch(payload) {
+                    Ok((shard, ops)) => {
+                        let (ack, answer) = Ack::new();
+                        self.send_polling(&output, Batch { shard: Some(shard), ack: Some(ack), ..Batch::of(ops) }, &mut backlog, &name)
+                            .await?;
+                        unacked.push_back(
+                            async move {
+                                let outcome = match answer.await {
+                                    Ok(Ok(_)) => Ok(()),
+                                    Ok(Err(reason)) => Err(reason),
+                                    Err(_) => Err("the downstream stage stopped before writing it".to_owned()),
+                                };
+                                (topic, partition, offset, outcome)
+                            }
+                            .boxed(),
+                        );
+                    }
+                    Err(error) => {
+                        self.dead_letter(payload, partition, offset, &error.to_string(), &name).await;
+                        unacked.push_back(async move { (topic, partition, offset, Ok(())) }.boxed());
                     }
                 }
             }

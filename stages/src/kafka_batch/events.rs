@@ -29,7 +29,9 @@ pub(crate) fn register_producer() {
 
 /// Registers the consuming half's counters at zero.
 pub(crate) fn register_consumer() {
-    metrics::counter!(DeadLetterSent::METRIC).increment(0);
+    for name in [DeadLetterSent::METRIC, PartitionsPaused::METRIC, OffsetOfLostPartition::METRIC] {
+        metrics::counter!(name).increment(0);
+    }
 }
 
 /// Every message of one shard flush reached the broker.
@@ -131,6 +133,53 @@ impl DeadLetterSent<'_> {
             }
             Err(error) => tracing::error!(stage, partition, offset, %error, "dead letter not delivered; retrying (its offset waits)"),
         }
+    }
+}
+
+/// The edge downstream stayed full: the consumer paused its partitions
+/// and keeps polling, so the group does not drop it for not polling.
+pub(crate) struct PartitionsPaused<'a> {
+    pub stage: &'a str,
+    pub partitions: usize,
+}
+
+impl PartitionsPaused<'_> {
+    /// `histflow_kafka_consumer_pauses_total`.
+    const METRIC: &'static str = "histflow_kafka_consumer_pauses_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::METRIC).increment(1);
+        tracing::info!(
+            stage = self.stage,
+            partitions = self.partitions,
+            "downstream is full; partitions paused, still polling the group until there is room"
+        );
+    }
+}
+
+/// A written batch's offset could not be stored: its partition moved to
+/// another member in a rebalance, which reads it again from the last
+/// commit (the writes are idempotent).
+pub(crate) struct OffsetOfLostPartition<'a> {
+    pub stage: &'a str,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl OffsetOfLostPartition<'_> {
+    /// `histflow_kafka_lost_partition_offsets_total`.
+    const METRIC: &'static str = "histflow_kafka_lost_partition_offsets_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::METRIC).increment(1);
+        tracing::info!(
+            stage = self.stage,
+            topic = self.topic,
+            partition = self.partition,
+            offset = self.offset,
+            "offset dropped: the partition now belongs to another member, which re-reads it from the last commit"
+        );
     }
 }
 
