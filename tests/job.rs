@@ -340,6 +340,64 @@ async fn a_job_held_back_past_the_poll_interval_stays_in_its_group_and_writes_ev
 }
 
 #[tokio::test]
+async fn two_jobs_share_the_partitions_and_the_survivor_of_a_kill_writes_everything() {
+    let compat = TestCompat::start();
+    let names = Names::new();
+    let brokers = common::kafka_brokers();
+    common::create_topic(&brokers, &names.topic, 4).await;
+    // Dynamic members; small windows written slowly, so the kill lands
+    // mid-stream.
+    let instance = |id: &str| {
+        topology(common::free_port(), &compat, &names, "full", 5, 200).replace(
+            &format!("consumer_instance_id = \"{}-instance\"", names.group),
+            &format!("consumer_instance_id = \"{}-{id}\"", names.group),
+        )
+    };
+    let mut doomed = common::start_role(&instance("a"), "job", None).await;
+    let survivor = common::start_role(&instance("b"), "job", None).await;
+    let uid_base = common::unique_uid_base();
+    let mut expected = BTreeMap::new();
+    let mut sent_messages = 0;
+    for batch in 0..40u64 {
+        let ops: Vec<Op> = (0..10).map(|user| Op::Upsert(record(uid_base + batch * 10 + user, 1, 1, 1000 + batch as i64))).collect();
+        for op in &ops {
+            if let Op::Upsert(r) = op {
+                expected.insert((r.uid, r.item_key()), r.view_at);
+            }
+        }
+        // Spread over the four partitions by key.
+        let shard = (batch % 4) as u32;
+        for message in codec::encode_merge_batch(shard, &ops, 1 << 20) {
+            common::produce(&brokers, &names.topic, &shard.to_string(), &message).await;
+            sent_messages += 1;
+        }
+        if batch == 20 {
+            // Both have written something by now: the kill is mid-stream.
+            until_table(&compat, "rows from before the kill", |snapshot| snapshot.len() >= 50).await;
+            doomed.kill();
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let snapshot = compat.snapshot("history");
+        if expected.iter().all(|((uid, item), &view_at)| cell(&snapshot, *uid, item).is_some_and(|(ts, _)| ts == view_at)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the survivor did not write everything within 90 s ({} of {} cells, {sent_messages} messages sent)\n{}",
+            snapshot.len(),
+            expected.len(),
+            survivor.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = reqwest::get(format!("{}/metrics", survivor.base)).await.unwrap().text().await.unwrap();
+    let rejoins = ingest_http::stats::Exposition::parse(&metrics).sum("histflow_kafka_group_rejoins_total", &[]);
+    eprintln!("the survivor rejoined its group {rejoins:?} time(s) to take the orphaned partitions");
+}
+
+#[tokio::test]
 async fn a_compat_server_outage_is_retried_and_nothing_is_committed_meanwhile() {
     let mut job = JobOnly::start(10_000, 100_000).await;
     let brokers = common::kafka_brokers();

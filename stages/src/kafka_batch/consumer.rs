@@ -42,7 +42,7 @@ use rdkafka::Message;
 use rdkafka::TopicPartitionList;
 
 use super::config::KafkaBatchConfig;
-use super::events::{ConsumerLag, DeadLetterSent, OffsetOfLostPartition, PartitionsPaused};
+use super::events::{ConsumerLag, DeadLetterSent, OffsetOfLostPartition, OrphansRejoined, PartitionsPaused};
 
 /// Messages read but not yet durable downstream, at most.
 const MAX_UNACKED: usize = 10_000;
@@ -176,6 +176,74 @@ impl KafkaConsumerStage {
     }
 }
 
+/// A partition no member reads: behind its end, not assigned here, and its
+/// committed offset unmoved this long. Generous, so a member that is only
+/// slow (held back by persist) is left alone.
+const ORPHANED_AFTER: Duration = Duration::from_secs(30);
+
+/// Every 5 s: looks for partitions of `topic` that nobody reads (a broker
+/// that never expires a dead member's partitions, as tansu 0.6 was seen to
+/// do after a SIGKILL) and, when one has been left for [`ORPHANED_AFTER`],
+/// leaves and rejoins the group so the coordinator assigns every partition
+/// to the members alive. Offsets of batches in flight are then dropped
+/// (`store`), and their partitions re-read from the last commit.
+async fn watch_orphans(consumer: Arc<StreamConsumer>, topic: String, stage: Arc<str>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // partition -> (committed offset last seen, since when unmoved)
+    let mut unmoved: std::collections::HashMap<i32, (i64, std::time::Instant)> = std::collections::HashMap::new();
+    loop {
+        tick.tick().await;
+        let (consumer_now, topic_now) = (consumer.clone(), topic.clone());
+        let orphaned = tokio::task::spawn_blocking(move || orphaned_partitions(&consumer_now, &topic_now)).await.unwrap_or_default();
+        let now = std::time::Instant::now();
+        unmoved.retain(|partition, _| orphaned.iter().any(|(orphan, _)| orphan == partition));
+        for (partition, committed) in &orphaned {
+            let entry = unmoved.entry(*partition).or_insert((*committed, now));
+            if entry.0 != *committed {
+                *entry = (*committed, now);
+            }
+        }
+        let stalled: Vec<i32> =
+            unmoved.iter().filter(|(_, (_, since))| now.duration_since(*since) >= ORPHANED_AFTER).map(|(p, _)| *p).collect();
+        if stalled.is_empty() {
+            continue;
+        }
+        OrphansRejoined { stage: &stage, topic: &topic, partitions: &stalled }.emit();
+        consumer.unsubscribe();
+        if let Err(error) = consumer.subscribe(&[&topic]) {
+            tracing::error!(stage = %stage, %error, "cannot rejoin the group; trying again on the next look");
+        }
+        unmoved.clear();
+    }
+}
+
+/// Partitions of `topic` not assigned to this consumer whose committed
+/// offset is behind the partition's end, with that offset.
+fn orphaned_partitions(consumer: &StreamConsumer, topic: &str) -> Vec<(i32, i64)> {
+    let timeout = Duration::from_secs(2);
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else { return Vec::new() };
+    let Ok(assignment) = consumer.assignment() else { return Vec::new() };
+    let mut others = TopicPartitionList::new();
+    for partition in metadata.topics().iter().filter(|meta| meta.name() == topic).flat_map(|meta| meta.partitions()) {
+        if assignment.find_partition(topic, partition.id()).is_none() {
+            others.add_partition(topic, partition.id());
+        }
+    }
+    if others.count() == 0 {
+        return Vec::new();
+    }
+    let Ok(committed) = consumer.committed_offsets(others, timeout) else { return Vec::new() };
+    committed
+        .elements()
+        .iter()
+        .filter_map(|element| {
+            let committed = element.offset().to_raw().unwrap_or(0).max(0);
+            let (_, high) = consumer.fetch_watermarks(topic, element.partition(), timeout).ok()?;
+            (high > committed).then_some((element.partition(), committed))
+        })
+        .collect()
+}
+
 /// Every 5 s: for each assigned partition, messages between the consumer's
 /// position and the partition's end (`histflow_kafka_consumer_lag_messages`).
 async fn report_lag(consumer: Arc<StreamConsumer>) {
@@ -211,6 +279,7 @@ impl Stage<Batch> for KafkaConsumerStage {
             ensure_topic(&self.brokers, &self.dead_letter_topic, 1, self.replication, &name).await?;
             self.consumer.subscribe(&[&self.topic])?;
             let lag = tokio::spawn(report_lag(self.consumer.clone()));
+            let orphans = tokio::spawn(watch_orphans(self.consumer.clone(), self.topic.clone(), name.clone()));
             tracing::info!(stage = %name, topic = %self.topic, "consuming the merge topic");
             let mut unacked: FuturesOrdered<Unacked> = FuturesOrdered::new();
             let settle = |done: (String, i32, i64, Result<(), String>)| -> Result<(), StageError> {
@@ -284,6 +353,7 @@ impl Stage<Batch> for KafkaConsumerStage {
                 Err(error) => return Err(error.into()),
             }
             lag.abort();
+            orphans.abort();
             tracing::info!(stage = %name, "consumer stopped; written batches are committed");
             Ok(())
         }

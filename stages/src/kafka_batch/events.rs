@@ -29,7 +29,7 @@ pub(crate) fn register_producer() {
 
 /// Registers the consuming half's counters at zero.
 pub(crate) fn register_consumer() {
-    for name in [DeadLetterSent::METRIC, PartitionsPaused::METRIC, OffsetOfLostPartition::METRIC] {
+    for name in [DeadLetterSent::METRIC, PartitionsPaused::METRIC, OffsetOfLostPartition::METRIC, OrphansRejoined::METRIC] {
         metrics::counter!(name).increment(0);
     }
 }
@@ -179,6 +179,29 @@ impl OffsetOfLostPartition<'_> {
             partition = self.partition,
             offset = self.offset,
             "offset dropped: the partition now belongs to another member, which re-reads it from the last commit"
+        );
+    }
+}
+
+/// Partitions behind their end that no member reads: the consumer leaves
+/// and rejoins its group so they are assigned again.
+pub(crate) struct OrphansRejoined<'a> {
+    pub stage: &'a str,
+    pub topic: &'a str,
+    pub partitions: &'a [i32],
+}
+
+impl OrphansRejoined<'_> {
+    /// `histflow_kafka_group_rejoins_total`.
+    const METRIC: &'static str = "histflow_kafka_group_rejoins_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::METRIC).increment(1);
+        tracing::warn!(
+            stage = self.stage,
+            topic = self.topic,
+            partitions = ?self.partitions,
+            "partitions behind their end that no member reads; leaving and rejoining the group so they are assigned again"
         );
     }
 }
