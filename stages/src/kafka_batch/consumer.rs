@@ -10,17 +10,16 @@
 //! sent until the broker takes it, and then counts as done, so it does not
 //! block its partition for longer.
 //!
-//! When the edge downstream stays full (persist is slow or HBase away), the
-//! consumer pauses its partitions and keeps polling the group while it
-//! waits, holding anything already fetched, so it is never dropped from the
-//! group for not polling (`max.poll.interval.ms`). A written batch whose
-//! partition a rebalance moved elsewhere has its offset dropped, not
-//! stored: the new owner reads it again from the last commit.
+//! A written batch whose partition a rebalance moved elsewhere (another
+//! member joined or left, or this one was dropped from the group for not
+//! polling while persist held it back past `max.poll.interval.ms`) has its
+//! offset dropped, not stored: the new owner reads it again from the last
+//! commit, and the writes are idempotent. Partitions no member reads are
+//! noticed and the group rejoined ([`watch_orphans`]).
 //!
 //! On the stop signal the consumer stops reading, closes its output so the
 //! window downstream is written, waits for those acks and commits.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,10 +30,10 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use model::{codec, Ack, Batch};
 use pipeline::health::Dependency;
-use pipeline::{Output, Stage, StageContext, StageError, StageFuture};
+use pipeline::{Stage, StageContext, StageError, StageFuture};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
@@ -42,13 +41,10 @@ use rdkafka::Message;
 use rdkafka::TopicPartitionList;
 
 use super::config::KafkaBatchConfig;
-use super::events::{ConsumerLag, DeadLetterSent, OffsetOfLostPartition, OrphansRejoined, PartitionsPaused};
+use super::events::{ConsumerLag, DeadLetterSent, OffsetOfLostPartition, OrphansRejoined};
 
 /// Messages read but not yet durable downstream, at most.
 const MAX_UNACKED: usize = 10_000;
-/// A send downstream waiting this long pauses the partitions (well inside
-/// `max.poll.interval.ms`).
-const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 /// A built consuming half of `kafka_batch`.
 pub struct KafkaConsumerStage {
@@ -117,62 +113,6 @@ impl KafkaConsumerStage {
             }
             Err(error) => Err(error.into()),
         }
-    }
-
-    /// Sends `batch` downstream. If the edge stays full past
-    /// [`PAUSE_AFTER`], pauses every partition and keeps polling the
-    /// consumer meanwhile; a message fetched before its partition was
-    /// paused (or from a partition assigned during the wait, which is then
-    /// paused too) goes to `backlog`, read before anything new.
-    async fn send_polling(
-        &self,
-        output: &Output<Batch>,
-        batch: Batch,
-        backlog: &mut VecDeque<OwnedMessage>,
-        stage: &str,
-    ) -> Result<(), StageError> {
-        let send = output.send(batch);
-        tokio::pin!(send);
-        let pause_after = tokio::time::sleep(PAUSE_AFTER);
-        tokio::pin!(pause_after);
-        let mut paused: Option<TopicPartitionList> = None;
-        let sent = loop {
-            tokio::select! {
-                biased;
-                sent = &mut send => break sent,
-                () = &mut pause_after, if paused.is_none() => {
-                    let assignment = self.consumer.assignment().unwrap_or_default();
-                    if let Err(error) = self.consumer.pause(&assignment) {
-                        tracing::warn!(stage, %error, "cannot pause the partitions; polling on");
-                    }
-                    PartitionsPaused { stage, partitions: assignment.count() }.emit();
-                    paused = Some(assignment);
-                }
-                received = self.consumer.recv(), if paused.is_some() => match received {
-                    Ok(message) => {
-                        let (topic, partition) = (message.topic(), message.partition());
-                        if let Some(paused) = paused.as_mut().filter(|paused| paused.find_partition(topic, partition).is_none()) {
-                            let mut newly = TopicPartitionList::new();
-                            newly.add_partition(topic, partition);
-                            if self.consumer.pause(&newly).is_ok() {
-                                paused.add_partition(topic, partition);
-                            }
-                        }
-                        backlog.push_back(message.detach());
-                    }
-                    Err(error) => tracing::warn!(stage, %error, "Kafka consumer error while paused; continuing"),
-                },
-            }
-        };
-        if let Some(paused) = paused {
-            // A partition revoked meanwhile is not ours to resume.
-            if let Err(error) = self.consumer.resume(&paused) {
-                tracing::debug!(stage, %error, "resuming partitions");
-            }
-            tracing::info!(stage, held = backlog.len(), "room downstream again; partitions resumed");
-        }
-        sent?;
-        Ok(())
     }
 }
 
@@ -287,40 +227,34 @@ impl Stage<Batch> for KafkaConsumerStage {
                 outcome.map_err(|reason| format!("stage `{name}`: the batch at {topic}/{partition}@{offset} was not written: {reason}"))?;
                 self.store(&topic, partition, offset, &name)
             };
-            // Fetched while the partitions were paused; read first.
-            let mut backlog: VecDeque<OwnedMessage> = VecDeque::new();
             loop {
-                let message = match backlog.pop_front() {
-                    Some(message) => message,
-                    None => tokio::select! {
-                        biased;
-                        () = shutdown.cancelled() => break,
-                        Some(done) = unacked.next(), if !unacked.is_empty() => {
-                            settle(done)?;
-                            continue;
+                let message = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    Some(done) = unacked.next(), if !unacked.is_empty() => {
+                        settle(done)?;
+                        continue;
+                    }
+                    received = self.consumer.recv(), if unacked.len() < MAX_UNACKED => {
+                        if let Some(health) = &self.broker_health {
+                            health.set_up(received.is_ok());
                         }
-                        received = self.consumer.recv(), if unacked.len() < MAX_UNACKED => {
-                            if let Some(health) = &self.broker_health {
-                                health.set_up(received.is_ok());
-                            }
-                            match received {
-                                Ok(message) => message.detach(),
-                                Err(error) => {
-                                    metrics.error();
-                                    tracing::warn!(stage = %name, %error, "Kafka consumer error; continuing");
-                                    continue;
-                                }
+                        match received {
+                            Ok(message) => message,
+                            Err(error) => {
+                                metrics.error();
+                                tracing::warn!(stage = %name, %error, "Kafka consumer error; continuing");
+                                continue;
                             }
                         }
-                    },
+                    }
                 };
                 let (topic, partition, offset) = (message.topic().to_owned(), message.partition(), message.offset());
                 let payload = message.payload().unwrap_or_default();
                 match codec::decode_merge_batch(payload) {
                     Ok((shard, ops)) => {
                         let (ack, answer) = Ack::new();
-                        self.send_polling(&output, Batch { shard: Some(shard), ack: Some(ack), ..Batch::of(ops) }, &mut backlog, &name)
-                            .await?;
+                        output.send(Batch { shard: Some(shard), ack: Some(ack), ..Batch::of(ops) }).await?;
                         unacked.push_back(
                             async move {
                                 let outcome = match answer.await {

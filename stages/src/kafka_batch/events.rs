@@ -29,7 +29,7 @@ pub(crate) fn register_producer() {
 
 /// Registers the consuming half's counters at zero.
 pub(crate) fn register_consumer() {
-    for name in [DeadLetterSent::METRIC, PartitionsPaused::METRIC, OffsetOfLostPartition::METRIC, OrphansRejoined::METRIC] {
+    for name in [DeadLetterSent::METRIC, OffsetOfLostPartition::METRIC, OrphansRejoined::METRIC] {
         metrics::counter!(name).increment(0);
     }
 }
@@ -133,27 +133,6 @@ impl DeadLetterSent<'_> {
             }
             Err(error) => tracing::error!(stage, partition, offset, %error, "dead letter not delivered; retrying (its offset waits)"),
         }
-    }
-}
-
-/// The edge downstream stayed full: the consumer paused its partitions
-/// and keeps polling, so the group does not drop it for not polling.
-pub(crate) struct PartitionsPaused<'a> {
-    pub stage: &'a str,
-    pub partitions: usize,
-}
-
-impl PartitionsPaused<'_> {
-    /// `histflow_kafka_consumer_pauses_total`.
-    const METRIC: &'static str = "histflow_kafka_consumer_pauses_total";
-
-    pub fn emit(&self) {
-        metrics::counter!(Self::METRIC).increment(1);
-        tracing::info!(
-            stage = self.stage,
-            partitions = self.partitions,
-            "downstream is full; partitions paused, still polling the group until there is room"
-        );
     }
 }
 
