@@ -16,7 +16,10 @@
 //!   memory, fast refusals, recovery once the load stops.
 //! - `page`: what the live page costs the service: throughput with and
 //!   without a once-a-second `/admin/stats` reader, CPU per read.
+//! - `catchup`: the job draining a backlog of the merge topic into the
+//!   HBase-compatible server, rows/s.
 
+mod catchup;
 mod crash;
 mod fuzz;
 mod heartbeat;
@@ -58,6 +61,8 @@ enum Command {
     Soak(soak::Options),
     /// The live page's cost: load with and without a /admin/stats reader.
     Page(page::Options),
+    /// The job draining a backlog into the HBase-compatible server.
+    Catchup(catchup::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,5 +77,6 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Fuzz(options)) => fuzz::run(&options),
         Some(Command::Soak(options)) => soak::run(&options),
         Some(Command::Page(options)) => page::run(&options),
+        Some(Command::Catchup(options)) => catchup::run(&options),
     }
 }
