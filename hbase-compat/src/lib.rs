@@ -9,6 +9,7 @@
 //!
 //! # Layout
 //! - `store`: multi-version cells, delete markers, tables, scans (fjall).
+//! - `group_sync`: writes committed together share one journal sync.
 //! - `server`: the `HbaseSyncHandler` over the store, and serving it.
 //! - `lenient`: absent list/map arguments read as empty, as HBase does.
 //!
@@ -18,6 +19,7 @@
 //! The server has no authentication: it must never be reachable from
 //! outside the machine or network it serves.
 
+mod group_sync;
 pub mod lenient;
 pub mod server;
 pub mod store;

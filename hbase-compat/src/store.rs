@@ -18,6 +18,8 @@ use std::sync::Mutex;
 
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
+use crate::group_sync::GroupSync;
+
 /// Versions a family keeps when its descriptor says nothing (HBase's
 /// Thrift default).
 pub const DEFAULT_MAX_VERSIONS: i32 = 3;
@@ -183,6 +185,8 @@ pub struct Store {
     /// Writes read before they write (markers, version pruning): one at a
     /// time keeps each mutation atomic.
     write_lock: Mutex<()>,
+    /// The journal syncs the writes share.
+    sync: GroupSync,
 }
 
 impl Store {
@@ -193,7 +197,7 @@ impl Store {
         let tables = keyspace.open_partition("tables", PartitionCreateOptions::default())?;
         let cells = keyspace.open_partition("cells", PartitionCreateOptions::default())?;
         let markers = keyspace.open_partition("markers", PartitionCreateOptions::default())?;
-        Ok(Store { keyspace, tables, cells, markers, write_lock: Mutex::new(()) })
+        Ok(Store { keyspace, tables, cells, markers, write_lock: Mutex::new(()), sync: GroupSync::default() })
     }
 
     /// Every table name, sorted.
@@ -259,8 +263,15 @@ impl Store {
 
     /// Applies changes each at its own timestamp (HBase's per-cell
     /// timestamps), atomically and durably: one batch, synced before it
-    /// returns.
+    /// returns (the sync shared with the writes committed beside it).
     pub fn apply(&self, table: &[u8], rows: &[TimedRow]) -> Result<(), StoreError> {
+        let ticket = self.commit(table, rows)?;
+        self.sync.wait_durable(ticket, || self.keyspace.persist(PersistMode::SyncAll))?;
+        Ok(())
+    }
+
+    /// Commits `rows` as one batch (not yet synced); its sync ticket.
+    fn commit(&self, table: &[u8], rows: &[TimedRow]) -> Result<u64, StoreError> {
         let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let families = self.families(table)?;
         let family_max = |column: &[u8]| {
@@ -328,8 +339,7 @@ impl Store {
             }
         }
         batch.commit()?;
-        self.keyspace.persist(PersistMode::SyncAll)?;
-        Ok(())
+        Ok(self.sync.committed())
     }
 
     /// Row delete at `timestamp`: hides every version of the row at or
