@@ -203,7 +203,12 @@ impl PersistStage {
 
     /// Writes the window (retrying until it lands), then answers its acks.
     async fn flush(&self, window: &mut Window, cx: &StageContext<Batch>) -> Result<(), StageError> {
-        let (mutations, references) = self.mutations(window, &cx.name).await?;
+        let (mut mutations, references) = self.mutations(window, &cx.name).await?;
+        // Thrift1 carries one timestamp per call, so a chunk costs a call
+        // per distinct timestamp in it: chunks of rows with near timestamps
+        // cost far fewer calls than chunks in uid order (the order of the
+        // writes changes nothing; every cell carries its own timestamp).
+        mutations.sort_by_key(|row| row.puts.iter().map(|(_, timestamp, _)| *timestamp).min());
         let written_at = model::now_ms();
         for chunk in mutations.chunks(self.batch_rows.max(1)) {
             cx.metrics.rate_limit_wait(self.write_limit.take_all(chunk.len()).await);
