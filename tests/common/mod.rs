@@ -109,11 +109,18 @@ pub struct TestRedis {
     pub port: u16,
     dir: tempfile::TempDir,
     process: Option<Owned>,
+    /// `appendfsync`: `always` or `everysec`.
+    fsync: &'static str,
 }
 
 impl TestRedis {
     pub fn start() -> Self {
-        let mut redis = TestRedis { port: free_port(), dir: tempfile::tempdir().expect("redis dir"), process: None };
+        Self::start_with_fsync("always")
+    }
+
+    /// Starts it with `appendfsync` = `fsync` (`always`, `everysec`).
+    pub fn start_with_fsync(fsync: &'static str) -> Self {
+        let mut redis = TestRedis { port: free_port(), dir: tempfile::tempdir().expect("redis dir"), process: None, fsync };
         redis.restart();
         redis
     }
@@ -125,7 +132,18 @@ impl TestRedis {
     /// Starts (again) on the same port and directory.
     pub fn restart(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                self.fsync,
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
