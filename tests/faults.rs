@@ -18,11 +18,18 @@ use serde_json::{json, Value};
 /// What a client was told was recorded: (uid, item) -> view_at.
 type Acknowledged = BTreeMap<(u64, String), i64>;
 
-/// Closed-loop clients posting 20 new items a request, going on through
-/// refusals (a 503 while Redis is away) until `stop`; every item answered
-/// `recorded: true` goes into `acknowledged`, every failed request counts
-/// in `refused`.
-fn start_load(base: &str, clients: u64, acknowledged: &Arc<Mutex<Acknowledged>>, refused: &Arc<AtomicU64>, stop: &Arc<AtomicBool>) {
+/// Closed-loop clients posting 20 new items a request (each waiting
+/// `pace` after an answer), going on through refusals (a 503 while Redis
+/// is away) until `stop`; every item answered `recorded: true` goes into
+/// `acknowledged`, every failed request counts in `refused`.
+fn start_load(
+    base: &str,
+    clients: u64,
+    pace: Duration,
+    acknowledged: &Arc<Mutex<Acknowledged>>,
+    refused: &Arc<AtomicU64>,
+    stop: &Arc<AtomicBool>,
+) {
     let uid_base = common::unique_uid_base();
     for client_index in 0..clients {
         let (base, acknowledged, refused, stop) = (base.to_owned(), acknowledged.clone(), refused.clone(), stop.clone());
@@ -46,11 +53,16 @@ fn start_load(base: &str, clients: u64, acknowledged: &Arc<Mutex<Acknowledged>>,
                 };
                 let answer: Value = answer.json().await.unwrap();
                 let results = answer["results"].as_array().unwrap();
-                let mut acknowledged = acknowledged.lock().unwrap();
-                for (uid, result) in uids.iter().zip(results) {
-                    if result["recorded"] == true {
-                        acknowledged.insert((*uid, format!("archive:{oid}")), view_at);
+                {
+                    let mut acknowledged = acknowledged.lock().unwrap();
+                    for (uid, result) in uids.iter().zip(results) {
+                        if result["recorded"] == true {
+                            acknowledged.insert((*uid, format!("archive:{oid}")), view_at);
+                        }
                     }
+                }
+                if !pace.is_zero() {
+                    tokio::time::sleep(pace).await;
                 }
             }
         });
@@ -84,7 +96,7 @@ async fn a_redis_restarted_mid_load_with_append_only_persistence_loses_nothing_a
 
     let acknowledged = Arc::new(Mutex::new(Acknowledged::new()));
     let (refused, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
-    start_load(&service.base, 4, &acknowledged, &refused, &stop);
+    start_load(&service.base, 4, Duration::ZERO, &acknowledged, &refused, &stop);
     let count = || acknowledged.lock().unwrap().len();
     common::eventually("load before the restart", Duration::from_secs(60), async || (count() >= 2000).then_some(())).await;
 
@@ -97,6 +109,67 @@ async fn a_redis_restarted_mid_load_with_append_only_persistence_loses_nothing_a
     redis.restart();
     let before_restart = count();
     common::eventually("load after the restart", Duration::from_secs(60), async || (count() >= before_restart + 2000).then_some(())).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    if let Err(problem) = common::until_durable(&compat, &acknowledged).await {
+        panic!("{problem}\n--- service:\n{}\n--- job:\n{}", service.log_text(), job.log_text());
+    }
+}
+
+#[tokio::test]
+async fn the_history_table_stopped_for_30_s_mid_load_holds_commits_back_and_then_gets_everything() {
+    // The service keeps answering (HBase is not on the write path), the
+    // job retries its write, reading nothing new and committing nothing;
+    // once the table is back every acknowledged item lands.
+    let mut compat = TestCompat::start();
+    let redis = format!("{}/15", common::redis_url().trim_end_matches('/'));
+    let (http, topic) = (common::free_port(), common::unique("table-outage"));
+    let brokers = common::kafka_brokers();
+    let topology = common::StackTopology {
+        http,
+        compat: &compat,
+        realtime_redis: redis.clone(),
+        job_redis: Some(redis),
+        brokers: brokers.clone(),
+        topic: &topic,
+        payload: "ids",
+        shutdown_timeout_ms: 15000,
+        request_timeout_ms: 5000,
+        aggregate_flush_ms: 500,
+        realtime_extra: String::new(),
+    }
+    .render();
+    let service = common::start_role(&topology, "service", Some(http)).await;
+    let job = common::start_role(&topology, "job", None).await;
+
+    let acknowledged = Arc::new(Mutex::new(Acknowledged::new()));
+    let (refused, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+    // About 400 items a second: the backlog of the outage is what a job
+    // drains well within the wait below.
+    start_load(&service.base, 2, Duration::from_millis(100), &acknowledged, &refused, &stop);
+    let count = || acknowledged.lock().unwrap().len();
+    common::eventually("load before the outage", Duration::from_secs(60), async || (count() >= 1000).then_some(())).await;
+
+    compat.kill();
+    let retries = || async {
+        let text = reqwest::get(format!("{}/metrics", job.base)).await.ok()?.text().await.ok()?;
+        ingest_http::stats::Exposition::parse(&text).sum("histflow_persist_retries_total", &[])
+    };
+    common::eventually("the job to retry its write", Duration::from_secs(30), async || retries().await.filter(|n| *n > 0.0)).await;
+    // What was committed once the failing write began: nothing moves it
+    // while the table is away.
+    let partitions = 2;
+    let committed_at_failure = common::committed(&brokers, &format!("{topic}-job"), &topic, partitions);
+    let during = count();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        common::committed(&brokers, &format!("{topic}-job"), &topic, partitions),
+        committed_at_failure,
+        "an offset was committed while the history table was away"
+    );
+    assert!(count() > during, "the service stopped acknowledging while only the history table was away");
+    compat.restart();
     stop.store(true, Ordering::Relaxed);
 
     let acknowledged = acknowledged.lock().unwrap().clone();
