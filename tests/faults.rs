@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{TestCompat, TestRedis};
+use common::{Histflow, TestCompat, TestRedis};
 use serde_json::{json, Value};
 
 /// What a client was told was recorded: (uid, item) -> view_at.
@@ -69,6 +69,26 @@ fn start_load(
     }
 }
 
+/// A service (ingest on `http`) and a job of one `ids` topology whose
+/// realtime and job stages use `redis`, writing to `compat`.
+async fn start_stack(compat: &TestCompat, redis: &str, http: u16, topic: &str, request_timeout_ms: u64) -> (Histflow, Histflow) {
+    let topology = common::StackTopology {
+        http,
+        compat,
+        realtime_redis: redis.to_owned(),
+        job_redis: Some(redis.to_owned()),
+        brokers: common::kafka_brokers(),
+        topic,
+        payload: "ids",
+        shutdown_timeout_ms: 15000,
+        request_timeout_ms,
+        aggregate_flush_ms: 500,
+        realtime_extra: String::new(),
+    }
+    .render();
+    (common::start_role(&topology, "service", Some(http)).await, common::start_role(&topology, "job", None).await)
+}
+
 #[tokio::test]
 async fn a_redis_restarted_mid_load_with_append_only_persistence_loses_nothing_acknowledged() {
     // The README: everything rests on Redis keeping what it acknowledged.
@@ -77,22 +97,7 @@ async fn a_redis_restarted_mid_load_with_append_only_persistence_loses_nothing_a
     let compat = TestCompat::start();
     let mut redis = TestRedis::start_with_fsync("everysec");
     let (http, topic) = (common::free_port(), common::unique("redis-restart"));
-    let topology = common::StackTopology {
-        http,
-        compat: &compat,
-        realtime_redis: redis.url(),
-        job_redis: Some(redis.url()),
-        brokers: common::kafka_brokers(),
-        topic: &topic,
-        payload: "ids",
-        shutdown_timeout_ms: 15000,
-        request_timeout_ms: 2000,
-        aggregate_flush_ms: 500,
-        realtime_extra: String::new(),
-    }
-    .render();
-    let service = common::start_role(&topology, "service", Some(http)).await;
-    let job = common::start_role(&topology, "job", None).await;
+    let (service, job) = start_stack(&compat, &redis.url(), http, &topic, 2000).await;
 
     let acknowledged = Arc::new(Mutex::new(Acknowledged::new()));
     let (refused, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
@@ -126,22 +131,7 @@ async fn the_history_table_stopped_for_30_s_mid_load_holds_commits_back_and_then
     let redis = format!("{}/15", common::redis_url().trim_end_matches('/'));
     let (http, topic) = (common::free_port(), common::unique("table-outage"));
     let brokers = common::kafka_brokers();
-    let topology = common::StackTopology {
-        http,
-        compat: &compat,
-        realtime_redis: redis.clone(),
-        job_redis: Some(redis),
-        brokers: brokers.clone(),
-        topic: &topic,
-        payload: "ids",
-        shutdown_timeout_ms: 15000,
-        request_timeout_ms: 5000,
-        aggregate_flush_ms: 500,
-        realtime_extra: String::new(),
-    }
-    .render();
-    let service = common::start_role(&topology, "service", Some(http)).await;
-    let job = common::start_role(&topology, "job", None).await;
+    let (service, job) = start_stack(&compat, &redis, http, &topic, 5000).await;
 
     let acknowledged = Arc::new(Mutex::new(Acknowledged::new()));
     let (refused, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
