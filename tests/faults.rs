@@ -118,7 +118,8 @@ async fn a_redis_restarted_mid_load_with_append_only_persistence_loses_nothing_a
 
     let acknowledged = acknowledged.lock().unwrap().clone();
     if let Err(problem) = common::until_durable(&compat, &acknowledged).await {
-        panic!("{problem}\n--- service:\n{}\n--- job:\n{}", service.log_text(), job.log_text());
+        let trace = common::trace::missing(&redis.url(), &common::kafka_brokers(), &topic, &problem.missing).await;
+        panic!("{problem}\n{trace}--- service:\n{}\n--- job:\n{}", service.log_text(), job.log_text());
     }
 }
 
@@ -164,6 +165,7 @@ async fn the_history_table_stopped_for_30_s_mid_load_holds_commits_back_and_then
 
     let acknowledged = acknowledged.lock().unwrap().clone();
     if let Err(problem) = common::until_durable(&compat, &acknowledged).await {
-        panic!("{problem}\n--- service:\n{}\n--- job:\n{}", service.log_text(), job.log_text());
+        let trace = common::trace::missing(&redis, &brokers, &topic, &problem.missing).await;
+        panic!("{problem}\n{trace}--- service:\n{}\n--- job:\n{}", service.log_text(), job.log_text());
     }
 }

@@ -169,8 +169,9 @@ async fn a_service_killed_under_load_and_restarted_loses_nothing_it_acknowledged
     let restarted = common::start_role(&topo, "service", Some(http)).await;
     let acknowledged = acknowledged.lock().unwrap().clone();
     if let Err(problem) = common::until_durable(&compat, &acknowledged).await {
+        let trace = common::trace::missing(&format!("{redis}/{}", wiring.redis_db), &brokers, &topic, &problem.missing).await;
         panic!(
-            "{problem}\n--- first service:\n{}\n--- restarted:\n{}\n--- job:\n{}",
+            "{problem}\n{trace}--- first service:\n{}\n--- restarted:\n{}\n--- job:\n{}",
             service.log_text(),
             restarted.log_text(),
             job.log_text()

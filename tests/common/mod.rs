@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod trace;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -509,13 +511,34 @@ pub async fn all_durable(compat: &TestCompat, acknowledged: &std::collections::B
     }
 }
 
+/// Acknowledged items the history table still lacked at the deadline.
+#[derive(Debug)]
+pub struct NotDurable {
+    /// The (uid, item) pairs missing (or there with another view_at).
+    pub missing: Vec<(u64, String)>,
+    /// Acknowledged in all.
+    pub acknowledged: usize,
+}
+
+impl std::fmt::Display for NotDurable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} acknowledged items never reached the history table within 60 s, e.g. {:?}",
+            self.missing.len(),
+            self.acknowledged,
+            &self.missing[..self.missing.len().min(3)]
+        )
+    }
+}
+
 /// As [`all_durable`], answering what is missing instead of panicking (so
-/// a caller can add the processes' logs).
-pub async fn until_durable(compat: &TestCompat, acknowledged: &std::collections::BTreeMap<(u64, String), i64>) -> Result<(), String> {
+/// a caller can add the processes' logs and [`trace::missing`]).
+pub async fn until_durable(compat: &TestCompat, acknowledged: &std::collections::BTreeMap<(u64, String), i64>) -> Result<(), NotDurable> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let snapshot = compat.snapshot("history");
-        let missing: Vec<_> = acknowledged
+        let missing: Vec<(u64, String)> = acknowledged
             .iter()
             .filter(|((uid, item), view_at)| {
                 snapshot
@@ -523,17 +546,13 @@ pub async fn until_durable(compat: &TestCompat, acknowledged: &std::collections:
                     .and_then(|(_, value)| model::codec::decode_record(value).ok())
                     .is_none_or(|record| record.view_at != **view_at)
             })
+            .map(|(key, _)| key.clone())
             .collect();
         if missing.is_empty() {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "{} of {} acknowledged items never reached the history table within 60 s, e.g. {:?}",
-                missing.len(),
-                acknowledged.len(),
-                &missing[..missing.len().min(3)]
-            ));
+            return Err(NotDurable { missing, acknowledged: acknowledged.len() });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
