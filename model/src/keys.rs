@@ -48,6 +48,15 @@ pub fn pending_index(shard: u32) -> String {
     format!("h:pending:{{{shard}}}")
 }
 
+/// `h:leaving:{shard}`: ZSET member = uid, score = when it was moved here
+/// (ms) — users on their way out of `shard`'s pending index. A user is
+/// moved here before its marks are looked at and taken out only after, so
+/// a process killed in between leaves it here, where the re-drive finds it
+/// and puts it back (same hash tag as the index: one Cluster slot).
+pub fn leaving_index(shard: u32) -> String {
+    format!("h:leaving:{{{shard}}}")
+}
+
 /// The shard (uid region) of `uid` among `shards`: a fixed 64-bit mix of
 /// the uid (splitmix64's finalizer) modulo `shards`. Fixed forever: the
 /// service and the job, of any version, must agree on it.

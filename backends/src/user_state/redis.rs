@@ -17,6 +17,8 @@ use super::{StoreError, WriteParams};
 
 /// Most marks one claim takes of one user; the rest wait for the next pass.
 const MAX_CLAIMS_PER_USER: usize = 1024;
+/// Users stranded in a leaving set put back per shard per look.
+const MAX_STRANDED: usize = 1024;
 
 /// The helpers every mark-keeping script starts with.
 macro_rules! with_marks {
@@ -298,30 +300,82 @@ impl RedisStore {
         self.unindex(shard, &settled, model::now_ms()).await
     }
 
-    /// Removes users with no pending marks from `shard`'s index, then looks
-    /// again and puts back any a write marked meanwhile (the write's own
-    /// index update may have come before the removal).
+    /// Removes users with no pending marks from `shard`'s index, without
+    /// ever leaving a marked user unindexed, even if this process dies
+    /// half way: each user is first moved to the leaving set, then its
+    /// marks are counted, then the marked ones go back to the index (a
+    /// write may have marked one after the caller looked) and all leave
+    /// the leaving set. Each step is ordered on one connection; a user
+    /// stranded in the leaving set by a kill is put back by
+    /// [`Self::return_stranded`].
     async fn unindex(&self, shard: u32, uids: &[u64], now_ms: i64) -> Result<(), StoreError> {
         if uids.is_empty() {
             return Ok(());
         }
+        let (index, leaving) = (keys::pending_index(shard), keys::leaving_index(shard));
         let mut connection = self.connection.clone();
         let mut pipe = redis::pipe();
-        pipe.cmd("ZREM").arg(keys::pending_index(shard)).arg(uids).ignore();
+        let mut park = redis::cmd("ZADD");
+        park.arg(&leaving);
+        for uid in uids {
+            park.arg(now_ms).arg(uid);
+        }
+        pipe.add_command(park).ignore();
+        pipe.cmd("ZREM").arg(&index).arg(uids).ignore();
         for uid in uids {
             pipe.cmd("HLEN").arg(keys::pending(*uid));
         }
         let left: Vec<i64> = pipe.query_async(&mut connection).await.map_err(store_error)?;
         let marked_again: Vec<u64> = uids.iter().zip(left).filter(|(_, left)| *left > 0).map(|(uid, _)| *uid).collect();
+        let mut pipe = redis::pipe();
         if !marked_again.is_empty() {
-            let mut pipe = redis::pipe();
             add_to_index(&mut pipe, shard, &marked_again, now_ms);
-            pipe.query_async::<()>(&mut connection).await.map_err(store_error)?;
         }
-        Ok(())
+        pipe.cmd("ZREM").arg(&leaving).arg(uids).ignore();
+        pipe.query_async::<()>(&mut connection).await.map_err(store_error)
+    }
+
+    /// Puts users left in `shard`'s leaving set for longer than `stale_ms`
+    /// (their remover was killed between its steps) back in the index, as
+    /// due: the next look re-drives their marks or lets them go.
+    async fn return_stranded(&self, shard: u32, stale_ms: i64) -> Result<(), StoreError> {
+        let (index, leaving) = (keys::pending_index(shard), keys::leaving_index(shard));
+        let mut connection = self.connection.clone();
+        let stranded: Vec<(u64, f64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&leaving)
+            .arg("-inf")
+            .arg(model::now_ms() - stale_ms)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(MAX_STRANDED)
+            .query_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        if stranded.is_empty() {
+            return Ok(());
+        }
+        let mut back = redis::cmd("ZADD");
+        back.arg(&index).arg("NX");
+        for (uid, since) in &stranded {
+            back.arg(*since as i64).arg(uid);
+        }
+        let uids: Vec<u64> = stranded.iter().map(|(uid, _)| *uid).collect();
+        // Back in the index first, then out of the leaving set.
+        redis::pipe()
+            .add_command(back)
+            .ignore()
+            .cmd("ZREM")
+            .arg(&leaving)
+            .arg(&uids)
+            .ignore()
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(store_error)
     }
 
     pub(super) async fn redrive(&self, shard: u32, grace_ms: i64, max_users: usize) -> Result<Redriven, StoreError> {
+        self.return_stranded(shard, grace_ms).await?;
         let mut connection = self.connection.clone();
         let index = keys::pending_index(shard);
         let due = model::now_ms() - grace_ms;
