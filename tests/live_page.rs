@@ -193,7 +193,7 @@ struct Driver {
 impl Driver {
     async fn start() -> Self {
         let port = common::free_port();
-        let process = std::process::Command::new("chromedriver")
+        let process = common::owned_command("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

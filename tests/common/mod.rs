@@ -35,7 +35,25 @@ pub fn missing(service: &str, address: &str, error: impl std::fmt::Display) -> S
 
 /// The `histflow` binary built for these tests.
 pub fn histflow() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_histflow"))
+    owned_command(env!("CARGO_BIN_EXE_histflow"))
+}
+
+/// A command for `program` that the kernel kills if the test process dies
+/// first (`setpriv --pdeathsig KILL`, util-linux; a plain command where
+/// setpriv is missing): a test binary killed mid-run must leave no service
+/// behind, since a stray service re-drives other runs' marks from the
+/// same Redis database into its own topic.
+pub fn owned_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    static SETPRIV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let available = *SETPRIV.get_or_init(|| {
+        Command::new("setpriv").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|status| status.success())
+    });
+    if !available {
+        return Command::new(program);
+    }
+    let mut command = Command::new("setpriv");
+    command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+    command
 }
 
 /// The repository root (where topology.toml is).
@@ -133,7 +151,7 @@ impl TestRedis {
 
     /// Starts (again) on the same port and directory.
     pub fn restart(&mut self) {
-        let child = Command::new("redis-server")
+        let child = owned_command("redis-server")
             .args([
                 "--bind",
                 "127.0.0.1",
@@ -168,28 +186,56 @@ impl TestRedis {
     }
 }
 
-/// A tansu broker owned by a test (so it can pause it), in memory.
+/// A tansu broker owned by a test (so it can pause, stop and restart it),
+/// in memory or on SQLite in a directory of its own.
 pub struct TestTansu {
     pub port: u16,
-    process: Owned,
+    process: Option<Owned>,
+    /// The SQLite storage's directory; `None`: memory.
+    storage: Option<tempfile::TempDir>,
 }
 
 impl TestTansu {
+    /// A broker keeping everything in memory.
     pub fn start() -> Self {
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new("tansu")
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+        let mut tansu = TestTansu { port: free_port(), process: None, storage: None };
+        tansu.restart();
+        tansu
+    }
+
+    /// A broker keeping its topics in SQLite, so they outlive a restart.
+    pub fn start_sqlite() -> Self {
+        let mut tansu = TestTansu { port: free_port(), process: None, storage: Some(tempfile::tempdir().expect("tansu dir")) };
+        tansu.restart();
+        tansu
+    }
+
+    /// Starts it (again) on the same port and storage.
+    pub fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let mut command = owned_command("tansu");
+        command.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine"]);
+        match &self.storage {
+            // tansu opens a sqlite:// path relative to its directory.
+            Some(dir) => command.arg("sqlite://tansu.db").current_dir(dir.path()),
+            None => command.arg("memory://tansu/"),
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|error| panic!("{}", missing("tansu (the binary)", "PATH", error)));
+        self.process = Some(Owned(child));
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !tcp_open(port) {
-            assert!(Instant::now() < deadline, "tansu did not listen on {port} within 30 s");
+        while !tcp_open(self.port) {
+            assert!(Instant::now() < deadline, "tansu did not listen on {} within 30 s", self.port);
             std::thread::sleep(Duration::from_millis(50));
         }
-        TestTansu { port, process: Owned(child) }
+    }
+
+    /// Kills it (SIGKILL) and waits until it is gone.
+    pub fn kill(&mut self) {
+        drop(self.process.take());
     }
 
     pub fn brokers(&self) -> String {
@@ -198,12 +244,16 @@ impl TestTansu {
 
     /// Freezes the broker (SIGSTOP): connections stay open, nothing answers.
     pub fn pause(&self) {
-        signal(self.process.0.id(), "STOP");
+        if let Some(process) = &self.process {
+            signal(process.0.id(), "STOP");
+        }
     }
 
     /// Thaws it (SIGCONT).
     pub fn resume(&self) {
-        signal(self.process.0.id(), "CONT");
+        if let Some(process) = &self.process {
+            signal(process.0.id(), "CONT");
+        }
     }
 }
 
