@@ -22,7 +22,8 @@ pub(crate) fn figures() -> Vec<Figure> {
 /// Registers the producing half's counters at zero, so `/metrics` lists
 /// them before their first event.
 pub(crate) fn register_producer() {
-    for name in [FlushDelivered::MESSAGES, FlushDelivered::EVENTS, MessageDelivered::METRIC, DeliveryRetry::METRIC] {
+    for name in [FlushDelivered::MESSAGES, FlushDelivered::EVENTS, MessageDelivered::METRIC, DeliveryRetry::METRIC, ProducerRebuilt::METRIC]
+    {
         metrics::counter!(name).increment(0);
     }
 }
@@ -197,5 +198,23 @@ impl ConsumerLag {
 
     pub fn emit(&self) {
         metrics::gauge!(Self::METRIC, "partition" => self.partition.to_string()).set(self.messages as f64);
+    }
+}
+
+/// The producer failed fatally and a new one took its place; what it held
+/// is being sent again.
+pub(crate) struct ProducerRebuilt<'a> {
+    pub stage: &'a str,
+    /// The fatal error.
+    pub fatal: &'a str,
+}
+
+impl ProducerRebuilt<'_> {
+    /// `histflow_kafka_producer_rebuilds_total`.
+    const METRIC: &'static str = "histflow_kafka_producer_rebuilds_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::METRIC).increment(1);
+        tracing::error!(stage = self.stage, fatal = self.fatal, "the Kafka producer failed fatally; a new one sends what it held again");
     }
 }

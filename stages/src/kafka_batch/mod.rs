@@ -6,6 +6,7 @@
 //!
 //! - `config`: the bridge's topology fields, and how each half is built.
 //! - `producer`, `consumer`: the two halves on a real broker.
+//! - `producer_slot`: the producer in use, replaced after a fatal error.
 //! - `embedded`: the in-process queue of `--embedded`.
 //! - `events`: what the bridge reports.
 
@@ -14,6 +15,7 @@ pub mod consumer;
 pub mod embedded;
 mod events;
 pub mod producer;
+pub mod producer_slot;
 
 pub use config::{Compression, KafkaBatchConfig, Payload};
 pub use consumer::KafkaConsumerStage;

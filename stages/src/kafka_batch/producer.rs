@@ -7,8 +7,11 @@
 //! small, so while the broker is away the queue fills, deliveries stop
 //! completing, this stage stops reading, and backpressure reaches ingest.
 //! Once every message of a flush is delivered, the marks it carried are
-//! settled (a newer view acknowledged meanwhile keeps its mark).
+//! settled (a newer view acknowledged meanwhile keeps its mark). A
+//! producer that fails fatally is replaced ([`ProducerSlot`]) and what it
+//! held is sent again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backends::kafka::{ensure_topic, idempotent_producer, DeliveryTimeout, Replication};
@@ -20,11 +23,12 @@ use futures::FutureExt;
 use model::{codec, Batch};
 use pipeline::health::Dependency;
 use pipeline::{Stage, StageContext, StageFuture};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use super::config::{Compression, KafkaBatchConfig};
-use super::events::{DeliveryRetry, FlushDelivered, MarksKept, MessageDelivered};
+use super::events::{DeliveryRetry, FlushDelivered, MarksKept, MessageDelivered, ProducerRebuilt};
+use super::producer_slot::ProducerSlot;
 
 /// Room left in a message for the record batch's own framing.
 const FRAMING_BYTES: usize = 4096;
@@ -33,7 +37,7 @@ const MAX_IN_FLIGHT: usize = 8;
 
 /// A built producing half of `kafka_batch`.
 pub struct KafkaProducerStage {
-    producer: FutureProducer,
+    producer: Arc<ProducerSlot>,
     brokers: String,
     /// Copies of the topic it creates.
     replication: Replication,
@@ -56,17 +60,18 @@ impl KafkaProducerStage {
             Compression::Lz4 => "lz4",
             Compression::Zstd => "zstd",
         };
-        let producer = idempotent_producer(&config.brokers, DeliveryTimeout::Never)
+        let mut producer_config = idempotent_producer(&config.brokers, DeliveryTimeout::Never);
+        producer_config
             .set("compression.type", compression)
             .set("linger.ms", "5")
             // Keep librdkafka's own buffer small: backpressure, not memory.
             .set("queue.buffering.max.messages", "10000")
             .set("queue.buffering.max.kbytes", "65536")
-            .set("message.max.bytes", (config.max_message_bytes + FRAMING_BYTES).to_string())
-            .create()
+            .set("message.max.bytes", (config.max_message_bytes + FRAMING_BYTES).to_string());
+        let producer = ProducerSlot::new(producer_config)
             .map_err(|error| format!("cannot create the Kafka producer for {}: {error}", config.brokers))?;
         Ok(KafkaProducerStage {
-            producer,
+            producer: Arc::new(producer),
             brokers: config.brokers.clone(),
             replication: config.replication(),
             topic: config.topic.clone(),
@@ -105,13 +110,28 @@ impl KafkaProducerStage {
     }
 }
 
-async fn send_until_taken(producer: &FutureProducer, topic: &str, key: &str, payload: Vec<u8>, stage: &str, health: Option<&Dependency>) {
+/// A send that failed, on which producer generation.
+struct Failed {
+    error: rdkafka::error::KafkaError,
+    generation: u64,
+}
+
+async fn send_until_taken(producer: &ProducerSlot, topic: &str, key: &str, payload: Vec<u8>, stage: &str, health: Option<&Dependency>) {
     let payload = &payload;
     retry::until_ok(
-        || async move { producer.send(FutureRecord::to(topic).key(key).payload(payload), Timeout::Never).await.map_err(|(error, _)| error) },
-        |error, pause| {
+        || async move {
+            let (generation, current) = producer.current();
+            current
+                .send(FutureRecord::to(topic).key(key).payload(payload), Timeout::Never)
+                .await
+                .map_err(|(error, _)| Failed { error, generation })
+        },
+        |failed, pause| {
             health.inspect(|health| health.set_up(false));
-            DeliveryRetry { stage, topic, error, pause }.emit()
+            if let Some(fatal) = producer.replace_if_fatal(failed.generation) {
+                ProducerRebuilt { stage, fatal: &fatal }.emit();
+            }
+            DeliveryRetry { stage, topic, error: &failed.error, pause }.emit()
         },
     )
     .await;
@@ -137,10 +157,48 @@ impl Stage<Batch> for KafkaProducerStage {
                     else => break,
                 }
             }
-            let producer = self.producer.clone();
+            let (_, producer) = self.producer.current();
             tokio::task::spawn_blocking(move || producer.flush(Timeout::After(Duration::from_secs(30)))).await??;
             Ok(())
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::Op;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+    /// A real broker cannot be made to fail a producer fatally on demand,
+    /// so librdkafka's own mock cluster (the Kafka protocol, in process)
+    /// refuses the first producer id with an authorization error, which
+    /// librdkafka treats as fatal. The message must still be delivered: it
+    /// is when the failed producer is replaced, and it never is when
+    /// `replace_if_fatal` does nothing (the send retries forever).
+    #[tokio::test]
+    async fn a_message_held_by_a_producer_that_failed_fatally_is_delivered_by_its_successor() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("merge", 1, 1).unwrap();
+        cluster.request_errors(RDKafkaApiKey::InitProducerId, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED]);
+        let brokers = cluster.bootstrap_servers();
+        let slot = ProducerSlot::new(idempotent_producer(&brokers, DeliveryTimeout::Never)).unwrap();
+        let op = Op::UpsertRef { uid: 7, item: "archive:1".into(), view_at: 1000 };
+        let payload = codec::encode_merge_batch(3, std::slice::from_ref(&op), 1 << 20).remove(0);
+        let sent = send_until_taken(&slot, "merge", "3", payload, "kafka_batch", None);
+        tokio::time::timeout(Duration::from_secs(30), sent).await.expect("the message was never delivered after the fatal error");
+        assert_eq!(slot.current().0, 1, "the producer was not replaced");
+
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", "check").create().unwrap();
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset("merge", 0, Offset::Beginning).unwrap();
+        consumer.assign(&assignment).unwrap();
+        let message = (0..60).find_map(|_| consumer.poll(Duration::from_millis(500))).expect("no message in the topic").unwrap();
+        let (shard, ops) = codec::decode_merge_batch(message.payload().unwrap()).unwrap();
+        assert_eq!((shard, ops), (3, vec![op]));
     }
 }
