@@ -15,16 +15,14 @@
 //! intended while the service was down or starting (failed requests are
 //! counted, not timed).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hdrhistogram::Histogram;
-use serde_json::{json, Value};
+use serde_json::json;
 
+use crate::stack::open_load::{is_durable, quantile_ms, LoadShape, OpenLoad};
 use crate::stack::processes::{free_port, histflow_run, run_until_interrupted, start, wait_ready, BenchStack, Owned, Ports};
 use crate::stack::report::history_cells;
 
@@ -72,23 +70,16 @@ pub struct Options {
     pub histflow: Option<PathBuf>,
 }
 
-/// Requests in flight at most; more wait (and count from their intended
-/// send time).
-const MAX_IN_FLIGHT: usize = 256;
-
-/// What the load saw.
-struct Load {
-    /// (uid, item) -> the newest view_at a 200 acknowledged as recorded.
-    acknowledged: Mutex<BTreeMap<(u64, String), i64>>,
-    /// Latency of answered requests, µs from the intended send time.
-    latency: Mutex<Histogram<u64>>,
-    /// The same, for requests intended while the service was down or
-    /// starting.
-    recovery_latency: Mutex<Histogram<u64>>,
-    /// Requests not answered 200 (refused connections while down, 503s).
-    failed: AtomicU64,
-    /// The service is down or starting.
-    recovering: AtomicBool,
+impl Options {
+    fn shape(&self) -> LoadShape {
+        LoadShape {
+            users: self.users,
+            rate: self.rate,
+            batch: self.batch,
+            reports_per_item: self.reports_per_item,
+            duration: self.duration,
+        }
+    }
 }
 
 /// Runs the scenario and prints its figures.
@@ -116,13 +107,8 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{}", ports.http);
 
-    let load = Arc::new(Load {
-        acknowledged: Mutex::new(BTreeMap::new()),
-        latency: Mutex::new(Histogram::new(3)?),
-        recovery_latency: Mutex::new(Histogram::new(3)?),
-        failed: AtomicU64::new(0),
-        recovering: AtomicBool::new(false),
-    });
+    // Phase 0: the service up; phase 1: down or starting.
+    let load = OpenLoad::new(2)?;
     println!(
         "crash scenario: {} events/s in requests of {}, {} users, {} report(s) per item, {:?}, the service SIGKILLed every {:?}",
         options.rate, options.batch, options.users, options.reports_per_item, options.duration, options.kill_every
@@ -133,18 +119,15 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
             (service.clone(), load.clone(), launcher.clone(), options.kill_every, options.duration);
         tokio::spawn(async move { kill_and_restart(service, load, &launcher, every, until).await })
     };
-    drive(options, &http, &base, load.clone()).await;
+    load.drive(options.shape(), &http, &base).await;
     let restarts = killer.await??;
     let last_restart = restarts.last().map_or(started, |restart| restart.ready_at);
 
     let (durable, settled_after) = settle(options, ports.hbase, &load, last_restart).await?;
-    let acknowledged = load.acknowledged.lock().unwrap_or_else(PoisonError::into_inner).len();
+    let acknowledged = load.acknowledged().len();
     let lost = acknowledged - durable;
-    let ms = |histogram: &Histogram<u64>, quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
-    let (latency, recovery) = (
-        load.latency.lock().unwrap_or_else(PoisonError::into_inner).clone(),
-        load.recovery_latency.lock().unwrap_or_else(PoisonError::into_inner).clone(),
-    );
+    let (latency, recovery) = (load.latency(0), load.latency(1));
+    let failed = load.failed(0) + load.failed(1);
     let restart_ms: Vec<u64> = restarts.iter().map(|restart| restart.took.as_millis() as u64).collect();
     let redriven = redriven_from_logs(dir.path());
     let figures = json!({
@@ -161,28 +144,26 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
         "lost": lost,
         "redriven_users": redriven.users,
         "redriven_items": redriven.items,
-        "failed_requests": load.failed.load(Ordering::Relaxed),
+        "failed_requests": failed,
         "settled_after_last_restart_s": settled_after.map(|after| after.as_secs_f64()),
-        "p99_ms": ms(&latency, 0.99),
-        "p99_during_recovery_ms": (!recovery.is_empty()).then(|| ms(&recovery, 0.99)),
+        "p99_ms": quantile_ms(&latency, 0.99),
+        "p99_during_recovery_ms": quantile_ms(&recovery, 0.99),
     });
     println!("restarts:            {} (to /readyz: {restart_ms:?} ms)", restarts.len());
     println!("acknowledged:        {acknowledged} (user, item) reports, newest view each");
     println!("durable:             {durable}");
     println!("lost:                {lost}");
     println!("re-driven:           {} marks of {} users (claimed by the services' re-drives)", redriven.items, redriven.users);
-    println!("failed requests:     {} (not acknowledged; a client would retry)", load.failed.load(Ordering::Relaxed));
+    println!("failed requests:     {failed} (not acknowledged; a client would retry)");
     match settled_after {
         Some(after) => println!("all durable:         {:.1} s after the last restart was ready", after.as_secs_f64()),
         None => println!("all durable:         never (the table stopped changing with {lost} missing)"),
     }
+    let shown = |p99: Option<f64>| p99.map_or("no answers".to_owned(), |ms| format!("{ms:.1} ms"));
     println!(
-        "p99:                 {:.1} ms overall, {} while down or starting",
-        ms(&latency, 0.99),
-        match recovery.is_empty() {
-            true => "no answers".to_owned(),
-            false => format!("{:.1} ms", ms(&recovery, 0.99)),
-        }
+        "p99:                 {} up, {} while down or starting",
+        shown(quantile_ms(&latency, 0.99)),
+        shown(quantile_ms(&recovery, 0.99))
     );
     if let Some(path) = &options.json {
         std::fs::write(path, serde_json::to_string_pretty(&figures)?).with_context(|| format!("cannot write {}", path.display()))?;
@@ -227,7 +208,7 @@ struct Restart {
 /// again, and wait until it is ready.
 async fn kill_and_restart(
     service: Arc<Mutex<Option<Owned>>>,
-    load: Arc<Load>,
+    load: Arc<OpenLoad>,
     launcher: &Launcher,
     every: Duration,
     until: Duration,
@@ -236,90 +217,29 @@ async fn kill_and_restart(
     let mut restarts = Vec::new();
     while started.elapsed() + every < until {
         tokio::time::sleep(every).await;
-        load.recovering.store(true, Ordering::Relaxed);
+        load.enter(1);
         let killed_at = Instant::now();
         // Dropping an owned process SIGKILLs it.
         drop(service.lock().unwrap_or_else(PoisonError::into_inner).take());
         let restarted = launcher.start(restarts.len() + 1).await?;
         *service.lock().unwrap_or_else(PoisonError::into_inner) = Some(restarted);
-        load.recovering.store(false, Ordering::Relaxed);
+        load.enter(0);
         restarts.push(Restart { took: killed_at.elapsed(), ready_at: Instant::now() });
     }
     Ok(restarts)
 }
 
-/// The open-loop load: a request of `batch` events every `batch / rate`
-/// seconds, users in turn, each user moving to its next item every
-/// `reports_per_item` reports.
-async fn drive(options: &Options, http: &reqwest::Client, base: &str, load: Arc<Load>) {
-    let url = format!("{base}/v1/events");
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(options.batch as f64 / options.rate));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
-    let started = Instant::now();
-    let mut sent: u64 = 0;
-    while started.elapsed() < options.duration {
-        tick.tick().await;
-        let intended = Instant::now();
-        let view_at = model::now_ms();
-        // (uid, oid) of each event.
-        let events: Vec<(u64, u64)> = (sent..sent + options.batch as u64)
-            .map(|report| (1 + report % options.users, report / options.users / options.reports_per_item))
-            .collect();
-        sent += options.batch as u64;
-        let body: Vec<Value> = events
-            .iter()
-            .map(|(uid, oid)| json!({"uid": uid, "business": "archive", "oid": oid, "progress": 1, "view_at": view_at}))
-            .collect();
-        let Ok(slot) = slots.clone().acquire_owned().await else { break };
-        let (http, url, load) = (http.clone(), url.clone(), load.clone());
-        let recovering = load.recovering.load(Ordering::Relaxed);
-        tokio::spawn(async move {
-            let _slot = slot;
-            let answer = http.post(&url).json(&json!({ "events": body })).send().await;
-            let results = match answer {
-                Ok(answer) if answer.status() == 200 => answer.json::<Value>().await.ok(),
-                _ => None,
-            };
-            let Some(results) = results else {
-                load.failed.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let micros = intended.elapsed().as_micros() as u64;
-            let histogram = if recovering || load.recovering.load(Ordering::Relaxed) { &load.recovery_latency } else { &load.latency };
-            let _ = histogram.lock().unwrap_or_else(PoisonError::into_inner).record(micros.max(1));
-            let recorded = results["results"].as_array().cloned().unwrap_or_default();
-            let mut acknowledged = load.acknowledged.lock().unwrap_or_else(PoisonError::into_inner);
-            for ((uid, oid), result) in events.into_iter().zip(recorded) {
-                if result["recorded"] == true {
-                    let newest = acknowledged.entry((uid, format!("archive:{oid}"))).or_insert(view_at);
-                    *newest = (*newest).max(view_at);
-                }
-            }
-        });
-    }
-    // Wait for the requests in flight.
-    let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
-}
-
 /// Waits until every acknowledged report is durable, or the table has not
 /// changed for `--settle`; returns how many are durable and, if all are,
 /// how long after `last_restart` that was.
-async fn settle(options: &Options, hbase_port: u16, load: &Load, last_restart: Instant) -> anyhow::Result<(usize, Option<Duration>)> {
-    let acknowledged = load.acknowledged.lock().unwrap_or_else(PoisonError::into_inner).clone();
+async fn settle(options: &Options, hbase_port: u16, load: &OpenLoad, last_restart: Instant) -> anyhow::Result<(usize, Option<Duration>)> {
+    let acknowledged = load.acknowledged();
     let deadline = Instant::now() + options.drain_timeout;
     let (mut previous, mut unchanged_since) = (usize::MAX, Instant::now());
     loop {
         let cells = history_cells(hbase_port).await?;
-        let durable = acknowledged
-            .iter()
-            .filter(|((uid, item), view_at)| {
-                cells
-                    .get(&(model::keys::hbase_row(*uid).into_bytes(), format!("r:{item}").into_bytes()))
-                    .and_then(|value| model::codec::decode_record(value).ok())
-                    .is_some_and(|record| record.view_at >= **view_at)
-            })
-            .count();
+        let durable =
+            acknowledged.iter().filter(|((uid, item), acknowledged)| is_durable(&cells, *uid, item, acknowledged.view_at)).count();
         if durable == acknowledged.len() {
             return Ok((durable, Some(last_restart.elapsed())));
         }

@@ -10,6 +10,9 @@
 //!   side by side with the naive baseline and the ceilings.
 //! - `crash`: the service SIGKILLed and restarted under load, then every
 //!   acknowledged report checked against the history table.
+//! - `faults`: service, job, broker, Redis and table faults injected on a
+//!   schedule under a fixed-rate load; per fault: lost, duplicates,
+//!   recovery time, p99.
 //! - `fuzz`: generated and mutated HTTP, gRPC and Thrift input against the
 //!   real stack: no crash, no 5xx but 503, no state left behind.
 //! - `soak`: 10x the measured capacity against the service role: bounded
@@ -21,6 +24,7 @@
 
 mod catchup;
 mod crash;
+mod faults;
 mod fuzz;
 mod heartbeat;
 mod load;
@@ -55,6 +59,8 @@ enum Command {
     Reads(reads::Options),
     /// The service SIGKILLed and restarted under load: acknowledged vs durable.
     Crash(crash::Options),
+    /// Faults injected on a schedule under load: lost, duplicates, recovery.
+    Faults(faults::Options),
     /// Hostile and malformed HTTP, gRPC and Thrift input against the stack.
     Fuzz(fuzz::Options),
     /// Overload (10x the measured capacity) against the service role.
@@ -74,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Heartbeat(options)) => heartbeat::run(&options),
         Some(Command::Reads(options)) => reads::run(&options),
         Some(Command::Crash(options)) => crash::run(&options),
+        Some(Command::Faults(options)) => faults::run(&options),
         Some(Command::Fuzz(options)) => fuzz::run(&options),
         Some(Command::Soak(options)) => soak::run(&options),
         Some(Command::Page(options)) => page::run(&options),

@@ -8,12 +8,14 @@
 //! at Redis. `--target URL` drives an already running histflow instead.
 //!
 //! - `processes`: the child processes and their resource use.
+//! - `open_load`: the fixed-rate load of the fault benches, per phase.
 //! - `workload`: the reports and the closed- or open-loop clients.
 //! - `scrape`: reading `/metrics`.
 //! - `ceiling`: the Redis ceiling.
 //! - `report`: the figures, the table, JSON and the latency plot.
 
 mod ceiling;
+pub(crate) mod open_load;
 pub(crate) mod processes;
 pub(crate) mod report;
 pub(crate) mod scrape;
