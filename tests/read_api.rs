@@ -387,6 +387,12 @@ async fn after_a_redis_loss_history_progress_and_pause_come_from_hbase_and_delet
     assert_eq!(self::oids(&api, uid).await, vec![5, 4, 2, 1]);
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut connection).await.unwrap();
     assert!(keys.is_empty(), "reads created Redis keys: {keys:?}");
+    // What the README says of a pause whose Redis meta is gone: writes read
+    // the pause from Redis only, so a report is recorded again, and from
+    // then on the switch answers from Redis: not paused.
+    let recorded = api.post(vec![event(uid, "archive", 8, 1, model::now_ms())]).await;
+    assert_eq!(recorded[0]["recorded"], true, "{recorded}");
+    assert_eq!(api.get(&format!("/v1/users/{uid}/recording")).await.1, json!({"paused": false}));
 }
 
 /// The oids of `uid`'s first history page.
@@ -426,15 +432,23 @@ async fn deletes_clears_and_pauses_take_effect_at_once_and_after_the_job() {
     until_persisted(&compat, uid, 0).await;
     assert_eq!(oids(&api, uid).await, Vec::<u64>::new());
 
-    // Pause: reports are not recorded; resume: recorded again.
+    // Pause: reports are not recorded, and the pause never expires (a
+    // paused user writes nothing that would refresh its meta's expiry);
+    // resume: recorded again, and the meta expires as usual again.
+    let mut connection = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let meta = model::keys::meta(uid);
     assert_eq!(api.send(reqwest::Method::PUT, &format!("/v1/users/{uid}/recording"), Some(json!({"paused": true}))).await, 200);
     assert_eq!(api.get(&format!("/v1/users/{uid}/recording")).await.1, json!({"paused": true}));
+    let ttl: i64 = redis::cmd("TTL").arg(&meta).query_async(&mut connection).await.unwrap();
+    assert_eq!(ttl, -1, "a paused user's meta must not expire");
     let paused = api.post(vec![event(uid, "archive", 7, 1, model::now_ms() + 2_000)]).await;
     assert_eq!(paused[0], json!({"recorded": false, "first_today": false}));
     assert_eq!(oids(&api, uid).await, Vec::<u64>::new());
     assert_eq!(api.send(reqwest::Method::PUT, &format!("/v1/users/{uid}/recording"), Some(json!({"paused": false}))).await, 200);
     let resumed = api.post(vec![event(uid, "archive", 7, 1, model::now_ms() + 3_000)]).await;
     assert_eq!(resumed[0]["recorded"], true);
+    let ttl: i64 = redis::cmd("TTL").arg(&meta).query_async(&mut connection).await.unwrap();
+    assert!(ttl > 0, "a resumed user's meta expires again, got TTL {ttl}");
     assert_eq!(oids(&api, uid).await, vec![7]);
 
     // Bad parameters are named.
