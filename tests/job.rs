@@ -296,20 +296,19 @@ async fn a_job_killed_mid_batch_catches_up_to_the_same_state() {
     drop(restarted);
 }
 
-#[tokio::test]
-async fn a_job_held_back_past_the_poll_interval_keeps_running_and_writes_everything() {
-    // One window of 500 rows written at 20 rows/s keeps persist from
-    // reading for about 25 s while the edge to it (10 events) is full: the
-    // consumer's send waits longer than max.poll.interval.ms (20 s), so the
-    // group drops it and its partitions are revoked under the batches in
-    // flight. Their offsets are dropped, not stored (which failed the
-    // stage), and the job rejoins and reads them again.
+/// One window of 500 rows written at 20 rows/s keeps persist from reading
+/// for about 25 s while the edge to it (10 events) is full, longer than
+/// max.poll.interval.ms (20 s); `hold_max_bytes` is the consumer's
+/// read-ahead. Every row lands and every message is committed; answers
+/// the offsets dropped because the group took a partition away.
+async fn held_back_for_25_s(hold_max_bytes: usize) -> f64 {
     let compat = TestCompat::start();
     let names = Names::new();
     let brokers = common::kafka_brokers();
     common::create_topic(&brokers, &names.topic, 1).await;
     let topo = topology(common::free_port(), &compat, &names, "full", 500, 20)
-        .replace("inputs = [\"kafka_batch\"]", "inputs = [{ from = \"kafka_batch\", capacity = 10 }]");
+        .replace("inputs = [\"kafka_batch\"]", "inputs = [{ from = \"kafka_batch\", capacity = 10 }]")
+        .replace("type = \"kafka_batch\"\n", &format!("type = \"kafka_batch\"\nhold_max_bytes = {hold_max_bytes}\n"));
     let job = JobOnly { job: common::start_role(&topo, "job", None).await, compat, names };
     let uid_base = common::unique_uid_base();
     let mut expected = BTreeMap::new();
@@ -342,8 +341,27 @@ async fn a_job_held_back_past_the_poll_interval_keeps_running_and_writes_everyth
     })
     .await;
     let metrics = reqwest::get(format!("{}/metrics", job.job.base)).await.unwrap().text().await.unwrap();
-    let dropped = ingest_http::stats::Exposition::parse(&metrics).sum("histflow_kafka_lost_partition_offsets_total", &[]);
-    eprintln!("offsets dropped for a revoked partition: {dropped:?}");
+    ingest_http::stats::Exposition::parse(&metrics).sum("histflow_kafka_lost_partition_offsets_total", &[]).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_job_held_back_past_the_poll_interval_keeps_polling_its_group_and_writes_everything() {
+    // The consumer reads ahead and holds what it cannot hand on yet, so it
+    // keeps polling and the group never takes its partition away: no
+    // offset is dropped. (With `hold_max_bytes = 0` the group drops it and
+    // this fails; the next test is that case.)
+    let dropped = held_back_for_25_s(64 * 1024 * 1024).await;
+    assert_eq!(dropped, 0.0, "the group took the partition away from a consumer that kept polling");
+}
+
+#[tokio::test]
+async fn a_job_held_back_past_the_poll_interval_without_read_ahead_rejoins_and_writes_everything() {
+    // No read-ahead: the send waits longer than max.poll.interval.ms, the
+    // group drops the job and revokes its partition under the batches in
+    // flight. Their offsets are dropped, not stored (which once failed the
+    // stage), and the job rejoins and reads them again.
+    let dropped = held_back_for_25_s(0).await;
+    eprintln!("offsets dropped for a revoked partition: {dropped}");
 }
 
 #[tokio::test]

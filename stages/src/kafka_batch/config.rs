@@ -68,6 +68,12 @@ pub struct KafkaBatchConfig {
     /// producer waits (backpressure, as a slow broker would apply).
     #[serde(default = "default_embedded_queue_batches")]
     pub embedded_queue_batches: usize,
+    /// Job role: merge-message bytes the consumer reads ahead and holds
+    /// while the edge downstream is full, so it keeps polling its group;
+    /// past this it stops reading (and past `max.poll.interval.ms` the
+    /// group drops it, and it rejoins later). 0: never hold.
+    #[serde(default = "default_hold_max_bytes")]
+    pub hold_max_bytes: usize,
 }
 
 fn default_topic() -> String {
@@ -90,6 +96,9 @@ fn default_max_message_bytes() -> usize {
 }
 fn default_embedded_queue_batches() -> usize {
     1024
+}
+fn default_hold_max_bytes() -> usize {
+    64 * 1024 * 1024
 }
 
 impl KafkaBatchConfig {

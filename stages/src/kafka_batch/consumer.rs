@@ -10,16 +10,21 @@
 //! sent until the broker takes it, and then counts as done, so it does not
 //! block its partition for longer.
 //!
-//! A written batch whose partition a rebalance moved elsewhere (another
-//! member joined or left, or this one was dropped from the group for not
-//! polling while persist held it back past `max.poll.interval.ms`) has its
-//! offset dropped, not stored: the new owner reads it again from the last
-//! commit, and the writes are idempotent. Partitions no member reads are
-//! noticed and the group rejoined ([`watch_orphans`]).
+//! While the edge downstream is full (persist slow, HBase away), the
+//! consumer keeps polling and holds what it reads, in order, up to
+//! `hold_max_bytes` of messages: a member that polls keeps its place in
+//! the group, so a table outage costs no rebalance. Past the bound it
+//! stops reading; held back past `max.poll.interval.ms` the group then
+//! drops it. A written batch whose partition a rebalance moved elsewhere
+//! (that, or another member joining or leaving) has its offset dropped,
+//! not stored: the new owner reads it again from the last commit, and the
+//! writes are idempotent. Partitions no member reads are noticed and the
+//! group rejoined ([`watch_orphans`]).
 //!
 //! On the stop signal the consumer stops reading, closes its output so the
 //! window downstream is written, waits for those acks and commits.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,8 +60,31 @@ pub struct KafkaConsumerStage {
     dead_letters: FutureProducer,
     topic: String,
     dead_letter_topic: String,
+    /// Message bytes read ahead and held while the edge downstream is full.
+    hold_max_bytes: usize,
     /// What the broker answered last, for the live page.
     pub broker_health: Option<Dependency>,
+}
+
+/// Batches read and not yet handed downstream, in order, with the bytes of
+/// the messages they came from.
+#[derive(Default)]
+struct Held {
+    batches: VecDeque<(Batch, usize)>,
+    bytes: usize,
+}
+
+impl Held {
+    fn push(&mut self, batch: Batch, bytes: usize) {
+        self.bytes += bytes;
+        self.batches.push_back((batch, bytes));
+    }
+
+    fn pop(&mut self) -> Option<Batch> {
+        let (batch, bytes) = self.batches.pop_front()?;
+        self.bytes -= bytes;
+        Some(batch)
+    }
 }
 
 /// A message read, waiting to be committed: where it is, and what to wait
@@ -79,6 +107,7 @@ impl KafkaConsumerStage {
             dead_letters,
             topic: config.topic.clone(),
             dead_letter_topic: config.dead_letter_topic.clone(),
+            hold_max_bytes: config.hold_max_bytes,
             broker_health: None,
         })
     }
@@ -227,15 +256,27 @@ impl Stage<Batch> for KafkaConsumerStage {
                 outcome.map_err(|reason| format!("stage `{name}`: the batch at {topic}/{partition}@{offset} was not written: {reason}"))?;
                 self.store(&topic, partition, offset, &name)
             };
+            // Read ahead while the edge is full: the batch being handed on,
+            // and those waiting behind it.
+            let mut held = Held::default();
+            let mut sending: Option<BoxFuture<'_, Result<(), pipeline::SendError<Batch>>>> = None;
             loop {
+                if sending.is_none() {
+                    sending = held.pop().map(|batch| output.send(batch).boxed());
+                }
                 let message = tokio::select! {
                     biased;
                     () = shutdown.cancelled() => break,
+                    sent = async { sending.as_mut().expect("guarded").await }, if sending.is_some() => {
+                        sending = None;
+                        sent?;
+                        continue;
+                    }
                     Some(done) = unacked.next(), if !unacked.is_empty() => {
                         settle(done)?;
                         continue;
                     }
-                    received = self.consumer.recv(), if unacked.len() < MAX_UNACKED => {
+                    received = self.consumer.recv(), if unacked.len() < MAX_UNACKED && (held.bytes < self.hold_max_bytes || sending.is_none()) => {
                         if let Some(health) = &self.broker_health {
                             health.set_up(received.is_ok());
                         }
@@ -254,7 +295,7 @@ impl Stage<Batch> for KafkaConsumerStage {
                 match codec::decode_merge_batch(payload) {
                     Ok((shard, ops)) => {
                         let (ack, answer) = Ack::new();
-                        output.send(Batch { shard: Some(shard), ack: Some(ack), ..Batch::of(ops) }).await?;
+                        held.push(Batch { shard: Some(shard), ack: Some(ack), ..Batch::of(ops) }, payload.len());
                         unacked.push_back(
                             async move {
                                 let outcome = match answer.await {
@@ -273,8 +314,17 @@ impl Stage<Batch> for KafkaConsumerStage {
                     }
                 }
             }
-            // Stop: close the output so the window downstream is written,
-            // then commit what it acknowledges.
+            // Stop: hand on what was read (the window downstream writes it
+            // when its input closes, within the drain's deadline), ...
+            if let Some(pending) = sending.take() {
+                pending.await?;
+            }
+            drop(sending);
+            while let Some(batch) = held.pop() {
+                output.send(batch).await?;
+            }
+            // ... close the output so the window downstream is written, then
+            // commit what it acknowledges.
             drop(output);
             while let Some(done) = unacked.next().await {
                 settle(done)?;
