@@ -47,6 +47,7 @@ shutdown_timeout_ms = 20000
 [businesses]
 archive = {{ id = 1, retention_days = 30 }}
 pgc = {{ id = 2, retention_days = 30 }}
+live = {{ id = 3, retention_days = 30 }}
 
 [[stages]]
 name = "ingest"
@@ -136,11 +137,11 @@ impl Api {
     }
 
     /// Every page of `uid`'s history over HTTP: (view_at, item) in order.
-    async fn all_pages_http(&self, uid: u64, limit: usize) -> Vec<(i64, String)> {
+    async fn all_pages_http(&self, uid: u64, limit: usize, business: &str) -> Vec<(i64, String)> {
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let mut path = format!("/v1/users/{uid}/history?limit={limit}");
+            let mut path = format!("/v1/users/{uid}/history?limit={limit}&business={business}");
             if let Some(cursor) = &cursor {
                 path.push_str(&format!("&cursor={cursor}"));
             }
@@ -162,11 +163,11 @@ impl Api {
     }
 
     /// Every page of `uid`'s history over gRPC.
-    async fn all_pages_grpc(&mut self, uid: u64, limit: u32) -> Vec<(i64, String)> {
+    async fn all_pages_grpc(&mut self, uid: u64, limit: u32, business: &str) -> Vec<(i64, String)> {
         let mut seen = Vec::new();
         let mut cursor = String::new();
         loop {
-            let request = grpc::UserHistoriesRequest { uid, business: String::new(), limit, cursor: cursor.clone() };
+            let request = grpc::UserHistoriesRequest { uid, business: business.to_owned(), limit, cursor: cursor.clone() };
             let page = self.grpc.user_histories(request).await.unwrap().into_inner();
             seen.extend(page.items.iter().map(|item| (item.view_at, format!("{}:{}", item.business, item.oid))));
             if page.next_cursor.is_empty() {
@@ -226,10 +227,10 @@ async fn pages_of_2500_items_sharing_view_ats_give_each_item_once_newest_first_o
     // Redis keeps the newest 1000; the job persists all 2500 (full payload).
     until_persisted(&compat, uid, 2500).await;
 
-    let over_http = api.all_pages_http(uid, 37).await;
+    let over_http = api.all_pages_http(uid, 37, "").await;
     assert_exact_order(&over_http, 2500);
     assert_eq!(over_http[0].0, base + 24, "the newest first");
-    let over_grpc = api.all_pages_grpc(uid, 37).await;
+    let over_grpc = api.all_pages_grpc(uid, 37, "").await;
     assert_eq!(over_grpc, over_http, "gRPC pages differ from HTTP pages");
 
     // A business filter pages exactly too.
@@ -495,7 +496,7 @@ async fn http_and_grpc_answer_a_shared_scenario_alike() {
         .delete_histories(grpc::DeleteHistoriesRequest { uid: grpc_uid, items: vec![grpc::ItemKey { business: "archive".into(), oid: 4 }] })
         .await
         .unwrap();
-    assert_eq!(api.all_pages_http(http_uid, 2).await, api.all_pages_grpc(grpc_uid, 2).await);
+    assert_eq!(api.all_pages_http(http_uid, 2, "").await, api.all_pages_grpc(grpc_uid, 2, "").await);
 
     let (_, progress) = api.get(&format!("/v1/users/{http_uid}/progress?items=archive:2,archive:4")).await;
     let reply =
@@ -519,7 +520,7 @@ async fn http_and_grpc_answer_a_shared_scenario_alike() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("invalid_uid") && status.message().contains("unknown_business"), "{}", status.message());
     api.grpc.clear_history(grpc::ClearHistoryRequest { uid: grpc_uid }).await.unwrap();
-    assert!(api.all_pages_grpc(grpc_uid, 10).await.is_empty());
+    assert!(api.all_pages_grpc(grpc_uid, 10, "").await.is_empty());
 }
 
 #[tokio::test]
@@ -533,4 +534,37 @@ async fn grpc_refuses_a_message_over_max_body_bytes_before_decoding_it() {
         (0..600).map(|oid| grpc::Event { uid: 1, business: "x".repeat(2000), oid, progress: 1, ..Default::default() }).collect();
     let status = api.grpc.add_histories(grpc::AddHistoriesRequest { events }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+}
+
+#[tokio::test]
+async fn pages_over_two_of_three_businesses_show_each_item_once_newest_first_on_http_and_grpc() {
+    let compat = TestCompat::start();
+    let redis = common::redis_url();
+    // Redis keeps 100 items a user: the pages run on into HBase.
+    let mut api = Api::start(&Setup { max_items: 100, ..Setup::new(&redis, &compat, "ids") }).await;
+    let (http_uid, grpc_uid) = (common::unique_uid_base(), common::unique_uid_base() + 1);
+    let base = model::now_ms() - 600_000;
+    let businesses = ["archive", "pgc", "live"];
+    // 500 items over three businesses, seven to a view_at.
+    let items: Vec<(&str, u64, i64)> = (0..500u64).map(|i| (businesses[(i % 3) as usize], i, base + (i / 7) as i64)).collect();
+    for uid in [http_uid, grpc_uid] {
+        api.post(items.iter().map(|(business, oid, at)| event(uid, business, *oid, 1, *at)).collect()).await;
+    }
+    until_persisted(&compat, http_uid, 500).await;
+    until_persisted(&compat, grpc_uid, 500).await;
+    let mut expected: Vec<(i64, String)> =
+        items.iter().filter(|(business, _, _)| *business != "live").map(|(business, oid, at)| (*at, format!("{business}:{oid}"))).collect();
+    expected.sort_by(|a, b| b.cmp(a));
+
+    let http = api.all_pages_http(http_uid, 37, "archive,pgc").await;
+    assert_exact_order(&http, expected.len());
+    assert_eq!(http, expected, "HTTP: each archive and pgc item once, newest first");
+    let grpc = api.all_pages_grpc(grpc_uid, 37, "pgc, archive").await;
+    assert_eq!(grpc, expected, "gRPC: the same pages");
+
+    // A filter naming an unregistered business says which.
+    let (status, body) = api.get(&format!("/v1/users/{http_uid}/history?business=archive,comic,radio")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("unknown_business")), "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("comic") && message.contains("radio") && !message.contains("archive"), "{message}");
 }

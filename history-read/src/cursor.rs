@@ -52,12 +52,24 @@ impl Cursor {
 /// One history page request, validated.
 #[derive(Debug, Clone)]
 pub struct PageQuery {
-    /// Only items of this business.
-    pub business: Option<String>,
+    /// Only items of these businesses; `None`: all.
+    pub businesses: Option<std::collections::BTreeSet<String>>,
     /// Most items in the page (1..=100).
     pub limit: usize,
     /// Start after this item; from the newest when absent.
     pub cursor: Option<Cursor>,
+}
+
+impl PageQuery {
+    /// Whether the page shows items of `business`.
+    pub fn admits(&self, business: &str) -> bool {
+        self.businesses.as_ref().is_none_or(|businesses| businesses.contains(business))
+    }
+
+    /// Whether the page shows the item `business:oid`.
+    pub fn admits_item(&self, item: &str) -> bool {
+        self.businesses.is_none() || item.split_once(':').is_some_and(|(business, _)| self.admits(business))
+    }
 }
 
 /// One history page, newest first.

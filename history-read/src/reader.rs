@@ -61,8 +61,7 @@ impl HistoryReader {
     /// with their records: up to `want`, and whether the timeline ran out
     /// before that.
     async fn realtime_members(&self, uid: u64, query: &PageQuery, want: usize) -> Result<(Vec<Member>, UserMeta, bool), ReadError> {
-        let chunk = if query.business.is_some() { want.max(FILTERED_CHUNK) } else { want };
-        let prefix = query.business.as_ref().map(|business| format!("{business}:"));
+        let chunk = if query.businesses.is_some() { want.max(FILTERED_CHUNK) } else { want };
         let mut picked = Vec::new();
         let mut offset = 0;
         let mut first = true;
@@ -77,8 +76,7 @@ impl HistoryReader {
             let records = slice.records.into_iter().chain(std::iter::repeat(None));
             for ((item, view_at), record) in slice.members.into_iter().zip(records) {
                 let after_cursor = cursor.is_none_or(|cursor| cursor.precedes(view_at, &item));
-                let in_business = prefix.as_ref().is_none_or(|prefix| item.starts_with(prefix.as_str()));
-                if after_cursor && in_business && picked.len() < want {
+                if after_cursor && query.admits_item(&item) && picked.len() < want {
                     picked.push(Member { item, view_at, record });
                 }
             }
@@ -147,7 +145,7 @@ impl HistoryReader {
         let mut merged = candidates(uid, members);
         merged.extend(found.candidates.into_iter().filter(|candidate| {
             query.cursor.as_ref().is_none_or(|cursor| cursor.precedes(candidate.view_at, &candidate.item))
-                && query.business.as_ref().is_none_or(|business| candidate.record.business == *business)
+                && query.admits(&candidate.record.business)
         }));
         merged.sort_by(|a, b| (b.view_at, &b.item).cmp(&(a.view_at, &a.item)));
         let next = (merged.len() > query.limit)

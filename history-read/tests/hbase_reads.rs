@@ -25,7 +25,7 @@ async fn reader(dir: &std::path::Path) -> (HistoryReader, HistoryTable) {
 }
 
 fn first_page() -> PageQuery {
-    PageQuery { business: None, limit: 2, cursor: None }
+    PageQuery { businesses: None, limit: 2, cursor: None }
 }
 
 #[tokio::test]

@@ -180,7 +180,7 @@ impl HistoryApi {
 /// Parameter checks shared by the HTTP and gRPC transports; each error
 /// names the parameter.
 pub mod params {
-    use std::collections::HashSet;
+    use std::collections::{BTreeSet, HashSet};
 
     use super::{Cursor, PageQuery, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, MAX_PROGRESS_ITEMS};
     use crate::error::ApiError;
@@ -214,6 +214,18 @@ pub mod params {
         }
     }
 
+    /// A page's business filter: registered names, comma-separated (empty
+    /// entries ignored); `None` when it names none (all businesses).
+    /// Every unregistered name is listed in the error.
+    pub fn page_businesses(names: &str, businesses: &HashSet<String>) -> Result<Option<BTreeSet<String>>, ApiError> {
+        let wanted: BTreeSet<String> = names.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_owned).collect();
+        let unknown: Vec<&str> = wanted.iter().filter(|name| !businesses.contains(*name)).map(String::as_str).collect();
+        if !unknown.is_empty() {
+            return Err(invalid("unknown_business", format!("`business` names {unknown:?}, not registered on this endpoint")));
+        }
+        Ok((!wanted.is_empty()).then_some(wanted))
+    }
+
     /// An item key `business:oid` with a registered business.
     pub fn item(text: &str, businesses: &HashSet<String>) -> Result<String, ApiError> {
         let bad = || invalid("invalid_item", format!("item {text:?} must be `business:oid`, e.g. archive:42"));
@@ -237,7 +249,7 @@ pub mod params {
     /// A page query: `limit` 1..=100 (default 20), an optional business
     /// and cursor.
     pub fn page(
-        business_name: Option<&str>,
+        business_names: Option<&str>,
         limit: Option<&str>,
         cursor: Option<&str>,
         businesses: &HashSet<String>,
@@ -249,12 +261,12 @@ pub mod params {
                 _ => return Err(invalid("invalid_limit", format!("`limit` {text:?} must be an integer from 1 to {MAX_PAGE_LIMIT}"))),
             },
         };
-        let business = business_name.filter(|name| !name.is_empty()).map(|name| business(name, businesses)).transpose()?;
+        let businesses = business_names.map(|names| page_businesses(names, businesses)).transpose()?.flatten();
         let cursor = cursor
             .filter(|text| !text.is_empty())
             .map(|text| Cursor::decode(text).map_err(|error| invalid("invalid_cursor", error.to_string())))
             .transpose()?;
-        Ok(PageQuery { business, limit, cursor })
+        Ok(PageQuery { businesses, limit, cursor })
     }
 }
 
@@ -281,6 +293,10 @@ mod tests {
         assert_eq!(params::page(None, Some("100"), None, &businesses).map(|q| q.limit).ok(), Some(100));
         assert_eq!(params::page(None, None, None, &businesses).map(|q| q.limit).ok(), Some(20));
         assert_eq!(code(params::page(Some("comic"), None, None, &businesses)), "unknown_business");
+        assert_eq!(code(params::page(Some("archive,comic"), None, None, &businesses)), "unknown_business");
+        let filter = |names| params::page(Some(names), None, None, &businesses).ok().and_then(|q| q.businesses);
+        assert_eq!(filter(" archive , archive,"), Some(["archive".to_owned()].into()));
+        assert_eq!(filter(" , "), None);
         assert_eq!(code(params::page(None, None, Some("nope"), &businesses)), "invalid_cursor");
         assert_eq!(params::items(["archive:1", " archive:2 "], &businesses).ok(), Some(vec!["archive:1".into(), "archive:2".into()]));
         assert_eq!(code(params::items(["pgc:1"], &businesses)), "unknown_business");
