@@ -47,7 +47,7 @@ shutdown_timeout_ms = 20000
 [businesses]
 archive = {{ id = 1, retention_days = 30 }}
 pgc = {{ id = 2, retention_days = 30 }}
-live = {{ id = 3, retention_days = 30 }}
+live = {{ id = 3, retention_days = 1 }}
 
 [[stages]]
 name = "ingest"
@@ -567,4 +567,34 @@ async fn pages_over_two_of_three_businesses_show_each_item_once_newest_first_on_
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("unknown_business")), "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("comic") && message.contains("radio") && !message.contains("archive"), "{message}");
+}
+
+#[tokio::test]
+async fn a_view_past_its_business_retention_disappears_from_reads_while_still_stored() {
+    let compat = TestCompat::start();
+    let redis = common::redis_url();
+    let api = Api::start(&Setup::new(&redis, &compat, "ids")).await;
+    let uid = common::unique_uid_base();
+    let (day, now) = (86_400_000, model::now_ms());
+    // `live` keeps a day, `archive` thirty: a live view 4 s short of its
+    // retention, a fresh live view, and a two-day-old archive view.
+    let results = api
+        .post(vec![
+            event(uid, "live", 1, 10, now - day + 4_000),
+            event(uid, "live", 2, 20, now),
+            event(uid, "archive", 3, 30, now - 2 * day),
+        ])
+        .await;
+    assert!(results.as_array().unwrap().iter().all(|result| result["recorded"] == true), "{results}");
+    let progress_of_live_1 = async || api.get(&format!("/v1/users/{uid}/progress?items=live:1,archive:3")).await.1;
+    common::eventually("the expired live view gone from pages and progress", Duration::from_secs(30), async || {
+        let progress = progress_of_live_1().await;
+        (oids(&api, uid).await == vec![2, 3] && progress["items"]["live:1"].is_null()).then_some(())
+    })
+    .await;
+    assert_eq!(progress_of_live_1().await["items"]["archive:3"]["progress"], 30, "a view within its own retention stays");
+    // Hidden by the reads, not yet removed: Redis still holds it.
+    let mut connection = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let stored: bool = redis::cmd("HEXISTS").arg(model::keys::records(uid)).arg("live:1").query_async(&mut connection).await.unwrap();
+    assert!(stored);
 }

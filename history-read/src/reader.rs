@@ -39,6 +39,10 @@ pub struct HistoryReader {
     /// Note "HBase holds nothing more" for a user (the job voids the note
     /// when it writes the user's records, so it needs the realtime store).
     pub note_checks: bool,
+    /// Each business's retention in ms: older views (by view_at) are no
+    /// longer shown, wherever they are still stored. A business missing
+    /// here is shown whatever its age.
+    pub retention_ms: HashMap<String, i64>,
 }
 
 fn read_error(error: impl std::fmt::Display) -> ReadError {
@@ -57,11 +61,23 @@ pub(crate) fn decode(uid: u64, item: &str, bytes: &[u8]) -> Option<Record> {
 }
 
 impl HistoryReader {
+    /// Whether a view of `business` at `view_at` is past its retention at
+    /// `now` (unix ms).
+    fn expired(&self, business: &str, view_at: i64, now: i64) -> bool {
+        self.retention_ms.get(business).is_some_and(|retention| view_at < now - retention)
+    }
+
+    /// As [`Self::expired`], for an item key `business:oid`.
+    fn expired_item(&self, item: &str, view_at: i64, now: i64) -> bool {
+        item.split_once(':').is_some_and(|(business, _)| self.expired(business, view_at, now))
+    }
+
     /// Timeline members after the cursor (in the business), newest first,
     /// with their records: up to `want`, and whether the timeline ran out
     /// before that.
     async fn realtime_members(&self, uid: u64, query: &PageQuery, want: usize) -> Result<(Vec<Member>, UserMeta, bool), ReadError> {
-        let chunk = if query.businesses.is_some() { want.max(FILTERED_CHUNK) } else { want };
+        let chunk = if query.businesses.is_some() || !self.retention_ms.is_empty() { want.max(FILTERED_CHUNK) } else { want };
+        let now = model::now_ms();
         let mut picked = Vec::new();
         let mut offset = 0;
         let mut first = true;
@@ -76,7 +92,7 @@ impl HistoryReader {
             let records = slice.records.into_iter().chain(std::iter::repeat(None));
             for ((item, view_at), record) in slice.members.into_iter().zip(records) {
                 let after_cursor = cursor.is_none_or(|cursor| cursor.precedes(view_at, &item));
-                if after_cursor && query.admits_item(&item) && picked.len() < want {
+                if after_cursor && query.admits_item(&item) && !self.expired_item(&item, view_at, now) && picked.len() < want {
                     picked.push(Member { item, view_at, record });
                 }
             }
@@ -129,6 +145,7 @@ impl HistoryReader {
         PageServed { read_hbase: true }.emit();
         HbaseRead.emit();
         let cells = table.read_row(uid, vec![RECORDS_FAMILY.to_owned()]).await.map_err(read_error)?;
+        let now = model::now_ms();
         let in_redis: HashSet<String> =
             self.store.whole_timeline(uid).await.map_err(read_error)?.into_iter().map(|(item, _)| item).collect();
         let items: Vec<String> = cells.iter().filter_map(|cell| cell.column.strip_prefix("r:").map(str::to_owned)).collect();
@@ -146,6 +163,7 @@ impl HistoryReader {
         merged.extend(found.candidates.into_iter().filter(|candidate| {
             query.cursor.as_ref().is_none_or(|cursor| cursor.precedes(candidate.view_at, &candidate.item))
                 && query.admits(&candidate.record.business)
+                && !self.expired(&candidate.record.business, candidate.view_at, now)
         }));
         merged.sort_by(|a, b| (b.view_at, &b.item).cmp(&(a.view_at, &a.item)));
         let next = (merged.len() > query.limit)
@@ -167,6 +185,9 @@ impl HistoryReader {
             .map(|(bytes, item)| bytes.and_then(|bytes| decode(uid, item, &bytes)))
             .collect();
         records.resize(items.len(), None);
+        let now = model::now_ms();
+        let live = |record: Option<Record>| record.filter(|record| !self.expired(&record.business, record.view_at, now));
+        records = records.into_iter().map(live).collect();
         let Some(table) = self.table.as_ref().filter(|_| self.progress_fallback) else {
             return Ok(records);
         };
@@ -183,7 +204,7 @@ impl HistoryReader {
         let found = hbase_candidates(uid, cells, &marker_map(missing, markers), meta.cleared_at, &HashSet::new());
         for candidate in found.candidates {
             if let Some(index) = items.iter().position(|item| *item == candidate.item) {
-                records[index] = Some(candidate.record);
+                records[index] = live(Some(candidate.record));
             }
         }
         Ok(records)

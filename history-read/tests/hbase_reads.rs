@@ -21,7 +21,10 @@ async fn reader(dir: &std::path::Path) -> (HistoryReader, HistoryTable) {
     let table = HistoryTable::Embedded(EmbeddedTable::new(Arc::new(hbase_compat::Store::open(dir).unwrap()), "history"));
     table.ensure_table().await.unwrap();
     let store = UserStore::Embedded(Arc::new(EmbeddedStore::default()));
-    (HistoryReader { store, table: Some(table.clone()), progress_fallback: false, note_checks: false }, table)
+    (
+        HistoryReader { store, table: Some(table.clone()), progress_fallback: false, note_checks: false, retention_ms: Default::default() },
+        table,
+    )
 }
 
 fn first_page() -> PageQuery {
