@@ -228,9 +228,7 @@ pub mod params {
 
     /// An item key `business:oid` with a registered business.
     pub fn item(text: &str, businesses: &HashSet<String>) -> Result<String, ApiError> {
-        let bad = || invalid("invalid_item", format!("item {text:?} must be `business:oid`, e.g. archive:42"));
-        let (name, oid) = text.split_once(':').ok_or_else(bad)?;
-        let oid: u64 = oid.parse().map_err(|_| bad())?;
+        let (name, oid) = item_shape(text)?;
         Ok(model::record::item_key(&business(name, businesses)?, oid))
     }
 
@@ -243,7 +241,24 @@ pub mod params {
         if items.len() > MAX_PROGRESS_ITEMS {
             return Err(invalid("invalid_items", format!("`items` names {} items; at most {MAX_PROGRESS_ITEMS} are allowed", items.len())));
         }
+        // Malformed items fail first; then every item of an unregistered
+        // business is named in one error.
+        for text in &items {
+            item_shape(text)?;
+        }
+        let unknown: Vec<&str> =
+            items.iter().map(String::as_str).filter(|text| item_shape(text).is_ok_and(|(name, _)| !businesses.contains(name))).collect();
+        if !unknown.is_empty() {
+            return Err(invalid("unknown_business", format!("`items` {unknown:?} name businesses not registered on this endpoint")));
+        }
         items.iter().map(|text| item(text, businesses)).collect()
+    }
+
+    /// The business and oid of an item key `business:oid`.
+    fn item_shape(text: &str) -> Result<(&str, u64), ApiError> {
+        let bad = || invalid("invalid_item", format!("item {text:?} must be `business:oid`, e.g. archive:42"));
+        let (name, oid) = text.split_once(':').ok_or_else(bad)?;
+        Ok((name, oid.parse().map_err(|_| bad())?))
     }
 
     /// A page query: `limit` 1..=100 (default 20), an optional business
@@ -297,6 +312,12 @@ mod tests {
         let filter = |names| params::page(Some(names), None, None, &businesses).ok().and_then(|q| q.businesses);
         assert_eq!(filter(" archive , archive,"), Some(["archive".to_owned()].into()));
         assert_eq!(filter(" , "), None);
+        let unknown = params::items(["archive:1", "comic:2", "radio:3"], &businesses);
+        assert!(
+            matches!(&unknown, Err(ApiError::InvalidParameter { code: "unknown_business", message, .. }) if message.contains("comic:2") && message.contains("radio:3") && !message.contains("archive:1")),
+            "{unknown:?}"
+        );
+        assert_eq!(code(params::items(["comic:2", "archive"], &businesses)), "invalid_item");
         assert_eq!(code(params::page(None, None, Some("nope"), &businesses)), "invalid_cursor");
         assert_eq!(params::items(["archive:1", " archive:2 "], &businesses).ok(), Some(vec!["archive:1".into(), "archive:2".into()]));
         assert_eq!(code(params::items(["pgc:1"], &businesses)), "unknown_business");
