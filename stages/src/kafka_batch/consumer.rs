@@ -39,14 +39,15 @@ use pipeline::{Stage, StageContext, StageError, StageFuture};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::Message;
 use rdkafka::TopicPartitionList;
 
 use super::config::KafkaBatchConfig;
-use super::events::{ConsumerLag, DeadLetterSent, OffsetOfLostPartition, OrphansRejoined};
+use super::events::{ConsumerLag, DeadLetterSent, OffsetOfLostPartition, OrphansRejoined, ProducerRebuilt};
+use super::producer_slot::ProducerSlot;
 
 /// Messages read but not yet durable downstream, at most.
 const MAX_UNACKED: usize = 10_000;
@@ -57,7 +58,8 @@ pub struct KafkaConsumerStage {
     /// Copies of the topic it creates.
     replication: Replication,
     consumer: Arc<StreamConsumer>,
-    dead_letters: FutureProducer,
+    /// Replaced when it fails fatally, as the merge producer is.
+    dead_letters: ProducerSlot,
     topic: String,
     dead_letter_topic: String,
     /// Message bytes read ahead and held while the edge downstream is full.
@@ -97,8 +99,7 @@ impl KafkaConsumerStage {
         let consumer: StreamConsumer = group_consumer(&config.brokers, &config.consumer_group, config.consumer_instance_id.as_deref())
             .create()
             .map_err(|error| format!("cannot create the Kafka consumer for {}: {error}", config.brokers))?;
-        let dead_letters: FutureProducer = idempotent_producer(&config.brokers, DeliveryTimeout::Never)
-            .create()
+        let dead_letters = ProducerSlot::new(idempotent_producer(&config.brokers, DeliveryTimeout::Never))
             .map_err(|error| format!("cannot create the dead-letter producer for {}: {error}", config.brokers))?;
         Ok(KafkaConsumerStage {
             brokers: config.brokers.clone(),
@@ -123,11 +124,17 @@ impl KafkaConsumerStage {
                 .insert(Header { key: "source-partition", value: Some(&partition_text) })
                 .insert(Header { key: "source-offset", value: Some(&offset_text) });
             let record = FutureRecord::<(), [u8]>::to(&self.dead_letter_topic).payload(payload).headers(headers);
-            self.dead_letters.send(record, Timeout::Never).await.map(drop).map_err(|(error, _)| error)
+            let (generation, producer) = self.dead_letters.current();
+            producer.send(record, Timeout::Never).await.map(drop).map_err(|(error, _)| (error, generation))
         };
         let topic = &self.dead_letter_topic;
-        retry::until_ok(send, |error, _| DeadLetterSent { stage, partition, offset, reason, topic, outcome: &Err(error.clone()) }.emit())
-            .await;
+        retry::until_ok(send, |(error, generation), _| {
+            if let Some(fatal) = self.dead_letters.replace_if_fatal(*generation) {
+                ProducerRebuilt { stage, fatal: &fatal }.emit();
+            }
+            DeadLetterSent { stage, partition, offset, reason, topic, outcome: &Err(error.clone()) }.emit()
+        })
+        .await;
         DeadLetterSent { stage, partition, offset, reason, topic, outcome: &Ok(()) }.emit();
     }
 

@@ -30,7 +30,7 @@ pub(crate) fn register_producer() {
 
 /// Registers the consuming half's counters at zero.
 pub(crate) fn register_consumer() {
-    for name in [DeadLetterSent::METRIC, OffsetOfLostPartition::METRIC, OrphansRejoined::METRIC] {
+    for name in [DeadLetterSent::METRIC, OffsetOfLostPartition::METRIC, OrphansRejoined::METRIC, ProducerRebuilt::METRIC] {
         metrics::counter!(name).increment(0);
     }
 }
