@@ -144,10 +144,12 @@ async fn stats_describe_the_topology_and_count_known_traffic() {
 
     let uid = common::unique_uid_base();
     assert_eq!(post(&client, &histflow.base, uid, 1, FIRST_ROUND).await, 200);
-    // The fold's gauges are measured on its flush timer.
-    let after = common::eventually("persist to take in the first round, the fold measured empty", Duration::from_secs(20), async || {
+    // The fold's gauges are measured on its flush timer; persist's durable
+    // lag once it has written its window (taking the events in comes first).
+    let after = common::eventually("persist to write the first round, the fold measured empty", Duration::from_secs(20), async || {
         let now = stats(&client, &histflow.base).await;
-        let persisted = named(&now, "stages", "persist")["events_in_total"].as_f64() == Some(ROUND);
+        let persist = named(&now, "stages", "persist");
+        let persisted = persist["events_in_total"].as_f64() == Some(ROUND) && figure(persist, "durable lag p99, s").as_f64().is_some();
         (persisted && figure(named(&now, "stages", "aggregate"), "pending items") == 0.0).then_some(now)
     })
     .await;
