@@ -243,15 +243,13 @@ pub mod params {
         }
         // Malformed items fail first; then every item of an unregistered
         // business is named in one error.
-        for text in &items {
-            item_shape(text)?;
-        }
+        let shapes = items.iter().map(|text| item_shape(text)).collect::<Result<Vec<_>, _>>()?;
         let unknown: Vec<&str> =
-            items.iter().map(String::as_str).filter(|text| item_shape(text).is_ok_and(|(name, _)| !businesses.contains(name))).collect();
+            items.iter().zip(&shapes).filter(|(_, (name, _))| !businesses.contains(*name)).map(|(text, _)| text.as_str()).collect();
         if !unknown.is_empty() {
             return Err(invalid("unknown_business", format!("`items` {unknown:?} name businesses not registered on this endpoint")));
         }
-        items.iter().map(|text| item(text, businesses)).collect()
+        Ok(shapes.into_iter().map(|(name, oid)| model::record::item_key(name, oid)).collect())
     }
 
     /// The business and oid of an item key `business:oid`.

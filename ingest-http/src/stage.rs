@@ -82,10 +82,7 @@ impl HttpIngestStage {
             rules: EventRules {
                 businesses: accepted,
                 max_events: config.max_events_per_request,
-                max_age_ms: businesses
-                    .iter()
-                    .map(|(name, business)| (name.clone(), i64::from(business.retention_days) * 86_400_000))
-                    .collect(),
+                max_age_ms: pipeline::topology::retention_ms(businesses),
             },
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             retry_after_s: u64::from(config.retry_after_s),

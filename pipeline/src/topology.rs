@@ -201,8 +201,15 @@ impl fmt::Debug for AuthClient {
 pub struct Business {
     /// Stable numeric id (stored values carry it instead of the name).
     pub id: u32,
-    /// Days of inactivity after which a user's realtime keys expire.
+    /// How long the business's views are kept, in days (ingest refuses
+    /// older reports, reads stop showing them, and a user's realtime keys
+    /// expire after the longest of these without activity).
     pub retention_days: u32,
+}
+
+/// Each business's retention in ms: how old a view of it may be.
+pub fn retention_ms(businesses: &BTreeMap<String, Business>) -> std::collections::HashMap<String, i64> {
+    businesses.iter().map(|(name, business)| (name.clone(), i64::from(business.retention_days) * 86_400_000)).collect()
 }
 
 /// One `[[stages]]` entry: the common part plus the stage-specific config.

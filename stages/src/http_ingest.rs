@@ -44,7 +44,6 @@ fn reader(config: &HttpIngestConfig, cx: &mut BuildContext<'_>) -> Result<Option
     // every short page reads HBase.
     let note_checks = cx.embedded() || persist.is_some_and(|persist| persist.redis_url.is_some());
     history_read::register_metrics();
-    let retention_ms =
-        cx.topology.businesses.iter().map(|(name, business)| (name.clone(), i64::from(business.retention_days) * 86_400_000)).collect();
+    let retention_ms = pipeline::topology::retention_ms(cx.businesses());
     Ok(Some(HistoryReader { store, table, progress_fallback, note_checks, retention_ms }))
 }
