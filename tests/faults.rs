@@ -96,6 +96,63 @@ async fn start_stack(
     (common::start_role(&topology, "service", Some(http)).await, common::start_role(&topology, "job", None).await)
 }
 
+/// A backend stopped under load until ingest refuses a report, then
+/// started again.
+struct Outage {
+    /// The backend, for messages.
+    what: &'static str,
+    /// How long until a refusal shows the outage reached ingest.
+    refusal_within: Duration,
+}
+
+impl Outage {
+    /// Four unpaced clients load `service`; after 2,000 acknowledged
+    /// items `stop` takes `backend` away, and once a report is refused
+    /// `start` brings it back; 2,000 more, and the load stops. Answers
+    /// everything acknowledged.
+    async fn under_load<B>(&self, service: &Histflow, backend: &mut B, stop: fn(&mut B), start: fn(&mut B)) -> Acknowledged {
+        let acknowledged = Arc::new(Mutex::new(Acknowledged::new()));
+        let (refused, stopped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        start_load(&service.base, 4, Duration::ZERO, &acknowledged, &refused, &stopped);
+        let count = || acknowledged.lock().unwrap().len();
+        common::eventually(&format!("load before {} goes away", self.what), Duration::from_secs(60), async || {
+            (count() >= 2000).then_some(())
+        })
+        .await;
+        stop(backend);
+        let refused_before = refused.load(Ordering::Relaxed);
+        common::eventually(&format!("a refusal while {} is away", self.what), self.refusal_within, async || {
+            (refused.load(Ordering::Relaxed) > refused_before).then_some(())
+        })
+        .await;
+        start(backend);
+        let before_restart = count();
+        common::eventually("load after the restart", Duration::from_secs(60), async || (count() >= before_restart + 2000).then_some(()))
+            .await;
+        stopped.store(true, Ordering::Relaxed);
+        let acknowledged = acknowledged.lock().unwrap().clone();
+        acknowledged
+    }
+}
+
+/// Waits until every acknowledged item is in the history table; else
+/// panics with where the missing ones are (Redis at `redis`, the topic on
+/// `brokers`) and the processes' logs.
+async fn assert_durable(
+    compat: &TestCompat,
+    acknowledged: &Acknowledged,
+    redis: &str,
+    brokers: &str,
+    topic: &str,
+    service: &Histflow,
+    job: &Histflow,
+) {
+    if let Err(problem) = common::until_durable(compat, acknowledged).await {
+        let trace = common::trace::missing(redis, brokers, topic, &problem.missing).await;
+        panic!("{problem}\n{trace}--- service:\n{}\n--- job:\n{}", service.log_text(), job.log_text());
+    }
+}
+
 #[tokio::test]
 async fn a_redis_restarted_mid_load_with_append_only_persistence_loses_nothing_acknowledged() {
     // The README: everything rests on Redis keeping what it acknowledged.
@@ -106,28 +163,9 @@ async fn a_redis_restarted_mid_load_with_append_only_persistence_loses_nothing_a
     let (http, topic) = (common::free_port(), common::unique("redis-restart"));
     let (service, job) = start_stack(&compat, &redis.url(), &common::kafka_brokers(), http, &topic, 2000).await;
 
-    let acknowledged = Arc::new(Mutex::new(Acknowledged::new()));
-    let (refused, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
-    start_load(&service.base, 4, Duration::ZERO, &acknowledged, &refused, &stop);
-    let count = || acknowledged.lock().unwrap().len();
-    common::eventually("load before the restart", Duration::from_secs(60), async || (count() >= 2000).then_some(())).await;
-
-    redis.stop();
-    let refused_before = refused.load(Ordering::Relaxed);
-    common::eventually("a refusal while Redis is away", Duration::from_secs(30), async || {
-        (refused.load(Ordering::Relaxed) > refused_before).then_some(())
-    })
-    .await;
-    redis.restart();
-    let before_restart = count();
-    common::eventually("load after the restart", Duration::from_secs(60), async || (count() >= before_restart + 2000).then_some(())).await;
-    stop.store(true, Ordering::Relaxed);
-
-    let acknowledged = acknowledged.lock().unwrap().clone();
-    if let Err(problem) = common::until_durable(&compat, &acknowledged).await {
-        let trace = common::trace::missing(&redis.url(), &common::kafka_brokers(), &topic, &problem.missing).await;
-        panic!("{problem}\n{trace}--- service:\n{}\n--- job:\n{}", service.log_text(), job.log_text());
-    }
+    let outage = Outage { what: "Redis", refusal_within: Duration::from_secs(30) };
+    let acknowledged = outage.under_load(&service, &mut redis, TestRedis::stop, TestRedis::restart).await;
+    assert_durable(&compat, &acknowledged, &redis.url(), &common::kafka_brokers(), &topic, &service, &job).await;
 }
 
 #[tokio::test]
@@ -168,10 +206,7 @@ async fn the_history_table_stopped_for_30_s_mid_load_holds_commits_back_and_then
     stop.store(true, Ordering::Relaxed);
 
     let acknowledged = acknowledged.lock().unwrap().clone();
-    if let Err(problem) = common::until_durable(&compat, &acknowledged).await {
-        let trace = common::trace::missing(&redis, &brokers, &topic, &problem.missing).await;
-        panic!("{problem}\n{trace}--- service:\n{}\n--- job:\n{}", service.log_text(), job.log_text());
-    }
+    assert_durable(&compat, &acknowledged, &redis, &brokers, &topic, &service, &job).await;
 }
 
 /// A metric of a running process, summed over its labels.
@@ -195,27 +230,8 @@ async fn a_broker_killed_and_restarted_mid_load_on_sqlite_loses_nothing_acknowle
     let (http, topic) = (common::free_port(), common::unique("broker-restart"));
     let (service, job) = start_stack(&compat, &redis, &tansu.brokers(), http, &topic, 5000).await;
 
-    let acknowledged = Arc::new(Mutex::new(Acknowledged::new()));
-    let (refused, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
-    start_load(&service.base, 4, Duration::ZERO, &acknowledged, &refused, &stop);
-    let count = || acknowledged.lock().unwrap().len();
-    common::eventually("load before the broker is killed", Duration::from_secs(60), async || (count() >= 2000).then_some(())).await;
-
-    tansu.kill();
     // Deliveries stop, the edges fill, and backpressure reaches ingest.
-    let refused_before = refused.load(Ordering::Relaxed);
-    common::eventually("a refusal while the broker is away", Duration::from_secs(60), async || {
-        (refused.load(Ordering::Relaxed) > refused_before).then_some(())
-    })
-    .await;
-    tansu.restart();
-    let before_restart = count();
-    common::eventually("load after the restart", Duration::from_secs(60), async || (count() >= before_restart + 2000).then_some(())).await;
-    stop.store(true, Ordering::Relaxed);
-
-    let acknowledged = acknowledged.lock().unwrap().clone();
-    if let Err(problem) = common::until_durable(&compat, &acknowledged).await {
-        let trace = common::trace::missing(&redis, &tansu.brokers(), &topic, &problem.missing).await;
-        panic!("{problem}\n{trace}--- service:\n{}\n--- job:\n{}", service.log_text(), job.log_text());
-    }
+    let outage = Outage { what: "the broker", refusal_within: Duration::from_secs(60) };
+    let acknowledged = outage.under_load(&service, &mut tansu, TestTansu::kill, TestTansu::restart).await;
+    assert_durable(&compat, &acknowledged, &redis, &tansu.brokers(), &topic, &service, &job).await;
 }

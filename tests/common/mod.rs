@@ -170,11 +170,7 @@ impl TestRedis {
             .spawn()
             .unwrap_or_else(|error| panic!("{}", missing("redis-server (the binary)", "PATH", error)));
         self.process = Some(Owned(child));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !tcp_open(self.port) {
-            assert!(Instant::now() < deadline, "redis-server did not listen on {} within 10 s", self.port);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening("redis-server", self.port, Duration::from_secs(10));
     }
 
     /// Stops it (SIGTERM: Redis writes its append-only file and exits).
@@ -226,11 +222,7 @@ impl TestTansu {
             .spawn()
             .unwrap_or_else(|error| panic!("{}", missing("tansu (the binary)", "PATH", error)));
         self.process = Some(Owned(child));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !tcp_open(self.port) {
-            assert!(Instant::now() < deadline, "tansu did not listen on {} within 30 s", self.port);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening("tansu", self.port, Duration::from_secs(30));
     }
 
     /// Kills it (SIGKILL) and waits until it is gone.
@@ -254,6 +246,15 @@ impl TestTansu {
         if let Some(process) = &self.process {
             signal(process.0.id(), "CONT");
         }
+    }
+}
+
+/// Waits (blocking) until `what` listens on `port`; panics after `within`.
+pub fn wait_listening(what: &str, port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !tcp_open(port) {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port} within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -475,11 +476,7 @@ impl TestCompat {
             .spawn()
             .expect("start hbase-compat-server");
         self.process = Some(Owned(child));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !tcp_open(self.port) {
-            assert!(Instant::now() < deadline, "hbase-compat-server did not listen within 10 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening("hbase-compat-server", self.port, Duration::from_secs(10));
     }
 
     /// SIGKILL: no chance to flush anything.
