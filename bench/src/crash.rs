@@ -22,9 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
-use crate::stack::open_load::{is_durable, quantile_ms, LoadShape, OpenLoad};
+use crate::stack::open_load::{quantile_ms, LoadShape, OpenLoad, Settled};
 use crate::stack::processes::{free_port, histflow_run, run_until_interrupted, start, wait_ready, BenchStack, Owned, Ports};
-use crate::stack::report::history_cells;
 
 /// Options of the crash scenario.
 #[derive(Debug, Clone, clap::Args)]
@@ -123,7 +122,10 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
     let restarts = killer.await??;
     let last_restart = restarts.last().map_or(started, |restart| restart.ready_at);
 
-    let (durable, settled_after) = settle(options, ports.hbase, &load, last_restart).await?;
+    // Everything durable, or the table quiet for `--settle`.
+    let acknowledged = load.acknowledged();
+    let durable = Settled::wait(ports.hbase, &acknowledged, options.settle, options.drain_timeout).await?.durable;
+    let settled_after = (durable == acknowledged.len()).then(|| last_restart.elapsed());
     let acknowledged = load.acknowledged().len();
     let lost = acknowledged - durable;
     let (latency, recovery) = (load.latency(0), load.latency(1));
@@ -227,30 +229,6 @@ async fn kill_and_restart(
         restarts.push(Restart { took: killed_at.elapsed(), ready_at: Instant::now() });
     }
     Ok(restarts)
-}
-
-/// Waits until every acknowledged report is durable, or the table has not
-/// changed for `--settle`; returns how many are durable and, if all are,
-/// how long after `last_restart` that was.
-async fn settle(options: &Options, hbase_port: u16, load: &OpenLoad, last_restart: Instant) -> anyhow::Result<(usize, Option<Duration>)> {
-    let acknowledged = load.acknowledged();
-    let deadline = Instant::now() + options.drain_timeout;
-    let (mut previous, mut unchanged_since) = (usize::MAX, Instant::now());
-    loop {
-        let cells = history_cells(hbase_port).await?;
-        let durable =
-            acknowledged.iter().filter(|((uid, item), acknowledged)| is_durable(&cells, *uid, item, acknowledged.view_at)).count();
-        if durable == acknowledged.len() {
-            return Ok((durable, Some(last_restart.elapsed())));
-        }
-        if durable != previous {
-            (previous, unchanged_since) = (durable, Instant::now());
-        }
-        if unchanged_since.elapsed() >= options.settle || Instant::now() >= deadline {
-            return Ok((durable, None));
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
 }
 
 /// What the services' re-drives claimed, over all their lives.

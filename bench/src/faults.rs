@@ -30,9 +30,9 @@ use anyhow::Context;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::stack::open_load::{is_durable, quantile_ms, LoadShape, OpenLoad};
+use crate::stack::open_load::{is_durable, quantile_ms, LoadShape, OpenLoad, Settled};
 use crate::stack::processes::{free_port, histflow_binary, histflow_run, run_until_interrupted, start, wait_ready, Owned, Ports};
-use crate::stack::report::history_cells;
+use crate::stack::report::{count_hbase_items, history_cells};
 use crate::stack::scrape::Scrape;
 
 /// Options of the fault scenario.
@@ -320,7 +320,7 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
     let started = Instant::now();
     for (index, fault) in FAULTS.into_iter().enumerate() {
         tokio::time::sleep(options.every).await;
-        marks.push(Mark { cells_written: stack.cells_written().await, distinct_cells: history_cells(stack.ports.hbase).await?.len() });
+        marks.push(Mark { cells_written: stack.cells_written().await, distinct_cells: count_hbase_items(stack.ports.hbase).await? });
         load.enter(index + 1);
         println!("{:>6.1} s  {}", started.elapsed().as_secs_f64(), fault.name());
         let back_at = stack.inject(fault, options.outage).await?;
@@ -331,7 +331,7 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
     driver.await?;
 
     let acknowledged = load.acknowledged();
-    let cells = settle(options, stack.ports.hbase, &acknowledged).await?;
+    let cells = Settled::wait(stack.ports.hbase, &acknowledged, options.settle, options.drain_timeout).await?.cells;
     marks.push(Mark { cells_written: stack.cells_written().await, distinct_cells: cells.len() });
     let recovered = watcher.await?;
 
@@ -376,29 +376,6 @@ async fn scenario(options: &Options) -> anyhow::Result<()> {
     }
     println!("logs: {} (removed at exit)", stack.dir.path().display());
     Ok(())
-}
-
-/// Waits until every acknowledged report is durable, or the table has not
-/// changed for `--settle`, or `--drain-timeout`; answers the table then.
-async fn settle(
-    options: &Options,
-    hbase_port: u16,
-    acknowledged: &std::collections::BTreeMap<(u64, String), crate::stack::open_load::Acknowledged>,
-) -> anyhow::Result<std::collections::BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>>> {
-    let deadline = Instant::now() + options.drain_timeout;
-    let (mut previous, mut unchanged_since) = (usize::MAX, Instant::now());
-    loop {
-        let cells = history_cells(hbase_port).await?;
-        let durable =
-            acknowledged.iter().filter(|((uid, item), acknowledged)| is_durable(&cells, *uid, item, acknowledged.view_at)).count();
-        if durable == acknowledged.len() || unchanged_since.elapsed() >= options.settle || Instant::now() >= deadline {
-            return Ok(cells);
-        }
-        if durable != previous {
-            (previous, unchanged_since) = (durable, Instant::now());
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
 }
 
 fn print_table(rows: &[serde_json::Value]) {

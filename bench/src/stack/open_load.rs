@@ -143,9 +143,47 @@ impl OpenLoad {
     }
 }
 
+/// The history table's record cells: (row, column) -> value.
+pub type Cells = BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>>;
+
+/// What the table held when the wait for it ended.
+pub struct Settled {
+    /// The table's record cells then.
+    pub cells: Cells,
+    /// Acknowledged reports durable then.
+    pub durable: usize,
+}
+
+impl Settled {
+    /// Scans the table on the HBase-compatible server at `hbase_port`
+    /// every 2 s until every report of `acknowledged` is durable, or the
+    /// durable count has not changed for `quiet`, or `timeout` passed.
+    pub async fn wait(
+        hbase_port: u16,
+        acknowledged: &BTreeMap<(u64, String), Acknowledged>,
+        quiet: Duration,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let deadline = Instant::now() + timeout;
+        let (mut previous, mut unchanged_since) = (usize::MAX, Instant::now());
+        loop {
+            let cells = super::report::history_cells(hbase_port).await?;
+            let durable =
+                acknowledged.iter().filter(|((uid, item), acknowledged)| is_durable(&cells, *uid, item, acknowledged.view_at)).count();
+            if durable != previous {
+                (previous, unchanged_since) = (durable, Instant::now());
+            }
+            if durable == acknowledged.len() || unchanged_since.elapsed() >= quiet || Instant::now() >= deadline {
+                return Ok(Settled { cells, durable });
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}
+
 /// The acknowledged reports the history table holds at their view_at or a
 /// newer one, of `cells` (from [`super::report::history_cells`]).
-pub fn is_durable(cells: &BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>>, uid: u64, item: &str, view_at: i64) -> bool {
+pub fn is_durable(cells: &Cells, uid: u64, item: &str, view_at: i64) -> bool {
     cells
         .get(&(model::keys::hbase_row(uid).into_bytes(), format!("r:{item}").into_bytes()))
         .and_then(|value| model::codec::decode_record(value).ok())
