@@ -212,7 +212,8 @@ async fn older_reports_deletes_and_clears_never_resurrect_in_hbase() {
     let (a, b, c) = (uid, uid + 1, uid + 2);
     job.send(vec![Op::Upsert(record(a, 1, 20, 200)), Op::Upsert(record(a, 1, 10, 100))]).await;
     job.send(vec![Op::Delete { uid: b, item: "archive:1".into(), at: 300 }, Op::Upsert(record(b, 1, 25, 250))]).await;
-    job.send(vec![Op::Upsert(record(c, 1, 50, 500)), Op::Clear { uid: c, at: 600 }, Op::Upsert(record(c, 2, 55, 550))]).await;
+    job.send(vec![Op::Upsert(record(c, 1, 50, 500)), Op::Clear { uid: c, business: None, at: 600 }, Op::Upsert(record(c, 2, 55, 550))])
+        .await;
     // Sentinels, sent last: a newer view after the delete, and after the clear.
     job.send(vec![Op::Upsert(record(b, 1, 35, 350)), Op::Upsert(record(c, 3, 70, 700))]).await;
 
@@ -224,6 +225,28 @@ async fn older_reports_deletes_and_clears_never_resurrect_in_hbase() {
     assert_eq!(cell(&snapshot, c, "archive:1"), None, "cleared");
     assert_eq!(cell(&snapshot, c, "archive:2"), None, "an older write after a clear stays hidden");
     assert_eq!(snapshot.keys().filter(|(row, _)| *row == keys::hbase_row(c)).count(), 1, "only the view after the clear is visible");
+}
+
+#[tokio::test]
+async fn a_business_clear_deletes_only_that_business_in_hbase_and_older_reports_stay_hidden() {
+    let job = JobOnly::start(10_000, 100_000).await;
+    let uid = common::unique_uid_base();
+    let of = |business: &str, oid, view_at| Op::Upsert(Record { business: business.into(), ..record(uid, oid, 1, view_at) });
+    let clear = Op::Clear { uid, business: Some("pgc".into()), at: 600 };
+    job.send(vec![of("pgc", 1, 500), of("archive", 1, 400)]).await;
+    until_table(&job.compat, "the first views", |snapshot| cell(snapshot, uid, "pgc:1").is_some()).await;
+    // The clear meets a column already in HBase (pgc:1) and one its own
+    // window writes (pgc:2, older than the clear).
+    job.send(vec![of("pgc", 2, 550), clear, of("archive", 2, 450)]).await;
+    until_table(&job.compat, "the clear", |snapshot| cell(snapshot, uid, "pgc:1").is_none()).await;
+    // Written after the clear is durable: an older view of a cleared item,
+    // then (the sentinel) a newer view of the business.
+    job.send(vec![of("pgc", 1, 590)]).await;
+    job.send(vec![of("pgc", 3, 700)]).await;
+    let snapshot = until_table(&job.compat, "the sentinel", |snapshot| cell(snapshot, uid, "pgc:3").is_some()).await;
+    let row = keys::hbase_row(uid);
+    let visible: Vec<&str> = snapshot.keys().filter(|(r, _)| *r == row).map(|(_, column)| column.as_str()).collect();
+    assert_eq!(visible, vec!["r:archive:1", "r:archive:2", "r:pgc:3"], "only the other business and the newer view are visible");
 }
 
 #[tokio::test]

@@ -465,6 +465,61 @@ async fn deletes_clears_and_pauses_take_effect_at_once_and_after_the_job() {
     }
 }
 
+/// The (business:oid) columns visible in `uid`'s HBase row.
+fn hbase_items(compat: &TestCompat, uid: u64) -> Vec<String> {
+    let row = model::keys::hbase_row(uid);
+    compat
+        .snapshot("history")
+        .into_keys()
+        .filter(|(r, _)| *r == row)
+        .filter_map(|(_, column)| column.strip_prefix("r:").map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn clearing_two_of_three_businesses_keeps_the_third_in_redis_and_hbase_and_older_reports_stay_hidden() {
+    let compat = TestCompat::start();
+    let redis = common::redis_url();
+    let mut api = Api::start(&Setup::new(&redis, &compat, "ids")).await;
+    let (http_uid, grpc_uid) = (common::unique_uid_base(), common::unique_uid_base() + 1);
+    let base = model::now_ms() - 60_000;
+    let views = [("archive", 1, base), ("archive", 2, base + 1), ("pgc", 3, base + 2), ("pgc", 4, base + 3), ("live", 5, base + 4)];
+    for uid in [http_uid, grpc_uid] {
+        api.post(views.iter().map(|(business, oid, at)| event(uid, business, *oid, 1, *at)).collect()).await;
+        until_persisted(&compat, uid, 5).await;
+    }
+    // Naming no business, or an unregistered one, clears nothing.
+    for (query, code) in [("?business=", "invalid_business"), ("?business=pgc,comic", "unknown_business")] {
+        let response = api.http.delete(api.url(&format!("/v1/users/{http_uid}/history{query}"))).send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some(code)), "{query}: {body}");
+    }
+    assert_eq!(oids(&api, http_uid).await, vec![5, 4, 3, 2, 1]);
+
+    assert_eq!(api.send(reqwest::Method::DELETE, &format!("/v1/users/{http_uid}/history?business=pgc,live"), None).await, 204);
+    api.grpc.clear_history(grpc::ClearHistoryRequest { uid: grpc_uid, business: "live,pgc".into() }).await.unwrap();
+    for uid in [http_uid, grpc_uid] {
+        assert_eq!(oids(&api, uid).await, vec![2, 1], "user {uid}: only archive is left, at once");
+        // Late older reports of cleared items stay hidden; a newer one of a
+        // cleared business comes back.
+        let late = api.post(vec![event(uid, "pgc", 3, 9, base + 2), event(uid, "live", 5, 9, base + 1)]).await;
+        assert_eq!(late, json!([{"recorded": false, "first_today": false}, {"recorded": false, "first_today": false}]));
+        let newer = api.post(vec![event(uid, "pgc", 4, 9, model::now_ms() + 1_000)]).await;
+        assert_eq!(newer[0]["recorded"], true, "{newer}");
+    }
+    // After the job: HBase holds archive and the newer pgc view only, and
+    // pages (which look in HBase again after the job wrote the user) agree.
+    for uid in [http_uid, grpc_uid] {
+        common::eventually(&format!("user {uid}'s clears in HBase"), Duration::from_secs(60), async || {
+            (hbase_items(&compat, uid) == ["archive:1", "archive:2", "pgc:4"]).then_some(())
+        })
+        .await;
+        assert_eq!(oids(&api, uid).await, vec![4, 2, 1]);
+    }
+    assert_eq!(api.all_pages_grpc(grpc_uid, 2, "").await, api.all_pages_http(grpc_uid, 2, "").await);
+}
+
 #[tokio::test]
 async fn http_and_grpc_answer_a_shared_scenario_alike() {
     let compat = TestCompat::start();
@@ -519,7 +574,7 @@ async fn http_and_grpc_answer_a_shared_scenario_alike() {
     let status = api.grpc.add_history(grpc::AddHistoryRequest { event: Some(bad_event) }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("invalid_uid") && status.message().contains("unknown_business"), "{}", status.message());
-    api.grpc.clear_history(grpc::ClearHistoryRequest { uid: grpc_uid }).await.unwrap();
+    api.grpc.clear_history(grpc::ClearHistoryRequest { uid: grpc_uid, business: String::new() }).await.unwrap();
     assert!(api.all_pages_grpc(grpc_uid, 10, "").await.is_empty());
 }
 

@@ -189,9 +189,41 @@ async fn a_pause_does_not_expire_while_the_user_is_paused() {
     assert_eq!(ttl(&mut connection).await, -1, "the pause would lapse with the meta's expiry");
     // Nothing a paused user does gives it an expiry back.
     assert_eq!(store.write(&write(uid, &[("a:2", 30)]), params).await.unwrap(), vec![vec![NOT_RECORDED]]);
-    store.mutate(&[&Op::Delete { uid, item: "a:1".into(), at: 40 }, &Op::Clear { uid, at: 50 }], params).await.unwrap();
+    store.mutate(&[&Op::Delete { uid, item: "a:1".into(), at: 40 }, &Op::Clear { uid, business: None, at: 50 }], params).await.unwrap();
     assert_eq!(ttl(&mut connection).await, -1);
 
     store.mutate(&[&Op::SetRecording { uid, paused: false, at: 60 }], params).await.unwrap();
     assert!(ttl(&mut connection).await > 0, "a resumed user's meta expires again");
+}
+
+#[tokio::test]
+async fn redis_and_the_embedded_store_agree_on_clears_by_business() {
+    use model::Op;
+    let redis = UserStore::Redis(RedisStore::connect_lazy(&redis_url(), CallShape { cluster: false, max_events: 128 }).unwrap());
+    let embedded = UserStore::Embedded(Arc::new(EmbeddedStore::default()));
+    let mut connection = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let uid = fresh_uid();
+    let params = WriteParams { max_items: 10, ttl_s: 3600, today: 1, now_ms: 1_000, shards: 4, marks: true };
+    let clear = |business: &str, at| Op::Clear { uid, business: Some(business.to_owned()), at };
+    for (name, store) in [("redis", &redis), ("embedded", &embedded)] {
+        store.write(&write(uid, &[("pgc:1", 10), ("pgc:2", 40), ("archive:1", 50), ("comic:1", 20)]), params).await.unwrap();
+        // Each clear moves past its own business's newest view only.
+        let effective = store.mutate(&[&clear("pgc", 30), &clear("comic", 15)], params).await.unwrap();
+        assert_eq!(effective, vec![40, 20], "{name}");
+        assert_eq!(store.whole_timeline(uid).await.unwrap(), vec![("archive:1".to_owned(), 50)], "{name}");
+        // A late older view of a cleared business stays hidden, a newer one
+        // comes back; another business's old view is recorded.
+        let late = [("pgc:1", 40), ("pgc:2", 41), ("archive:2", 1), ("comic:1", 20), ("comic:1", 21)];
+        let statuses = store.write(&write(uid, &late), params).await.unwrap();
+        assert_eq!(statuses, vec![vec![NOT_RECORDED, RECORDED, RECORDED, NOT_RECORDED, RECORDED]], "{name}");
+        // What hides HBase's copies: the business's clear, or an item's
+        // own delete.
+        let (_, markers) = store.meta_and_markers(uid, &["pgc:1".into(), "archive:1".into(), "comic:9".into()]).await.unwrap();
+        assert_eq!(markers, vec![Some(40), None, Some(20)], "{name}");
+    }
+    // In Redis the cleared items' pending marks gave way to the clears'.
+    let pending: std::collections::BTreeSet<String> =
+        redis::cmd("HKEYS").arg(model::keys::pending(uid)).query_async(&mut connection).await.unwrap();
+    let expected = ["archive:1", "archive:2", "comic:1", "pgc:2", "~clear|comic", "~clear|pgc"];
+    assert_eq!(pending, expected.into_iter().map(str::to_owned).collect());
 }

@@ -3,6 +3,7 @@
 //! the pipeline (and wait for their realtime write), and how reads reach
 //! the stores. Transports only translate requests and answers.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -164,10 +165,16 @@ impl HistoryApi {
         self.submit(items.into_iter().map(|item| Op::Delete { uid, item, at }).collect()).await.map(drop)
     }
 
-    /// Removes every item of `uid`'s history now.
-    pub async fn clear(&self, uid: u64) -> Result<(), ApiError> {
+    /// Removes every item of `uid`'s history now, or (`businesses`) every
+    /// item of those businesses.
+    pub async fn clear(&self, uid: u64, businesses: Option<BTreeSet<String>>) -> Result<(), ApiError> {
         self.reads()?;
-        self.submit(vec![Op::Clear { uid, at: model::now_ms() }]).await.map(drop)
+        let at = model::now_ms();
+        let ops = match businesses {
+            None => vec![Op::Clear { uid, business: None, at }],
+            Some(businesses) => businesses.into_iter().map(|business| Op::Clear { uid, business: Some(business), at }).collect(),
+        };
+        self.submit(ops).await.map(drop)
     }
 
     /// Pauses or resumes recording for `uid`.
@@ -214,16 +221,24 @@ pub mod params {
         }
     }
 
-    /// A page's business filter: registered names, comma-separated (empty
-    /// entries ignored); `None` when it names none (all businesses).
-    /// Every unregistered name is listed in the error.
-    pub fn page_businesses(names: &str, businesses: &HashSet<String>) -> Result<Option<BTreeSet<String>>, ApiError> {
+    /// A business filter (of a page or a clear): registered names,
+    /// comma-separated (empty entries ignored); `None` when it names none
+    /// (all businesses). Every unregistered name is listed in the error.
+    pub fn business_filter(names: &str, businesses: &HashSet<String>) -> Result<Option<BTreeSet<String>>, ApiError> {
         let wanted: BTreeSet<String> = names.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_owned).collect();
         let unknown: Vec<&str> = wanted.iter().filter(|name| !businesses.contains(*name)).map(String::as_str).collect();
         if !unknown.is_empty() {
             return Err(invalid("unknown_business", format!("`business` names {unknown:?}, not registered on this endpoint")));
         }
         Ok((!wanted.is_empty()).then_some(wanted))
+    }
+
+    /// The businesses an HTTP clear names: at least one, each registered.
+    /// A `business` parameter naming none is refused, not read as "every
+    /// business": a clear cannot be undone.
+    pub fn clear_businesses(names: &str, businesses: &HashSet<String>) -> Result<BTreeSet<String>, ApiError> {
+        business_filter(names, businesses)?
+            .ok_or_else(|| invalid("invalid_business", "`business` names no business; leave it out to clear every business".to_owned()))
     }
 
     /// An item key `business:oid` with a registered business.
@@ -274,7 +289,7 @@ pub mod params {
                 _ => return Err(invalid("invalid_limit", format!("`limit` {text:?} must be an integer from 1 to {MAX_PAGE_LIMIT}"))),
             },
         };
-        let businesses = business_names.map(|names| page_businesses(names, businesses)).transpose()?.flatten();
+        let businesses = business_names.map(|names| business_filter(names, businesses)).transpose()?.flatten();
         let cursor = cursor
             .filter(|text| !text.is_empty())
             .map(|text| Cursor::decode(text).map_err(|error| invalid("invalid_cursor", error.to_string())))

@@ -160,8 +160,10 @@ impl History for GrpcHistory {
 
     async fn clear_history(&self, request: Request<proto::ClearHistoryRequest>) -> Result<Response<proto::ClearHistoryReply>, Status> {
         self.admit(&request, 1)?;
-        let uid = params::uid_number(request.into_inner().uid).map_err(status_of)?;
-        self.api.clear(uid).await.map_err(status_of)?;
+        let request = request.into_inner();
+        let uid = params::uid_number(request.uid).map_err(status_of)?;
+        let businesses = params::business_filter(&request.business, &self.api.rules().businesses).map_err(status_of)?;
+        self.api.clear(uid, businesses).await.map_err(status_of)?;
         Ok(Response::new(proto::ClearHistoryReply {}))
     }
 
@@ -226,7 +228,10 @@ mod tests {
                 service.user_histories(with(token, Request::new(proto::UserHistoriesRequest { uid: 7, ..Default::default() }))).await.err(),
                 service.progress(with(token, Request::new(proto::ProgressRequest { uid: 7, items: vec!["archive:9".into()] }))).await.err(),
                 service.delete_histories(with(token, Request::new(proto::DeleteHistoriesRequest { uid: 7, items: vec![] }))).await.err(),
-                service.clear_history(with(token, Request::new(proto::ClearHistoryRequest { uid: 7 }))).await.err(),
+                service
+                    .clear_history(with(token, Request::new(proto::ClearHistoryRequest { uid: 7, business: String::new() })))
+                    .await
+                    .err(),
                 service.set_recording(with(token, Request::new(proto::SetRecordingRequest { uid: 7, paused: true }))).await.err(),
                 service.get_recording(with(token, Request::new(proto::GetRecordingRequest { uid: 7 }))).await.err(),
             ];

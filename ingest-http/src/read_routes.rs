@@ -2,7 +2,8 @@
 //! - `GET /v1/users/{uid}/history?business=&limit=20&cursor=`
 //! - `GET /v1/users/{uid}/progress?items=archive:1,pgc:7`
 //! - `DELETE /v1/users/{uid}/history/{business}/{oid}` and
-//!   `DELETE /v1/users/{uid}/history` (clear)
+//!   `DELETE /v1/users/{uid}/history?business=pgc,comic` (clear; without
+//!   `business`, every business)
 //! - `PUT` and `GET /v1/users/{uid}/recording`
 //!
 //! Same auth, rate limits and errors as ingest; every request costs one
@@ -53,6 +54,11 @@ struct HistoryParams {
     business: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClearParams {
+    business: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,10 +133,17 @@ async fn delete_item(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn clear_history(State(state): State<IngestState>, headers: HeaderMap, Path(uid): Path<String>) -> Result<StatusCode, ApiError> {
+async fn clear_history(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+    Query(query): Query<ClearParams>,
+) -> Result<StatusCode, ApiError> {
     let api = &state.api;
     admit(api, &headers)?;
-    api.clear(params::uid(&uid)?).await?;
+    let uid = params::uid(&uid)?;
+    let businesses = query.business.map(|names| params::clear_businesses(&names, &api.rules().businesses)).transpose()?;
+    api.clear(uid, businesses).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -56,7 +56,7 @@ fn merge_op_problem(op: &Op) -> Option<String> {
         Op::UpsertRef { uid, item, view_at } => (*uid, Some(item.as_str()), *view_at),
         Op::Upsert(record) => (record.uid, None, record.view_at),
         Op::Delete { uid, item, at } => (*uid, Some(item.as_str()), *at),
-        Op::Clear { uid, at } | Op::SetRecording { uid, at, .. } => (*uid, None, *at),
+        Op::Clear { uid, at, .. } | Op::SetRecording { uid, at, .. } => (*uid, None, *at),
     };
     if uid == 0 {
         return Some("uid 0".to_owned());
@@ -67,6 +67,11 @@ fn merge_op_problem(op: &Op) -> Option<String> {
     if let Op::Upsert(record) = op {
         if record.business.is_empty() {
             return Some("a record without a business".to_owned());
+        }
+    }
+    if let Op::Clear { business: Some(business), .. } = op {
+        if business.contains(':') {
+            return Some(format!("cleared business {business:?} is not a business name"));
         }
     }
     let well_formed = |item: &str| item.split_once(':').is_some_and(|(business, oid)| !business.is_empty() && oid.parse::<u64>().is_ok());
@@ -131,7 +136,9 @@ fn op_to_proto(op: &Op) -> proto::MergeOp {
         Op::Upsert(record) => P::Upsert(to_proto(record)),
         Op::UpsertRef { uid, item, view_at } => P::UpsertRef(proto::ItemRef { uid: *uid, item: item.clone(), view_at: *view_at }),
         Op::Delete { uid, item, at } => P::Delete(proto::ItemDelete { uid: *uid, item: item.clone(), at: *at }),
-        Op::Clear { uid, at } => P::Clear(proto::HistoryClear { uid: *uid, at: *at }),
+        Op::Clear { uid, business, at } => {
+            P::Clear(proto::HistoryClear { uid: *uid, at: *at, business: business.clone().unwrap_or_default() })
+        }
         Op::SetRecording { uid, paused, at } => P::Recording(proto::RecordingSwitch { uid: *uid, paused: *paused, at: *at }),
     };
     proto::MergeOp { op: Some(op) }
@@ -179,7 +186,7 @@ pub fn decode_merge_batch(bytes: &[u8]) -> Result<(u32, Vec<Op>), DecodeError> {
             P::UpsertRef(r) => Ok(Op::UpsertRef { uid: r.uid, item: r.item, view_at: r.view_at }),
             P::Upsert(record) => Ok(Op::Upsert(from_proto(record)?)),
             P::Delete(d) => Ok(Op::Delete { uid: d.uid, item: d.item, at: d.at }),
-            P::Clear(c) => Ok(Op::Clear { uid: c.uid, at: c.at }),
+            P::Clear(c) => Ok(Op::Clear { uid: c.uid, at: c.at, business: (!c.business.is_empty()).then_some(c.business) }),
             P::Recording(r) => Ok(Op::SetRecording { uid: r.uid, paused: r.paused, at: r.at }),
         })
         .collect::<Result<Vec<Op>, DecodeError>>()?;
@@ -230,7 +237,8 @@ mod tests {
         let bad = [
             Op::UpsertRef { uid: 1, item: "archive:2".into(), view_at: -5 },
             Op::Delete { uid: 1, item: "archive:2".into(), at: 0 },
-            Op::Clear { uid: 0, at: 9 },
+            Op::Clear { uid: 0, business: None, at: 9 },
+            Op::Clear { uid: 1, business: Some("archive:2".into()), at: 9 },
             Op::SetRecording { uid: 1, paused: true, at: MAX_MERGE_TIME_MS + 1 },
             Op::UpsertRef { uid: 1, item: "archive".into(), view_at: 3 },
             Op::Delete { uid: 1, item: "archive:x".into(), at: 3 },

@@ -27,10 +27,13 @@ pub enum Op {
         /// When the delete happened, unix ms.
         at: i64,
     },
-    /// Remove every item as of `at`; older reports stay hidden.
+    /// Remove every item (or every item of one business) as of `at`;
+    /// older reports stay hidden.
     Clear {
         /// The user.
         uid: u64,
+        /// Only this business's items (`None`: every item).
+        business: Option<String>,
         /// When the clear happened, unix ms.
         at: i64,
     },

@@ -31,7 +31,11 @@ fn op() -> impl Strategy<Value = Op> {
         record().prop_map(Op::Upsert),
         (1..u64::MAX, item.clone(), 1..=MAX_MERGE_TIME_MS).prop_map(|(uid, item, view_at)| Op::UpsertRef { uid, item, view_at }),
         (1..u64::MAX, item, 1..=MAX_MERGE_TIME_MS).prop_map(|(uid, item, at)| Op::Delete { uid, item, at }),
-        (1..u64::MAX, 1..=MAX_MERGE_TIME_MS).prop_map(|(uid, at)| Op::Clear { uid, at }),
+        (1..u64::MAX, proptest::option::of("[a-z]{1,8}"), 1..=MAX_MERGE_TIME_MS).prop_map(|(uid, business, at)| Op::Clear {
+            uid,
+            business,
+            at
+        }),
         (1..u64::MAX, any::<bool>(), 1..=MAX_MERGE_TIME_MS).prop_map(|(uid, paused, at)| Op::SetRecording { uid, paused, at }),
     ]
 }

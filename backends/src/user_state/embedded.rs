@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 
 use model::Op;
 
-use super::meta::{SliceQuery, TimelineSlice, UserMeta};
+use super::meta::{hiding_markers, SliceQuery, TimelineSlice, UserMeta};
 use super::rules::{Status, UserState, UserWrite};
 use super::WriteParams;
 
@@ -64,7 +64,11 @@ impl EmbeddedStore {
     }
 
     pub(super) fn meta_and_markers(&self, uid: u64, items: &[String]) -> (UserMeta, Vec<Option<i64>>) {
-        self.with_user(uid, |user| (meta_of(user), items.iter().map(|item| user.deleted.get(item).copied()).collect()))
+        self.with_user(uid, |user| {
+            let markers =
+                hiding_markers(items, |item| user.deleted.get(item).copied(), |business| user.business_cleared.get(business).copied());
+            (meta_of(user), markers)
+        })
     }
 
     pub(super) fn mark_hbase_checked(&self, uid: u64, token: &str) {
@@ -98,7 +102,12 @@ impl EmbeddedStore {
 /// What a read sees of an embedded user: the same as Redis, where a user
 /// the store holds counts as existing.
 fn meta_of(user: &UserState) -> UserMeta {
-    let exists = !user.timeline.is_empty() || user.paused || user.cleared_at >= 0 || !user.deleted.is_empty() || user.day.is_some();
+    let exists = !user.timeline.is_empty()
+        || user.paused
+        || user.cleared_at >= 0
+        || !user.deleted.is_empty()
+        || !user.business_cleared.is_empty()
+        || user.day.is_some();
     UserMeta {
         exists,
         paused: user.paused,

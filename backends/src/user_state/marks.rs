@@ -13,6 +13,8 @@ const CLEAR: &str = "~clear";
 const SWITCH: &str = "~switch";
 /// Prefix of a delete's mark field (then the item).
 const DELETE: &str = "~del|";
+/// Prefix of a business clear's mark field (then the business).
+const CLEAR_BUSINESS: &str = "~clear|";
 
 /// One mark a delivered flush settles.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +34,8 @@ fn carried(op: &Op) -> Carried {
         Op::Upsert(record) => (record.item_key(), record.view_at, true),
         Op::UpsertRef { item, view_at, .. } => (item.clone(), *view_at, false),
         Op::Delete { item, at, .. } => (format!("{DELETE}{item}"), *at, true),
-        Op::Clear { at, .. } => (CLEAR.to_owned(), *at, true),
+        Op::Clear { business: None, at, .. } => (CLEAR.to_owned(), *at, true),
+        Op::Clear { business: Some(business), at, .. } => (format!("{CLEAR_BUSINESS}{business}"), *at, true),
         Op::SetRecording { at, .. } => (SWITCH.to_owned(), *at, true),
     };
     Carried { field, version, whole }
@@ -65,7 +68,7 @@ pub struct Redriven {
     /// Users looked at (due in the index).
     pub examined: usize,
     /// The ops to ship again, per user in the order the aggregate needs
-    /// (clear, deletes, switch, then records).
+    /// (clear, business clears, deletes, switch, then records).
     pub ops: Vec<Op>,
     /// Users whose marks were claimed.
     pub users: usize,
@@ -86,6 +89,7 @@ impl Redriven {
         }
         self.users += 1;
         self.items += marks.len();
+        let mut clears = Vec::new();
         let mut first = Vec::new();
         let mut records = Vec::new();
         for mark in marks {
@@ -95,7 +99,9 @@ impl Redriven {
             };
             let at = mark.version;
             if mark.field == CLEAR {
-                first.insert(0, Op::Clear { uid, at });
+                clears.insert(0, Op::Clear { uid, business: None, at });
+            } else if let Some(business) = mark.field.strip_prefix(CLEAR_BUSINESS) {
+                clears.push(Op::Clear { uid, business: Some(business.to_owned()), at });
             } else if mark.field == SWITCH {
                 first.push(Op::SetRecording { uid, paused: payload == b"1", at });
             } else if let Some(item) = mark.field.strip_prefix(DELETE) {
@@ -107,6 +113,7 @@ impl Redriven {
                 }
             }
         }
+        self.ops.extend(clears);
         self.ops.extend(first);
         self.ops.extend(records);
     }
@@ -135,13 +142,14 @@ mod tests {
             Op::UpsertRef { uid: 2, item: "archive:1".into(), view_at: 5 },
             Op::Upsert(record(1, 3, 7)),
             Op::Delete { uid: 2, item: "archive:9".into(), at: 8 },
-            Op::Clear { uid: 1, at: 9 },
+            Op::Clear { uid: 1, business: None, at: 9 },
             Op::SetRecording { uid: 1, paused: true, at: 10 },
+            Op::Clear { uid: 2, business: Some("pgc".into()), at: 11 },
         ];
         let users = carried_by_user(&ops);
-        assert_eq!(users.iter().map(|(uid, marks)| (*uid, marks.len())).collect::<Vec<_>>(), vec![(1, 3), (2, 2)]);
+        assert_eq!(users.iter().map(|(uid, marks)| (*uid, marks.len())).collect::<Vec<_>>(), vec![(1, 3), (2, 3)]);
         let fields: Vec<(&str, i64, bool)> = users[1].1.iter().map(|c| (c.field.as_str(), c.version, c.whole)).collect();
-        assert_eq!(fields, vec![("archive:1", 5, false), ("~del|archive:9", 8, true)]);
+        assert_eq!(fields, vec![("archive:1", 5, false), ("~del|archive:9", 8, true), ("~clear|pgc", 11, true)]);
         assert_eq!(users[0].1[1], Carried { field: "~clear".into(), version: 9, whole: true });
     }
 
@@ -162,20 +170,22 @@ mod tests {
                 mark("~switch", 11, Some(b"1")),
                 mark("~clear", 12, Some(b"")),
                 mark("~del|archive:3", 13, Some(b"")),
+                mark("~clear|pgc", 14, Some(b"")),
             ],
         );
-        assert_eq!((redriven.users, redriven.items, redriven.missing), (1, 5, 1));
+        assert_eq!((redriven.users, redriven.items, redriven.missing), (1, 6, 1));
         let kinds: Vec<String> = redriven
             .ops
             .iter()
             .map(|op| match op {
-                Op::Clear { at, .. } => format!("clear@{at}"),
+                Op::Clear { business: None, at, .. } => format!("clear@{at}"),
+                Op::Clear { business: Some(business), at, .. } => format!("clear {business}@{at}"),
                 Op::SetRecording { paused, at, .. } => format!("paused={paused}@{at}"),
                 Op::Delete { item, at, .. } => format!("delete {item}@{at}"),
                 Op::Upsert(record) => format!("upsert {}@{}", record.item_key(), record.view_at),
                 Op::UpsertRef { .. } => "ref".into(),
             })
             .collect();
-        assert_eq!(kinds, vec!["clear@12", "paused=true@11", "delete archive:3@13", "upsert archive:1@20"]);
+        assert_eq!(kinds, vec!["clear@12", "clear pgc@14", "paused=true@11", "delete archive:3@13", "upsert archive:1@20"]);
     }
 }

@@ -7,6 +7,8 @@
 //! - `day`: the UTC day number of the user's last first watch.
 //! - `cleared_at`: items viewed at or before it were cleared.
 //! - `d:{item}`: the item's delete marker (views at or before it are gone).
+//! - `c:{business}`: the business's clear marker (views of its items at or
+//!   before it are gone).
 //! - `trimmed_at`: when a write last trimmed the timeline (older items are
 //!   only in HBase now).
 //! - `hbase_written`: how many times the job wrote the user to HBase.
@@ -21,6 +23,26 @@ pub(crate) const READ_FIELDS: [&str; 5] = ["paused", "cleared_at", "trimmed_at",
 /// The delete-marker field of `item`.
 pub(crate) fn delete_marker(item: &str) -> String {
     format!("d:{item}")
+}
+
+/// The clear-marker field of `business`.
+pub(crate) fn business_clear_marker(business: &str) -> String {
+    format!("c:{business}")
+}
+
+/// The business of an item key `business:oid`.
+pub(crate) fn business_of(item: &str) -> &str {
+    item.split_once(':').map_or(item, |(business, _)| business)
+}
+
+/// Each item's hiding marker: the newer of its delete marker and its
+/// business's clear marker (views at or before it are gone).
+pub(crate) fn hiding_markers(
+    items: &[String],
+    deleted: impl Fn(&str) -> Option<i64>,
+    cleared: impl Fn(&str) -> Option<i64>,
+) -> Vec<Option<i64>> {
+    items.iter().map(|item| deleted(item).max(cleared(business_of(item)))).collect()
 }
 
 /// A user's realtime meta, as a read sees it.

@@ -5,9 +5,10 @@
 -- then the marks h:{uid}:p, h:{uid}:s, h:{uid}:k (`marks.lua`): the
 -- mutation is marked pending in the same call, and what it removes needs
 -- no shipping any more.
--- ARGV[1] = kind ('delete' | 'clear' | 'pause' | 'resume'), ARGV[2] = at
--- (unix ms), ARGV[3] = key TTL seconds, ARGV[4] = '1' to keep marks,
--- ARGV[5] = item (delete only).
+-- ARGV[1] = kind ('delete' | 'clear' | 'clear_business' | 'pause' |
+-- 'resume'), ARGV[2] = at (unix ms), ARGV[3] = key TTL seconds, ARGV[4] =
+-- '1' to keep marks, ARGV[5] = the item (delete) or the business
+-- (clear_business).
 -- Returns the effective time: a delete or clear hides every view at or
 -- before it, so it is moved past the newest view it removes (a report
 -- stamped by a fast client clock is removed too); the same time goes to
@@ -61,11 +62,56 @@ elseif kind == 'clear' then
   redis.call('DEL', p)
   if switch then redis.call('HSET', p, '~switch', switch) end
   mark('~clear', effective)
-  -- Delete markers at or before the clear say nothing more.
+  -- Delete and business-clear markers at or before the clear say
+  -- nothing more.
   local meta = redis.call('HGETALL', m)
   for i = 1, #meta, 2 do
-    if string.sub(meta[i], 1, 2) == 'd:' and tonumber(meta[i + 1]) <= effective then
+    local kind = string.sub(meta[i], 1, 2)
+    if (kind == 'd:' or kind == 'c:') and tonumber(meta[i + 1]) <= effective then
       redis.call('HDEL', m, meta[i])
+    end
+  end
+  keep_meta()
+  return effective
+elseif kind == 'clear_business' then
+  -- Like a clear, for the items `business:*` only: marker `c:business`.
+  local business = ARGV[5]
+  local prefix = business .. ':'
+  local function ours(item) return string.sub(item, 1, #prefix) == prefix end
+  local gone, newest = {}, -1
+  local members = redis.call('ZRANGE', t, 0, -1, 'WITHSCORES')
+  for i = 1, #members, 2 do
+    if ours(members[i]) then
+      gone[#gone + 1] = members[i]
+      newest = math.max(newest, tonumber(members[i + 1]))
+    end
+  end
+  -- Pending views, shipped references and kept copies of the business's
+  -- items no longer in the timeline (trimmed) go too.
+  local seen = {}
+  for _, item in ipairs(gone) do seen[item] = true end
+  for _, key in ipairs({ p, s, k }) do
+    for _, item in ipairs(redis.call('HKEYS', key)) do
+      if ours(item) and not seen[item] then
+        seen[item] = true
+        gone[#gone + 1] = item
+      end
+    end
+  end
+  local field = 'c:' .. business
+  local effective = math.max(at, newest, tonumber(redis.call('HGET', m, field) or '-1'))
+  redis.call('HSET', m, field, effective)
+  for first = 1, #gone, 1000 do
+    local chunk = { unpack(gone, first, math.min(first + 999, #gone)) }
+    redis.call('ZREM', t, unpack(chunk))
+    for _, key in ipairs({ r, p, s, k }) do redis.call('HDEL', key, unpack(chunk)) end
+  end
+  mark('~clear|' .. business, effective)
+  -- The business's delete markers at or before the clear say nothing more.
+  local meta = redis.call('HKEYS', m)
+  for _, name in ipairs(meta) do
+    if string.sub(name, 1, 2 + #prefix) == 'd:' .. prefix and tonumber(redis.call('HGET', m, name)) <= effective then
+      redis.call('HDEL', m, name)
     end
   end
   keep_meta()

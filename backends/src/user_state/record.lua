@@ -6,8 +6,8 @@
 --   h:{uid}:t  timeline ZSET (member item, score view_at)
 --   h:{uid}:r  records HASH  (item -> encoded record)
 --   h:{uid}:m  meta HASH     (its fields: `meta.rs`; this script reads
---              paused, cleared_at, day, d:<item> and writes day,
---              trimmed_at)
+--              paused, cleared_at, day, d:<item>, c:<business> and
+--              writes day, trimmed_at)
 --   h:{uid}:p, h:{uid}:s, h:{uid}:k  the marks (`marks.lua`): every
 --              recorded event is marked pending in the same call; a record
 --              trimmed while marked is kept in k.
@@ -32,10 +32,21 @@ local arg = 6
 local marked_at = marking and mark_clock()
 
 local function write_user(t, r, m, p, s, k, count)
-  -- One read of everything the decision needs: pause, clear, day, and each
-  -- event's delete marker.
+  -- One read of everything the decision needs: pause, clear, day, each
+  -- event's delete marker and each business's clear marker (once per
+  -- business).
   local fields = { 'paused', 'cleared_at', 'day' }
+  local business_field = {}
+  local event_business = {}
   for i = 1, count do fields[3 + i] = 'd:' .. ARGV[arg + (i - 1) * 3] end
+  for i = 1, count do
+    local business = string.match(ARGV[arg + (i - 1) * 3], '^[^:]*')
+    if not business_field[business] then
+      fields[#fields + 1] = 'c:' .. business
+      business_field[business] = #fields
+    end
+    event_business[i] = business_field[business]
+  end
   local meta = redis.call('HMGET', m, unpack(fields))
   local paused = meta[1] == '1'
   local cleared_at = tonumber(meta[2] or '-1')
@@ -48,9 +59,11 @@ local function write_user(t, r, m, p, s, k, count)
     local item, view_at, record = ARGV[arg], tonumber(ARGV[arg + 1]), ARGV[arg + 2]
     arg = arg + 3
     local deleted_at = meta[3 + i]
+    local business_cleared_at = meta[event_business[i]]
     local status = 0
     -- ZADD GT CH answers 1 only when the item is new or strictly newer.
     if not paused and view_at > cleared_at and (not deleted_at or view_at > tonumber(deleted_at))
+       and (not business_cleared_at or view_at > tonumber(business_cleared_at))
        and redis.call('ZADD', t, 'GT', 'CH', view_at, item) == 1 then
       redis.call('HSET', r, item, record)
       if marking then redis.call('HSET', p, item, mark_value(view_at, marked_at)) end

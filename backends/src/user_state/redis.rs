@@ -3,6 +3,7 @@
 //! reconnecting connection manager. Every script is a `.lua` file beside
 //! this one, run by EVALSHA and loaded again when Redis has lost it.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::calls::{plan_calls, plan_sized_calls, CallShape};
 use super::marks::{carried_by_user, ClaimedMark, PendingStats, Redriven};
-use super::meta::{delete_marker, SliceQuery, TimelineSlice, UserMeta, READ_FIELDS};
+use super::meta::{business_clear_marker, business_of, delete_marker, hiding_markers, SliceQuery, TimelineSlice, UserMeta, READ_FIELDS};
 use super::rules::{Status, UserWrite};
 use super::{StoreError, WriteParams};
 
@@ -171,7 +172,10 @@ impl RedisStore {
             call.arg(self.scripts.mutate.get_hash()).arg(6).arg(&user_keys(op.uid())[..]);
             match op {
                 Op::Delete { item, at, .. } => call.arg("delete").arg(at).arg(params.ttl_s).arg(u8::from(params.marks)).arg(item),
-                Op::Clear { at, .. } => call.arg("clear").arg(at).arg(params.ttl_s).arg(u8::from(params.marks)),
+                Op::Clear { business: None, at, .. } => call.arg("clear").arg(at).arg(params.ttl_s).arg(u8::from(params.marks)),
+                Op::Clear { business: Some(business), at, .. } => {
+                    call.arg("clear_business").arg(at).arg(params.ttl_s).arg(u8::from(params.marks)).arg(business)
+                }
                 Op::SetRecording { paused, at, .. } => {
                     call.arg(if *paused { "pause" } else { "resume" }).arg(at).arg(params.ttl_s).arg(u8::from(params.marks))
                 }
@@ -222,8 +226,10 @@ impl RedisStore {
     }
 
     pub(super) async fn meta_and_markers(&self, uid: u64, items: &[String]) -> Result<(UserMeta, Vec<Option<i64>>), StoreError> {
+        let businesses: Vec<&str> = items.iter().map(|item| business_of(item)).collect::<BTreeSet<_>>().into_iter().collect();
         let mut fields: Vec<String> = READ_FIELDS.into_iter().map(str::to_owned).collect();
         fields.extend(items.iter().map(|item| delete_marker(item)));
+        fields.extend(businesses.iter().map(|business| business_clear_marker(business)));
         let mut connection = self.connection.clone();
         let (values, exists): (Vec<Option<String>>, usize) = redis::pipe()
             .cmd("HMGET")
@@ -236,8 +242,14 @@ impl RedisStore {
             .await
             .map_err(store_error)?;
         let values: Vec<String> = values.into_iter().map(Option::unwrap_or_default).collect();
-        let (meta_values, marker_values) = values.split_at(READ_FIELDS.len().min(values.len()));
-        let markers = marker_values.iter().map(|value| value.parse().ok()).chain(std::iter::repeat(None)).take(items.len()).collect();
+        let value = |index: usize| values.get(index).and_then(|value| value.parse::<i64>().ok());
+        let deleted: HashMap<&str, i64> =
+            items.iter().enumerate().filter_map(|(i, item)| Some((item.as_str(), value(READ_FIELDS.len() + i)?))).collect();
+        let cleared_from = READ_FIELDS.len() + items.len();
+        let cleared: HashMap<&str, i64> =
+            businesses.iter().enumerate().filter_map(|(i, business)| Some((*business, value(cleared_from + i)?))).collect();
+        let markers = hiding_markers(items, |item| deleted.get(item).copied(), |business| cleared.get(business).copied());
+        let meta_values = &values[..READ_FIELDS.len().min(values.len())];
         Ok((UserMeta::parse(meta_values, exists > 0), markers))
     }
 

@@ -8,6 +8,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use model::{EventResult, Op};
 
+use super::meta::business_of;
+
 /// One event to write: the item, when, and the encoded record.
 #[derive(Debug, Clone)]
 pub struct EventWrite {
@@ -66,6 +68,8 @@ pub struct UserState {
     pub cleared_at: i64,
     /// Per item: viewed at or before this were deleted.
     pub deleted: HashMap<String, i64>,
+    /// Per business: its items viewed at or before this were cleared.
+    pub business_cleared: HashMap<String, i64>,
     /// (view_at, item), oldest first.
     pub timeline: BTreeSet<(i64, String)>,
     /// item -> (view_at, record).
@@ -88,6 +92,7 @@ impl Default for UserState {
             day: None,
             cleared_at: -1,
             deleted: HashMap::new(),
+            business_cleared: HashMap::new(),
             timeline: BTreeSet::new(),
             records: HashMap::new(),
             trimmed_at: None,
@@ -111,7 +116,8 @@ impl UserState {
         let mut recorded = Vec::new();
         for event in events {
             let mut status = NOT_RECORDED;
-            let deleted_after = self.deleted.get(&event.item).is_some_and(|&at| event.view_at <= at);
+            let deleted_after = self.deleted.get(&event.item).is_some_and(|&at| event.view_at <= at)
+                || self.business_cleared.get(business_of(&event.item)).is_some_and(|&at| event.view_at <= at);
             let current = self.records.get(&event.item).map(|(view_at, _)| *view_at);
             if event.view_at > self.cleared_at && !deleted_after && current.is_none_or(|current| event.view_at > current) {
                 if let Some(current) = current {
@@ -167,13 +173,28 @@ impl UserState {
                 self.deleted.insert(item.clone(), effective);
                 Some(effective)
             }
-            Op::Clear { at, .. } => {
+            Op::Clear { business: None, at, .. } => {
                 let newest = self.timeline.last().map_or(-1, |(view_at, _)| *view_at);
                 let effective = (*at).max(newest).max(self.cleared_at);
                 self.cleared_at = effective;
                 self.timeline.clear();
                 self.records.clear();
                 self.deleted.retain(|_, marked| *marked > effective);
+                self.business_cleared.retain(|_, marked| *marked > effective);
+                Some(effective)
+            }
+            Op::Clear { business: Some(business), at, .. } => {
+                let ours = |item: &str| business_of(item) == business;
+                let gone: Vec<(i64, String)> = self.timeline.iter().filter(|(_, item)| ours(item)).cloned().collect();
+                let newest = gone.iter().map(|(view_at, _)| *view_at).max().unwrap_or(-1);
+                let marked = self.business_cleared.get(business).copied().unwrap_or(-1);
+                let effective = (*at).max(newest).max(marked);
+                self.business_cleared.insert(business.clone(), effective);
+                for (view_at, item) in gone {
+                    self.timeline.remove(&(view_at, item.clone()));
+                    self.records.remove(&item);
+                }
+                self.deleted.retain(|item, marked| !ours(item) || *marked > effective);
                 Some(effective)
             }
             Op::SetRecording { paused, at, .. } => {
@@ -236,13 +257,34 @@ mod tests {
         assert_eq!(user.mutate(&Op::Delete { uid: 1, item: "a:2".into(), at: 20 }), Some(50));
         assert!(!user.records.contains_key("a:2") && user.timeline.len() == 1);
         assert_eq!(user.apply(&[event("a:2", 50), event("a:2", 51)], 10, 1, 0), vec![NOT_RECORDED, RECORDED]);
-        assert_eq!(user.mutate(&Op::Clear { uid: 1, at: 30 }), Some(51));
+        assert_eq!(user.mutate(&Op::Clear { uid: 1, business: None, at: 30 }), Some(51));
         assert!(user.timeline.is_empty() && user.records.is_empty());
         assert!(user.deleted.is_empty(), "markers at or before the clear are dropped");
         assert_eq!(user.mutate(&Op::SetRecording { uid: 1, paused: true, at: 60 }), Some(60));
         assert_eq!(user.apply(&[event("a:3", 70)], 10, 1, 0), vec![NOT_RECORDED]);
         assert_eq!(user.mutate(&Op::SetRecording { uid: 1, paused: false, at: 61 }), Some(61));
         assert_eq!(user.apply(&[event("a:3", 70)], 10, 1, 0), vec![RECORDED]);
+    }
+
+    #[test]
+    fn a_business_clear_removes_only_that_business_and_hides_its_older_views() {
+        let mut user = UserState::default();
+        user.apply(&[event("pgc:1", 10), event("pgc:2", 40), event("archive:1", 50), event("pgcx:1", 5)], 10, 1, 0);
+        user.deleted.insert("pgc:9".into(), 20);
+        // Moved past the business's newest view (40), not past archive's.
+        assert_eq!(user.mutate(&Op::Clear { uid: 1, business: Some("pgc".into()), at: 30 }), Some(40));
+        let left: BTreeSet<&str> = user.records.keys().map(String::as_str).collect();
+        assert_eq!(left, ["archive:1", "pgcx:1"].into());
+        assert!(user.deleted.is_empty(), "the business's markers at or before the clear are dropped");
+        // A late older view stays hidden, a newer one comes back; other
+        // businesses' older views are not affected.
+        assert_eq!(
+            user.apply(&[event("pgc:1", 40), event("pgc:2", 41), event("archive:2", 1)], 10, 1, 0),
+            vec![NOT_RECORDED, RECORDED, RECORDED]
+        );
+        // A later full clear makes the business marker say nothing more.
+        user.mutate(&Op::Clear { uid: 1, business: None, at: 60 });
+        assert!(user.business_cleared.is_empty());
     }
 
     #[test]

@@ -68,7 +68,7 @@ fn ops_of(row: &RowMutation) -> Vec<model::Op> {
     for (column, at) in &row.column_deletes {
         match column.split_once(':') {
             Some((_, item)) => ops.push(model::Op::Delete { uid, item: item.to_owned(), at: *at }),
-            None => ops.push(model::Op::Clear { uid, at: *at }),
+            None => ops.push(model::Op::Clear { uid, business: None, at: *at }),
         }
     }
     for (column, at, value) in &row.puts {

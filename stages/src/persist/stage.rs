@@ -7,7 +7,7 @@
 //! on its source. Acks of the window's batches (offsets to commit) are
 //! completed only after the whole window is durable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use backends::history_table::{HistoryTable, RowMutation, TableError, META_FAMILY, RECORDS_FAMILY};
@@ -173,6 +173,22 @@ impl PersistStage {
             // A family delete, not a row delete: the pause flag in `m`
             // survives the clear.
             row_of(&mut rows, uid).column_deletes.push((RECORDS_FAMILY.to_owned(), at));
+        }
+        for ((uid, business), at) in std::mem::take(&mut window.business_clears) {
+            // HBase has no prefix delete: a column delete at the clear's
+            // time for each of the business's items the row holds or this
+            // window writes (a later, older report stays hidden by it).
+            let prefix = format!("{RECORDS_FAMILY}:{business}:");
+            let held = retry::until_ok(
+                || self.table.read_row(uid, vec![RECORDS_FAMILY.to_owned()]),
+                |error, pause| Retry { stage, what: "cannot read a row to clear a business; retrying", error, pause }.emit(),
+            )
+            .await;
+            let row = row_of(&mut rows, uid);
+            let written = row.puts.iter().map(|(column, _, _)| column.clone());
+            let columns: BTreeSet<String> =
+                held.into_iter().map(|cell| cell.column).chain(written).filter(|column| column.starts_with(&prefix)).collect();
+            row.column_deletes.extend(columns.into_iter().map(|column| (column, at)));
         }
         window.clear_users();
         for (uid, (paused, at)) in window.recording.drain() {

@@ -35,6 +35,8 @@ pub struct Window {
     pub deletes: HashMap<(u64, String), i64>,
     /// uid -> newest clear time.
     pub clears: HashMap<u64, i64>,
+    /// (uid, business) -> newest clear time of the business's items.
+    pub business_clears: HashMap<(u64, String), i64>,
     /// uid -> (paused, when) of the newest switch.
     pub recording: HashMap<u64, (bool, i64)>,
     /// Who waits for this window to be written (offsets to commit).
@@ -58,8 +60,12 @@ impl Window {
                 let newest = self.deletes.entry((uid, item)).or_insert(at);
                 *newest = (*newest).max(at);
             }
-            Op::Clear { uid, at } => {
+            Op::Clear { uid, business: None, at } => {
                 let newest = self.clears.entry(uid).or_insert(at);
+                *newest = (*newest).max(at);
+            }
+            Op::Clear { uid, business: Some(business), at } => {
+                let newest = self.business_clears.entry((uid, business)).or_insert(at);
                 *newest = (*newest).max(at);
             }
             Op::SetRecording { uid, paused, at } => {
@@ -92,7 +98,11 @@ impl Window {
 
     /// Whether nothing is pending (acks may still wait).
     pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty() && self.deletes.is_empty() && self.clears.is_empty() && self.recording.is_empty()
+        self.upserts.is_empty()
+            && self.deletes.is_empty()
+            && self.clears.is_empty()
+            && self.business_clears.is_empty()
+            && self.recording.is_empty()
     }
 }
 
@@ -108,12 +118,15 @@ mod tests {
         }
         window.add(Op::Delete { uid: 1, item: "archive:2".into(), at: 4 });
         window.add(Op::Delete { uid: 1, item: "archive:2".into(), at: 3 });
-        window.add(Op::Clear { uid: 2, at: 8 });
+        window.add(Op::Clear { uid: 2, business: None, at: 8 });
+        window.add(Op::Clear { uid: 2, business: Some("pgc".into()), at: 9 });
+        window.add(Op::Clear { uid: 2, business: Some("pgc".into()), at: 7 });
         window.add(Op::SetRecording { uid: 2, paused: true, at: 10 });
         window.add(Op::SetRecording { uid: 2, paused: false, at: 6 });
         assert_eq!(window.upserts[&(1, "archive:1".into())], Pending::Ref(9));
         assert_eq!(window.deletes[&(1, "archive:2".into())], 4);
         assert_eq!(window.recording[&2], (true, 10));
-        assert_eq!((window.rows(), window.ops), (2, 8));
+        assert_eq!(window.business_clears[&(2, "pgc".into())], 9);
+        assert_eq!((window.rows(), window.ops), (2, 10));
     }
 }
