@@ -188,7 +188,7 @@ async fn the_history_table_stopped_for_30_s_mid_load_holds_commits_back_and_then
     common::eventually("load before the outage", Duration::from_secs(60), async || (count() >= 1000).then_some(())).await;
 
     compat.kill();
-    let retries = || async { metric(&job, "histflow_persist_retries_total").await.filter(|n| *n > 0.0) };
+    let retries = || async { common::metric(&job, "histflow_persist_retries_total").await.filter(|n| *n > 0.0) };
     common::eventually("the job to retry its write", Duration::from_secs(30), retries).await;
     // What was committed once the failing write began: nothing moves it
     // while the table is away.
@@ -207,12 +207,6 @@ async fn the_history_table_stopped_for_30_s_mid_load_holds_commits_back_and_then
 
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert_durable(&compat, &acknowledged, &redis, &brokers, &topic, &service, &job).await;
-}
-
-/// A metric of a running process, summed over its labels.
-async fn metric(process: &Histflow, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", process.base)).await.ok()?.text().await.ok()?;
-    ingest_http::stats::Exposition::parse(&text).sum(name, &[])
 }
 
 #[tokio::test]

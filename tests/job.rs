@@ -82,6 +82,8 @@ flush_max_rows = {flush_max_rows}
 flush_interval_ms = 200
 batch_rows = 50
 write_rate_limit = {{ per_second = {rows_per_second}, burst = 3 }}
+# These tests write views of 1970, long past archive's retention: no sweep.
+retention_sweep = {{ enabled = false }}
 "#,
         compat = compat.address()
     )

@@ -9,8 +9,10 @@
 //! - `kafka`: the Kafka client settings of every producer and consumer,
 //!   and topic creation.
 //! - `retry`: capped exponential backoff, used by every call that retries.
+//! - `sweep_ledger`: the lock and place of the HBase retention sweep.
 
 pub mod history_table;
 pub mod kafka;
 pub mod retry;
+pub mod sweep_ledger;
 pub mod user_state;

@@ -64,7 +64,7 @@ impl HistoryReader {
     /// Whether a view of `business` at `view_at` is past its retention at
     /// `now` (unix ms).
     fn expired(&self, business: &str, view_at: i64, now: i64) -> bool {
-        self.retention_ms.get(business).is_some_and(|retention| view_at < now - retention)
+        self.retention_ms.get(business).is_some_and(|&retention| model::past_retention(view_at, retention, now))
     }
 
     /// As [`Self::expired`], for an item key `business:oid`.

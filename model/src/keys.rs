@@ -57,6 +57,19 @@ pub fn leaving_index(shard: u32) -> String {
     format!("h:leaving:{{{shard}}}")
 }
 
+/// `h:sweep:{table}`: HASH of the retention sweep of HBase table `table`:
+/// `cursor` (the last row swept in the current pass; absent: a pass starts
+/// from the first row), `pass_started` and `pass_done` (unix ms).
+pub fn sweep_progress(table: &str) -> String {
+    format!("h:sweep:{{{table}}}")
+}
+
+/// `h:sweep:{table}:lock`: STRING, the owner of the sweep of `table`,
+/// expiring unless renewed (one instance sweeps at a time).
+pub fn sweep_lock(table: &str) -> String {
+    format!("h:sweep:{{{table}}}:lock")
+}
+
 /// The shard (uid region) of `uid` among `shards`: a fixed 64-bit mix of
 /// the uid (splitmix64's finalizer) modulo `shards`. Fixed forever: the
 /// service and the job, of any version, must agree on it.

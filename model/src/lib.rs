@@ -26,6 +26,13 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
 }
 
+/// Whether a view at `view_at` is past a retention of `retention_ms` at
+/// `now_ms` (all unix ms): the one rule reads hide by and the HBase
+/// retention sweep deletes by.
+pub fn past_retention(view_at: i64, retention_ms: i64, now_ms: i64) -> bool {
+    view_at < now_ms.saturating_sub(retention_ms)
+}
+
 /// Types generated from `proto/histflow/v1/history.proto`.
 #[allow(missing_docs, clippy::all)]
 pub mod proto {

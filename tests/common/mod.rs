@@ -369,6 +369,13 @@ impl Drop for Histflow {
     }
 }
 
+/// A metric of a running process, summed over its labels (`None`: the
+/// process does not answer, or has no such metric).
+pub async fn metric(process: &Histflow, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{}/metrics", process.base)).await.ok()?.text().await.ok()?;
+    ingest_http::stats::Exposition::parse(&text).sum(name, &[])
+}
+
 /// Starts one role of a topology whose `admin_listen` is `${ADMIN_ADDR}`.
 /// The service is polled for readiness on its ingest port `http`; the job
 /// (no ingest) on its admin address.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hbase_compat::store::{Change, ColumnFilter, Store, StoreError, TimedRow};
 
-use super::mutation::{RowMutation, TableCell, TableError};
+use super::mutation::{RowMutation, ScannedRow, TableCell, TableError};
 use super::{META_FAMILY, RECORDS_FAMILY};
 
 impl From<StoreError> for TableError {
@@ -61,15 +61,32 @@ impl EmbeddedTable {
         })
         .await
         .map_err(|error| TableError::Transient(format!("read task failed: {error}")))??;
-        Ok(cells
+        Ok(cells.into_iter().map(table_cell).collect())
+    }
+}
+
+impl EmbeddedTable {
+    pub(super) async fn scan_rows(&self, after: Option<String>, limit: usize, columns: Vec<String>) -> Result<Vec<ScannedRow>, TableError> {
+        let table = self.clone();
+        let filter = ColumnFilter::new(columns.into_iter().map(String::into_bytes).collect());
+        let rows = tokio::task::spawn_blocking(move || {
+            let after = after.map(String::into_bytes);
+            match table.store.scan(table.table.as_bytes(), b"", after.as_deref(), b"", b"", &filter, None, limit) {
+                Err(StoreError::NoSuchTable(_)) => Ok(Vec::new()),
+                other => other.map_err(TableError::from),
+            }
+        })
+        .await
+        .map_err(|error| TableError::Transient(format!("scan task failed: {error}")))??;
+        Ok(rows
             .into_iter()
-            .map(|cell| TableCell {
-                column: String::from_utf8_lossy(&cell.column).into_owned(),
-                timestamp: cell.timestamp,
-                value: cell.value,
-            })
+            .map(|(row, cells)| (String::from_utf8_lossy(&row).into_owned(), cells.into_iter().map(table_cell).collect()))
             .collect())
     }
+}
+
+fn table_cell(cell: hbase_compat::store::Cell) -> TableCell {
+    TableCell { column: String::from_utf8_lossy(&cell.column).into_owned(), timestamp: cell.timestamp, value: cell.value }
 }
 
 /// A row mutation as changes of the embedded store, each at its time.

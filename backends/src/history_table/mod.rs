@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use model::keys;
 
-pub use mutation::{Column, RowMutation, TableCell, TableError};
+pub use mutation::{Column, RowMutation, ScannedRow, TableCell, TableError};
 pub use thrift::ThriftTable;
 
 #[cfg(feature = "embedded")]
@@ -72,6 +72,16 @@ impl HistoryTable {
             HistoryTable::Thrift(table) => table.read_row(row, columns).await,
             #[cfg(feature = "embedded")]
             HistoryTable::Embedded(table) => table.read_row(row, columns).await,
+        }
+    }
+
+    /// Up to `limit` rows after `after` (exclusive; `None`: from the first
+    /// row), in row order, with their visible cells in `columns`.
+    pub async fn scan_rows(&self, after: Option<String>, limit: usize, columns: Vec<String>) -> Result<Vec<ScannedRow>, TableError> {
+        match self {
+            HistoryTable::Thrift(table) => table.scan_rows(after, limit, columns).await,
+            #[cfg(feature = "embedded")]
+            HistoryTable::Embedded(table) => table.scan_rows(after, limit, columns).await,
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct TableCell {
     pub value: Vec<u8>,
 }
 
+/// A row a scan found: its key and its visible cells.
+pub type ScannedRow = (String, Vec<TableCell>);
+
 /// A table operation that failed, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {

@@ -19,7 +19,7 @@ use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
 use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel, WriteHalf};
 use thrift_bounded::BoundedInput;
 
-use super::mutation::{RowMutation, TableCell, TableError};
+use super::mutation::{RowMutation, ScannedRow, TableCell, TableError};
 
 /// Answers are read through [`BoundedInput`]: a gateway (or anything
 /// answering on its port) cannot make the client allocate from a length it
@@ -187,6 +187,47 @@ impl ThriftTable {
         })
         .await
         .map_err(|error| TableError::Transient(format!("read task failed: {error}")))?
+    }
+
+    /// Up to `limit` rows after `after` (exclusive; `None`: from the
+    /// table's first row), in row order, with their visible cells in
+    /// `columns`: a scanner opened, read once and closed (`scannerOpen`,
+    /// `scannerGetList`, `scannerClose`), so nothing is held between steps.
+    pub async fn scan_rows(
+        self: &Arc<Self>,
+        after: Option<String>,
+        limit: usize,
+        columns: Vec<String>,
+    ) -> Result<Vec<ScannedRow>, TableError> {
+        let _permit = self.reads.acquire().await.map_err(|_| TableError::Transient("the table is closing".to_owned()))?;
+        let table = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let name = table.table.clone();
+            // The smallest row key after `after`: itself followed by 0x00.
+            let start = after.map(|row| [row.into_bytes(), vec![0]].concat()).unwrap_or_default();
+            let columns: Vec<Vec<u8>> = columns.into_iter().map(String::into_bytes).collect();
+            let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+            let results = table.with_client("scan", move |client| {
+                let id = client.scanner_open(name, start, columns, BTreeMap::new())?;
+                let rows = client.scanner_get_list(id, limit);
+                client.scanner_close(id)?;
+                rows
+            })?;
+            Ok(results
+                .into_iter()
+                .map(|result| {
+                    let row = String::from_utf8_lossy(&result.row.unwrap_or_default()).into_owned();
+                    let cells = result.columns.unwrap_or_default().into_iter().map(|(column, cell)| TableCell {
+                        column: String::from_utf8_lossy(&column).into_owned(),
+                        timestamp: cell.timestamp.unwrap_or_default(),
+                        value: cell.value.unwrap_or_default(),
+                    });
+                    (row, cells.collect())
+                })
+                .collect())
+        })
+        .await
+        .map_err(|error| TableError::Transient(format!("scan task failed: {error}")))?
     }
 
     /// Applies `mutations`: deletes first, then puts grouped by timestamp,

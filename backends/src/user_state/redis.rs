@@ -165,6 +165,11 @@ impl RedisStore {
         Ok(statuses)
     }
 
+    /// The connection, for other keys of the same Redis.
+    pub(crate) fn connection_manager(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
     pub(super) async fn mutate(&self, ops: &[&Op], params: WriteParams) -> Result<Vec<i64>, StoreError> {
         let mut effective = Vec::with_capacity(ops.len());
         for op in ops {

@@ -1,11 +1,13 @@
 //! Configuration of the `persist` stage (`type = "persist"`).
 
-use backends::user_state::CallShape;
+use backends::history_table::HistoryTable;
+use backends::user_state::{CallShape, UserStore};
 use model::Batch;
 use pipeline::problem::require_at_least;
 use pipeline::{RateLimitSpec, Stage};
 use serde::Deserialize;
 
+use super::sweep::{RetentionSweep, SweepConfig};
 use super::{DeadLetters, PersistStage};
 use crate::build::{BuildContext, StageBuildError};
 use crate::StageConfig;
@@ -50,6 +52,10 @@ pub struct PersistConfig {
     /// (`bench/topologies/naive.toml`), not a production shape.
     #[serde(default)]
     pub write_through: bool,
+    /// The background deletion of views past their business's retention
+    /// (`sweep`); on by default, in off-peak hours.
+    #[serde(default)]
+    pub retention_sweep: SweepConfig,
 }
 
 fn default_table() -> String {
@@ -90,6 +96,7 @@ impl PersistConfig {
         require_at_least(&mut problems, "flush_max_rows", self.flush_max_rows as u64, 1);
         require_at_least(&mut problems, "flush_max_ops", self.flush_max_ops as u64, 1);
         require_at_least(&mut problems, "flush_interval_ms", self.flush_interval_ms, 1);
+        problems.extend(self.retention_sweep.check());
         problems
     }
 }
@@ -103,8 +110,13 @@ impl PersistConfig {
         super::events::register();
         if cx.embedded() {
             let records = cx.backends.embedded_user_store();
+            let sweep = self.sweep(cx, &table, records.as_ref());
             let stage = PersistStage::new(self, table, records, DeadLetters::Log);
-            return Ok(Box::new(PersistStage { table_health: Some(cx.admin.health.backend("the embedded history table")), ..stage }));
+            return Ok(Box::new(PersistStage {
+                table_health: Some(cx.admin.health.backend("the embedded history table")),
+                sweep,
+                ..stage
+            }));
         }
         let records = self.redis_url.as_deref().map(|url| cx.backends.user_store(url, RECORD_READS)).transpose()?;
         let bridge = cx.stage.inputs.iter().find_map(|input| match cx.topology.stage(&input.from).map(|from| &from.config) {
@@ -115,7 +127,24 @@ impl PersistConfig {
             Some(bridge) => DeadLetters::kafka(&bridge.brokers, &bridge.dead_letter_topic).map_err(StageBuildError::Backend)?,
             None => DeadLetters::Log,
         };
+        let sweep = self.sweep(cx, &table, records.as_ref());
         let stage = PersistStage::new(self, table, records, dead_letters);
-        Ok(Box::new(PersistStage { table_health: Some(cx.admin.health.backend("hbase")), ..stage }))
+        Ok(Box::new(PersistStage { table_health: Some(cx.admin.health.backend("hbase")), sweep, ..stage }))
+    }
+
+    /// The retention sweep of the table, keeping its lock and place in
+    /// `records`' store; none when it is off, or there is no store to keep
+    /// them in (said in the log).
+    fn sweep(&self, cx: &BuildContext<'_>, table: &HistoryTable, records: Option<&UserStore>) -> Option<RetentionSweep> {
+        if !self.retention_sweep.enabled {
+            return None;
+        }
+        let Some(records) = records else {
+            tracing::warn!(stage = %cx.stage.name, "retention sweep off: it keeps its lock and place in Redis, and this stage has no `redis_url`");
+            return None;
+        };
+        let retention = pipeline::topology::retention_ms(cx.businesses());
+        let ledger = records.sweep_ledger(&self.table);
+        Some(RetentionSweep::new(self.retention_sweep.clone(), table.clone(), ledger, retention, &cx.stage.name))
     }
 }

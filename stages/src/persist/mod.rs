@@ -6,12 +6,14 @@
 //! - `window`: the pure fold of a window.
 //! - `stage`: the window loop and the writes.
 //! - `dead_letters`: where rows the table refuses go.
+//! - `sweep`: the background deletion of views past their retention.
 //! - `events`: what the stage reports.
 
 mod config;
 pub mod dead_letters;
 mod events;
 pub mod stage;
+pub mod sweep;
 pub mod window;
 
 pub use config::PersistConfig;

@@ -42,6 +42,17 @@ pub struct PersistStage {
     pub dead_letters: DeadLetters,
     /// What the history table answered last, for the live page.
     pub table_health: Option<Dependency>,
+    /// The retention sweep, run beside the window loop.
+    pub sweep: Option<super::sweep::RetentionSweep>,
+}
+
+/// Aborts a background task when the stage ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl PersistStage {
@@ -58,6 +69,7 @@ impl PersistStage {
             write_limit: pipeline::rate_limit::RateLimit::new(&config.write_rate_limit),
             dead_letters,
             table_health: None,
+            sweep: None,
         }
     }
 
@@ -250,7 +262,8 @@ impl PersistStage {
 }
 
 impl Stage<Batch> for PersistStage {
-    fn run(self: Box<Self>, mut cx: StageContext<Batch>) -> StageFuture {
+    fn run(mut self: Box<Self>, mut cx: StageContext<Batch>) -> StageFuture {
+        let sweep = self.sweep.take();
         async move {
             let stage = &*cx.name;
             retry::until_ok(
@@ -262,6 +275,7 @@ impl Stage<Batch> for PersistStage {
             )
             .await;
             self.table_answered(true);
+            let _sweep = sweep.map(|sweep| AbortOnDrop(tokio::spawn(sweep.run())));
             let mut window = Window::default();
             // The first tick one interval from now, not at once.
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.flush_interval, self.flush_interval);

@@ -1,0 +1,150 @@
+//! Where a retention sweep keeps its lock and its place, so one instance
+//! sweeps at a time and a pass resumes where a crash left it: two Redis
+//! keys (`model::keys::sweep_lock`, `model::keys::sweep_progress`), or
+//! process memory under `--embedded` (one process; a restart starts the
+//! pass again, which is safe: a sweep step can be repeated).
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+use crate::user_state::StoreError;
+
+/// Takes the lock if free, renews it if `owner` holds it; 1 if held.
+const HOLD: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+elseif holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Saves the progress only while `owner` holds the lock (an instance that
+/// lost it, frozen past its lease, cannot move the place back); 1 if saved.
+const SAVE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('HDEL', KEYS[2], 'cursor') else redis.call('HSET', KEYS[2], 'cursor', ARGV[2]) end
+redis.call('HSET', KEYS[2], 'pass_started', ARGV[3], 'pass_done', ARGV[4])
+return 1
+";
+
+/// Releases the lock if `owner` holds it.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// Where a sweep is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepProgress {
+    /// The last row swept in the current pass (`None`: the pass starts
+    /// from the first row).
+    pub cursor: Option<String>,
+    /// When the current pass started, unix ms (0: none yet).
+    pub pass_started_ms: i64,
+    /// When the last pass finished, unix ms (0: never).
+    pub pass_done_ms: i64,
+}
+
+/// The lock and place of one table's sweep.
+pub enum SweepLedger {
+    /// In Redis, shared by every instance.
+    Redis {
+        /// The connection.
+        connection: ConnectionManager,
+        /// `h:sweep:{table}:lock`.
+        lock: String,
+        /// `h:sweep:{table}`.
+        progress: String,
+    },
+    /// In this process (`--embedded`).
+    Memory(Mutex<SweepProgress>),
+}
+
+fn ledger_error(error: redis::RedisError) -> StoreError {
+    StoreError(format!("sweep ledger: {error}"))
+}
+
+impl SweepLedger {
+    /// The ledger of `table`'s sweep in the Redis behind `connection`.
+    pub fn redis(connection: ConnectionManager, table: &str) -> Self {
+        SweepLedger::Redis { connection, lock: model::keys::sweep_lock(table), progress: model::keys::sweep_progress(table) }
+    }
+
+    /// Takes or renews the lock for `owner` for `lease`; whether `owner`
+    /// holds it.
+    pub async fn hold(&self, owner: &str, lease: Duration) -> Result<bool, StoreError> {
+        match self {
+            SweepLedger::Redis { connection, lock, .. } => {
+                let mut connection = connection.clone();
+                let held: i64 = redis::Script::new(HOLD)
+                    .key(lock)
+                    .arg(owner)
+                    .arg(lease.as_millis() as u64)
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(ledger_error)?;
+                Ok(held == 1)
+            }
+            SweepLedger::Memory(_) => Ok(true),
+        }
+    }
+
+    /// Lets another instance take the lock at once.
+    pub async fn release(&self, owner: &str) -> Result<(), StoreError> {
+        match self {
+            SweepLedger::Redis { connection, lock, .. } => {
+                let mut connection = connection.clone();
+                redis::Script::new(RELEASE).key(lock).arg(owner).invoke_async::<i64>(&mut connection).await.map(drop).map_err(ledger_error)
+            }
+            SweepLedger::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Where the sweep is.
+    pub async fn progress(&self) -> Result<SweepProgress, StoreError> {
+        match self {
+            SweepLedger::Redis { connection, progress, .. } => {
+                let mut connection = connection.clone();
+                let (cursor, started, done): (Option<String>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
+                    .arg(progress)
+                    .arg(&["cursor", "pass_started", "pass_done"])
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(ledger_error)?;
+                Ok(SweepProgress { cursor, pass_started_ms: started.unwrap_or(0), pass_done_ms: done.unwrap_or(0) })
+            }
+            SweepLedger::Memory(progress) => Ok(progress.lock().unwrap_or_else(PoisonError::into_inner).clone()),
+        }
+    }
+
+    /// Saves where the sweep is, if `owner` still holds the lock; whether
+    /// it was saved.
+    pub async fn save(&self, owner: &str, saved: &SweepProgress) -> Result<bool, StoreError> {
+        match self {
+            SweepLedger::Redis { connection, lock, progress } => {
+                let mut connection = connection.clone();
+                let done: i64 = redis::Script::new(SAVE)
+                    .key(lock)
+                    .key(progress)
+                    .arg(owner)
+                    .arg(saved.cursor.as_deref().unwrap_or(""))
+                    .arg(saved.pass_started_ms)
+                    .arg(saved.pass_done_ms)
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(ledger_error)?;
+                Ok(done == 1)
+            }
+            SweepLedger::Memory(progress) => {
+                *progress.lock().unwrap_or_else(PoisonError::into_inner) = saved.clone();
+                Ok(true)
+            }
+        }
+    }
+}
