@@ -4,7 +4,9 @@
 //!
 //! Thrift1 puts one timestamp on a whole `mutateRowsTs` call, and a record's
 //! cell timestamp is its view_at, so a write groups its cells by timestamp:
-//! one call per distinct timestamp, rows batched inside it. Calls run on a
+//! one call per distinct timestamp, rows batched inside it. Deletes travel
+//! the same way, as delete mutations (a column, or a bare family: all of
+//! it), grouped by their time. Calls run on a
 //! small pool of connections on tokio's blocking threads (Thrift is
 //! synchronous); a connection that failed is dropped, not reused.
 
@@ -42,14 +44,10 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// it closed would fail.
 const POOL_IDLE: Duration = Duration::from_secs(20);
 
-/// One Thrift call's worth of work.
-enum Call {
-    /// `mutateRowsTs`: puts of several rows at one timestamp.
-    Puts(i64, Vec<BatchMutation>),
-    /// `deleteAllTs`: one column (or a bare family: all of it) at or
-    /// before a time.
-    DeleteColumn(Vec<u8>, Vec<u8>, i64),
-}
+/// One Thrift call's worth of work: `mutateRowsTs` of several rows at one
+/// timestamp, all puts or all deletes (a delete of a column, or of a bare
+/// family: all of it, hides its versions at or before the timestamp).
+struct Call(i64, Vec<BatchMutation>);
 
 /// A table on an HBase Thrift1 gateway.
 pub struct ThriftTable {
@@ -151,17 +149,9 @@ impl ThriftTable {
         })
     }
 
-    fn run(&self, call: Call) -> Result<(), TableError> {
+    fn run(&self, Call(timestamp, rows): Call) -> Result<(), TableError> {
         let table = self.table.clone();
-        let attributes = BTreeMap::new;
-        match call {
-            Call::Puts(timestamp, rows) => {
-                self.with_client("mutateRowsTs", move |client| client.mutate_rows_ts(table, rows, timestamp, attributes()))
-            }
-            Call::DeleteColumn(row, column, at) => {
-                self.with_client("deleteAllTs", move |client| client.delete_all_ts(table, row, column, at, attributes()))
-            }
-        }
+        self.with_client("mutateRowsTs", move |client| client.mutate_rows_ts(table, rows, timestamp, BTreeMap::new()))
     }
 
     /// The visible cells of `row` in `columns` (`family` or
@@ -230,17 +220,18 @@ impl ThriftTable {
         .map_err(|error| TableError::Transient(format!("scan task failed: {error}")))?
     }
 
-    /// Applies `mutations`: deletes first, then puts grouped by timestamp,
-    /// up to [`CONNECTIONS`] calls at once. Every call is idempotent
-    /// (timestamps are the data's own), so a retry after a partial failure
-    /// converges to the same state.
+    /// Applies `mutations`: deletes first, then puts, each grouped by
+    /// timestamp into one `mutateRowsTs` per distinct timestamp, up to
+    /// [`CONNECTIONS`] calls at once. Every call is idempotent (timestamps
+    /// are the data's own), so a retry after a partial failure converges
+    /// to the same state.
     pub async fn mutate_rows(self: &Arc<Self>, mutations: Vec<RowMutation>) -> Result<(), TableError> {
-        let mut deletes = Vec::new();
-        let mut puts: BTreeMap<i64, BTreeMap<Vec<u8>, Vec<Mutation>>> = BTreeMap::new();
+        type ByTimestamp = BTreeMap<i64, BTreeMap<Vec<u8>, Vec<Mutation>>>;
+        let (mut deletes, mut puts): (ByTimestamp, ByTimestamp) = Default::default();
         for mutation in mutations {
             let row = mutation.row.into_bytes();
             for (column, at) in mutation.column_deletes {
-                deletes.push(Call::DeleteColumn(row.clone(), column.into_bytes(), at));
+                deletes.entry(at).or_default().entry(row.clone()).or_default().push(Mutation::new(true, column.into_bytes(), Vec::new(), true));
             }
             for (column, timestamp, value) in mutation.puts {
                 puts.entry(timestamp).or_default().entry(row.clone()).or_default().push(Mutation::new(
@@ -251,10 +242,13 @@ impl ThriftTable {
                 ));
             }
         }
-        let puts = puts
-            .into_iter()
-            .map(|(timestamp, rows)| Call::Puts(timestamp, rows.into_iter().map(|(row, cells)| BatchMutation::new(row, cells)).collect()));
-        for calls in [deletes.into_iter().collect::<Vec<_>>(), puts.collect()] {
+        let calls = |grouped: ByTimestamp| -> Vec<Call> {
+            grouped
+                .into_iter()
+                .map(|(timestamp, rows)| Call(timestamp, rows.into_iter().map(|(row, cells)| BatchMutation::new(row, cells)).collect()))
+                .collect()
+        };
+        for calls in [calls(deletes), calls(puts)] {
             stream::iter(calls)
                 .map(|call| {
                     let table = self.clone();

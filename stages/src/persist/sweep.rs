@@ -5,10 +5,12 @@
 //! a time, resuming a pass where a crash left it.
 //!
 //! A step scans `step_rows` rows after the saved cursor, deletes each cell
-//! past its business's retention *at the cell's own timestamp* (a newer
-//! view of the item written meanwhile stays), then saves the cursor. A
-//! crash between the deletes and the save repeats the step, which deletes
-//! nothing new. Cells of businesses the topology does not name are never
+//! past its business's retention with a column delete *at the business's
+//! cutoff* (the newest instant past retention: it hides exactly the
+//! versions past retention, so a newer view of the item stays, and a
+//! step's deletes share a timestamp per business, hence a Thrift call),
+//! then saves the cursor. A crash between the deletes and the save repeats
+//! the step, which deletes nothing new. Cells of businesses the topology does not name are never
 //! deleted. Reads hide such views already (`model::past_retention`, the
 //! same rule); the sweep frees the storage.
 
@@ -243,12 +245,15 @@ impl RetentionSweep {
         for (row, cells) in &rows {
             let column_deletes: Vec<(String, i64)> = cells
                 .iter()
-                .filter(|cell| {
+                .filter_map(|cell| {
                     let item = cell.column.strip_prefix("r:").unwrap_or(&cell.column);
                     let business = item.split_once(':').map_or(item, |(business, _)| business);
-                    self.retention_ms.get(business).is_some_and(|&retention| model::past_retention(cell.timestamp, retention, now))
+                    let retention = *self.retention_ms.get(business)?;
+                    // The newest instant past retention: a delete there
+                    // hides what `past_retention` says is past it, no more.
+                    let cutoff = now.saturating_sub(retention) - 1;
+                    model::past_retention(cell.timestamp, retention, now).then(|| (cell.column.clone(), cutoff))
                 })
-                .map(|cell| (cell.column.clone(), cell.timestamp))
                 .collect();
             if !column_deletes.is_empty() {
                 mutations.push(RowMutation { row: row.clone(), puts: Vec::new(), column_deletes });
