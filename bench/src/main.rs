@@ -21,6 +21,8 @@
 //!   without a once-a-second `/admin/stats` reader, CPU per read.
 //! - `catchup`: the job draining a backlog of the merge topic into the
 //!   HBase-compatible server, rows/s.
+//! - `sweep`: the HBase retention sweep's rate, and ingest p99 with and
+//!   without it.
 
 mod catchup;
 mod crash;
@@ -33,6 +35,7 @@ mod reads;
 mod runtime_dag;
 mod soak;
 mod stack;
+mod sweep;
 
 use clap::{Parser, Subcommand};
 
@@ -69,6 +72,8 @@ enum Command {
     Page(page::Options),
     /// The job draining a backlog into the HBase-compatible server.
     Catchup(catchup::Options),
+    /// The HBase retention sweep's rate and its cost to ingest p99.
+    Sweep(sweep::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,5 +90,6 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Soak(options)) => soak::run(&options),
         Some(Command::Page(options)) => page::run(&options),
         Some(Command::Catchup(options)) => catchup::run(&options),
+        Some(Command::Sweep(options)) => sweep::run(&options),
     }
 }

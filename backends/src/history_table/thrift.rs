@@ -231,7 +231,12 @@ impl ThriftTable {
         for mutation in mutations {
             let row = mutation.row.into_bytes();
             for (column, at) in mutation.column_deletes {
-                deletes.entry(at).or_default().entry(row.clone()).or_default().push(Mutation::new(true, column.into_bytes(), Vec::new(), true));
+                deletes.entry(at).or_default().entry(row.clone()).or_default().push(Mutation::new(
+                    true,
+                    column.into_bytes(),
+                    Vec::new(),
+                    true,
+                ));
             }
             for (column, timestamp, value) in mutation.puts {
                 puts.entry(timestamp).or_default().entry(row.clone()).or_default().push(Mutation::new(

@@ -54,6 +54,8 @@ pub struct OpenLoad {
     pub failed: Vec<AtomicU64>,
     /// The phase now.
     pub phase: AtomicUsize,
+    /// Set to end the load before its duration.
+    pub stopped: std::sync::atomic::AtomicBool,
 }
 
 impl OpenLoad {
@@ -64,12 +66,18 @@ impl OpenLoad {
             latency: (0..phases).map(|_| Histogram::new(3).map(Mutex::new)).collect::<Result<_, _>>()?,
             failed: (0..phases).map(|_| AtomicU64::new(0)).collect(),
             phase: AtomicUsize::new(0),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
     /// Enters `phase`.
     pub fn enter(&self, phase: usize) {
         self.phase.store(phase.min(self.failed.len() - 1), Ordering::Relaxed);
+    }
+
+    /// Ends the load at its next request (before its duration).
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
     }
 
     /// A copy of what was acknowledged so far.
@@ -88,7 +96,8 @@ impl OpenLoad {
     }
 
     /// Drives `base`'s `POST /v1/events` at the shape's rate for its
-    /// duration, then waits for the requests in flight.
+    /// duration (or until [`OpenLoad::stop`]), then waits for the requests
+    /// in flight.
     pub async fn drive(self: &Arc<Self>, shape: LoadShape, http: &reqwest::Client, base: &str) {
         let url = format!("{base}/v1/events");
         let mut tick = tokio::time::interval(Duration::from_secs_f64(shape.batch as f64 / shape.rate));
@@ -96,7 +105,7 @@ impl OpenLoad {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         let started = Instant::now();
         let mut sent: u64 = 0;
-        while started.elapsed() < shape.duration {
+        while started.elapsed() < shape.duration && !self.stopped.load(Ordering::Relaxed) {
             tick.tick().await;
             let intended = Instant::now();
             let view_at = model::now_ms();
