@@ -11,11 +11,18 @@
 #     Thrift client for the HBase-compatible server's interop test;
 #   - installs Debian's chromium and chromium-driver (apt-get) when
 #     missing, for the live page's browser test (tests/live_page.rs);
+#   - starts a Redis Cluster of three masters on loopback (ports
+#     REDIS_CLUSTER_PORTS; redis-server --cluster-enabled yes and
+#     redis-cli --cluster create, from the same package) unless one answers
+#     at REDIS_CLUSTER_URL;
 #   - exports REDIS_URL and KAFKA_BROKERS, then runs cargo fmt --check,
-#     cargo clippy -D warnings and cargo test --workspace;
+#     cargo clippy -D warnings and cargo test --workspace, then the suites
+#     that run on both again with REDIS_URL set to the cluster's seeds;
 #   - stops only the services it started.
 # Environment: REDIS_URL (default redis://127.0.0.1:6379), KAFKA_BROKERS
-# (default 127.0.0.1:9092), TANSU_VERSION (default below).
+# (default 127.0.0.1:9092), REDIS_CLUSTER_PORTS (default 7100 7101 7102),
+# REDIS_CLUSTER_URL (default: those ports' seeds), TANSU_VERSION (default
+# below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,6 +84,34 @@ else
         || { tail -20 "$LOG_DIR/redis.log" >&2; die "redis-server did not answer within 10 s"; }
 fi
 
+# --- a Redis Cluster of three masters ------------------------------------------
+REDIS_CLUSTER_PORTS="${REDIS_CLUSTER_PORTS:-7100 7101 7102}"
+cluster_seeds=""
+for port in $REDIS_CLUSTER_PORTS; do cluster_seeds="${cluster_seeds:+$cluster_seeds,}redis://127.0.0.1:$port"; done
+REDIS_CLUSTER_URL="${REDIS_CLUSTER_URL:-$cluster_seeds}"
+cluster_ok() { redis-cli -u "${REDIS_CLUSTER_URL%%,*}" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; }
+if cluster_ok; then
+    say "using the Redis Cluster already answering at $REDIS_CLUSTER_URL"
+else
+    [ "$REDIS_CLUSTER_URL" = "$cluster_seeds" ] || die "no Redis Cluster answers at $REDIS_CLUSTER_URL"
+    say "starting a Redis Cluster of three masters on 127.0.0.1 ports $REDIS_CLUSTER_PORTS (logs: $LOG_DIR/cluster/)"
+    nodes=()
+    for port in $REDIS_CLUSTER_PORTS; do
+        # A fresh node each run: no nodes.conf from an earlier cluster.
+        rm -rf "$LOG_DIR/cluster/$port"; mkdir -p "$LOG_DIR/cluster/$port"
+        redis-server --bind 127.0.0.1 --port "$port" --cluster-enabled yes --cluster-config-file nodes.conf \
+            --dir "$LOG_DIR/cluster/$port" --save '' --appendonly no --daemonize no \
+            >"$LOG_DIR/cluster/$port.log" 2>&1 &
+        started_pids+=("$!")
+        wait_for 10 sh -c "redis-cli -p $port ping | grep -q PONG" || die "cluster node $port did not answer within 10 s"
+        nodes+=("127.0.0.1:$port")
+    done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$LOG_DIR/cluster/create.log" 2>&1 \
+        || { tail -20 "$LOG_DIR/cluster/create.log" >&2; die "redis-cli --cluster create failed"; }
+    wait_for 30 cluster_ok || die "the Redis Cluster did not reach cluster_state:ok within 30 s"
+fi
+export REDIS_CLUSTER_URL
+
 # --- Chromium, for the live page's browser test --------------------------------
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     say "installing chromium and chromium-driver (apt-get)"
@@ -127,3 +162,5 @@ say "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 say "cargo test --workspace"
 cargo test --workspace
+say "the Redis suites again, on the cluster: REDIS_URL=$REDIS_CLUSTER_URL"
+REDIS_URL="$REDIS_CLUSTER_URL" cargo test -p backends --test rules_on_redis

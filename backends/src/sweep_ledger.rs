@@ -7,8 +7,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-
+use crate::user_state::link::Link;
 use crate::user_state::StoreError;
 
 /// Takes the lock if free, renews it if `owner` holds it; 1 if held.
@@ -52,16 +51,13 @@ pub struct SweepProgress {
 }
 
 /// The lock and place of one table's sweep.
-pub enum SweepLedger {
-    /// In Redis, shared by every instance.
-    Redis {
-        /// The connection.
-        connection: ConnectionManager,
-        /// `h:sweep:{table}:lock`.
-        lock: String,
-        /// `h:sweep:{table}`.
-        progress: String,
-    },
+pub struct SweepLedger(Kept);
+
+/// Where a ledger keeps them.
+enum Kept {
+    /// In Redis (`h:sweep:{table}:lock` and `h:sweep:{table}`: one hash
+    /// slot), shared by every instance.
+    Redis { connection: Link, lock: String, progress: String },
     /// In this process (`--embedded`).
     Memory(Mutex<SweepProgress>),
 }
@@ -72,15 +68,20 @@ fn ledger_error(error: redis::RedisError) -> StoreError {
 
 impl SweepLedger {
     /// The ledger of `table`'s sweep in the Redis behind `connection`.
-    pub fn redis(connection: ConnectionManager, table: &str) -> Self {
-        SweepLedger::Redis { connection, lock: model::keys::sweep_lock(table), progress: model::keys::sweep_progress(table) }
+    pub(crate) fn redis(connection: Link, table: &str) -> Self {
+        SweepLedger(Kept::Redis { connection, lock: model::keys::sweep_lock(table), progress: model::keys::sweep_progress(table) })
+    }
+
+    /// A ledger in process memory.
+    pub fn memory() -> Self {
+        SweepLedger(Kept::Memory(Mutex::default()))
     }
 
     /// Takes or renews the lock for `owner` for `lease`; whether `owner`
     /// holds it.
     pub async fn hold(&self, owner: &str, lease: Duration) -> Result<bool, StoreError> {
-        match self {
-            SweepLedger::Redis { connection, lock, .. } => {
+        match &self.0 {
+            Kept::Redis { connection, lock, .. } => {
                 let mut connection = connection.clone();
                 let held: i64 = redis::Script::new(HOLD)
                     .key(lock)
@@ -91,25 +92,25 @@ impl SweepLedger {
                     .map_err(ledger_error)?;
                 Ok(held == 1)
             }
-            SweepLedger::Memory(_) => Ok(true),
+            Kept::Memory(_) => Ok(true),
         }
     }
 
     /// Lets another instance take the lock at once.
     pub async fn release(&self, owner: &str) -> Result<(), StoreError> {
-        match self {
-            SweepLedger::Redis { connection, lock, .. } => {
+        match &self.0 {
+            Kept::Redis { connection, lock, .. } => {
                 let mut connection = connection.clone();
                 redis::Script::new(RELEASE).key(lock).arg(owner).invoke_async::<i64>(&mut connection).await.map(drop).map_err(ledger_error)
             }
-            SweepLedger::Memory(_) => Ok(()),
+            Kept::Memory(_) => Ok(()),
         }
     }
 
     /// Where the sweep is.
     pub async fn progress(&self) -> Result<SweepProgress, StoreError> {
-        match self {
-            SweepLedger::Redis { connection, progress, .. } => {
+        match &self.0 {
+            Kept::Redis { connection, progress, .. } => {
                 let mut connection = connection.clone();
                 let (cursor, started, done): (Option<String>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
                     .arg(progress)
@@ -119,15 +120,15 @@ impl SweepLedger {
                     .map_err(ledger_error)?;
                 Ok(SweepProgress { cursor, pass_started_ms: started.unwrap_or(0), pass_done_ms: done.unwrap_or(0) })
             }
-            SweepLedger::Memory(progress) => Ok(progress.lock().unwrap_or_else(PoisonError::into_inner).clone()),
+            Kept::Memory(progress) => Ok(progress.lock().unwrap_or_else(PoisonError::into_inner).clone()),
         }
     }
 
     /// Saves where the sweep is, if `owner` still holds the lock; whether
     /// it was saved.
     pub async fn save(&self, owner: &str, saved: &SweepProgress) -> Result<bool, StoreError> {
-        match self {
-            SweepLedger::Redis { connection, lock, progress } => {
+        match &self.0 {
+            Kept::Redis { connection, lock, progress } => {
                 let mut connection = connection.clone();
                 let done: i64 = redis::Script::new(SAVE)
                     .key(lock)
@@ -141,7 +142,7 @@ impl SweepLedger {
                     .map_err(ledger_error)?;
                 Ok(done == 1)
             }
-            SweepLedger::Memory(progress) => {
+            Kept::Memory(progress) => {
                 *progress.lock().unwrap_or_else(PoisonError::into_inner) = saved.clone();
                 Ok(true)
             }

@@ -9,12 +9,18 @@
 use std::sync::Arc;
 
 use backends::user_state::{
-    CallShape, EmbeddedStore, EventWrite, RedisStore, Status, UserStore, UserWrite, WriteParams, NOT_RECORDED, RECORDED,
+    CallShape, EmbeddedStore, EventWrite, Link, RedisStore, Status, UserStore, UserWrite, WriteParams, NOT_RECORDED, RECORDED,
     RECORDED_FIRST_TODAY, TRIMMED_AT_ONCE,
 };
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A connection for the tests' own commands: to one Redis, or to a
+/// cluster when `REDIS_URL` lists its seeds.
+fn direct() -> Link {
+    Link::connect_lazy(&redis_url(), false).unwrap()
 }
 
 /// A uid no other run has written.
@@ -61,7 +67,7 @@ async fn redis_and_the_embedded_store_agree_on_trims_and_first_watches() {
 
 /// The keys of a user's marks.
 struct Marks {
-    connection: redis::aio::MultiplexedConnection,
+    connection: Link,
     uid: u64,
     index: String,
 }
@@ -94,9 +100,7 @@ async fn marks_are_settled_by_what_a_delivery_carried_and_stale_ones_are_claimed
     // So many shards that this user's index holds nobody else's marks.
     let shards = u32::MAX;
     let shard = model::keys::shard_of(uid, shards);
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut marks =
-        Marks { connection: client.get_multiplexed_async_connection().await.unwrap(), uid, index: model::keys::pending_index(shard) };
+    let mut marks = Marks { connection: direct(), uid, index: model::keys::pending_index(shard) };
     let params = WriteParams { max_items: 10, ttl_s: 3600, today: 1, now_ms: model::now_ms(), shards, marks: true };
     let write = |events: Vec<model::Record>| UserWrite {
         uid,
@@ -176,12 +180,10 @@ async fn eventually<T>(mut check: impl AsyncFnMut() -> Option<T>) -> T {
 async fn a_pause_does_not_expire_while_the_user_is_paused() {
     use model::Op;
     let store = UserStore::Redis(RedisStore::connect_lazy(&redis_url(), CallShape { cluster: false, max_events: 128 }).unwrap());
-    let mut connection = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut connection = direct();
     let uid = fresh_uid();
     let params = WriteParams { max_items: 10, ttl_s: 3600, today: 1, now_ms: 1_000, shards: 4, marks: false };
-    let ttl = async |connection: &mut redis::aio::MultiplexedConnection| -> i64 {
-        redis::cmd("TTL").arg(model::keys::meta(uid)).query_async(connection).await.unwrap()
-    };
+    let ttl = async |connection: &mut Link| -> i64 { redis::cmd("TTL").arg(model::keys::meta(uid)).query_async(connection).await.unwrap() };
     store.write(&write(uid, &[("a:1", 10)]), params).await.unwrap();
     assert!(ttl(&mut connection).await > 0, "a user's meta expires after inactivity");
 
@@ -201,7 +203,7 @@ async fn redis_and_the_embedded_store_agree_on_clears_by_business() {
     use model::Op;
     let redis = UserStore::Redis(RedisStore::connect_lazy(&redis_url(), CallShape { cluster: false, max_events: 128 }).unwrap());
     let embedded = UserStore::Embedded(Arc::new(EmbeddedStore::default()));
-    let mut connection = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut connection = direct();
     let uid = fresh_uid();
     let params = WriteParams { max_items: 10, ttl_s: 3600, today: 1, now_ms: 1_000, shards: 4, marks: true };
     let clear = |business: &str, at| Op::Clear { uid, business: Some(business.to_owned()), at };

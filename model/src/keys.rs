@@ -101,6 +101,17 @@ pub fn cluster_slot(uid: u64) -> u16 {
     crc16_xmodem(uid.to_string().as_bytes()) % 16384
 }
 
+/// The Redis Cluster hash slot of `key`: of its hash tag (what lies
+/// between the first `{` and the next `}`, if not empty), else of the whole
+/// key, as the cluster computes it.
+pub fn key_slot(key: &str) -> u16 {
+    let tagged = key.find('{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.find('}').filter(|&close| close > 0).map(|close| &rest[..close])
+    });
+    crc16_xmodem(tagged.unwrap_or(key).as_bytes()) % 16384
+}
+
 fn crc16_xmodem(bytes: &[u8]) -> u16 {
     let mut crc: u16 = 0;
     for &byte in bytes {
@@ -142,6 +153,10 @@ mod tests {
     fn cluster_slots_match_the_redis_spec() {
         // The Redis Cluster specification's CRC16 test vector.
         assert_eq!(crc16_xmodem(b"123456789"), 0x31c3);
+        // A user's keys share its tag's slot; the index keys their shard's.
+        assert_eq!(key_slot(&timeline(42)), cluster_slot(42));
+        assert_eq!(key_slot(&pending_index(3)), key_slot(&leaving_index(3)));
+        assert_eq!(key_slot("foo{}{bar}"), crc16_xmodem(b"foo{}{bar}") % 16384);
         assert_eq!(cluster_slot(123_456_789), 12_739); // 0x31c3 is below 16384
     }
 

@@ -16,11 +16,14 @@
 //!   re-drive ships).
 //! - `meta`: the meta hash's fields and what a read makes of them.
 //! - `calls`: grouping users into script calls (by hash slot on a cluster).
+//! - `link`: the connection, to one Redis or a cluster (pipelines split by
+//!   hash slot).
 //! - `redis`: the store on Redis.
 //! - `embedded`: the store in process memory (`--embedded`).
 
 mod calls;
 mod embedded;
+pub(crate) mod link;
 mod marks;
 mod meta;
 mod redis;
@@ -32,6 +35,7 @@ use model::Op;
 
 pub use calls::{plan_calls, CallShape};
 pub use embedded::EmbeddedStore;
+pub use link::{seeds as redis_seeds, Link};
 pub use marks::{carried_by_user, Carried, ClaimedMark, PendingStats, Redriven};
 pub use meta::{SliceQuery, TimelineSlice, UserMeta};
 pub use redis::RedisStore;
@@ -185,8 +189,8 @@ impl UserStore {
     /// in process memory for the embedded store.
     pub fn sweep_ledger(&self, table: &str) -> crate::sweep_ledger::SweepLedger {
         match self {
-            UserStore::Redis(redis) => crate::sweep_ledger::SweepLedger::redis(redis.connection_manager(), table),
-            UserStore::Embedded(_) => crate::sweep_ledger::SweepLedger::Memory(Default::default()),
+            UserStore::Redis(redis) => crate::sweep_ledger::SweepLedger::redis(redis.link(), table),
+            UserStore::Embedded(_) => crate::sweep_ledger::SweepLedger::memory(),
         }
     }
 

@@ -5,12 +5,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use model::{keys, Op};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Value;
 
 use super::calls::{plan_calls, plan_sized_calls, CallShape};
+use super::link::{Link, SlotCommand};
 use super::marks::{carried_by_user, ClaimedMark, PendingStats, Redriven};
 use super::meta::{business_clear_marker, business_of, delete_marker, hiding_markers, SliceQuery, TimelineSlice, UserMeta, READ_FIELDS};
 use super::rules::{Status, UserWrite};
@@ -33,34 +33,61 @@ fn user_keys(uid: u64) -> [String; 6] {
     [keys::timeline(uid), keys::records(uid), keys::meta(uid), keys::pending(uid), keys::shipped(uid), keys::kept(uid)]
 }
 
-/// Adds `ZADD NX` of `uids` to the pending index of their shards: before
-/// and after the script that marks them, so a re-drive's remove-and-recheck
-/// of a user always sees one of the two.
-fn index_users(pipe: &mut redis::Pipeline, uids: impl IntoIterator<Item = u64>, shards: u32, now_ms: i64) {
+/// `ZADD NX` of `uids` to the pending index of their shards, one command
+/// per shard: sent before and after the script that marks them, so a
+/// re-drive's remove-and-recheck of a user always sees one of the two.
+fn index_commands(uids: impl IntoIterator<Item = u64>, shards: u32, now_ms: i64) -> Vec<SlotCommand> {
     let mut by_shard: std::collections::BTreeMap<u32, Vec<u64>> = std::collections::BTreeMap::new();
     for uid in uids {
         by_shard.entry(keys::shard_of(uid, shards)).or_default().push(uid);
     }
-    for (shard, uids) in by_shard {
-        add_to_index(pipe, shard, &uids, now_ms);
-    }
+    by_shard.into_iter().map(|(shard, uids)| add_to_index(shard, &uids, now_ms)).collect()
 }
 
-/// Adds `ZADD NX` of `uids` (all of `shard`) to `shard`'s pending index.
-fn add_to_index(pipe: &mut redis::Pipeline, shard: u32, uids: &[u64], now_ms: i64) {
+/// `ZADD NX` of `uids` (all of `shard`) to `shard`'s pending index.
+fn add_to_index(shard: u32, uids: &[u64], now_ms: i64) -> SlotCommand {
+    let index = keys::pending_index(shard);
     let mut add = redis::cmd("ZADD");
-    add.arg(keys::pending_index(shard)).arg("NX");
+    add.arg(&index).arg("NX");
     for uid in uids {
         add.arg(now_ms).arg(uid);
     }
-    pipe.add_command(add).ignore();
+    SlotCommand { slot: keys::key_slot(&index), command: add }
 }
 
-/// Redis behind a reconnecting connection manager.
+/// A command on `uid`'s keys.
+fn of_user(uid: u64, command: redis::Cmd) -> SlotCommand {
+    SlotCommand { slot: keys::cluster_slot(uid), command }
+}
+
+/// Runs one pipeline; if Redis lost `script` (restart, SCRIPT FLUSH), loads
+/// it and runs the pipeline once more. No EVALSHA of it ran the first
+/// time (on a cluster: on that node), so nothing is applied twice.
+async fn attempt_scripted(mut link: Link, pipe: redis::Pipeline, script: redis::Script) -> redis::RedisResult<Vec<Value>> {
+    match pipe.query_async(&mut link).await {
+        Err(error) if is_no_script(&error) => {
+            script.prepare_invoke().load_async(&mut link).await?;
+            pipe.query_async(&mut link).await
+        }
+        answer => answer,
+    }
+}
+
+/// Runs one pipeline.
+async fn attempt_plain(mut link: Link, pipe: redis::Pipeline) -> redis::RedisResult<Vec<Value>> {
+    pipe.query_async(&mut link).await
+}
+
+/// Decodes one reply.
+fn decode<T: redis::FromRedisValue>(value: &Value) -> Result<T, StoreError> {
+    redis::from_redis_value_ref(value).map_err(parse_error)
+}
+
+/// Redis (one node or a cluster) behind a reconnecting connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    /// Multiplexed; cloned per call.
-    connection: ConnectionManager,
+    /// Cloned per call.
+    connection: Link,
     /// How users are grouped into script calls.
     shape: CallShape,
     /// The scripts, shared by every clone.
@@ -91,17 +118,13 @@ fn is_no_script(error: &redis::RedisError) -> bool {
 }
 
 impl RedisStore {
-    /// A store for `url`; connects lazily and reconnects with capped
-    /// exponential backoff, so Redis may be down at start-up.
+    /// A store for `url` (a cluster's seed nodes, comma-separated, or one
+    /// seed with `shape.cluster`); connects lazily and reconnects, so Redis
+    /// may be down at start-up.
     pub fn connect_lazy(url: &str, shape: CallShape) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|error| StoreError(format!("bad redis_url {url:?}: {error}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(2))
-            .set_number_of_retries(3);
-        let connection = ConnectionManager::new_lazy_with_config(client, config).map_err(store_error)?;
+        let connection = Link::connect_lazy(url, shape.cluster).map_err(StoreError)?;
+        // On a cluster a script call groups users of one slot only.
+        let shape = CallShape { cluster: connection.is_cluster(), ..shape };
         let scripts = Scripts {
             record: redis::Script::new(with_marks!("record.lua")),
             settle: redis::Script::new(with_marks!("settle.lua")),
@@ -114,27 +137,21 @@ impl RedisStore {
         Ok(RedisStore { connection, shape, scripts: Arc::new(scripts) })
     }
 
-    /// Runs a pipeline of EVALSHA calls of `script`; if Redis lost the
-    /// script (restart, SCRIPT FLUSH), loads it and runs the pipeline once
-    /// more. No EVALSHA ran the first time, so nothing is applied twice.
-    async fn query_scripted<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline, script: &redis::Script) -> Result<T, StoreError> {
-        let mut connection = self.connection.clone();
-        match pipe.query_async(&mut connection).await {
-            Ok(replies) => Ok(replies),
-            Err(error) if is_no_script(&error) => {
-                script.prepare_invoke().load_async(&mut connection).await.map_err(store_error)?;
-                pipe.query_async(&mut connection).await.map_err(store_error)
-            }
-            Err(error) => Err(store_error(error)),
-        }
+    /// Runs `steps` (see [`Link::run`]) of calls of `script`.
+    async fn run_scripted(&self, steps: Vec<Vec<SlotCommand>>, script: &redis::Script) -> Result<Vec<Value>, StoreError> {
+        let script = script.clone();
+        self.connection.run(steps, move |link, pipe| attempt_scripted(link, pipe, script.clone())).await.map_err(store_error)
+    }
+
+    /// Runs `steps` (see [`Link::run`]) of plain commands.
+    async fn run_plain(&self, steps: Vec<Vec<SlotCommand>>) -> Result<Vec<Value>, StoreError> {
+        self.connection.run(steps, attempt_plain).await.map_err(store_error)
     }
 
     pub(super) async fn write(&self, users: &[UserWrite], params: WriteParams) -> Result<Vec<Vec<Status>>, StoreError> {
         let calls = plan_calls(users, self.shape);
-        let mut pipe = redis::pipe();
-        if params.marks {
-            index_users(&mut pipe, users.iter().map(|user| user.uid), params.shards, params.now_ms);
-        }
+        let index = if params.marks { index_commands(users.iter().map(|user| user.uid), params.shards, params.now_ms) } else { Vec::new() };
+        let mut scripts = Vec::with_capacity(calls.len());
         for call_users in &calls {
             let mut call = redis::cmd("EVALSHA");
             call.arg(self.scripts.record.get_hash()).arg(call_users.len() * 6);
@@ -148,15 +165,20 @@ impl RedisStore {
                     call.arg(&event.item).arg(event.view_at).arg(&event.record);
                 }
             }
-            pipe.add_command(call);
+            // A call groups users of one slot (`plan_calls`).
+            scripts.push(of_user(users[call_users[0]].uid, call));
         }
-        if params.marks {
-            index_users(&mut pipe, users.iter().map(|user| user.uid), params.shards, params.now_ms);
-        }
-        let replies: Vec<Vec<Status>> = self.query_scripted(&pipe, &self.scripts.record).await?;
+        let skip = index.len();
+        let after = index_commands(
+            if params.marks { users.iter().map(|user| user.uid).collect() } else { Vec::new() },
+            params.shards,
+            params.now_ms,
+        );
+        let replies = self.run_scripted(vec![index, scripts, after], &self.scripts.record).await?;
         // Put each call's flat statuses back per user.
         let mut statuses: Vec<Vec<Status>> = vec![Vec::new(); users.len()];
-        for (call_users, reply) in calls.iter().zip(replies) {
+        for (call_users, reply) in calls.iter().zip(&replies[skip..]) {
+            let reply: Vec<Status> = decode(reply)?;
             let mut reply = reply.into_iter();
             for &index in call_users {
                 statuses[index] = reply.by_ref().take(users[index].events.len()).collect();
@@ -166,7 +188,7 @@ impl RedisStore {
     }
 
     /// The connection, for other keys of the same Redis.
-    pub(crate) fn connection_manager(&self) -> ConnectionManager {
+    pub(crate) fn link(&self) -> Link {
         self.connection.clone()
     }
 
@@ -186,16 +208,11 @@ impl RedisStore {
                 }
                 Op::Upsert(_) | Op::UpsertRef { .. } => return Err(StoreError("an upsert is not a mutation".to_owned())),
             };
-            let mut pipe = redis::pipe();
-            if params.marks {
-                index_users(&mut pipe, [op.uid()], params.shards, params.now_ms);
-            }
-            pipe.add_command(call);
-            if params.marks {
-                index_users(&mut pipe, [op.uid()], params.shards, params.now_ms);
-            }
-            let (time,): (i64,) = self.query_scripted(&pipe, &self.scripts.mutate).await?;
-            effective.push(time);
+            let index = || if params.marks { index_commands([op.uid()], params.shards, params.now_ms) } else { Vec::new() };
+            let skip = index().len();
+            let replies = self.run_scripted(vec![index(), vec![of_user(op.uid(), call)], index()], &self.scripts.mutate).await?;
+            let time = replies.get(skip).ok_or_else(|| StoreError("the mutation answered nothing".to_owned()))?;
+            effective.push(decode(time)?);
         }
         Ok(effective)
     }
@@ -271,16 +288,17 @@ impl RedisStore {
         }
         // One script call per user (a cluster keeps each user's keys in one
         // slot), all in one pipeline.
-        let mut pipe = redis::pipe();
+        let mut calls = Vec::with_capacity(written.len());
         for (uid, items) in written {
-            let call = pipe.cmd("EVALSHA").arg(self.scripts.note_written.get_hash()).arg(4);
+            let mut call = redis::cmd("EVALSHA");
+            call.arg(self.scripts.note_written.get_hash()).arg(4);
             call.arg(keys::meta(*uid)).arg(keys::shipped(*uid)).arg(keys::pending(*uid)).arg(keys::kept(*uid));
             for (item, view_at) in items {
                 call.arg(item).arg(view_at);
             }
-            call.ignore();
+            calls.push(of_user(*uid, call));
         }
-        self.query_scripted::<()>(&pipe, &self.scripts.note_written).await
+        self.run_scripted(vec![calls], &self.scripts.note_written).await.map(drop)
     }
 
     pub(super) async fn settle(&self, shard: u32, ops: &[Op], ttl_s: u64) -> Result<(), StoreError> {
@@ -289,9 +307,10 @@ impl RedisStore {
         // Calls as small as the writes' (a script blocks Redis while it
         // runs), all in one pipeline.
         let calls = plan_sized_calls(&sizes, self.shape);
-        let mut pipe = redis::pipe();
+        let mut commands = Vec::with_capacity(calls.len());
         for call_users in &calls {
-            let call = pipe.cmd("EVALSHA").arg(self.scripts.settle.get_hash()).arg(call_users.len() * 3);
+            let mut call = redis::cmd("EVALSHA");
+            call.arg(self.scripts.settle.get_hash()).arg(call_users.len() * 3);
             for &index in call_users {
                 let uid = users[index].0;
                 call.arg(keys::pending(uid)).arg(keys::shipped(uid)).arg(keys::kept(uid));
@@ -304,8 +323,10 @@ impl RedisStore {
                     call.arg(&mark.field).arg(mark.version).arg(if mark.whole { "1" } else { "0" });
                 }
             }
+            commands.push(of_user(users[call_users[0]].0, call));
         }
-        let left: Vec<Vec<i64>> = self.query_scripted(&pipe, &self.scripts.settle).await?;
+        let replies = self.run_scripted(vec![commands], &self.scripts.settle).await?;
+        let left: Vec<Vec<i64>> = replies.iter().map(decode).collect::<Result<_, _>>()?;
         // Users left with no pending mark leave the index.
         let settled: Vec<u64> = calls
             .iter()
@@ -330,26 +351,26 @@ impl RedisStore {
             return Ok(());
         }
         let (index, leaving) = (keys::pending_index(shard), keys::leaving_index(shard));
-        let mut connection = self.connection.clone();
-        let mut pipe = redis::pipe();
+        let slot = keys::key_slot(&index);
         let mut park = redis::cmd("ZADD");
         park.arg(&leaving);
         for uid in uids {
             park.arg(now_ms).arg(uid);
         }
-        pipe.add_command(park).ignore();
-        pipe.cmd("ZREM").arg(&index).arg(uids).ignore();
-        for uid in uids {
-            pipe.cmd("HLEN").arg(keys::pending(*uid));
-        }
-        let left: Vec<i64> = pipe.query_async(&mut connection).await.map_err(store_error)?;
+        let mut out = redis::cmd("ZREM");
+        out.arg(&index).arg(uids);
+        let count = uids.iter().map(|uid| of_user(*uid, redis::cmd("HLEN").arg(keys::pending(*uid)).clone())).collect();
+        let replies = self.run_plain(vec![vec![SlotCommand { slot, command: park }, SlotCommand { slot, command: out }], count]).await?;
+        let left: Vec<i64> = replies[2..].iter().map(decode).collect::<Result<_, _>>()?;
         let marked_again: Vec<u64> = uids.iter().zip(left).filter(|(_, left)| *left > 0).map(|(uid, _)| *uid).collect();
-        let mut pipe = redis::pipe();
+        let mut done = Vec::new();
         if !marked_again.is_empty() {
-            add_to_index(&mut pipe, shard, &marked_again, now_ms);
+            done.push(add_to_index(shard, &marked_again, now_ms));
         }
-        pipe.cmd("ZREM").arg(&leaving).arg(uids).ignore();
-        pipe.query_async::<()>(&mut connection).await.map_err(store_error)
+        let mut gone = redis::cmd("ZREM");
+        gone.arg(&leaving).arg(uids);
+        done.push(SlotCommand { slot, command: gone });
+        self.run_plain(vec![done]).await.map(drop)
     }
 
     /// Puts users left in `shard`'s leaving set for longer than `stale_ms`
@@ -410,13 +431,16 @@ impl RedisStore {
         if uids.is_empty() {
             return Ok(redriven);
         }
-        let mut pipe = redis::pipe();
+        let mut claims = Vec::with_capacity(uids.len());
         for uid in &uids {
-            let call = pipe.cmd("EVALSHA").arg(self.scripts.claim.get_hash()).arg(4);
+            let mut call = redis::cmd("EVALSHA");
+            call.arg(self.scripts.claim.get_hash()).arg(4);
             call.arg(keys::pending(*uid)).arg(keys::records(*uid)).arg(keys::kept(*uid)).arg(keys::meta(*uid));
             call.arg(grace_ms).arg(MAX_CLAIMS_PER_USER);
+            claims.push(of_user(*uid, call));
         }
-        let replies: Vec<Vec<redis::Value>> = self.query_scripted(&pipe, &self.scripts.claim).await?;
+        let replies = self.run_scripted(vec![claims], &self.scripts.claim).await?;
+        let replies: Vec<Vec<Value>> = replies.iter().map(decode).collect::<Result<_, _>>()?;
         let mut settled = Vec::new();
         let mut next = redis::cmd("ZADD");
         next.arg(&index).arg("XX");
@@ -437,24 +461,25 @@ impl RedisStore {
         }
         // A record that cannot be decoded never will be: its mark goes.
         if !redriven.undecodable.is_empty() {
-            let mut pipe = redis::pipe();
-            for (uid, field, _) in &redriven.undecodable {
-                pipe.cmd("HDEL").arg(keys::pending(*uid)).arg(field).ignore();
-            }
-            pipe.query_async::<()>(&mut connection).await.map_err(store_error)?;
+            let drops = redriven
+                .undecodable
+                .iter()
+                .map(|(uid, field, _)| of_user(*uid, redis::cmd("HDEL").arg(keys::pending(*uid)).arg(field).clone()));
+            self.run_plain(vec![drops.collect()]).await?;
         }
         self.unindex(shard, &settled, model::now_ms()).await?;
         Ok(redriven)
     }
 
     pub(super) async fn pending_stats(&self, shards: u32) -> Result<PendingStats, StoreError> {
-        let mut pipe = redis::pipe();
+        let mut commands = Vec::with_capacity(2 * shards as usize);
         for shard in 0..shards {
-            pipe.cmd("ZCARD").arg(keys::pending_index(shard));
-            pipe.cmd("ZRANGE").arg(keys::pending_index(shard)).arg(0).arg(0).arg("WITHSCORES");
+            let index = keys::pending_index(shard);
+            let slot = keys::key_slot(&index);
+            commands.push(SlotCommand { slot, command: redis::cmd("ZCARD").arg(&index).clone() });
+            commands.push(SlotCommand { slot, command: redis::cmd("ZRANGE").arg(&index).arg(0).arg(0).arg("WITHSCORES").clone() });
         }
-        let mut connection = self.connection.clone();
-        let replies: Vec<redis::Value> = pipe.query_async(&mut connection).await.map_err(store_error)?;
+        let replies = self.run_plain(vec![commands]).await?;
         let mut stats = PendingStats::default();
         for pair in replies.chunks(2) {
             let users: u64 = redis::from_redis_value_ref(&pair[0]).map_err(parse_error)?;
@@ -471,13 +496,13 @@ impl RedisStore {
     pub(super) async fn read_records(&self, wanted: &[(u64, Vec<String>)]) -> Result<Vec<Vec<Option<Vec<u8>>>>, StoreError> {
         // The records, and the kept copies of those trimmed while the job
         // still needed them.
-        let mut pipe = redis::pipe();
+        let mut commands = Vec::with_capacity(2 * wanted.len());
         for (uid, items) in wanted {
-            pipe.cmd("HMGET").arg(keys::records(*uid)).arg(items);
-            pipe.cmd("HMGET").arg(keys::kept(*uid)).arg(items);
+            commands.push(of_user(*uid, redis::cmd("HMGET").arg(keys::records(*uid)).arg(items).clone()));
+            commands.push(of_user(*uid, redis::cmd("HMGET").arg(keys::kept(*uid)).arg(items).clone()));
         }
-        let mut connection = self.connection.clone();
-        let replies: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut connection).await.map_err(store_error)?;
+        let replies = self.run_plain(vec![commands]).await?;
+        let replies: Vec<Vec<Option<Vec<u8>>>> = replies.iter().map(decode).collect::<Result<_, _>>()?;
         let mut replies = replies.into_iter();
         let mut found = Vec::with_capacity(wanted.len());
         while let (Some(records), Some(kept)) = (replies.next(), replies.next()) {

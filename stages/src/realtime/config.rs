@@ -37,7 +37,8 @@ pub struct RealtimeConfig {
     /// (Redis spends most of a call's time on the call itself).
     #[serde(default = "default_script_max_events")]
     pub script_max_events: usize,
-    /// Redis Cluster: only users of one hash slot share a script call.
+    /// `redis_url` is one seed node of a Redis Cluster (a URL listing
+    /// several seeds is a cluster anyway).
     #[serde(default)]
     pub cluster: bool,
     /// Commits (Redis pipelines) in flight at once.
@@ -93,11 +94,13 @@ impl RealtimeConfig {
     /// Stage-local problems, each naming its field.
     pub fn check(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if !(self.redis_url.starts_with("redis://")
-            || self.redis_url.starts_with("rediss://")
-            || self.redis_url.starts_with("redis+unix://"))
-        {
-            problems.push(format!("`redis_url` = {:?} must start with redis://, rediss:// or redis+unix://", self.redis_url));
+        let seeds = backends::user_state::redis_seeds(&self.redis_url);
+        let bad = |seed: &&str| !(seed.starts_with("redis://") || seed.starts_with("rediss://") || seed.starts_with("redis+unix://"));
+        if seeds.is_empty() || seeds.iter().any(bad) {
+            problems.push(format!(
+                "`redis_url` = {:?} must be a URL starting with redis://, rediss:// or redis+unix:// (a cluster: its seed nodes, comma-separated)",
+                self.redis_url
+            ));
         }
         require_at_least(&mut problems, "max_items_per_user", self.max_items_per_user as u64, 1);
         if self.group_commit_linger_us > 100_000 {
