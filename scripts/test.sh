@@ -164,3 +164,4 @@ say "cargo test --workspace"
 cargo test --workspace
 say "the Redis suites again, on the cluster: REDIS_URL=$REDIS_CLUSTER_URL"
 REDIS_URL="$REDIS_CLUSTER_URL" cargo test -p backends --test rules_on_redis
+REDIS_URL="$REDIS_CLUSTER_URL" cargo test -p histflow --test write_path --test job --test read_api

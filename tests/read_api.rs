@@ -366,7 +366,7 @@ async fn after_a_redis_loss_history_progress_and_pause_come_from_hbase_and_delet
     })
     .await;
 
-    let mut connection = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut connection = common::redis_connection(&url).await;
     let _: () = redis::cmd("FLUSHALL").query_async(&mut connection).await.unwrap();
 
     let (status, page) = api.get(&format!("/v1/users/{uid}/history")).await;
@@ -436,7 +436,7 @@ async fn deletes_clears_and_pauses_take_effect_at_once_and_after_the_job() {
     // Pause: reports are not recorded, and the pause never expires (a
     // paused user writes nothing that would refresh its meta's expiry);
     // resume: recorded again, and the meta expires as usual again.
-    let mut connection = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut connection = common::redis_connection(&redis).await;
     let meta = model::keys::meta(uid);
     assert_eq!(api.send(reqwest::Method::PUT, &format!("/v1/users/{uid}/recording"), Some(json!({"paused": true}))).await, 200);
     assert_eq!(api.get(&format!("/v1/users/{uid}/recording")).await.1, json!({"paused": true}));
@@ -649,7 +649,7 @@ async fn a_view_past_its_business_retention_disappears_from_reads_while_still_st
     .await;
     assert_eq!(progress_of_live_1().await["items"]["archive:3"]["progress"], 30, "a view within its own retention stays");
     // Hidden by the reads, not yet removed: Redis still holds it.
-    let mut connection = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut connection = common::redis_connection(&redis).await;
     let stored: bool = redis::cmd("HEXISTS").arg(model::keys::records(uid)).arg("live:1").query_async(&mut connection).await.unwrap();
     assert!(stored);
 }

@@ -112,12 +112,8 @@ partitions = 4
     )
 }
 
-async fn redis(url: &str) -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(url).expect("redis url");
-    tokio::time::timeout(Duration::from_secs(5), client.get_multiplexed_async_connection())
-        .await
-        .unwrap_or_else(|_| panic!("{}", common::missing("Redis", url, "no answer in 5 s")))
-        .unwrap_or_else(|error| panic!("{}", common::missing("Redis", url, error)))
+async fn redis(url: &str) -> backends::user_state::Link {
+    common::redis_connection(url).await
 }
 
 fn event(uid: u64, business: &str, oid: u64, progress: i64, view_at: i64) -> Value {

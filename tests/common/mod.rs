@@ -24,6 +24,19 @@ pub fn redis_url() -> String {
 }
 
 /// The Kafka-protocol brokers the tests use: `KAFKA_BROKERS`.
+/// A connection for a test's own Redis commands: to one Redis, or to a
+/// cluster when `url` lists its seed nodes (commands and single-slot
+/// pipelines only; a cluster refuses a pipeline across slots).
+pub async fn redis_connection(url: &str) -> backends::user_state::Link {
+    let mut link = backends::user_state::Link::connect_lazy(url, false).unwrap_or_else(|error| panic!("{}", missing("Redis", url, error)));
+    let ping = tokio::time::timeout(Duration::from_secs(5), redis::cmd("PING").query_async::<String>(&mut link)).await;
+    match ping {
+        Ok(Ok(_)) => link,
+        Ok(Err(error)) => panic!("{}", missing("Redis", url, error)),
+        Err(_) => panic!("{}", missing("Redis", url, "no answer in 5 s")),
+    }
+}
+
 pub fn kafka_brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
 }

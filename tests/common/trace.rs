@@ -17,7 +17,7 @@ const SHARDS: u32 = 64;
 
 /// One item's entries in Redis: its record, pending mark, shipped
 /// version, whether a kept copy exists, and the user's re-drive index score.
-type ItemState = (Option<Vec<u8>>, Option<String>, Option<String>, bool, Option<f64>);
+type ItemState = (Option<Vec<u8>>, Option<String>, Option<String>, bool);
 
 /// A report of `missing` (uid, item) pairs: their Redis state at `redis`
 /// (with the database) and every message of `topic` that carried them,
@@ -38,12 +38,13 @@ pub async fn missing(redis: &str, brokers: &str, topic: &str, missing: &[(u64, S
 /// Per pair: the record, the pending, shipped and kept entries, and the
 /// user's score in the re-drive index.
 async fn redis_state(redis: &str, pairs: &[(u64, String)]) -> redis::RedisResult<String> {
-    let client = redis::Client::open(redis)?;
-    let mut connection = client.get_multiplexed_async_connection().await?;
+    let mut connection =
+        backends::user_state::Link::connect_lazy(redis, false).map_err(|error| redis::RedisError::from(std::io::Error::other(error)))?;
     let mut text = String::new();
     for (uid, item) in pairs {
         let shard = keys::shard_of(*uid, SHARDS);
-        let (record, pending, shipped, kept, indexed): ItemState = redis::pipe()
+        // The user's keys share a slot; the index has its shard's.
+        let (record, pending, shipped, kept): ItemState = redis::pipe()
             .cmd("HGET")
             .arg(keys::records(*uid))
             .arg(item)
@@ -56,11 +57,9 @@ async fn redis_state(redis: &str, pairs: &[(u64, String)]) -> redis::RedisResult
             .cmd("HEXISTS")
             .arg(keys::kept(*uid))
             .arg(item)
-            .cmd("ZSCORE")
-            .arg(keys::pending_index(shard))
-            .arg(uid)
             .query_async(&mut connection)
             .await?;
+        let indexed: Option<f64> = redis::cmd("ZSCORE").arg(keys::pending_index(shard)).arg(uid).query_async(&mut connection).await?;
         let record = record.and_then(|bytes| codec::decode_record(&bytes).ok()).map(|record| record.view_at);
         writeln!(
             text,
