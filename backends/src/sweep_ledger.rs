@@ -82,14 +82,8 @@ impl SweepLedger {
     pub async fn hold(&self, owner: &str, lease: Duration) -> Result<bool, StoreError> {
         match &self.0 {
             Kept::Redis { connection, lock, .. } => {
-                let mut connection = connection.clone();
-                let held: i64 = redis::Script::new(HOLD)
-                    .key(lock)
-                    .arg(owner)
-                    .arg(lease.as_millis() as u64)
-                    .invoke_async(&mut connection)
-                    .await
-                    .map_err(ledger_error)?;
+                let held: i64 =
+                    connection.eval(HOLD, &[lock], &[owner.to_owned(), lease.as_millis().to_string()]).await.map_err(ledger_error)?;
                 Ok(held == 1)
             }
             Kept::Memory(_) => Ok(true),
@@ -100,8 +94,7 @@ impl SweepLedger {
     pub async fn release(&self, owner: &str) -> Result<(), StoreError> {
         match &self.0 {
             Kept::Redis { connection, lock, .. } => {
-                let mut connection = connection.clone();
-                redis::Script::new(RELEASE).key(lock).arg(owner).invoke_async::<i64>(&mut connection).await.map(drop).map_err(ledger_error)
+                connection.eval::<i64>(RELEASE, &[lock], &[owner.to_owned()]).await.map(drop).map_err(ledger_error)
             }
             Kept::Memory(_) => Ok(()),
         }
@@ -129,17 +122,13 @@ impl SweepLedger {
     pub async fn save(&self, owner: &str, saved: &SweepProgress) -> Result<bool, StoreError> {
         match &self.0 {
             Kept::Redis { connection, lock, progress } => {
-                let mut connection = connection.clone();
-                let done: i64 = redis::Script::new(SAVE)
-                    .key(lock)
-                    .key(progress)
-                    .arg(owner)
-                    .arg(saved.cursor.as_deref().unwrap_or(""))
-                    .arg(saved.pass_started_ms)
-                    .arg(saved.pass_done_ms)
-                    .invoke_async(&mut connection)
-                    .await
-                    .map_err(ledger_error)?;
+                let args = [
+                    owner.to_owned(),
+                    saved.cursor.clone().unwrap_or_default(),
+                    saved.pass_started_ms.to_string(),
+                    saved.pass_done_ms.to_string(),
+                ];
+                let done: i64 = connection.eval(SAVE, &[lock, progress], &args).await.map_err(ledger_error)?;
                 Ok(done == 1)
             }
             Kept::Memory(progress) => {

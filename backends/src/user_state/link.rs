@@ -9,14 +9,14 @@
 //! order.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
-use tokio::sync::OnceCell;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 /// Longest wait for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -38,14 +38,62 @@ enum Inner {
 
 /// A cluster client and its connection, made on first use (and tried again
 /// on the next use if that failed).
+///
+/// redis-rs refreshes its slot map on `MOVED`, but not when a master dies:
+/// it keeps calling the dead node's address, and every call to its slots
+/// times out even after a replica took them over. So a connection whose
+/// call failed on the network is dropped (at most once per
+/// [`RECONNECT_EVERY`]), and the next call connects afresh from the seeds,
+/// learning the slot map as it is now.
 struct LazyCluster {
     client: ClusterClient,
-    connection: OnceCell<ClusterConnection>,
+    connection: tokio::sync::Mutex<Option<ClusterConnection>>,
+    dropped_at: std::sync::Mutex<Option<Instant>>,
 }
+
+/// Shortest time between two reconnections of a cluster link.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 impl LazyCluster {
     async fn connection(&self) -> RedisResult<ClusterConnection> {
-        self.connection.get_or_try_init(|| self.client.get_async_connection()).await.cloned()
+        let mut connection = self.connection.lock().await;
+        if let Some(connection) = connection.as_ref() {
+            return Ok(connection.clone());
+        }
+        let made = self.client.get_async_connection().await?;
+        *connection = Some(made.clone());
+        Ok(made)
+    }
+
+    /// After a failed call: drops the connection if the network failed.
+    async fn failed(&self, error: &RedisError) {
+        if !(error.is_io_error() || error.is_timeout() || error.is_connection_dropped() || error.is_connection_refusal()) {
+            return;
+        }
+        {
+            let mut dropped_at = self.dropped_at.lock().unwrap_or_else(PoisonError::into_inner);
+            if dropped_at.is_some_and(|at| at.elapsed() < RECONNECT_EVERY) {
+                return;
+            }
+            *dropped_at = Some(Instant::now());
+        }
+        *self.connection.lock().await = None;
+    }
+
+    async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
+        let answer = self.connection().await?.req_packed_command(cmd).await;
+        if let Err(error) = &answer {
+            self.failed(error).await;
+        }
+        answer
+    }
+
+    async fn commands(&self, pipeline: &Pipeline, offset: usize, count: usize) -> RedisResult<Vec<Value>> {
+        let answer = self.connection().await?.req_packed_commands(pipeline, offset, count).await;
+        if let Err(error) = &answer {
+            self.failed(error).await;
+        }
+        answer
     }
 }
 
@@ -74,7 +122,8 @@ impl Link {
                 .retries(3)
                 .build()
                 .map_err(|error| format!("bad cluster redis_url {url:?}: {error}"))?;
-            return Ok(Link(Inner::Cluster(Arc::new(LazyCluster { client, connection: OnceCell::new() }))));
+            let cluster = LazyCluster { client, connection: tokio::sync::Mutex::new(None), dropped_at: std::sync::Mutex::new(None) };
+            return Ok(Link(Inner::Cluster(Arc::new(cluster))));
         }
         let client = redis::Client::open(url).map_err(|error| format!("bad redis_url {url:?}: {error}"))?;
         let config = ConnectionManagerConfig::new()
@@ -96,19 +145,17 @@ impl Link {
     /// Runs `steps` of commands and answers every reply, in the order of
     /// the commands. On one node: one pipeline, so the steps keep their
     /// order. On a cluster: step after step, each step's commands one
-    /// pipeline per slot (in their order), the slots at once. `attempt`
-    /// runs one pipeline (the caller's way of retrying a lost script).
-    pub(crate) async fn run<F, Fut>(&self, steps: Vec<Vec<SlotCommand>>, attempt: F) -> RedisResult<Vec<Value>>
-    where
-        F: Fn(Link, Pipeline) -> Fut,
-        Fut: std::future::Future<Output = RedisResult<Vec<Value>>>,
-    {
+    /// pipeline per slot (in their order), the slots at once. With
+    /// `script` (the Lua source the commands' EVALSHAs name), a pipeline
+    /// that found it missing loads it and runs once more (see
+    /// [`Link::run_scripted_pipeline`]).
+    pub(crate) async fn run(&self, steps: Vec<Vec<SlotCommand>>, script: Option<&str>) -> RedisResult<Vec<Value>> {
         if !self.is_cluster() {
             let mut pipe = redis::pipe();
             for command in steps.into_iter().flatten() {
                 pipe.add_command(command.command);
             }
-            return attempt(self.clone(), pipe).await;
+            return self.attempt(0, pipe, script).await;
         }
         let mut replies = Vec::new();
         for step in steps {
@@ -119,10 +166,12 @@ impl Link {
                 indexes.push(index);
                 pipe.add_command(command.command);
             }
-            let groups: Vec<(Vec<usize>, Pipeline)> = by_slot.into_values().collect();
-            let answers = futures::future::try_join_all(groups.iter().map(|(_, pipe)| attempt(self.clone(), pipe.clone()))).await?;
+            let groups: Vec<(u16, Vec<usize>, Pipeline)> =
+                by_slot.into_iter().map(|(slot, (indexes, pipe))| (slot, indexes, pipe)).collect();
+            let answers =
+                futures::future::try_join_all(groups.iter().map(|(slot, _, pipe)| self.attempt(*slot, pipe.clone(), script))).await?;
             let mut ordered: Vec<Value> = vec![Value::Nil; count];
-            for ((indexes, _), answer) in groups.iter().zip(answers) {
+            for ((_, indexes, _), answer) in groups.iter().zip(answers) {
                 for (&index, value) in indexes.iter().zip(answer) {
                     ordered[index] = value;
                 }
@@ -130,6 +179,59 @@ impl Link {
             replies.extend(ordered);
         }
         Ok(replies)
+    }
+
+    async fn attempt(&self, slot: u16, pipe: Pipeline, script: Option<&str>) -> RedisResult<Vec<Value>> {
+        match script {
+            Some(source) => self.run_scripted_pipeline(slot, &pipe, source).await,
+            None => pipe.query_async(&mut self.clone()).await,
+        }
+    }
+
+    /// Runs a pipeline (of `slot`) whose EVALSHAs name `source`; if Redis
+    /// lost the script (a restart, SCRIPT FLUSH, a replica promoted: Redis
+    /// does not replicate loaded scripts), loads it on the node serving
+    /// `slot` and runs the pipeline once more. No EVALSHA of it ran the
+    /// first time, so nothing is applied twice.
+    ///
+    /// redis-rs's own loading sends SCRIPT LOAD to every node of a cluster
+    /// and fails while one is down; here it goes to the one that needs it.
+    pub(crate) async fn run_scripted_pipeline(&self, slot: u16, pipe: &Pipeline, source: &str) -> RedisResult<Vec<Value>> {
+        let mut link = self.clone();
+        match pipe.query_async(&mut link).await {
+            Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.load_script(slot, source).await?;
+                pipe.query_async(&mut link).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// Runs the Lua `source` on `keys` (all of one slot) with `args`,
+    /// loading it where it is missing (as [`Link::run_scripted_pipeline`]).
+    pub(crate) async fn eval<T: redis::FromRedisValue>(&self, source: &str, keys: &[&str], args: &[String]) -> RedisResult<T> {
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(redis::Script::new(source).get_hash()).arg(keys.len()).arg(keys).arg(args);
+        let mut pipe = redis::pipe();
+        pipe.add_command(call);
+        let slot = keys.first().map_or(0, |key| model::keys::key_slot(key));
+        let replies = self.run_scripted_pipeline(slot, &pipe, source).await?;
+        let reply = replies.into_iter().next().unwrap_or(Value::Nil);
+        redis::from_redis_value(reply).map_err(RedisError::from)
+    }
+
+    /// SCRIPT LOAD of `source` on the master serving `slot` (the only node
+    /// of a single Redis).
+    async fn load_script(&self, slot: u16, source: &str) -> RedisResult<()> {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(source);
+        match &self.0 {
+            Inner::Single(_) => load.query_async::<String>(&mut self.clone()).await.map(drop),
+            Inner::Cluster(cluster) => {
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)));
+                cluster.connection().await?.route_command(load, route).await.map(drop)
+            }
+        }
     }
 }
 
@@ -139,7 +241,7 @@ impl ConnectionLike for Link {
             Inner::Single(connection) => connection.req_packed_command(cmd),
             Inner::Cluster(cluster) => {
                 let cluster = cluster.clone();
-                Box::pin(async move { cluster.connection().await?.req_packed_command(cmd).await })
+                Box::pin(async move { cluster.command(cmd).await })
             }
         }
     }
@@ -149,7 +251,7 @@ impl ConnectionLike for Link {
             Inner::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
             Inner::Cluster(cluster) => {
                 let cluster = cluster.clone();
-                Box::pin(async move { cluster.connection().await?.req_packed_commands(pipeline, offset, count).await })
+                Box::pin(async move { cluster.commands(pipeline, offset, count).await })
             }
         }
     }

@@ -60,24 +60,6 @@ fn of_user(uid: u64, command: redis::Cmd) -> SlotCommand {
     SlotCommand { slot: keys::cluster_slot(uid), command }
 }
 
-/// Runs one pipeline; if Redis lost `script` (restart, SCRIPT FLUSH), loads
-/// it and runs the pipeline once more. No EVALSHA of it ran the first
-/// time (on a cluster: on that node), so nothing is applied twice.
-async fn attempt_scripted(mut link: Link, pipe: redis::Pipeline, script: redis::Script) -> redis::RedisResult<Vec<Value>> {
-    match pipe.query_async(&mut link).await {
-        Err(error) if is_no_script(&error) => {
-            script.prepare_invoke().load_async(&mut link).await?;
-            pipe.query_async(&mut link).await
-        }
-        answer => answer,
-    }
-}
-
-/// Runs one pipeline.
-async fn attempt_plain(mut link: Link, pipe: redis::Pipeline) -> redis::RedisResult<Vec<Value>> {
-    pipe.query_async(&mut link).await
-}
-
 /// Decodes one reply.
 fn decode<T: redis::FromRedisValue>(value: &Value) -> Result<T, StoreError> {
     redis::from_redis_value_ref(value).map_err(parse_error)
@@ -96,13 +78,36 @@ pub struct RedisStore {
 
 /// The Lua scripts a store runs (EVALSHA, loaded on NOSCRIPT).
 struct Scripts {
-    record: redis::Script,
-    settle: redis::Script,
-    claim: redis::Script,
-    mutate: redis::Script,
-    page: redis::Script,
-    mark_checked: redis::Script,
-    note_written: redis::Script,
+    record: Lua,
+    settle: Lua,
+    claim: Lua,
+    mutate: Lua,
+    page: Lua,
+    mark_checked: Lua,
+    note_written: Lua,
+}
+
+/// One script: its source, and its SHA1 for EVALSHA.
+struct Lua {
+    source: &'static str,
+    hash: String,
+}
+
+impl Lua {
+    fn new(source: &'static str) -> Self {
+        Lua { source, hash: redis::Script::new(source).get_hash().to_owned() }
+    }
+
+    /// `EVALSHA` of this script with `keys`; add its arguments.
+    fn call(&self, keys: &[String]) -> redis::Cmd {
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(&self.hash).arg(keys.len()).arg(keys);
+        call
+    }
+
+    fn get_hash(&self) -> &str {
+        &self.hash
+    }
 }
 
 fn store_error(error: redis::RedisError) -> StoreError {
@@ -111,10 +116,6 @@ fn store_error(error: redis::RedisError) -> StoreError {
 
 fn parse_error(error: redis::ParsingError) -> StoreError {
     StoreError(format!("unexpected answer: {error}"))
-}
-
-fn is_no_script(error: &redis::RedisError) -> bool {
-    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
 impl RedisStore {
@@ -126,26 +127,25 @@ impl RedisStore {
         // On a cluster a script call groups users of one slot only.
         let shape = CallShape { cluster: connection.is_cluster(), ..shape };
         let scripts = Scripts {
-            record: redis::Script::new(with_marks!("record.lua")),
-            settle: redis::Script::new(with_marks!("settle.lua")),
-            claim: redis::Script::new(with_marks!("claim.lua")),
-            mutate: redis::Script::new(with_marks!("mutate.lua")),
-            page: redis::Script::new(include_str!("page.lua")),
-            mark_checked: redis::Script::new(include_str!("mark_checked.lua")),
-            note_written: redis::Script::new(include_str!("note_written.lua")),
+            record: Lua::new(with_marks!("record.lua")),
+            settle: Lua::new(with_marks!("settle.lua")),
+            claim: Lua::new(with_marks!("claim.lua")),
+            mutate: Lua::new(with_marks!("mutate.lua")),
+            page: Lua::new(include_str!("page.lua")),
+            mark_checked: Lua::new(include_str!("mark_checked.lua")),
+            note_written: Lua::new(include_str!("note_written.lua")),
         };
         Ok(RedisStore { connection, shape, scripts: Arc::new(scripts) })
     }
 
     /// Runs `steps` (see [`Link::run`]) of calls of `script`.
-    async fn run_scripted(&self, steps: Vec<Vec<SlotCommand>>, script: &redis::Script) -> Result<Vec<Value>, StoreError> {
-        let script = script.clone();
-        self.connection.run(steps, move |link, pipe| attempt_scripted(link, pipe, script.clone())).await.map_err(store_error)
+    async fn run_scripted(&self, steps: Vec<Vec<SlotCommand>>, script: &Lua) -> Result<Vec<Value>, StoreError> {
+        self.connection.run(steps, Some(script.source)).await.map_err(store_error)
     }
 
     /// Runs `steps` (see [`Link::run`]) of plain commands.
     async fn run_plain(&self, steps: Vec<Vec<SlotCommand>>) -> Result<Vec<Value>, StoreError> {
-        self.connection.run(steps, attempt_plain).await.map_err(store_error)
+        self.connection.run(steps, None).await.map_err(store_error)
     }
 
     pub(super) async fn write(&self, users: &[UserWrite], params: WriteParams) -> Result<Vec<Vec<Status>>, StoreError> {
@@ -219,19 +219,19 @@ impl RedisStore {
 
     pub(super) async fn timeline_slice(&self, uid: u64, query: SliceQuery) -> Result<TimelineSlice, StoreError> {
         type Reply = (Vec<String>, usize, usize, Vec<(String, i64)>, Vec<Option<Vec<u8>>>);
-        let mut invocation = self.scripts.page.key(keys::timeline(uid));
-        invocation.key(keys::meta(uid)).key(keys::records(uid));
+        let mut call = self.scripts.page.call(&[keys::timeline(uid), keys::meta(uid), keys::records(uid)]);
         match query.max {
-            Some(max) => invocation.arg(max),
-            None => invocation.arg("+inf"),
+            Some(max) => call.arg(max),
+            None => call.arg("+inf"),
         };
         match query.tie {
-            Some(tie) => invocation.arg(tie),
-            None => invocation.arg(""),
+            Some(tie) => call.arg(tie),
+            None => call.arg(""),
         };
-        invocation.arg(query.offset).arg(query.count).arg(&READ_FIELDS[..]);
-        let mut connection = self.connection.clone();
-        let (fields, ties, exists, members, records): Reply = invocation.invoke_async(&mut connection).await.map_err(store_error)?;
+        call.arg(query.offset).arg(query.count).arg(&READ_FIELDS[..]);
+        let replies = self.run_scripted(vec![vec![of_user(uid, call)]], &self.scripts.page).await?;
+        let reply = replies.first().ok_or_else(|| StoreError("the page answered nothing".to_owned()))?;
+        let (fields, ties, exists, members, records): Reply = decode(reply)?;
         Ok(TimelineSlice { meta: UserMeta::parse(&fields, exists > 0), ties, members, records })
     }
 
@@ -276,10 +276,9 @@ impl RedisStore {
     }
 
     pub(super) async fn mark_hbase_checked(&self, uid: u64, token: &str) -> Result<(), StoreError> {
-        let mut invocation = self.scripts.mark_checked.key(keys::meta(uid));
-        invocation.arg(token);
-        let mut connection = self.connection.clone();
-        invocation.invoke_async::<i64>(&mut connection).await.map(drop).map_err(store_error)
+        let mut call = self.scripts.mark_checked.call(&[keys::meta(uid)]);
+        call.arg(token);
+        self.run_scripted(vec![vec![of_user(uid, call)]], &self.scripts.mark_checked).await.map(drop)
     }
 
     pub(super) async fn note_hbase_written(&self, written: &[(u64, Vec<(String, i64)>)]) -> Result<(), StoreError> {
