@@ -5,7 +5,10 @@
 //! (also on failure or Ctrl-C). `--compare` runs the naive write-through
 //! baseline and the ingest-only HTTP ceiling the same way;
 //! `--redis-ceiling` measures histflow's realtime write pipelined straight
-//! at Redis. `--target URL` drives an already running histflow instead.
+//! at Redis. `--redis-cluster N`, `--services S` and `--jobs J` run Redis
+//! as a cluster of N masters and S service and J job instances, the
+//! clients spread over the services. `--target URL` drives an already
+//! running histflow instead.
 //!
 //! - `processes`: the child processes and their resource use.
 //! - `open_load`: the fixed-rate load of the fault benches, per phase.
@@ -53,6 +56,16 @@ pub struct Options {
     /// Also measure the realtime write pipelined straight at Redis.
     #[arg(long, requires = "stack")]
     pub redis_ceiling: bool,
+    /// Run Redis as a cluster of this many masters (at least 3; 0: one
+    /// Redis).
+    #[arg(long, default_value_t = 0, requires = "stack")]
+    pub redis_cluster: usize,
+    /// Service instances, the clients spread over them.
+    #[arg(long, default_value_t = 1, requires = "stack")]
+    pub services: usize,
+    /// Job instances sharing the merge topic.
+    #[arg(long, default_value_t = 1, requires = "stack")]
+    pub jobs: usize,
     /// Users reporting.
     #[arg(long, default_value_t = 5_000)]
     pub users: u64,
@@ -128,6 +141,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         "--users, --items-per-user, --batch and --connections must be at least 1"
     );
     anyhow::ensure!((1..=4).contains(&options.businesses), "--businesses must be 1 to 4");
+    anyhow::ensure!(
+        options.redis_cluster == 0 || options.redis_cluster >= 3,
+        "--redis-cluster must be 0 (one Redis) or at least 3 masters"
+    );
+    anyhow::ensure!(options.services >= 1 && options.jobs >= 1, "--services and --jobs must be at least 1");
     processes::run_until_interrupted(all_runs(options))
 }
 
@@ -183,82 +201,117 @@ fn needs(topology: &Path) -> anyhow::Result<Needs> {
 
 /// One run on a fresh stack.
 async fn run_stack(options: &Options, histflow: &Path, topology: &Path) -> anyhow::Result<Figures> {
-    let name = topology.file_stem().map_or_else(|| "topology".to_owned(), |stem| stem.to_string_lossy().into_owned());
+    let stem = topology.file_stem().map_or_else(|| "topology".to_owned(), |stem| stem.to_string_lossy().into_owned());
     let needs = needs(topology)?;
+    let cluster = needs.redis && options.redis_cluster > 0;
+    let name = match (cluster, options.services, options.jobs) {
+        (false, 1, 1) => stem,
+        _ => format!(
+            "{stem} ({}, {} service{}, {} job{})",
+            if cluster { format!("{}-master cluster", options.redis_cluster) } else { "1 Redis".to_owned() },
+            options.services,
+            if options.services == 1 { "" } else { "s" },
+            options.jobs,
+            if options.jobs == 1 { "" } else { "s" },
+        ),
+    };
     // histflow runs in a scratch directory (its data goes there).
     let topology = &topology.canonicalize()?;
     let dir = tempfile::Builder::new().prefix("histflow-bench-").tempdir()?;
     let log = |what: &str| dir.path().join(format!("{what}.log"));
     let ports = Ports::free()?;
-    let mut owned: Vec<Owned> = start_backends(histflow, ports, dir.path(), needs.redis, needs.kafka, needs.hbase)?;
-    let (http_port, hbase_port, job_port) = (ports.http, ports.hbase, free_port()?);
-    let histflow_command = |role: &str, admin_port: u16| histflow_run(histflow, topology, role, ports, admin_port, dir.path());
-    let service_role = if needs.kafka { "service" } else { "all" };
-    let service_index = owned.len();
-    owned.push(start(
-        &format!("histflow --role {service_role}"),
-        histflow_command(service_role, free_port()?),
-        http_port,
-        &log("service"),
-    )?);
-    let job_index = if needs.kafka {
-        owned.push(start("histflow --role job", histflow_command("job", job_port), job_port, &log("job"))?);
-        Some(owned.len() - 1)
+    let mut owned: Vec<Owned> = start_backends(histflow, ports, dir.path(), needs.redis && !cluster, needs.kafka, needs.hbase)?;
+    let redis_url = if cluster {
+        let (nodes, url) = processes::start_redis_cluster(options.redis_cluster, dir.path())?;
+        owned.extend(nodes);
+        Some(url)
     } else {
         None
     };
+    let histflow_command = |role: &str, admin_port: u16| {
+        let mut command = histflow_run(histflow, topology, role, ports, admin_port, dir.path());
+        if let Some(url) = &redis_url {
+            command.env("REDIS_URL", url);
+        }
+        command
+    };
+    let service_role = if needs.kafka { "service" } else { "all" };
+    let mut services: Vec<(usize, String)> = Vec::new();
+    for index in 0..options.services {
+        let http_port = if index == 0 { ports.http } else { free_port()? };
+        let mut command = histflow_command(service_role, free_port()?);
+        command.env("HTTP_ADDR", format!("127.0.0.1:{http_port}")).env("GRPC_ADDR", format!("127.0.0.1:{}", free_port()?));
+        owned.push(start(&format!("histflow --role {service_role} #{index}"), command, http_port, &log(&format!("service-{index}")))?);
+        services.push((owned.len() - 1, format!("http://127.0.0.1:{http_port}")));
+    }
+    let mut jobs: Vec<(usize, String)> = Vec::new();
+    if needs.kafka {
+        for index in 0..options.jobs {
+            let job_port = free_port()?;
+            let mut command = histflow_command("job", job_port);
+            command.env("JOB_INSTANCE", format!("job-{index}"));
+            owned.push(start(&format!("histflow --role job #{index}"), command, job_port, &log(&format!("job-{index}")))?);
+            jobs.push((owned.len() - 1, format!("http://127.0.0.1:{job_port}")));
+        }
+    }
     let http = reqwest::Client::new();
-    let service = format!("http://127.0.0.1:{http_port}");
-    let job = job_index.map(|_| format!("http://127.0.0.1:{job_port}"));
-    processes::wait_ready(&http, &service).await?;
-    if let Some(job) = &job {
-        processes::wait_ready(&http, job).await?;
+    for (_, base) in services.iter().chain(&jobs) {
+        processes::wait_ready(&http, base).await?;
+    }
+    let service_bases: Vec<String> = services.iter().map(|(_, base)| base.clone()).collect();
+    let job_bases: Vec<String> = jobs.iter().map(|(_, base)| base.clone()).collect();
+
+    let (outcome, peak_bytes_per_item) = load(options, &http, &service_bases, &name).await?;
+    // Fail loudly if a process died under load.
+    for (index, (owner, _)) in services.iter().enumerate() {
+        owned[*owner].check_alive(&log(&format!("service-{index}")))?;
     }
 
-    let (outcome, peak_bytes_per_item) = load(options, &http, &service, &name).await?;
-    // Fail loudly if a process died under load.
-    owned[service_index].check_alive(&log("service"))?;
-
     let hbase_items = if needs.hbase {
-        wait_durable(options, &http, &service, job.as_deref(), &name).await?;
-        Some(report::count_hbase_items(hbase_port).await?)
+        wait_durable(options, &http, &service_bases, &job_bases, &name).await?;
+        Some(report::count_hbase_items(ports.hbase).await?)
     } else {
         None
     };
-    let service_metrics = Scrape::of(&http, &service).await;
-    let job_metrics = match &job {
-        Some(job) => Scrape::of(&http, job).await,
-        None => service_metrics.clone(),
-    };
-    let mut pids = vec![owned[service_index].pid()];
-    pids.extend(job_index.map(|index| owned[index].pid()));
-    let usages: Vec<(u64, f64)> = pids.into_iter().filter_map(usage).collect();
+    let service_metrics = scrape_all(&http, &service_bases).await;
+    let job_metrics = if job_bases.is_empty() { service_metrics.clone() } else { scrape_all(&http, &job_bases).await };
+    let usages: Vec<(u64, f64)> = services.iter().chain(&jobs).map(|(index, _)| owned[*index].pid()).filter_map(usage).collect();
     for process in owned.iter_mut().rev() {
         process.stop(Duration::from_secs(10));
     }
     Ok(Figures::of_run(&name, options, &outcome, &service_metrics, &job_metrics, &usages, peak_bytes_per_item, hbase_items))
 }
 
+/// The `/metrics` of several processes as one (sums over them).
+async fn scrape_all(http: &reqwest::Client, bases: &[String]) -> Scrape {
+    let mut scrapes = Vec::with_capacity(bases.len());
+    for base in bases {
+        scrapes.push(Scrape::of(http, base).await);
+    }
+    Scrape::merged(scrapes)
+}
+
 /// The load against a running histflow (no processes of ours).
 async fn drive_target(options: &Options, target: &str) -> anyhow::Result<Figures> {
     let http = reqwest::Client::new();
     let base = target.trim_end_matches('/');
-    let (outcome, bytes) = load(options, &http, base, "target").await?;
+    let (outcome, bytes) = load(options, &http, &[base.to_owned()], "target").await?;
     let metrics = Scrape::of(&http, base).await;
     Ok(Figures::of_run("target", options, &outcome, &metrics, &metrics, &[], bytes, None))
 }
 
 /// Runs the workload with a progress bar; also samples the aggregate's
 /// bytes per pending item (the largest seen while it held many).
-async fn load(options: &Options, http: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<(workload::Outcome, Option<f64>)> {
+async fn load(options: &Options, http: &reqwest::Client, bases: &[String], name: &str) -> anyhow::Result<(workload::Outcome, Option<f64>)> {
+    let base = bases.first().map_or("", String::as_str);
     let live = Arc::new(Live::default());
     let bar = ProgressBar::new(options.duration.as_secs().max(1));
     bar.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} s  {msg}")?.progress_chars("=> "));
     bar.set_prefix(name.to_owned());
-    let url = format!("{base}/v1/events");
+    let urls: Vec<String> = bases.iter().map(|base| format!("{base}/v1/events")).collect();
     let limit = Limit { duration: options.duration, events: options.events };
     let shape = options.shape();
-    let driving = workload::drive(&url, &shape, options.batch, options.connections, options.pace(), limit, live.clone());
+    let driving = workload::drive(&urls, &shape, options.batch, options.connections, options.pace(), limit, live.clone());
     tokio::pin!(driving);
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -285,25 +338,24 @@ async fn load(options: &Options, http: &reqwest::Client, base: &str, name: &str)
 }
 
 /// Waits until every acknowledged event is durable in HBase: for the
-/// default topology, the job has persisted every op the service shipped;
-/// for write-through, persist has written every op it was given.
-async fn wait_durable(options: &Options, http: &reqwest::Client, service: &str, job: Option<&str>, name: &str) -> anyhow::Result<()> {
+/// default topology, the jobs have persisted every op the services
+/// shipped; for write-through, persist has written every op it was given.
+async fn wait_durable(options: &Options, http: &reqwest::Client, services: &[String], jobs: &[String], name: &str) -> anyhow::Result<()> {
     let bar = ProgressBar::new_spinner();
     bar.set_prefix(name.to_owned());
     bar.set_style(ProgressStyle::with_template("{prefix:>12} {spinner} {msg}")?);
     let deadline = Instant::now() + options.drain_timeout;
     let mut previous = -1.0;
     loop {
-        let service_metrics = Scrape::of(http, service).await;
-        let (shipped, persisted) = match job {
-            Some(job) => {
-                let job_metrics = Scrape::of(http, job).await;
-                (service_metrics.sum("histflow_kafka_message_events_total", &[]), job_metrics.sum("histflow_persist_events_total", &[]))
-            }
-            None => (
+        let service_metrics = scrape_all(http, services).await;
+        let (shipped, persisted) = if jobs.is_empty() {
+            (
                 service_metrics.sum("histflow_stage_events_in_total", &["stage=\"persist\""]),
                 service_metrics.sum("histflow_persist_events_total", &[]),
-            ),
+            )
+        } else {
+            let job_metrics = scrape_all(http, jobs).await;
+            (service_metrics.sum("histflow_kafka_message_events_total", &[]), job_metrics.sum("histflow_persist_events_total", &[]))
         };
         let pending = service_metrics.sum("histflow_aggregate_pending_items", &[]);
         bar.set_message(format!("waiting until durable: {persisted:.0} of {shipped:.0} ops written"));

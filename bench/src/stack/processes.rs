@@ -171,6 +171,49 @@ pub fn start_backends(histflow: &Path, ports: Ports, dir: &Path, redis: bool, ka
     Ok(owned)
 }
 
+/// Starts a Redis Cluster of `masters` masters (no replicas) on free
+/// loopback ports, nodes in `dir`, and waits until it serves every slot;
+/// answers the nodes and the seeds as a `redis_url`.
+pub fn start_redis_cluster(masters: usize, dir: &Path) -> anyhow::Result<(Vec<Owned>, String)> {
+    anyhow::ensure!(masters >= 3, "a Redis Cluster needs at least 3 masters (redis-cli --cluster create)");
+    let mut nodes = Vec::new();
+    let mut addresses = Vec::new();
+    for _ in 0..masters {
+        let port = free_port()?;
+        let node_dir = dir.join(format!("redis-{port}"));
+        std::fs::create_dir_all(&node_dir)?;
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&node_dir);
+        nodes.push(start("redis-server (cluster)", command, port, &dir.join(format!("redis-{port}.log")))?);
+        addresses.push(format!("127.0.0.1:{port}"));
+    }
+    let created = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .context("cannot run redis-cli")?;
+    anyhow::ensure!(created.status.success(), "redis-cli --cluster create failed: {}", String::from_utf8_lossy(&created.stdout));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ok = |address: &String| {
+        let port = address.rsplit(':').next().unwrap_or_default();
+        Command::new("redis-cli")
+            .args(["-p", port, "cluster", "info"])
+            .output()
+            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("cluster_state:ok"))
+    };
+    while !addresses.iter().all(ok) {
+        anyhow::ensure!(Instant::now() < deadline, "the Redis Cluster was not ok within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = addresses.iter().map(|address| format!("redis://{address}")).collect::<Vec<_>>().join(",");
+    Ok((nodes, url))
+}
+
 /// Peak resident memory (bytes) and CPU seconds so far of process `pid`,
 /// from /proc.
 pub fn usage(pid: u32) -> Option<(u64, f64)> {

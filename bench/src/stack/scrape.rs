@@ -13,6 +13,12 @@ impl Scrape {
         }
     }
 
+    /// Several processes' scrapes as one: sums add up over them; a
+    /// quantile is the first process's.
+    pub fn merged(scrapes: impl IntoIterator<Item = Scrape>) -> Self {
+        Scrape(scrapes.into_iter().map(|scrape| scrape.0).collect::<Vec<_>>().join("\n"))
+    }
+
     /// The sum of `name`'s samples whose labels contain every `labels`
     /// part (e.g. `stage="persist"`).
     pub fn sum(&self, name: &str, labels: &[&str]) -> f64 {

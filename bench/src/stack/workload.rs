@@ -141,9 +141,10 @@ pub struct Live {
     pub errors: AtomicU64,
 }
 
-/// Drives `url` (`.../v1/events`) with `clients` clients.
+/// Drives `urls` (`.../v1/events` of each service instance) with
+/// `clients` clients, client i on `urls[i % urls.len()]`.
 pub async fn drive(
-    url: &str,
+    urls: &[String],
     shape: &Shape,
     batch: usize,
     clients: usize,
@@ -161,7 +162,8 @@ pub async fn drive(
     };
     let mut tasks = Vec::new();
     for index in 0..clients {
-        let (http, url, live, budget) = (http.clone(), url.to_owned(), live.clone(), budget.clone());
+        let url = urls.get(index % urls.len().max(1)).cloned().unwrap_or_default();
+        let (http, live, budget) = (http.clone(), live.clone(), budget.clone());
         let mut reporter = Reporter::new(shape, index, clients);
         tasks.push(tokio::spawn(async move {
             let mut latency = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
