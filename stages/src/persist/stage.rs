@@ -17,6 +17,7 @@ use futures::FutureExt;
 use model::{codec, keys, Batch, EventResult};
 use pipeline::health::Dependency;
 use pipeline::{Stage, StageContext, StageError, StageFuture};
+use tokio_util::task::AbortOnDropHandle;
 
 use super::dead_letters::DeadLetters;
 use super::events::{RecordNotWritten, Retry, WindowWritten};
@@ -44,15 +45,6 @@ pub struct PersistStage {
     pub table_health: Option<Dependency>,
     /// The retention sweep, run beside the window loop.
     pub sweep: Option<super::sweep::RetentionSweep>,
-}
-
-/// Aborts a background task when the stage ends, however it ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl PersistStage {
@@ -186,11 +178,15 @@ impl PersistStage {
             // survives the clear.
             row_of(&mut rows, uid).column_deletes.push((RECORDS_FAMILY.to_owned(), at));
         }
-        for ((uid, business), at) in std::mem::take(&mut window.business_clears) {
-            // HBase has no prefix delete: a column delete at the clear's
-            // time for each of the business's items the row holds or this
-            // window writes (a later, older report stays hidden by it).
-            let prefix = format!("{RECORDS_FAMILY}:{business}:");
+        // HBase has no prefix delete: a business clear is a column delete
+        // at its time for each of the business's items the row holds or
+        // this window writes (a later, older report stays hidden by it).
+        // One row read per user, whatever it clears.
+        let mut business_clears: BTreeMap<u64, Vec<(String, i64)>> = BTreeMap::new();
+        for ((uid, business), at) in window.business_clears.drain() {
+            business_clears.entry(uid).or_default().push((format!("{RECORDS_FAMILY}:{business}:"), at));
+        }
+        for (uid, clears) in business_clears {
             let held = retry::until_ok(
                 || self.table.read_row(uid, vec![RECORDS_FAMILY.to_owned()]),
                 |error, pause| Retry { stage, what: "cannot read a row to clear a business; retrying", error, pause }.emit(),
@@ -198,9 +194,10 @@ impl PersistStage {
             .await;
             let row = row_of(&mut rows, uid);
             let written = row.puts.iter().map(|(column, _, _)| column.clone());
-            let columns: BTreeSet<String> =
-                held.into_iter().map(|cell| cell.column).chain(written).filter(|column| column.starts_with(&prefix)).collect();
-            row.column_deletes.extend(columns.into_iter().map(|column| (column, at)));
+            let columns: BTreeSet<String> = held.into_iter().map(|cell| cell.column).chain(written).collect();
+            for (prefix, at) in clears {
+                row.column_deletes.extend(columns.iter().filter(|column| column.starts_with(&prefix)).map(|column| (column.clone(), at)));
+            }
         }
         window.clear_users();
         for (uid, (paused, at)) in window.recording.drain() {
@@ -275,7 +272,7 @@ impl Stage<Batch> for PersistStage {
             )
             .await;
             self.table_answered(true);
-            let _sweep = sweep.map(|sweep| AbortOnDrop(tokio::spawn(sweep.run())));
+            let _sweep = sweep.map(|sweep| AbortOnDropHandle::new(tokio::spawn(sweep.run())));
             let mut window = Window::default();
             // The first tick one interval from now, not at once.
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.flush_interval, self.flush_interval);

@@ -20,6 +20,7 @@ use futures::FutureExt;
 use model::{keys, Batch, EventResult, Op};
 use pipeline::health::Dependency;
 use pipeline::{Input, Stage, StageContext, StageFuture};
+use tokio_util::task::AbortOnDropHandle;
 
 use super::broadcast::Broadcast;
 use super::events::{CommitFailed, CommitSucceeded};
@@ -50,15 +51,6 @@ pub struct RealtimeStage {
     pub marks: bool,
     /// The re-drive of stale marks; `None`: off.
     pub redrive: Option<Redrive>,
-}
-
-/// Stops a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// A commit that has finished (or failed).
@@ -216,7 +208,7 @@ impl Stage<Batch> for RealtimeStage {
             // Probe the store for /readyz while the stage runs.
             let _probe = self.readiness.clone().map(|readiness| {
                 let store = self.store.clone();
-                AbortOnDrop(tokio::spawn(async move {
+                AbortOnDropHandle::new(tokio::spawn(async move {
                     let mut tick = tokio::time::interval(Duration::from_secs(1));
                     loop {
                         tick.tick().await;
@@ -224,7 +216,8 @@ impl Stage<Batch> for RealtimeStage {
                     }
                 }))
             });
-            let _redrive = self.redrive.clone().map(|redrive| AbortOnDrop(tokio::spawn(redrive.run(cx.name.clone(), cx.output.clone()))));
+            let _redrive =
+                self.redrive.clone().map(|redrive| AbortOnDropHandle::new(tokio::spawn(redrive.run(cx.name.clone(), cx.output.clone()))));
             let mut in_flight: FuturesOrdered<BoxFuture<'static, Committed>> = FuturesOrdered::new();
             let mut open = true;
             loop {
