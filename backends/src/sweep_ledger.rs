@@ -7,7 +7,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::user_state::link::Link;
+use crate::user_state::link::{Link, Lua};
 use crate::user_state::StoreError;
 
 /// Takes the lock if free, renews it if `owner` holds it; 1 if held.
@@ -57,9 +57,16 @@ pub struct SweepLedger(Kept);
 enum Kept {
     /// In Redis (`h:sweep:{table}:lock` and `h:sweep:{table}`: one hash
     /// slot), shared by every instance.
-    Redis { connection: Link, lock: String, progress: String },
+    Redis { connection: Link, lock: String, progress: String, scripts: Box<LedgerScripts> },
     /// In this process (`--embedded`).
     Memory(Mutex<SweepProgress>),
+}
+
+/// The ledger's scripts, hashed once.
+struct LedgerScripts {
+    hold: Lua,
+    save: Lua,
+    release: Lua,
 }
 
 fn ledger_error(error: redis::RedisError) -> StoreError {
@@ -69,7 +76,8 @@ fn ledger_error(error: redis::RedisError) -> StoreError {
 impl SweepLedger {
     /// The ledger of `table`'s sweep in the Redis behind `connection`.
     pub(crate) fn redis(connection: Link, table: &str) -> Self {
-        SweepLedger(Kept::Redis { connection, lock: model::keys::sweep_lock(table), progress: model::keys::sweep_progress(table) })
+        let scripts = Box::new(LedgerScripts { hold: Lua::new(HOLD), save: Lua::new(SAVE), release: Lua::new(RELEASE) });
+        SweepLedger(Kept::Redis { connection, lock: model::keys::sweep_lock(table), progress: model::keys::sweep_progress(table), scripts })
     }
 
     /// A ledger in process memory.
@@ -81,9 +89,11 @@ impl SweepLedger {
     /// holds it.
     pub async fn hold(&self, owner: &str, lease: Duration) -> Result<bool, StoreError> {
         match &self.0 {
-            Kept::Redis { connection, lock, .. } => {
-                let held: i64 =
-                    connection.eval(HOLD, &[lock], &[owner.to_owned(), lease.as_millis().to_string()]).await.map_err(ledger_error)?;
+            Kept::Redis { connection, lock, scripts, .. } => {
+                let held: i64 = connection
+                    .eval(&scripts.hold, &[lock], &[owner.to_owned(), lease.as_millis().to_string()])
+                    .await
+                    .map_err(ledger_error)?;
                 Ok(held == 1)
             }
             Kept::Memory(_) => Ok(true),
@@ -93,8 +103,8 @@ impl SweepLedger {
     /// Lets another instance take the lock at once.
     pub async fn release(&self, owner: &str) -> Result<(), StoreError> {
         match &self.0 {
-            Kept::Redis { connection, lock, .. } => {
-                connection.eval::<i64>(RELEASE, &[lock], &[owner.to_owned()]).await.map(drop).map_err(ledger_error)
+            Kept::Redis { connection, lock, scripts, .. } => {
+                connection.eval::<i64>(&scripts.release, &[lock], &[owner.to_owned()]).await.map(drop).map_err(ledger_error)
             }
             Kept::Memory(_) => Ok(()),
         }
@@ -121,14 +131,14 @@ impl SweepLedger {
     /// it was saved.
     pub async fn save(&self, owner: &str, saved: &SweepProgress) -> Result<bool, StoreError> {
         match &self.0 {
-            Kept::Redis { connection, lock, progress } => {
+            Kept::Redis { connection, lock, progress, scripts } => {
                 let args = [
                     owner.to_owned(),
                     saved.cursor.clone().unwrap_or_default(),
                     saved.pass_started_ms.to_string(),
                     saved.pass_done_ms.to_string(),
                 ];
-                let done: i64 = connection.eval(SAVE, &[lock, progress], &args).await.map_err(ledger_error)?;
+                let done: i64 = connection.eval(&scripts.save, &[lock, progress], &args).await.map_err(ledger_error)?;
                 Ok(done == 1)
             }
             Kept::Memory(progress) => {

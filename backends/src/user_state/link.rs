@@ -103,6 +103,30 @@ pub fn seeds(url: &str) -> Vec<&str> {
     url.split(',').map(str::trim).filter(|seed| !seed.is_empty()).collect()
 }
 
+/// One Lua script: its source, and its SHA1 for EVALSHA.
+pub(crate) struct Lua {
+    source: &'static str,
+    hash: String,
+}
+
+impl Lua {
+    pub(crate) fn new(source: &'static str) -> Self {
+        Lua { source, hash: redis::Script::new(source).get_hash().to_owned() }
+    }
+
+    /// `EVALSHA` of this script with `keys`; add its arguments.
+    pub(crate) fn call<K: redis::ToRedisArgs>(&self, keys: &[K]) -> Cmd {
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(&self.hash).arg(keys.len()).arg(keys);
+        call
+    }
+
+    /// Its SHA1, for an EVALSHA built by hand.
+    pub(crate) fn get_hash(&self) -> &str {
+        &self.hash
+    }
+}
+
 /// One command of a [`Link::run`], with the hash slot of its keys.
 pub(crate) struct SlotCommand {
     /// The slot (`model::keys::key_slot` of any of its keys).
@@ -146,10 +170,10 @@ impl Link {
     /// the commands. On one node: one pipeline, so the steps keep their
     /// order. On a cluster: step after step, each step's commands one
     /// pipeline per slot (in their order), the slots at once. With
-    /// `script` (the Lua source the commands' EVALSHAs name), a pipeline
+    /// `script` (the script the commands' EVALSHAs name), a pipeline
     /// that found it missing loads it and runs once more (see
     /// [`Link::run_scripted_pipeline`]).
-    pub(crate) async fn run(&self, steps: Vec<Vec<SlotCommand>>, script: Option<&str>) -> RedisResult<Vec<Value>> {
+    pub(crate) async fn run(&self, steps: Vec<Vec<SlotCommand>>, script: Option<&Lua>) -> RedisResult<Vec<Value>> {
         if !self.is_cluster() {
             let mut pipe = redis::pipe();
             for command in steps.into_iter().flatten() {
@@ -181,14 +205,14 @@ impl Link {
         Ok(replies)
     }
 
-    async fn attempt(&self, slot: u16, pipe: Pipeline, script: Option<&str>) -> RedisResult<Vec<Value>> {
+    async fn attempt(&self, slot: u16, pipe: Pipeline, script: Option<&Lua>) -> RedisResult<Vec<Value>> {
         match script {
-            Some(source) => self.run_scripted_pipeline(slot, &pipe, source).await,
+            Some(script) => self.run_scripted_pipeline(slot, &pipe, script).await,
             None => pipe.query_async(&mut self.clone()).await,
         }
     }
 
-    /// Runs a pipeline (of `slot`) whose EVALSHAs name `source`; if Redis
+    /// Runs a pipeline (of `slot`) whose EVALSHAs name `script`; if Redis
     /// lost the script (a restart, SCRIPT FLUSH, a replica promoted: Redis
     /// does not replicate loaded scripts), loads it on the node serving
     /// `slot` and runs the pipeline once more. No EVALSHA of it ran the
@@ -196,26 +220,26 @@ impl Link {
     ///
     /// redis-rs's own loading sends SCRIPT LOAD to every node of a cluster
     /// and fails while one is down; here it goes to the one that needs it.
-    pub(crate) async fn run_scripted_pipeline(&self, slot: u16, pipe: &Pipeline, source: &str) -> RedisResult<Vec<Value>> {
+    pub(crate) async fn run_scripted_pipeline(&self, slot: u16, pipe: &Pipeline, script: &Lua) -> RedisResult<Vec<Value>> {
         let mut link = self.clone();
         match pipe.query_async(&mut link).await {
             Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.load_script(slot, source).await?;
+                self.load_script(slot, script.source).await?;
                 pipe.query_async(&mut link).await
             }
             answer => answer,
         }
     }
 
-    /// Runs the Lua `source` on `keys` (all of one slot) with `args`,
-    /// loading it where it is missing (as [`Link::run_scripted_pipeline`]).
-    pub(crate) async fn eval<T: redis::FromRedisValue>(&self, source: &str, keys: &[&str], args: &[String]) -> RedisResult<T> {
-        let mut call = redis::cmd("EVALSHA");
-        call.arg(redis::Script::new(source).get_hash()).arg(keys.len()).arg(keys).arg(args);
+    /// Runs `script` on `keys` (all of one slot) with `args`, loading it
+    /// where it is missing (as [`Link::run_scripted_pipeline`]).
+    pub(crate) async fn eval<T: redis::FromRedisValue>(&self, script: &Lua, keys: &[&str], args: &[String]) -> RedisResult<T> {
+        let mut call = script.call(keys);
+        call.arg(args);
         let mut pipe = redis::pipe();
         pipe.add_command(call);
         let slot = keys.first().map_or(0, |key| model::keys::key_slot(key));
-        let replies = self.run_scripted_pipeline(slot, &pipe, source).await?;
+        let replies = self.run_scripted_pipeline(slot, &pipe, script).await?;
         let reply = replies.into_iter().next().unwrap_or(Value::Nil);
         redis::from_redis_value(reply).map_err(RedisError::from)
     }

@@ -10,7 +10,7 @@ use model::{keys, Op};
 use redis::Value;
 
 use super::calls::{plan_calls, plan_sized_calls, CallShape};
-use super::link::{Link, SlotCommand};
+use super::link::{Link, Lua, SlotCommand};
 use super::marks::{carried_by_user, ClaimedMark, PendingStats, Redriven};
 use super::meta::{business_clear_marker, business_of, delete_marker, hiding_markers, SliceQuery, TimelineSlice, UserMeta, READ_FIELDS};
 use super::rules::{Status, UserWrite};
@@ -87,29 +87,6 @@ struct Scripts {
     note_written: Lua,
 }
 
-/// One script: its source, and its SHA1 for EVALSHA.
-struct Lua {
-    source: &'static str,
-    hash: String,
-}
-
-impl Lua {
-    fn new(source: &'static str) -> Self {
-        Lua { source, hash: redis::Script::new(source).get_hash().to_owned() }
-    }
-
-    /// `EVALSHA` of this script with `keys`; add its arguments.
-    fn call(&self, keys: &[String]) -> redis::Cmd {
-        let mut call = redis::cmd("EVALSHA");
-        call.arg(&self.hash).arg(keys.len()).arg(keys);
-        call
-    }
-
-    fn get_hash(&self) -> &str {
-        &self.hash
-    }
-}
-
 fn store_error(error: redis::RedisError) -> StoreError {
     StoreError(error.to_string())
 }
@@ -140,7 +117,7 @@ impl RedisStore {
 
     /// Runs `steps` (see [`Link::run`]) of calls of `script`.
     async fn run_scripted(&self, steps: Vec<Vec<SlotCommand>>, script: &Lua) -> Result<Vec<Value>, StoreError> {
-        self.connection.run(steps, Some(script.source)).await.map_err(store_error)
+        self.connection.run(steps, Some(script)).await.map_err(store_error)
     }
 
     /// Runs `steps` (see [`Link::run`]) of plain commands.
@@ -150,7 +127,9 @@ impl RedisStore {
 
     pub(super) async fn write(&self, users: &[UserWrite], params: WriteParams) -> Result<Vec<Vec<Status>>, StoreError> {
         let calls = plan_calls(users, self.shape);
-        let index = if params.marks { index_commands(users.iter().map(|user| user.uid), params.shards, params.now_ms) } else { Vec::new() };
+        let index =
+            || if params.marks { index_commands(users.iter().map(|user| user.uid), params.shards, params.now_ms) } else { Vec::new() };
+        let before = index();
         let mut scripts = Vec::with_capacity(calls.len());
         for call_users in &calls {
             let mut call = redis::cmd("EVALSHA");
@@ -168,13 +147,8 @@ impl RedisStore {
             // A call groups users of one slot (`plan_calls`).
             scripts.push(of_user(users[call_users[0]].uid, call));
         }
-        let skip = index.len();
-        let after = index_commands(
-            if params.marks { users.iter().map(|user| user.uid).collect() } else { Vec::new() },
-            params.shards,
-            params.now_ms,
-        );
-        let replies = self.run_scripted(vec![index, scripts, after], &self.scripts.record).await?;
+        let skip = before.len();
+        let replies = self.run_scripted(vec![before, scripts, index()], &self.scripts.record).await?;
         // Put each call's flat statuses back per user.
         let mut statuses: Vec<Vec<Status>> = vec![Vec::new(); users.len()];
         for (call_users, reply) in calls.iter().zip(&replies[skip..]) {
@@ -195,8 +169,7 @@ impl RedisStore {
     pub(super) async fn mutate(&self, ops: &[&Op], params: WriteParams) -> Result<Vec<i64>, StoreError> {
         let mut effective = Vec::with_capacity(ops.len());
         for op in ops {
-            let mut call = redis::cmd("EVALSHA");
-            call.arg(self.scripts.mutate.get_hash()).arg(6).arg(&user_keys(op.uid())[..]);
+            let mut call = self.scripts.mutate.call(&user_keys(op.uid()));
             match op {
                 Op::Delete { item, at, .. } => call.arg("delete").arg(at).arg(params.ttl_s).arg(u8::from(params.marks)).arg(item),
                 Op::Clear { business: None, at, .. } => call.arg("clear").arg(at).arg(params.ttl_s).arg(u8::from(params.marks)),
@@ -209,8 +182,9 @@ impl RedisStore {
                 Op::Upsert(_) | Op::UpsertRef { .. } => return Err(StoreError("an upsert is not a mutation".to_owned())),
             };
             let index = || if params.marks { index_commands([op.uid()], params.shards, params.now_ms) } else { Vec::new() };
-            let skip = index().len();
-            let replies = self.run_scripted(vec![index(), vec![of_user(op.uid(), call)], index()], &self.scripts.mutate).await?;
+            let before = index();
+            let skip = before.len();
+            let replies = self.run_scripted(vec![before, vec![of_user(op.uid(), call)], index()], &self.scripts.mutate).await?;
             let time = replies.get(skip).ok_or_else(|| StoreError("the mutation answered nothing".to_owned()))?;
             effective.push(decode(time)?);
         }
@@ -289,9 +263,7 @@ impl RedisStore {
         // slot), all in one pipeline.
         let mut calls = Vec::with_capacity(written.len());
         for (uid, items) in written {
-            let mut call = redis::cmd("EVALSHA");
-            call.arg(self.scripts.note_written.get_hash()).arg(4);
-            call.arg(keys::meta(*uid)).arg(keys::shipped(*uid)).arg(keys::pending(*uid)).arg(keys::kept(*uid));
+            let mut call = self.scripts.note_written.call(&[keys::meta(*uid), keys::shipped(*uid), keys::pending(*uid), keys::kept(*uid)]);
             for (item, view_at) in items {
                 call.arg(item).arg(view_at);
             }
@@ -432,9 +404,7 @@ impl RedisStore {
         }
         let mut claims = Vec::with_capacity(uids.len());
         for uid in &uids {
-            let mut call = redis::cmd("EVALSHA");
-            call.arg(self.scripts.claim.get_hash()).arg(4);
-            call.arg(keys::pending(*uid)).arg(keys::records(*uid)).arg(keys::kept(*uid)).arg(keys::meta(*uid));
+            let mut call = self.scripts.claim.call(&[keys::pending(*uid), keys::records(*uid), keys::kept(*uid), keys::meta(*uid)]);
             call.arg(grace_ms).arg(MAX_CLAIMS_PER_USER);
             claims.push(of_user(*uid, call));
         }
