@@ -9,15 +9,26 @@
 //! reads a single queue and learns its inputs have all finished when every
 //! sender is gone. A batch larger than the edge waits for an empty edge and
 //! travels alone.
+//!
+//! Everything about an edge can change while it runs (a topology reload):
+//! its capacity (a shrink below the current fill takes the surplus places
+//! back as they free up, so the edge drains down and nothing is dropped),
+//! its `when_full`, the stage's rate limit, and which edges an [`Output`]
+//! feeds. An [`Input`] can be handed over: its stage sees the end of its
+//! input, finishes what it holds, and the queue passes, untouched and in
+//! order, to the stage's next instance.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{EdgeMetrics, StageMetrics};
 use crate::rate_limit::RateLimit;
-use crate::topology::WhenFull;
+use crate::topology::{RateLimitSpec, WhenFull};
 
 /// What flows over an edge: a batch that knows how many events it holds.
 /// Fan-out clones it, so it should be cheap to clone (or rarely fanned out).
@@ -34,37 +45,123 @@ impl<T: Clone + Send + 'static> Message for Vec<T> {
 
 /// The state of one edge, shared by its sender and the receiving stage.
 pub(crate) struct EdgeShared {
+    pub(crate) from: Arc<str>,
     pub(crate) to: Arc<str>,
-    pub(crate) capacity: usize,
-    pub(crate) when_full: WhenFull,
+    /// The places the edge should have (a shrink may still be taking the
+    /// surplus back).
+    capacity: AtomicUsize,
+    reject: AtomicBool,
     permits: Arc<Semaphore>,
     metrics: EdgeMetrics,
 }
 
 impl EdgeShared {
     pub(crate) fn new(from: &str, to: &str, capacity: usize, when_full: WhenFull) -> Arc<Self> {
-        // tokio semaphores take u32 permit counts per acquire.
-        let capacity = capacity.clamp(1, u32::MAX as usize);
+        let capacity = clamp_capacity(capacity);
         Arc::new(EdgeShared {
+            from: from.into(),
             to: to.into(),
-            capacity,
-            when_full,
+            capacity: AtomicUsize::new(capacity),
+            reject: AtomicBool::new(when_full == WhenFull::Reject),
             permits: Arc::new(Semaphore::new(capacity)),
             metrics: EdgeMetrics::new(from, to, capacity),
         })
     }
 
+    /// The edge's capacity, events.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Its policy when full.
+    pub(crate) fn when_full(&self) -> WhenFull {
+        if self.reject.load(Ordering::Relaxed) {
+            WhenFull::Reject
+        } else {
+            WhenFull::Block
+        }
+    }
+
+    /// Changes the policy for the next send.
+    pub(crate) fn set_when_full(&self, when_full: WhenFull) {
+        self.reject.store(when_full == WhenFull::Reject, Ordering::Relaxed);
+    }
+
+    /// Changes the capacity. Growing frees places at once. Shrinking takes
+    /// free places back at once and the rest as the stage takes events
+    /// out: until then senders wait (or are refused) as on a full edge, so
+    /// the queue drains down to the new size and nothing queued is lost.
+    pub(crate) fn resize(&self, capacity: usize) {
+        let capacity = clamp_capacity(capacity);
+        let old = self.capacity.swap(capacity, Ordering::AcqRel);
+        if capacity > old {
+            self.permits.add_permits(capacity - old);
+        } else if capacity < old {
+            let owed = (old - capacity) - self.permits.forget_permits(old - capacity);
+            if owed > 0 {
+                // Queued behind any waiting sender, so it is served as
+                // places free up; gone with the edge if the stage ends.
+                let permits = self.permits.clone();
+                tokio::spawn(async move {
+                    if let Ok(places) = permits.acquire_many_owned(owed as u32).await {
+                        places.forget();
+                    }
+                });
+            }
+        }
+        self.metrics.capacity(capacity);
+        self.report_depth();
+    }
+
     /// Events queued on this edge now.
     pub(crate) fn queued(&self) -> usize {
-        self.capacity.saturating_sub(self.permits.available_permits())
+        self.capacity().saturating_sub(self.permits.available_permits())
     }
 
     fn permits_for(&self, events: usize) -> u32 {
-        events.clamp(1, self.capacity) as u32
+        events.clamp(1, self.capacity()) as u32
     }
 
     fn report_depth(&self) {
         self.metrics.queued(self.queued());
+    }
+}
+
+/// tokio semaphores take u32 permit counts per acquire.
+fn clamp_capacity(capacity: usize) -> usize {
+    capacity.clamp(1, u32::MAX as usize)
+}
+
+/// A stage's rate limit, replaceable while the stage runs. A replaced
+/// limit starts with its whole burst.
+#[derive(Debug, Default)]
+pub struct LiveRateLimit {
+    spec: Mutex<Option<RateLimitSpec>>,
+    limit: ArcSwapOption<RateLimit>,
+}
+
+impl LiveRateLimit {
+    /// A limit of `spec` (none: unlimited).
+    pub fn new(spec: Option<&RateLimitSpec>) -> Arc<Self> {
+        let live = Arc::new(LiveRateLimit::default());
+        live.set(spec);
+        live
+    }
+
+    /// Applies `spec` from the next event on; unchanged specs keep the
+    /// limiter (and its state).
+    pub fn set(&self, spec: Option<&RateLimitSpec>) {
+        let mut current = self.spec.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.as_ref() == spec {
+            return;
+        }
+        *current = spec.copied();
+        self.limit.store(spec.map(|spec| Arc::new(RateLimit::new(spec))));
+    }
+
+    /// The limiter in force now.
+    pub fn current(&self) -> Option<Arc<RateLimit>> {
+        self.limit.load_full()
     }
 }
 
@@ -112,11 +209,19 @@ impl<M> fmt::Display for SendError<M> {
 
 impl<M> std::error::Error for SendError<M> {}
 
+/// The queue every edge into one stage feeds.
+pub(crate) type Queue<M> = mpsc::UnboundedSender<Delivery<M>>;
+
 /// One outgoing edge: the edge's state plus the receiving stage's queue.
-#[derive(Clone)]
 pub(crate) struct EdgeSender<M> {
     pub(crate) edge: Arc<EdgeShared>,
-    pub(crate) queue: mpsc::UnboundedSender<Delivery<M>>,
+    pub(crate) queue: Queue<M>,
+}
+
+impl<M> Clone for EdgeSender<M> {
+    fn clone(&self) -> Self {
+        EdgeSender { edge: self.edge.clone(), queue: self.queue.clone() }
+    }
 }
 
 impl<M> EdgeSender<M> {
@@ -130,34 +235,61 @@ impl<M> EdgeSender<M> {
     }
 }
 
+/// What every clone of one stage's [`Output`] shares; the runtime holds it
+/// weakly to rewire it, so downstream inputs still close when the stage's
+/// last clone is dropped.
+pub(crate) struct OutputShared<M> {
+    edges: ArcSwap<Vec<EdgeSender<M>>>,
+    metrics: StageMetrics,
+    /// Only sources apply their rate limit here; other stages apply it on
+    /// their input.
+    rate_limit: Option<Arc<LiveRateLimit>>,
+}
+
+impl<M> OutputShared<M> {
+    /// The edges fed now.
+    pub(crate) fn edges(&self) -> Arc<Vec<EdgeSender<M>>> {
+        self.edges.load_full()
+    }
+
+    /// Feeds `edges` from the next send on; a send already under way
+    /// finishes on the edges it started with.
+    pub(crate) fn set_edges(&self, edges: Vec<EdgeSender<M>>) {
+        self.edges.store(Arc::new(edges));
+    }
+}
+
 /// A stage's outgoing side: every edge to a downstream stage. Clones share
 /// the edges (a source's concurrent handlers each hold one); downstream
 /// stages see their input close when the last clone is dropped.
 pub struct Output<M> {
-    edges: Arc<[EdgeSender<M>]>,
-    metrics: StageMetrics,
-    /// Only sources carry their rate limit here; other stages apply it on
-    /// their input.
-    rate_limit: Option<Arc<RateLimit>>,
+    shared: Arc<OutputShared<M>>,
 }
 
 impl<M> Clone for Output<M> {
     fn clone(&self) -> Self {
-        Output { edges: self.edges.clone(), metrics: self.metrics.clone(), rate_limit: self.rate_limit.clone() }
+        Output { shared: self.shared.clone() }
     }
 }
 
 impl<M: Message> Output<M> {
-    pub(crate) fn new(mut edges: Vec<EdgeSender<M>>, metrics: StageMetrics, rate_limit: Option<RateLimit>) -> Self {
-        // Try the edges that refuse first, so a refusal never leaves the
-        // sender holding places it waited for on a blocking edge.
-        edges.sort_by_key(|sender| sender.edge.when_full != WhenFull::Reject);
-        Output { edges: edges.into(), metrics, rate_limit: rate_limit.map(Arc::new) }
+    pub(crate) fn new(edges: Vec<EdgeSender<M>>, metrics: StageMetrics, rate_limit: Option<Arc<LiveRateLimit>>) -> Self {
+        Output { shared: Arc::new(OutputShared { edges: ArcSwap::from_pointee(edges), metrics, rate_limit }) }
+    }
+
+    /// The shared state, for the runtime to rewire.
+    pub(crate) fn shared(&self) -> &Arc<OutputShared<M>> {
+        &self.shared
+    }
+
+    /// An output over `shared` (a stage's next instance keeps its edges).
+    pub(crate) fn from_shared(shared: Arc<OutputShared<M>>) -> Self {
+        Output { shared }
     }
 
     /// Whether any stage reads this output.
     pub fn is_connected(&self) -> bool {
-        !self.edges.is_empty()
+        !self.shared.edges.load().is_empty()
     }
 
     /// Sends `message` to every downstream stage, all or none: places are
@@ -165,17 +297,22 @@ impl<M: Message> Output<M> {
     /// a full `reject` edge) before anything is delivered.
     pub async fn send(&self, message: M) -> Result<(), SendError<M>> {
         let events = message.event_count();
-        if let Some(limit) = &self.rate_limit {
-            self.metrics.rate_limit_wait(limit.take_all(events).await);
+        if let Some(limit) = self.shared.rate_limit.as_ref().and_then(|live| live.current()) {
+            self.shared.metrics.rate_limit_wait(limit.take_all(events).await);
         }
-        let mut reserved = Vec::with_capacity(self.edges.len());
-        for sender in self.edges.iter() {
+        let edges = self.shared.edges.load_full();
+        // Try the edges that refuse first, so a refusal never leaves the
+        // sender holding places it waited for on a blocking edge.
+        let mut order: Vec<&EdgeSender<M>> = edges.iter().collect();
+        order.sort_by_key(|sender| sender.edge.when_full() != WhenFull::Reject);
+        let mut reserved = Vec::with_capacity(order.len());
+        for sender in &order {
             let edge = &sender.edge;
             let wanted = edge.permits_for(events);
             let places = match edge.permits.clone().try_acquire_many_owned(wanted) {
                 Ok(places) => places,
                 Err(TryAcquireError::Closed) => return Err(SendError::Closed { to: edge.to.clone(), message }),
-                Err(TryAcquireError::NoPermits) if edge.when_full == WhenFull::Reject => {
+                Err(TryAcquireError::NoPermits) if edge.when_full() == WhenFull::Reject => {
                     edge.metrics.rejected();
                     return Err(SendError::Full { to: edge.to.clone(), message });
                 }
@@ -184,7 +321,7 @@ impl<M: Message> Output<M> {
                     edge.metrics.wait_started();
                     let acquired = edge.permits.clone().acquire_many_owned(wanted).await;
                     let waited = started.elapsed();
-                    self.metrics.backpressure_wait(waited);
+                    self.shared.metrics.backpressure_wait(waited);
                     edge.metrics.wait_ended(waited);
                     match acquired {
                         Ok(places) => places,
@@ -195,7 +332,7 @@ impl<M: Message> Output<M> {
             reserved.push(places);
         }
         let mut reserved = reserved.into_iter();
-        let Some((last, others)) = self.edges.split_last() else {
+        let Some((last, others)) = order.split_last() else {
             return Ok(());
         };
         for (sender, places) in others.iter().zip(reserved.by_ref()) {
@@ -204,53 +341,95 @@ impl<M: Message> Output<M> {
         if let Some(places) = reserved.next() {
             last.deliver(message, places)?;
         }
-        self.metrics.events_out(events);
+        self.shared.metrics.events_out(events);
         Ok(())
     }
 }
 
+/// What an [`Input`] hands to its stage's next instance: the queue and a
+/// batch still being charged to the rate limit.
+pub(crate) struct InputCore<M> {
+    queue: mpsc::UnboundedReceiver<Delivery<M>>,
+    pending: Option<(Delivery<M>, usize)>,
+}
+
+impl<M> InputCore<M> {
+    pub(crate) fn new(queue: mpsc::UnboundedReceiver<Delivery<M>>) -> Self {
+        InputCore { queue, pending: None }
+    }
+}
+
+/// The input edges of one stage, shared with the runtime, which adds,
+/// removes and retunes them.
+pub(crate) type InputEdges = Arc<Mutex<Vec<Arc<EdgeShared>>>>;
+
+/// How an input is handed to the stage's next instance.
+pub(crate) struct Handover<M> {
+    /// Fired by the runtime: `recv` answers `None` from then on.
+    pub(crate) requested: CancellationToken,
+    /// Where the queue goes when the stage lets go of its input.
+    pub(crate) hand_to: oneshot::Sender<InputCore<M>>,
+}
+
 /// A stage's incoming side: one queue fed by all its input edges.
 pub struct Input<M> {
-    queue: mpsc::UnboundedReceiver<Delivery<M>>,
-    edges: Vec<Arc<EdgeShared>>,
+    core: Option<InputCore<M>>,
+    edges: InputEdges,
     metrics: StageMetrics,
-    rate_limit: Option<RateLimit>,
-    /// A batch taken from the queue whose rate-limit charge is not complete
-    /// (events still to charge); kept so `recv` is cancel-safe.
-    pending: Option<(Delivery<M>, usize)>,
+    rate_limit: Option<Arc<LiveRateLimit>>,
+    handover: Option<Handover<M>>,
 }
 
 impl<M: Message> Input<M> {
     pub(crate) fn new(
-        queue: mpsc::UnboundedReceiver<Delivery<M>>,
-        edges: Vec<Arc<EdgeShared>>,
+        core: InputCore<M>,
+        edges: InputEdges,
         metrics: StageMetrics,
-        rate_limit: Option<RateLimit>,
+        rate_limit: Option<Arc<LiveRateLimit>>,
+        handover: Option<Handover<M>>,
     ) -> Self {
-        Input { queue, edges, metrics, rate_limit, pending: None }
+        Input { core: Some(core), edges, metrics, rate_limit, handover }
     }
 
     /// The next batch from any input, after the stage's rate limit allows
     /// it; `None` once every upstream stage has finished and the queue is
-    /// drained. Cancel-safe (usable in `tokio::select!`).
+    /// drained, or once the runtime hands the input to the stage's next
+    /// instance (what is queued then stays queued for it). Cancel-safe
+    /// (usable in `tokio::select!`).
     pub async fn recv(&mut self) -> Option<M> {
-        if self.pending.is_none() {
-            let delivery = self.queue.recv().await?;
-            let events = delivery.message.event_count();
-            self.pending = Some((delivery, events));
+        let handed_over = self.handover.as_ref().map(|handover| handover.requested.clone());
+        let handed_over = async move {
+            match handed_over {
+                Some(requested) => requested.cancelled_owned().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = handed_over => None,
+            message = self.next() => message,
         }
-        if let Some(limit) = &self.rate_limit {
+    }
+
+    async fn next(&mut self) -> Option<M> {
+        let core = self.core.as_mut()?;
+        if core.pending.is_none() {
+            let delivery = core.queue.recv().await?;
+            let events = delivery.message.event_count();
+            core.pending = Some((delivery, events));
+        }
+        if let Some(limit) = self.rate_limit.as_ref().and_then(|live| live.current()) {
             // Charge chunk by chunk; a cancelled wait keeps what is charged.
-            while let Some((_, remaining)) = self.pending.as_mut().filter(|(_, remaining)| *remaining > 0) {
+            while let Some((_, remaining)) = core.pending.as_mut().filter(|(_, remaining)| *remaining > 0) {
                 let chunk = (*remaining).min(limit.burst() as usize);
                 let waited = limit.take(chunk as u32).await;
                 self.metrics.rate_limit_wait(waited);
-                if let Some((_, remaining)) = self.pending.as_mut() {
+                if let Some((_, remaining)) = core.pending.as_mut() {
                     *remaining -= chunk;
                 }
             }
         }
-        let (delivery, _) = self.pending.take()?;
+        let (delivery, _) = core.pending.take()?;
         let Delivery { message, _places, edge } = delivery;
         // Free the places before reporting, so the gauge shows the queue.
         drop(_places);
@@ -261,14 +440,23 @@ impl<M: Message> Input<M> {
 
     /// Events queued on all input edges now.
     pub fn queued(&self) -> usize {
-        self.edges.iter().map(|edge| edge.queued()).sum()
+        self.edges.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(|edge| edge.queued()).sum()
     }
 }
 
 impl<M> Drop for Input<M> {
     fn drop(&mut self) {
+        if let Some(handover) = self.handover.take() {
+            if handover.requested.is_cancelled() {
+                if let Some(core) = self.core.take() {
+                    // The next instance takes the queue as it is.
+                    let _ = handover.hand_to.send(core);
+                    return;
+                }
+            }
+        }
         // Wake senders waiting for room: this stage will never make any.
-        for edge in &self.edges {
+        for edge in self.edges.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
             edge.permits.close();
         }
     }
@@ -280,6 +468,6 @@ pub fn channel<M: Message>(from: &str, to: &str, capacity: usize, when_full: Whe
     let edge = EdgeShared::new(from, to, capacity, when_full);
     let (queue, receiver) = mpsc::unbounded_channel();
     let output = Output::new(vec![EdgeSender { edge: edge.clone(), queue }], StageMetrics::new(from), None);
-    let input = Input::new(receiver, vec![edge], StageMetrics::new(to), None);
+    let input = Input::new(InputCore::new(receiver), Arc::new(Mutex::new(vec![edge])), StageMetrics::new(to), None, None);
     (output, input)
 }

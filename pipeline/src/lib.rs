@@ -37,6 +37,9 @@ pub mod topology;
 pub mod validate;
 pub mod view;
 
+pub use edge::LiveRateLimit;
 pub use edge::{Input, Message, Output, SendError};
-pub use runtime::{stage_fn, NodeSpec, RunError, RunnableNode, Running, Stage, StageContext, StageError, StageFuture};
+pub use runtime::{
+    stage_fn, Control, NodeSpec, Rewire, Rewired, RunError, RunnableNode, Running, Stage, StageContext, StageError, StageFuture,
+};
 pub use topology::{InputSpec, RateLimitSpec, Role, Shape, StageDef, StageSpec, Topology, WhenFull};

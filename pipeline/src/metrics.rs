@@ -79,6 +79,7 @@ impl StageMetrics {
 
 /// Handles for one edge's metrics.
 pub(crate) struct EdgeMetrics {
+    capacity: Gauge,
     queued: Gauge,
     rejected: Counter,
     blocked: Counter,
@@ -88,13 +89,19 @@ pub(crate) struct EdgeMetrics {
 impl EdgeMetrics {
     pub(crate) fn new(from: &str, to: &str, capacity: usize) -> Self {
         let labels = [("from", from.to_owned()), ("to", to.to_owned())];
-        gauge!("histflow_edge_capacity_events", &labels).set(capacity as f64);
+        let capacity_gauge = gauge!("histflow_edge_capacity_events", &labels);
+        capacity_gauge.set(capacity as f64);
         EdgeMetrics {
+            capacity: capacity_gauge,
             queued: gauge!("histflow_edge_queue_events", &labels),
             rejected: counter!("histflow_edge_rejected_total", &labels),
             blocked: counter!("histflow_edge_blocked_microseconds_total", &labels),
             waiting: gauge!("histflow_edge_waiting_senders", &labels),
         }
+    }
+
+    pub(crate) fn capacity(&self, events: usize) {
+        self.capacity.set(events as f64);
     }
 
     pub(crate) fn queued(&self, events: usize) {

@@ -6,19 +6,27 @@
 //! outputs. A deadline bounds the drain after the signal and names the
 //! stages still running. A stage that fails stops the sources too, so the
 //! rest drains and the process exits non-zero.
+//!
+//! A running pipeline can be rewired ([`Control::apply`]): edges change
+//! capacity, policy and rate limit in place; new nodes start; removed nodes
+//! lose their inputs, drain what they hold and end; a node given a new
+//! stage is handed over: its running instance sees the end of its input
+//! (a source: its stop signal), finishes and returns, and the new instance
+//! takes the same queue and the same output edges, so nothing is dropped
+//! or re-ordered and the stages around it never notice.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::edge::{EdgeSender, EdgeShared, Input, Message, Output};
+use crate::edge::{Delivery, EdgeSender, EdgeShared, Handover, Input, InputCore, InputEdges, LiveRateLimit, Message, Output, OutputShared};
 use crate::metrics::StageMetrics;
-use crate::rate_limit::RateLimit;
 use crate::topology::{InputSpec, RateLimitSpec};
 
 /// Any error a stage ends with.
@@ -72,7 +80,7 @@ pub struct StageContext<M> {
 }
 
 /// A node to run: its name, where its input comes from, and its limit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeSpec {
     /// Unique node name; `inputs[].from` refer to these.
     pub name: String,
@@ -101,6 +109,23 @@ pub enum BuildError {
     /// Two nodes share a name.
     #[error("two nodes are named `{0}`")]
     DuplicateNode(String),
+    /// A new node came without its stage.
+    #[error("node `{0}` is new but no stage was given for it")]
+    MissingStage(String),
+    /// A node to hand over has already ended.
+    #[error("node `{0}` has already ended and cannot be handed over")]
+    Ended(String),
+    /// The pipeline is stopping; it is not rewired any more.
+    #[error("the pipeline is stopping")]
+    Stopping,
+    /// A stage failed while handing over (the pipeline stops).
+    #[error("stage `{stage}` failed while handing over: {error}")]
+    HandoverFailed {
+        /// The node.
+        stage: String,
+        /// Its error.
+        error: String,
+    },
 }
 
 /// How a run ended badly.
@@ -119,67 +144,264 @@ pub enum RunError {
     },
 }
 
-/// A started pipeline.
-pub struct Running {
-    tasks: JoinSet<Result<(), StageError>>,
-    names: HashMap<tokio::task::Id, Arc<str>>,
+/// What a running instance reports when it ends.
+type Ended = (u64, Result<(), String>);
+
+/// One node of the running pipeline.
+struct Node<M> {
+    spec: NodeSpec,
+    /// Its inbound queue, held weakly: only edges keep it open.
+    queue: mpsc::WeakUnboundedSender<Delivery<M>>,
+    input_edges: InputEdges,
+    /// Its outputs, held weakly: the stage's own clones keep them open.
+    output: Weak<OutputShared<M>>,
+    rate_limit: Arc<LiveRateLimit>,
+    metrics: StageMetrics,
+    /// The instance running it now.
+    instance: u64,
+}
+
+/// One running instance of a node's stage.
+struct Instance<M> {
+    name: Arc<str>,
+    source: bool,
+    abort: AbortHandle,
+    /// Ends the instance's input (a source: its stop signal) for a handover.
+    handover: CancellationToken,
+    /// What the stage sees as its stop signal.
+    stop: CancellationToken,
+    /// Where its input's queue goes when it lets go of it.
+    handed: Option<oneshot::Receiver<InputCore<M>>>,
+    /// Told how the instance ended, while it is being handed over.
+    swap: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// The nodes and instances of a pipeline, shared by [`Running`] and
+/// [`Control`].
+struct Nodes<M> {
+    by_name: HashMap<String, Node<M>>,
+    instances: HashMap<u64, Instance<M>>,
+    next_instance: u64,
+    ended: mpsc::UnboundedSender<Ended>,
     shutdown: CancellationToken,
+}
+
+/// Queues and outputs kept open while they are wired, by node.
+type Held<M> = HashMap<String, (mpsc::UnboundedSender<Delivery<M>>, Arc<OutputShared<M>>)>;
+
+/// A node about to start: its queue's receiving end and its output.
+struct Fresh<M> {
+    receiver: mpsc::UnboundedReceiver<Delivery<M>>,
+    /// Keeps the queue open until edges are wired to it.
+    sender: mpsc::UnboundedSender<Delivery<M>>,
+    output: Arc<OutputShared<M>>,
+}
+
+impl<M: Message> Nodes<M> {
+    /// Adds a node that is not running yet.
+    fn add(&mut self, spec: NodeSpec) -> Fresh<M> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let metrics = StageMetrics::new(&spec.name);
+        let rate_limit = LiveRateLimit::new(spec.rate_limit.as_ref());
+        let output = Output::new(Vec::new(), metrics.clone(), spec.source.then(|| rate_limit.clone()));
+        let shared = output.shared().clone();
+        let node = Node {
+            queue: sender.downgrade(),
+            input_edges: Arc::default(),
+            output: Arc::downgrade(&shared),
+            rate_limit,
+            metrics,
+            instance: 0,
+            spec,
+        };
+        self.by_name.insert(node.spec.name.clone(), node);
+        Fresh { receiver, sender, output: shared }
+    }
+
+    /// Makes every node's inputs and rate limit what `specs` say: edges
+    /// from the same node are retuned in place, new ones are added before
+    /// any is removed (so a queue never closes between two edges), and the
+    /// edges of nodes not in `specs` are taken away. `held` are queues and
+    /// outputs kept open for this (new nodes, nodes being handed over).
+    fn rewire(&mut self, specs: &[NodeSpec], held: &Held<M>) {
+        let output_of = |nodes: &HashMap<String, Node<M>>, name: &str| -> Option<Arc<OutputShared<M>>> {
+            held.get(name).map(|(_, output)| output.clone()).or_else(|| nodes.get(name).and_then(|node| node.output.upgrade()))
+        };
+        let mut removed: Vec<Arc<EdgeShared>> = Vec::new();
+        for spec in specs {
+            let Some(node) = self.by_name.get(&spec.name) else { continue };
+            let queue = held.get(&spec.name).map(|(queue, _)| queue.clone()).or_else(|| node.queue.upgrade());
+            let mut edges = lock(&node.input_edges).clone();
+            for input in &spec.inputs {
+                if let Some(edge) = edges.iter().find(|edge| *edge.from == *input.from) {
+                    edge.resize(input.capacity);
+                    edge.set_when_full(input.when_full);
+                    continue;
+                }
+                let Some(queue) = queue.clone() else { continue };
+                let edge = EdgeShared::new(&input.from, &spec.name, input.capacity, input.when_full);
+                if let Some(upstream) = output_of(&self.by_name, &input.from) {
+                    let mut senders = (*upstream.edges()).clone();
+                    senders.push(EdgeSender { edge: edge.clone(), queue });
+                    upstream.set_edges(senders);
+                }
+                edges.push(edge);
+            }
+            let (kept, gone): (Vec<_>, Vec<_>) =
+                edges.into_iter().partition(|edge| spec.inputs.iter().any(|input| *input.from == *edge.from));
+            removed.extend(gone);
+            *lock(&node.input_edges) = kept;
+            node.rate_limit.set(spec.rate_limit.as_ref());
+        }
+        let wanted: HashSet<&str> = specs.iter().map(|spec| spec.name.as_str()).collect();
+        for node in self.by_name.values().filter(|node| !wanted.contains(node.spec.name.as_str())) {
+            removed.extend(lock(&node.input_edges).iter().cloned());
+        }
+        for edge in removed {
+            if let Some(upstream) = output_of(&self.by_name, &edge.from) {
+                let senders = upstream.edges().iter().filter(|sender| !Arc::ptr_eq(&sender.edge, &edge)).cloned().collect();
+                upstream.set_edges(senders);
+            }
+        }
+        for spec in specs {
+            if let Some(node) = self.by_name.get_mut(&spec.name) {
+                node.spec = spec.clone();
+            }
+        }
+    }
+
+    /// Starts an instance of `name`'s stage on `core` and `output`.
+    fn spawn(&mut self, name: &str, stage: Box<dyn Stage<M>>, core: InputCore<M>, output: Arc<OutputShared<M>>) {
+        let Some(node) = self.by_name.get_mut(name) else { return };
+        self.next_instance += 1;
+        let id = self.next_instance;
+        node.instance = id;
+        node.output = Arc::downgrade(&output);
+        let handover = CancellationToken::new();
+        let (hand_to, handed) = oneshot::channel();
+        let stop = self.shutdown.child_token();
+        let input_limit = (!node.spec.source).then(|| node.rate_limit.clone());
+        let input = Input::new(
+            core,
+            node.input_edges.clone(),
+            node.metrics.clone(),
+            input_limit,
+            Some(Handover { requested: handover.clone(), hand_to }),
+        );
+        let name: Arc<str> = name.into();
+        let cx = StageContext {
+            name: name.clone(),
+            input,
+            output: Output::from_shared(output),
+            shutdown: stop.clone(),
+            metrics: node.metrics.clone(),
+        };
+        let ended = self.ended.clone();
+        let task = tokio::spawn(async move {
+            let outcome = match std::panic::AssertUnwindSafe(stage.run(cx)).catch_unwind().await {
+                Ok(outcome) => outcome.map_err(|error| error.to_string()),
+                Err(_panic) => Err("the stage panicked".to_owned()),
+            };
+            let _ = ended.send((id, outcome));
+        });
+        let instance =
+            Instance { name, source: node.spec.source, abort: task.abort_handle(), handover, stop, handed: Some(handed), swap: None };
+        self.instances.insert(id, instance);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A started pipeline.
+pub struct Running<M> {
+    nodes: Arc<Mutex<Nodes<M>>>,
+    ended: mpsc::UnboundedReceiver<Ended>,
+    shutdown: CancellationToken,
+    rewiring: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Rewires a running pipeline; clones share it.
+pub struct Control<M> {
+    nodes: Arc<Mutex<Nodes<M>>>,
+    shutdown: CancellationToken,
+    /// One rewiring at a time.
+    rewiring: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<M> Clone for Control<M> {
+    fn clone(&self) -> Self {
+        Control { nodes: self.nodes.clone(), shutdown: self.shutdown.clone(), rewiring: self.rewiring.clone() }
+    }
+}
+
+/// What the pipeline should become.
+pub struct Rewire<M> {
+    /// Every node to run from now on, with its wiring.
+    pub specs: Vec<NodeSpec>,
+    /// A stage for every new node, and for every running node to hand over
+    /// to a new instance. Running nodes without one keep their instance.
+    pub stages: HashMap<String, Box<dyn Stage<M>>>,
+}
+
+/// What a rewiring did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rewired {
+    /// Nodes that started.
+    pub started: Vec<String>,
+    /// Nodes handed over to a new instance.
+    pub handed_over: Vec<String>,
+    /// Nodes whose inputs were taken away (they drain and end).
+    pub retired: Vec<String>,
+}
+
+/// Checks that names are unique and every input names a node.
+fn check_wiring(specs: &[NodeSpec]) -> Result<(), BuildError> {
+    let mut names = HashSet::new();
+    for spec in specs {
+        if !names.insert(spec.name.as_str()) {
+            return Err(BuildError::DuplicateNode(spec.name.clone()));
+        }
+    }
+    for spec in specs {
+        if let Some(input) = spec.inputs.iter().find(|input| !names.contains(input.from.as_str())) {
+            return Err(BuildError::UnknownInput { to: spec.name.clone(), from: input.from.clone() });
+        }
+    }
+    Ok(())
 }
 
 /// Wires `nodes` together and spawns one task per node. `shutdown` is the
 /// stop signal handed to sources; cancel it to begin a drain.
-pub fn start<M: Message>(nodes: Vec<(NodeSpec, Box<dyn Stage<M>>)>, shutdown: CancellationToken) -> Result<Running, BuildError> {
-    let mut queues: HashMap<&str, (mpsc::UnboundedSender<_>, Option<mpsc::UnboundedReceiver<_>>)> = HashMap::new();
-    for (spec, _) in &nodes {
-        let (tx, rx) = mpsc::unbounded_channel();
-        if queues.insert(spec.name.as_str(), (tx, Some(rx))).is_some() {
-            return Err(BuildError::DuplicateNode(spec.name.clone()));
+pub fn start<M: Message>(nodes: Vec<(NodeSpec, Box<dyn Stage<M>>)>, shutdown: CancellationToken) -> Result<Running<M>, BuildError> {
+    let specs: Vec<NodeSpec> = nodes.iter().map(|(spec, _)| spec.clone()).collect();
+    check_wiring(&specs)?;
+    let (ended_tx, ended) = mpsc::unbounded_channel();
+    let mut state =
+        Nodes { by_name: HashMap::new(), instances: HashMap::new(), next_instance: 0, ended: ended_tx, shutdown: shutdown.clone() };
+    let mut fresh = HashMap::new();
+    for spec in &specs {
+        fresh.insert(spec.name.clone(), state.add(spec.clone()));
+    }
+    let held = fresh.iter().map(|(name, fresh)| (name.clone(), (fresh.sender.clone(), fresh.output.clone()))).collect();
+    state.rewire(&specs, &held);
+    drop(held);
+    for (spec, stage) in nodes {
+        if let Some(Fresh { receiver, sender, output }) = fresh.remove(&spec.name) {
+            drop(sender);
+            state.spawn(&spec.name, stage, InputCore::new(receiver), output);
         }
     }
-
-    let mut outgoing: HashMap<&str, Vec<EdgeSender<M>>> = HashMap::new();
-    let mut incoming: HashMap<&str, Vec<Arc<EdgeShared>>> = HashMap::new();
-    for (spec, _) in &nodes {
-        for input in &spec.inputs {
-            let Some((from_name, _)) = queues.get_key_value(input.from.as_str()) else {
-                return Err(BuildError::UnknownInput { to: spec.name.clone(), from: input.from.clone() });
-            };
-            let edge = EdgeShared::new(&input.from, &spec.name, input.capacity, input.when_full);
-            let queue = queues[spec.name.as_str()].0.clone();
-            outgoing.entry(from_name).or_default().push(EdgeSender { edge: edge.clone(), queue });
-            incoming.entry(spec.name.as_str()).or_default().push(edge);
-        }
-    }
-
-    let mut contexts = Vec::with_capacity(nodes.len());
-    for (spec, _) in &nodes {
-        let name: Arc<str> = spec.name.as_str().into();
-        let metrics = StageMetrics::new(&name);
-        let rate_limit = spec.rate_limit.as_ref().map(RateLimit::new);
-        let (input_limit, output_limit) = if spec.source { (None, rate_limit) } else { (rate_limit, None) };
-        let receiver = queues.get_mut(spec.name.as_str()).and_then(|(_, rx)| rx.take());
-        let Some(receiver) = receiver else {
-            return Err(BuildError::DuplicateNode(spec.name.clone()));
-        };
-        let input = Input::new(receiver, incoming.remove(spec.name.as_str()).unwrap_or_default(), metrics.clone(), input_limit);
-        let output = Output::new(outgoing.remove(spec.name.as_str()).unwrap_or_default(), metrics.clone(), output_limit);
-        contexts.push(StageContext { name, input, output, shutdown: shutdown.clone(), metrics });
-    }
-    // Only the edges' senders may keep a queue open: a stage's input closes
-    // exactly when all its upstream stages have finished.
-    drop(queues);
-
-    let mut tasks = JoinSet::new();
-    let mut names = HashMap::new();
-    for ((_, stage), cx) in nodes.into_iter().zip(contexts) {
-        let name = cx.name.clone();
-        let handle = tasks.spawn(stage.run(cx));
-        names.insert(handle.id(), name);
-    }
-    Ok(Running { tasks, names, shutdown })
+    Ok(Running { nodes: Arc::new(Mutex::new(state)), ended, shutdown, rewiring: Arc::default() })
 }
 
-impl Running {
+impl<M: Message> Running<M> {
+    /// A handle that rewires this pipeline while it runs.
+    pub fn control(&self) -> Control<M> {
+        Control { nodes: self.nodes.clone(), shutdown: self.shutdown.clone(), rewiring: self.rewiring.clone() }
+    }
+
     /// Waits for every stage to finish. After the stop signal (or a stage
     /// failure, which raises it), waits at most `drain_timeout`, then aborts
     /// what is left and names it.
@@ -190,29 +412,41 @@ impl Running {
             if deadline.is_none() && self.shutdown.is_cancelled() {
                 deadline = Some(tokio::time::Instant::now() + drain_timeout);
             }
-            let joined = tokio::select! {
-                joined = self.tasks.join_next_with_id() => joined,
+            if lock(&self.nodes).instances.is_empty() {
+                break;
+            }
+            let ended = tokio::select! {
+                ended = self.ended.recv() => ended,
                 () = self.shutdown.cancelled(), if deadline.is_none() => continue,
                 () = sleep_until(deadline) => {
-                    let mut still_running: Vec<String> = self.names.values().map(|name| name.to_string()).collect();
+                    let nodes = lock(&self.nodes);
+                    let mut still_running: Vec<String> = nodes.instances.values().map(|instance| instance.name.to_string()).collect();
                     still_running.sort();
                     tracing::error!(stages = ?still_running, timeout_ms = drain_timeout.as_millis() as u64, "shutdown deadline passed; aborting stages that have not drained");
-                    self.tasks.abort_all();
+                    for instance in nodes.instances.values() {
+                        instance.abort.abort();
+                    }
                     return Err(RunError::DeadlineExceeded { timeout: drain_timeout, still_running });
                 }
             };
-            let Some(joined) = joined else { break };
-            let (id, outcome) = match joined {
-                Ok((id, outcome)) => (id, outcome.map_err(|error| error.to_string())),
-                Err(join_error) => (join_error.id(), Err(format!("task ended abnormally: {join_error}"))),
-            };
-            let name = self.names.remove(&id).unwrap_or_else(|| "?".into());
-            match outcome {
-                Ok(()) => tracing::debug!(stage = %name, "stage finished"),
-                Err(error) => {
-                    tracing::error!(stage = %name, %error, "stage failed; stopping the sources so the rest drains");
-                    failures.push((name.to_string(), error));
-                    self.shutdown.cancel();
+            let Some((id, outcome)) = ended else { break };
+            let mut nodes = lock(&self.nodes);
+            let Some(instance) = nodes.instances.remove(&id) else { continue };
+            let name = instance.name.clone();
+            if let Err(error) = &outcome {
+                tracing::error!(stage = %name, %error, "stage failed; stopping the sources so the rest drains");
+                failures.push((name.to_string(), error.clone()));
+                self.shutdown.cancel();
+            }
+            match instance.swap {
+                Some(swap) => {
+                    let _ = swap.send(outcome);
+                }
+                None => {
+                    tracing::debug!(stage = %name, "stage finished");
+                    if nodes.by_name.get(&*name).is_some_and(|node| node.instance == id) {
+                        nodes.by_name.remove(&*name);
+                    }
                 }
             }
         }
@@ -222,6 +456,133 @@ impl Running {
             Err(RunError::StagesFailed(failures))
         }
     }
+}
+
+impl<M: Message> Control<M> {
+    /// The nodes running now, with their wiring.
+    pub fn specs(&self) -> Vec<NodeSpec> {
+        lock(&self.nodes).by_name.values().map(|node| node.spec.clone()).collect()
+    }
+
+    /// Makes the running pipeline what `rewire` says (see the module
+    /// documentation). Checked before anything changes: a bad wiring
+    /// changes nothing. Returns once handed-over and new nodes run.
+    pub async fn apply(&self, rewire: Rewire<M>) -> Result<Rewired, BuildError> {
+        let _one_at_a_time = self.rewiring.lock().await;
+        let Rewire { specs, mut stages } = rewire;
+        check_wiring(&specs)?;
+        let mut report = Rewired::default();
+        let mut held: Held<M> = HashMap::new();
+        let handovers = {
+            let nodes = lock(&self.nodes);
+            if self.shutdown.is_cancelled() {
+                return Err(BuildError::Stopping);
+            }
+            if let Some(spec) = specs.iter().find(|spec| !nodes.by_name.contains_key(&spec.name) && !stages.contains_key(&spec.name)) {
+                return Err(BuildError::MissingStage(spec.name.clone()));
+            }
+            let running: Vec<&NodeSpec> = nodes.by_name.values().map(|node| &node.spec).collect();
+            upstream_first(&running).into_iter().filter(|name| stages.contains_key(name)).collect::<Vec<String>>()
+        };
+        // Upstream first, one at a time: a stage handing over drains into
+        // the instance downstream of it, which is still reading.
+        for name in handovers {
+            if let Some(stage) = stages.remove(&name) {
+                self.hand_over(&name, stage).await?;
+                report.handed_over.push(name);
+            }
+        }
+        let mut nodes = lock(&self.nodes);
+        let mut fresh = HashMap::new();
+        for spec in &specs {
+            if !nodes.by_name.contains_key(&spec.name) {
+                let node = nodes.add(spec.clone());
+                held.insert(spec.name.clone(), (node.sender.clone(), node.output.clone()));
+                fresh.insert(spec.name.clone(), node);
+            }
+        }
+        let wanted: HashSet<&str> = specs.iter().map(|spec| spec.name.as_str()).collect();
+        let retired: Vec<String> = nodes.by_name.keys().filter(|name| !wanted.contains(name.as_str())).cloned().collect();
+        nodes.rewire(&specs, &held);
+        for name in &retired {
+            if let Some(node) = nodes.by_name.remove(name) {
+                // A source has no inputs to lose: stop it. Any other node
+                // ends once its queue, which nothing feeds now, is drained.
+                if let Some(instance) = nodes.instances.get(&node.instance).filter(|instance| instance.source) {
+                    instance.stop.cancel();
+                }
+            }
+            report.retired.push(name.clone());
+        }
+        for (name, Fresh { receiver, sender, output }) in fresh {
+            drop(sender);
+            if let Some(stage) = stages.remove(&name) {
+                nodes.spawn(&name, stage, InputCore::new(receiver), output);
+                report.started.push(name);
+            }
+        }
+        drop(held);
+        report.started.sort();
+        report.handed_over.sort();
+        report.retired.sort();
+        Ok(report)
+    }
+
+    /// Ends `name`'s running instance (its input ends; a source's stop
+    /// signal fires), waits for it to finish, and starts `stage` on the
+    /// same queue and output edges.
+    async fn hand_over(&self, name: &str, stage: Box<dyn Stage<M>>) -> Result<(), BuildError> {
+        let ended = || BuildError::Ended(name.to_owned());
+        let (output, swapped, handed) = {
+            let mut nodes = lock(&self.nodes);
+            let node = nodes.by_name.get(name).ok_or_else(ended)?;
+            // A stage that feeds nothing may have let go of its output.
+            let feeds = nodes.by_name.values().any(|other| lock(&other.input_edges).iter().any(|edge| *edge.from == *name));
+            let source = node.spec.source;
+            let output = node
+                .output
+                .upgrade()
+                .or_else(|| {
+                    (!feeds)
+                        .then(|| Output::new(Vec::new(), node.metrics.clone(), source.then(|| node.rate_limit.clone())).shared().clone())
+                })
+                .ok_or_else(ended)?;
+            let id = node.instance;
+            let instance = nodes.instances.get_mut(&id).ok_or_else(ended)?;
+            let (swap, swapped) = oneshot::channel();
+            instance.swap = Some(swap);
+            let handed = instance.handed.take().ok_or_else(ended)?;
+            instance.handover.cancel();
+            if instance.source {
+                instance.stop.cancel();
+            }
+            (output, swapped, handed)
+        };
+        let failed = |error: String| BuildError::HandoverFailed { stage: name.to_owned(), error };
+        match swapped.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(failed(error)),
+            Err(_) => return Err(failed("it ended without a word".to_owned())),
+        }
+        let core = handed.await.map_err(|_| failed("its input was not handed back".to_owned()))?;
+        lock(&self.nodes).spawn(name, stage, core, output);
+        Ok(())
+    }
+}
+
+/// Node names ordered so that every node comes after the nodes it reads.
+fn upstream_first(specs: &[&NodeSpec]) -> Vec<String> {
+    let mut depth: HashMap<&str, usize> = specs.iter().map(|spec| (spec.name.as_str(), 0)).collect();
+    // Longest path from a source; a DAG settles within `specs.len()` rounds.
+    for _ in 0..specs.len() {
+        for spec in specs {
+            let deepest = spec.inputs.iter().filter_map(|input| depth.get(input.from.as_str())).max().map(|d| d + 1).unwrap_or(0);
+            depth.insert(spec.name.as_str(), deepest);
+        }
+    }
+    let mut names: Vec<&str> = specs.iter().map(|spec| spec.name.as_str()).collect();
+    names.sort_by_key(|name| (depth[name], *name));
+    names.into_iter().map(str::to_owned).collect()
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
