@@ -4,7 +4,14 @@
 //! - `main`: the command line and dispatch.
 //! - `topology_file`: reading a topology file and printing its problems.
 //! - `run`: `histflow run`, from building the role's nodes to a drained exit.
+//! - `reload`: reloading the topology in a running process (every trigger).
+//! - `admin_listener`: the admin endpoints' own server, movable by a reload.
+//! - `remote`: `histflow reload` and `histflow graph --url`, which ask a
+//!   running process.
 
+mod admin_listener;
+mod reload;
+mod remote;
 mod run;
 mod topology_file;
 
@@ -31,12 +38,32 @@ enum Command {
         topology: PathBuf,
     },
     /// Print the topology as a graph: stages, edges, capacities, limits.
+    /// With `--url`, the topology a running process runs.
     Graph {
         /// Path of the topology file.
-        topology: PathBuf,
+        #[arg(required_unless_present = "url")]
+        topology: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Dot)]
         format: Format,
+        /// Base URL of a running process's API or admin listener, e.g.
+        /// http://127.0.0.1:8080.
+        #[arg(long, conflicts_with = "topology")]
+        url: Option<String>,
+        /// A client's token, when the process has `[[auth.clients]]`.
+        #[arg(long, env = "HISTFLOW_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Ask a running process to reload its topology file (as SIGHUP does)
+    /// and print the answer; exit 0 when it is running the file, 2 when it
+    /// refused it, 1 when it could not be asked or failed.
+    Reload {
+        /// Base URL of the process's API or admin listener.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A client's token, when the process has `[[auth.clients]]`.
+        #[arg(long, env = "HISTFLOW_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Serve HBase's Thrift1 protocol over an embedded on-disk store: a
     /// stand-in for HBase in tests and benchmarks, not a replacement.
@@ -62,6 +89,9 @@ enum Command {
         /// Use in-process stand-ins for Redis, Kafka and HBase.
         #[arg(long)]
         embedded: bool,
+        /// Reload the topology when the file changes.
+        #[arg(long)]
+        watch: bool,
     },
 }
 
@@ -103,8 +133,15 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Graph { topology, format } => match topology_file::load(&topology) {
-            Ok(loaded) => {
+        Command::Graph { topology: _, format, url: Some(url), token } => {
+            let format = match format {
+                Format::Dot => "dot",
+                Format::Mermaid => "mermaid",
+            };
+            remote::graph(&url, token.as_deref(), format)
+        }
+        Command::Graph { topology, format, .. } => match topology.map(|topology| topology_file::load(&topology)) {
+            Some(Ok(loaded)) => {
                 let format = match format {
                     Format::Dot => GraphFormat::Dot,
                     Format::Mermaid => GraphFormat::Mermaid,
@@ -112,8 +149,10 @@ fn main() -> ExitCode {
                 print!("{}", render(&loaded, format));
                 ExitCode::SUCCESS
             }
-            Err(code) => code,
+            Some(Err(code)) => code,
+            None => ExitCode::from(topology_file::EXIT_BAD_TOPOLOGY),
         },
+        Command::Reload { url, token } => remote::reload(&url, token.as_deref()),
         Command::HbaseCompatServer { listen, data, idle_timeout_s } => {
             init_logging();
             let idle_timeout = std::time::Duration::from_secs(idle_timeout_s.max(1));
@@ -131,9 +170,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { topology, role, embedded } => {
+        Command::Run { topology, role, embedded, watch } => {
             init_logging();
-            run::run(&topology, role.into(), embedded)
+            run::run(&topology, role.into(), embedded, watch)
         }
     }
 }

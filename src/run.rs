@@ -1,6 +1,7 @@
 //! `histflow run`: build the role's nodes, serve the admin endpoints when no
-//! ingest stage does, run until SIGINT/SIGTERM (or a stage failure), drain
-//! within the deadline, and turn the outcome into an exit code.
+//! ingest stage does, run until SIGINT/SIGTERM (or a stage failure),
+//! reloading the topology on SIGHUP, `--watch` or `POST /admin/reload`,
+//! drain within the deadline, and turn the outcome into an exit code.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use ingest_http::{install_prometheus, serve_admin, AdminState, StatsBoard};
+use ingest_http::{install_prometheus, AdminState, StatsBoard};
 use pipeline::health::Health;
 use pipeline::plan::{plan, RoleSelection};
 use pipeline::view::TopologyView;
@@ -16,6 +17,8 @@ use pipeline::Topology;
 use stages::{BuildOptions, StageConfig};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin_listener::AdminListener;
+use crate::reload::{self, LateReloader, Reloader};
 use crate::topology_file::{self, EXIT_BAD_TOPOLOGY};
 
 /// Exit code when the pipeline failed or did not drain in time.
@@ -23,10 +26,11 @@ const EXIT_RUN_FAILED: u8 = 1;
 /// Exit code when a second stop signal cut the drain short.
 const EXIT_FORCED: i32 = 130;
 
-/// Runs the topology at `path` for `role`; blocks until the process should exit.
-pub fn run(path: &Path, role: RoleSelection, embedded: bool) -> ExitCode {
-    let topology = match topology_file::load(path) {
-        Ok(topology) => topology,
+/// Runs the topology at `path` for `role`; blocks until the process should
+/// exit. `watch` reloads the file when it changes.
+pub fn run(path: &Path, role: RoleSelection, embedded: bool, watch: bool) -> ExitCode {
+    let (text, topology) = match topology_file::load_text(path) {
+        Ok(loaded) => loaded,
         Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -36,18 +40,29 @@ pub fn run(path: &Path, role: RoleSelection, embedded: bool) -> ExitCode {
             return ExitCode::from(EXIT_RUN_FAILED);
         }
     };
-    runtime.block_on(run_topology(topology, role, embedded))
+    runtime.block_on(run_topology(Loaded { path, text, topology }, role, embedded, watch))
 }
 
-async fn run_topology(topology: Topology<StageConfig>, role: RoleSelection, embedded: bool) -> ExitCode {
-    // Before anything else: a SIGHUP from here on must not kill the process.
-    let hangups = ignore_hangups();
+/// The topology file as started.
+struct Loaded<'a> {
+    path: &'a Path,
+    text: String,
+    topology: Topology<StageConfig>,
+}
+
+async fn run_topology(loaded: Loaded<'_>, role: RoleSelection, embedded: bool, watch: bool) -> ExitCode {
+    let Loaded { path, text, topology } = loaded;
+    // Before anything else: a SIGHUP from here on must not kill the process
+    // (it reloads once the pipeline runs).
+    let early_hangups = ignore_hangups();
     let metrics =
         install_prometheus().map_err(|error| tracing::warn!(%error, "metrics recorder not installed; /metrics will answer 503")).ok();
     let health = Health::default();
     let board = metrics.clone().map(|metrics| Arc::new(StatsBoard::new(TopologyView::new(&topology, role), metrics, health.clone())));
-    let admin_state = AdminState { health: health.clone(), metrics, board };
-    let nodes = match stages::build(&topology, BuildOptions { role, embedded, admin: Some(admin_state.clone()) }) {
+    let late_reloader = Arc::new(LateReloader::default());
+    let admin_state = AdminState { health: health.clone(), metrics, board: board.clone(), topology: Some(late_reloader.clone()) };
+    let options = BuildOptions { role, embedded, admin: Some(admin_state.clone()), ..BuildOptions::default() };
+    let nodes = match stages::build(&topology, options.clone()) {
         Ok(nodes) => nodes,
         Err(problems) => {
             eprintln!("cannot run the {role} role{}:", if embedded { " with --embedded" } else { "" });
@@ -62,19 +77,16 @@ async fn run_topology(topology: Topology<StageConfig>, role: RoleSelection, embe
     // The ingest server carries /metrics and the health endpoints; without
     // one in this role they get an address of their own.
     let ingest_runs = plan(&topology, role).iter().any(|node| matches!(node.stage.config, StageConfig::HttpIngest(_)));
-    let admin_stop = CancellationToken::new();
-    let admin = if ingest_runs {
+    let admin_listener = if ingest_runs {
         None
     } else {
-        let listen = &topology.settings.admin_listen;
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                eprintln!("cannot listen on admin_listen {listen}: {error}");
+        match AdminListener::start(&topology.settings.admin_listen, admin_state).await {
+            Ok(admin) => Some(admin),
+            Err(problem) => {
+                eprintln!("{problem}");
                 return ExitCode::from(EXIT_RUN_FAILED);
             }
-        };
-        Some(tokio::spawn(serve_admin(listener, admin_state, admin_stop.clone())))
+        }
     };
 
     let stage_count = nodes.len();
@@ -86,21 +98,24 @@ async fn run_topology(topology: Topology<StageConfig>, role: RoleSelection, embe
         }
     };
     health.set_started();
-    tracing::info!(%role, embedded, stages = stage_count, "histflow running; SIGINT or SIGTERM drains and stops it");
-    let watcher = tokio::spawn(watch_signals(shutdown.clone(), health.clone()));
+    let drain_timeout = Duration::from_millis(topology.settings.shutdown_timeout_ms);
+    let reloader = Arc::new(Reloader::new(path, &text, topology, options, running.control(), board, admin_listener));
+    late_reloader.set(reloader.clone());
+    if let Some(early_hangups) = early_hangups {
+        early_hangups.abort();
+    }
+    let hangups = reload::on_hangup(reloader.clone());
+    let watcher = watch.then(|| reload::watch(reloader.clone()));
+    tracing::info!(%role, embedded, stages = stage_count, watch, "histflow running; SIGHUP reloads the topology, SIGINT or SIGTERM drains and stops it");
+    let signals = tokio::spawn(watch_signals(shutdown.clone(), health.clone()));
 
-    let outcome = running.wait(Duration::from_millis(topology.settings.shutdown_timeout_ms)).await;
+    let outcome = running.wait(drain_timeout).await;
     health.start_draining();
-    watcher.abort();
-    if let Some(hangups) = hangups {
-        hangups.abort();
+    signals.abort();
+    for task in [hangups, watcher].into_iter().flatten() {
+        task.abort();
     }
-    admin_stop.cancel();
-    if let Some(admin) = admin {
-        if let Ok(Err(error)) = admin.await {
-            tracing::warn!(%error, "admin server ended with an error");
-        }
-    }
+    reloader.stop_admin().await;
     match outcome {
         Ok(()) => {
             tracing::info!("every stage drained; exiting");
@@ -127,14 +142,14 @@ async fn watch_signals(shutdown: CancellationToken, health: Health) {
     std::process::exit(EXIT_FORCED);
 }
 
-/// SIGHUP's default action kills the process without draining, and
-/// operators send it by habit (to reload). histflow does not reload yet, so
-/// a SIGHUP is logged and changes nothing. `None` if it cannot be watched.
+/// SIGHUP's default action kills the process without draining. Until the
+/// pipeline runs (and SIGHUP reloads it), a SIGHUP is logged and changes
+/// nothing. `None` if it cannot be watched.
 fn ignore_hangups() -> Option<tokio::task::JoinHandle<()>> {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(mut hangups) => Some(tokio::spawn(async move {
             while hangups.recv().await.is_some() {
-                tracing::warn!("SIGHUP received and ignored: the topology is not reloaded; SIGINT or SIGTERM stops histflow");
+                tracing::warn!("SIGHUP received while starting; ignored (send it again once histflow runs to reload)");
             }
         })),
         Err(error) => {

@@ -33,6 +33,18 @@ pub struct AdminState {
     pub metrics: Option<PrometheusHandle>,
     /// The live figures of the running topology; `None` without metrics.
     pub board: Option<Arc<StatsBoard>>,
+    /// Reloading and showing the topology; `None`: those routes are absent.
+    pub topology: Option<Arc<dyn crate::topology_routes::TopologyAdmin>>,
+}
+
+impl AdminState {
+    /// `router` with the topology routes, when the process has them.
+    fn with_topology_routes(&self, router: Router) -> Router {
+        match &self.topology {
+            Some(topology) => router.merge(crate::topology_routes::topology_router(topology.clone())),
+            None => router,
+        }
+    }
 }
 
 /// Installs the process-wide Prometheus recorder and keeps its histograms
@@ -52,13 +64,15 @@ pub fn install_prometheus() -> Result<PrometheusHandle, metrics_exporter_prometh
 
 /// The admin routes.
 pub fn admin_router(state: AdminState) -> Router {
-    Router::new()
+    let topology = state.clone();
+    let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/stats", get(stats))
         .route("/ui", get(crate::ui::page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(state);
+    topology.with_topology_routes(router)
 }
 
 /// An operations endpoint behind the API's tokens.
@@ -97,13 +111,15 @@ pub fn api_admin_router(state: AdminState, api: Arc<crate::api::HistoryApi>) -> 
             }
         }
     };
-    Router::new()
+    let topology = state.clone();
+    let router = Router::new()
         .route("/metrics", get(guarded(Guarded::Metrics)))
         .route("/admin/stats", get(guarded(Guarded::Stats)))
         .route("/ui", get(guarded(Guarded::Page)))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(state);
+    topology.with_topology_routes(router)
 }
 
 /// What a browser is asked for when `/ui` needs a token.
@@ -175,7 +191,7 @@ mod tests {
     #[tokio::test]
     async fn readiness_follows_start_and_drain() {
         let health = Health::default();
-        let router = admin_router(AdminState { health: health.clone(), metrics: None, board: None });
+        let router = admin_router(AdminState { health: health.clone(), metrics: None, board: None, topology: None });
         assert_eq!(get_status(router.clone(), "/readyz").await, (StatusCode::SERVICE_UNAVAILABLE, "starting\n".into()));
         health.set_started();
         assert_eq!(get_status(router.clone(), "/readyz").await, (StatusCode::OK, "ready\n".into()));
@@ -204,7 +220,8 @@ mod tests {
         let state = crate::state::IngestState::new(output, settings, clients, health.clone());
         let recorder = PrometheusBuilder::new().build_recorder();
         let board = Arc::new(StatsBoard::new(TopologyView::default(), recorder.handle(), health.clone()));
-        let router = api_admin_router(AdminState { health, metrics: Some(recorder.handle()), board: Some(board) }, state.api());
+        let router =
+            api_admin_router(AdminState { health, metrics: Some(recorder.handle()), board: Some(board), topology: None }, state.api());
         for path in ["/metrics", "/admin/stats", "/ui"] {
             assert_eq!(get_status(router.clone(), path).await.0, StatusCode::UNAUTHORIZED, "{path} without a token");
             let with_token = Request::get(path).header(header::AUTHORIZATION, "Bearer ops-token-0123456789").body(Body::empty()).unwrap();

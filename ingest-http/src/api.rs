@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use model::{Ack, Batch, EventResult, Op, Record};
 use pipeline::{Output, SendError};
 
@@ -38,31 +40,90 @@ pub struct ApiSettings {
     pub retry_after_s: u64,
 }
 
+/// Everything a reload may change in the API while it serves.
+pub struct ApiConfig {
+    /// Validation, timeouts, `Retry-After`.
+    pub settings: ApiSettings,
+    /// Largest HTTP body read.
+    pub max_body_bytes: usize,
+    /// Who may call.
+    pub clients: Clients,
+    /// Where reads go (none: the read routes answer 501).
+    pub reads: Option<Arc<HistoryReader>>,
+}
+
+/// The API's reloadable part, replaced whole and read once per call, so a
+/// call sees one configuration from start to end and the next call sees
+/// the new one: a removed token stops working at once, a new one works at
+/// once.
+pub struct LiveApi {
+    config: ArcSwap<ApiConfig>,
+}
+
+impl LiveApi {
+    /// The API's configuration to start with.
+    pub fn new(config: ApiConfig) -> Arc<Self> {
+        Arc::new(LiveApi { config: ArcSwap::from_pointee(config) })
+    }
+
+    /// Serves `config` from the next call on. A client whose name, token
+    /// and rate limit are unchanged keeps what it has used of its limit.
+    pub fn replace(&self, mut config: ApiConfig) {
+        config.clients.keep_usage_of(&self.config.load().clients);
+        self.config.store(Arc::new(config));
+    }
+
+    /// The configuration in force now.
+    pub fn current(&self) -> Arc<ApiConfig> {
+        self.config.load_full()
+    }
+}
+
+/// The event rules in force when it was taken.
+pub struct Rules(Arc<ApiConfig>);
+
+impl std::ops::Deref for Rules {
+    type Target = EventRules;
+
+    fn deref(&self) -> &EventRules {
+        &self.0.settings.rules
+    }
+}
+
 /// The API: one per ingest stage, shared by its transports.
 pub struct HistoryApi {
     output: Output<Batch>,
-    settings: ApiSettings,
-    clients: Clients,
     health: Health,
-    reads: Option<Arc<HistoryReader>>,
+    live: Arc<LiveApi>,
 }
 
 impl HistoryApi {
     /// An API sending events and mutations to `output` and reading
     /// through `reads` (none: the read routes answer 501).
     pub fn new(output: Output<Batch>, settings: ApiSettings, clients: Clients, health: Health, reads: Option<Arc<HistoryReader>>) -> Self {
-        HistoryApi { output, settings, clients, health, reads }
+        let max_body_bytes = usize::MAX;
+        Self::live(output, LiveApi::new(ApiConfig { settings, max_body_bytes, clients, reads }), health)
+    }
+
+    /// An API configured by `live`, which a reload replaces.
+    pub fn live(output: Output<Batch>, live: Arc<LiveApi>, health: Health) -> Self {
+        HistoryApi { output, health, live }
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<ApiConfig> {
+        self.live.current()
     }
 
     /// The validation rules for events.
-    pub fn rules(&self) -> &EventRules {
-        &self.settings.rules
+    pub fn rules(&self) -> Rules {
+        Rules(self.live.current())
     }
 
     /// The caller with `token` (`None` when the API is open): 401 if the
     /// token is missing or unknown.
     pub fn authenticate(&self, token: Option<&str>) -> Result<Option<Arc<Client>>, ApiError> {
-        self.clients.authenticate(token)
+        self.live.current().clients.authenticate(token)
     }
 
     /// 503 while the process drains.
@@ -74,7 +135,7 @@ impl HistoryApi {
     }
 
     fn unavailable(&self, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::Unavailable { code, message: message.into(), retry_after_s: self.settings.retry_after_s }
+        ApiError::Unavailable { code, message: message.into(), retry_after_s: self.live.current().settings.retry_after_s }
     }
 
     /// Charges a request of `units` to the caller's rate limit.
@@ -94,7 +155,8 @@ impl HistoryApi {
         let count = ops.len();
         let (ack, answer) = Ack::new();
         let batch = Batch { ack: Some(ack), ..Batch::of(ops) };
-        let written = tokio::time::timeout(self.settings.request_timeout, async {
+        let request_timeout = self.live.current().settings.request_timeout;
+        let written = tokio::time::timeout(request_timeout, async {
             self.output.send(batch).await.map_err(|error| match error {
                 SendError::Full { .. } => self.unavailable("overloaded", "the pipeline is full; retry shortly"),
                 SendError::Closed { .. } => self.unavailable("stopping", "the pipeline is stopping"),
@@ -107,7 +169,7 @@ impl HistoryApi {
                 "timeout",
                 format!(
                     "no answer within {} ms; the request may or may not have been applied, retrying is safe",
-                    self.settings.request_timeout.as_millis()
+                    request_timeout.as_millis()
                 ),
             )
         })??;
@@ -124,8 +186,12 @@ impl HistoryApi {
         }
     }
 
-    fn reads(&self) -> Result<&HistoryReader, ApiError> {
-        self.reads.as_deref().ok_or(ApiError::NotImplemented("this topology has no realtime stage after the ingest stage to read from"))
+    fn reads(&self) -> Result<Arc<HistoryReader>, ApiError> {
+        self.live
+            .current()
+            .reads
+            .clone()
+            .ok_or(ApiError::NotImplemented("this topology has no realtime stage after the ingest stage to read from"))
     }
 
     fn read_failed(&self, error: ReadError) -> ApiError {

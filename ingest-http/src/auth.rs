@@ -8,7 +8,7 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 use pipeline::rate_limit::RateLimit;
-use pipeline::topology::Auth;
+use pipeline::topology::{Auth, RateLimitSpec};
 
 use crate::error::ApiError;
 
@@ -19,6 +19,8 @@ pub struct Client {
     pub name: String,
     /// Its events-per-second limit, if any.
     limit: Option<RateLimit>,
+    /// What the limit was made from.
+    spec: Option<RateLimitSpec>,
 }
 
 impl Client {
@@ -73,11 +75,27 @@ impl Clients {
             .map(|client| {
                 (
                     client.token.as_bytes().to_vec(),
-                    Arc::new(Client { name: client.name.clone(), limit: client.rate_limit.as_ref().map(RateLimit::new) }),
+                    Arc::new(Client {
+                        name: client.name.clone(),
+                        limit: client.rate_limit.as_ref().map(RateLimit::new),
+                        spec: client.rate_limit,
+                    }),
                 )
             })
             .collect();
         Clients { tokens }
+    }
+
+    /// Takes over `previous`'s client for every token whose client has
+    /// the same name and rate limit here, so a reload does not hand a
+    /// client a fresh burst.
+    pub fn keep_usage_of(&mut self, previous: &Clients) {
+        for (token, client) in &mut self.tokens {
+            let same = previous.tokens.iter().find(|(known, old)| known == token && old.name == client.name && old.spec == client.spec);
+            if let Some((_, old)) = same {
+                *client = old.clone();
+            }
+        }
     }
 
     /// Whether anyone may call without a token.

@@ -95,7 +95,7 @@ impl GrpcHistory {
     /// Validates and records events; the caller's limit is charged per
     /// event, as over HTTP.
     async fn add(&self, client: Option<Arc<Client>>, events: Vec<proto::Event>) -> Result<Vec<proto::EventResult>, Status> {
-        let records = check_events(events.into_iter().map(Into::into).collect(), self.api.rules(), model::now_ms())
+        let records = check_events(events.into_iter().map(Into::into).collect(), &self.api.rules(), model::now_ms())
             .map_err(|errors| status_of(ApiError::BadRequest(errors)))?;
         let results = self.api.add_events(client.as_ref(), records).await.map_err(status_of)?;
         Ok(results.into_iter().map(Into::into).collect())

@@ -23,6 +23,7 @@
 //!   `/ui`, merged into the ingest server or served alone when no ingest
 //!   runs in the process.
 //! - `stats`: the live figures behind `/admin/stats`.
+//! - `topology_routes`: `POST /admin/reload` and `GET /admin/topology`.
 //! - `ui`: the live topology page.
 
 pub mod admin;
@@ -38,6 +39,7 @@ pub mod router;
 pub mod stage;
 pub mod state;
 pub mod stats;
+pub mod topology_routes;
 mod ui;
 pub mod wire;
 
@@ -45,5 +47,5 @@ pub use admin::{admin_router, install_prometheus, serve_admin, AdminState};
 pub use config::HttpIngestConfig;
 pub use error::ApiError;
 pub use events::figures;
-pub use stage::HttpIngestStage;
+pub use stage::{HttpIngestStage, Listeners};
 pub use stats::StatsBoard;

@@ -109,10 +109,12 @@ async fn post_events(State(state): State<IngestState>, headers: HeaderMap, body:
     }
     // A client that stops sending mid-body is not waited for: it would hold
     // a connection, and the drain, for as long as it likes.
-    let bytes = tokio::time::timeout(state.body_timeout, read_body(body, state.max_body_bytes)).await.map_err(|_| {
-        ApiError::BodyTimeout(format!("the body did not arrive within {} ms; nothing was recorded", state.body_timeout.as_millis()))
+    let config = api.config();
+    let body_timeout = config.settings.request_timeout;
+    let bytes = tokio::time::timeout(body_timeout, read_body(body, config.max_body_bytes)).await.map_err(|_| {
+        ApiError::BodyTimeout(format!("the body did not arrive within {} ms; nothing was recorded", body_timeout.as_millis()))
     })??;
-    let records = decode_events(&bytes, api.rules(), model::now_ms()).map_err(ApiError::BadRequest)?;
+    let records = decode_events(&bytes, &config.settings.rules, model::now_ms()).map_err(ApiError::BadRequest)?;
     let results = api.add_events(client.as_ref(), records).await?;
     Ok(Json(EventsAnswer { results: results.into_iter().map(Into::into).collect() }))
 }

@@ -11,9 +11,9 @@
 //! it was acknowledged) so it cannot hold the stages behind this one, and
 //! their final flushes, past the process's drain deadline.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -23,6 +23,7 @@ use pipeline::topology::{Auth, Business};
 use pipeline::{Stage, StageContext, StageFuture};
 
 use crate::admin::{api_admin_router, AdminState};
+use crate::api::{ApiConfig, LiveApi};
 use crate::auth::Clients;
 use crate::config::HttpIngestConfig;
 use crate::event::EventRules;
@@ -37,72 +38,117 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 pub struct HttpIngestStage {
     listener: TcpListener,
     grpc_listener: Option<TcpListener>,
-    settings: IngestSettings,
-    clients: Clients,
+    live: Arc<LiveApi>,
     admin: AdminState,
-    reads: Option<Arc<HistoryReader>>,
 }
 
-fn bind(address: &str) -> Result<TcpListener, String> {
-    let listener = TcpListener::bind(address).map_err(|error| format!("cannot listen on {address}: {error}"))?;
-    listener.set_nonblocking(true).map_err(|error| format!("cannot use {address}: {error}"))?;
-    Ok(listener)
+/// The addresses a process listens on, bound once and shared: a stage
+/// rebuilt on the same address (a reload) takes a copy of the bound socket
+/// instead of binding again, so the address is never released and no
+/// client sees a refused connection.
+#[derive(Default)]
+pub struct Listeners {
+    bound: Mutex<HashMap<String, TcpListener>>,
+}
+
+impl Listeners {
+    /// A socket listening on `address`: the one bound already, or a new one.
+    pub fn bind(&self, address: &str) -> Result<TcpListener, String> {
+        let mut bound = self.bound.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(listener) = bound.get(address) {
+            return listener.try_clone().map_err(|error| format!("cannot share the socket on {address}: {error}"));
+        }
+        let listener = TcpListener::bind(address).map_err(|error| format!("cannot listen on {address}: {error}"))?;
+        listener.set_nonblocking(true).map_err(|error| format!("cannot use {address}: {error}"))?;
+        let kept = listener.try_clone().map_err(|error| format!("cannot share the socket on {address}: {error}"))?;
+        bound.insert(address.to_owned(), kept);
+        Ok(listener)
+    }
+
+    /// Releases every address not in `wanted` (once no server uses it,
+    /// the socket closes).
+    pub fn keep_only(&self, wanted: &HashSet<String>) {
+        self.bound.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|address, _| wanted.contains(address));
+    }
+}
+
+/// The API configuration `config` describes: its settings, clients and
+/// reads. Refused when the API would be open to other machines.
+pub fn api_config(
+    config: &HttpIngestConfig,
+    businesses: &BTreeMap<String, Business>,
+    auth: &Auth,
+    reads: Option<Arc<HistoryReader>>,
+) -> Result<ApiConfig, String> {
+    if auth.clients.is_empty() && !auth.allow_unauthenticated {
+        for (field, address) in
+            std::iter::once(("listen", Some(&config.listen))).chain(std::iter::once(("grpc_listen", config.grpc_listen.as_ref())))
+        {
+            let Some(address) = address.and_then(|address| address.parse::<std::net::SocketAddr>().ok()) else { continue };
+            if !address.ip().is_loopback() {
+                return Err(format!(
+                    "`{field}` is reachable from other machines and [auth] has no clients, so anyone could write and delete any user's history: add [[auth.clients]], listen on loopback, or set `allow_unauthenticated = true` in [auth]"
+                ));
+            }
+        }
+    }
+    let accepted: HashSet<String> = match &config.businesses {
+        Some(names) => names.iter().cloned().collect(),
+        None => businesses.keys().cloned().collect(),
+    };
+    let settings = IngestSettings {
+        rules: EventRules {
+            businesses: accepted,
+            max_events: config.max_events_per_request,
+            max_age_ms: pipeline::topology::retention_ms(businesses),
+        },
+        request_timeout: Duration::from_millis(config.request_timeout_ms),
+        retry_after_s: u64::from(config.retry_after_s),
+        max_body_bytes: config.max_body_bytes,
+    };
+    Ok(settings.into_config(Clients::new(auth), reads))
 }
 
 impl HttpIngestStage {
-    /// Binds `config.listen` (and `config.grpc_listen`) and prepares the
-    /// routes; reads go through `reads` (none: the read routes answer 501).
+    /// Binds `config.listen` (and `config.grpc_listen`) through
+    /// `listeners` and prepares the routes; reads go through `reads`
+    /// (none: the read routes answer 501).
     pub fn new(
         config: &HttpIngestConfig,
         businesses: &BTreeMap<String, Business>,
         auth: &Auth,
         admin: AdminState,
         reads: Option<Arc<HistoryReader>>,
+        listeners: &Listeners,
     ) -> Result<Self, String> {
-        let listener = bind(&config.listen)?;
-        let grpc_listener = config.grpc_listen.as_deref().map(bind).transpose()?;
-        if auth.clients.is_empty() && !auth.allow_unauthenticated {
-            for (field, bound) in std::iter::once(("listen", &listener)).chain(grpc_listener.iter().map(|grpc| ("grpc_listen", grpc))) {
-                if bound.local_addr().is_ok_and(|address| !address.ip().is_loopback()) {
-                    return Err(format!(
-                        "`{field}` is reachable from other machines and [auth] has no clients, so anyone could write and delete any user's history: add [[auth.clients]], listen on loopback, or set `allow_unauthenticated = true` in [auth]"
-                    ));
-                }
-            }
-        }
-        let accepted: HashSet<String> = match &config.businesses {
-            Some(names) => names.iter().cloned().collect(),
-            None => businesses.keys().cloned().collect(),
-        };
-        let clients = Clients::new(auth);
-        if clients.is_open() {
+        let api = api_config(config, businesses, auth, reads)?;
+        let listener = listeners.bind(&config.listen)?;
+        let grpc_listener = config.grpc_listen.as_deref().map(|address| listeners.bind(address)).transpose()?;
+        if api.clients.is_open() {
             tracing::warn!(listen = %config.listen, "no [[auth.clients]] configured: the API is open to anyone who can reach it");
         }
-        let settings = IngestSettings {
-            rules: EventRules {
-                businesses: accepted,
-                max_events: config.max_events_per_request,
-                max_age_ms: pipeline::topology::retention_ms(businesses),
-            },
-            request_timeout: Duration::from_millis(config.request_timeout_ms),
-            retry_after_s: u64::from(config.retry_after_s),
-            max_body_bytes: config.max_body_bytes,
-        };
-        Ok(HttpIngestStage { listener, grpc_listener, settings, clients, admin, reads })
+        Ok(HttpIngestStage { listener, grpc_listener, live: LiveApi::new(api), admin })
+    }
+
+    /// The API's configuration, which a reload replaces in place.
+    pub fn live(&self) -> Arc<LiveApi> {
+        self.live.clone()
     }
 }
 
 impl Stage<Batch> for HttpIngestStage {
     fn run(self: Box<Self>, cx: StageContext<Batch>) -> StageFuture {
         async move {
-            let HttpIngestStage { listener, grpc_listener, settings, clients, admin, reads } = *self;
-            let drain_limit = settings.request_timeout + DRAIN_GRACE;
+            let HttpIngestStage { listener, grpc_listener, live, admin } = *self;
+            let config = live.current();
+            let drain_limit = config.settings.request_timeout + DRAIN_GRACE;
             // gRPC takes no larger a message than HTTP takes a body (tonic's
-            // own limit is 4 MiB), refused before it is decoded.
-            let max_message_bytes = settings.max_body_bytes;
+            // own limit is 4 MiB), refused before it is decoded. Fixed for
+            // the server's life: a reload changes it on HTTP only.
+            let max_message_bytes = config.max_body_bytes;
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let addr = listener.local_addr()?;
-            let state = IngestState::with_reads(cx.output, settings, clients, admin.health.clone(), reads);
+            let state = IngestState::live(cx.output, live, admin.health.clone());
             let api = state.api();
             let app = ingest_router(state).merge(api_admin_router(admin, api.clone()));
             tracing::info!(stage = %cx.name, %addr, "API listening (POST /v1/events, /v1/users/..., /metrics, /healthz, /readyz)");

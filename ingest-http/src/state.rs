@@ -10,7 +10,7 @@ use model::Batch;
 use pipeline::health::Health;
 use pipeline::Output;
 
-use crate::api::{ApiSettings, HistoryApi};
+use crate::api::{ApiConfig, ApiSettings, HistoryApi, LiveApi};
 use crate::auth::Clients;
 use crate::event::EventRules;
 
@@ -18,9 +18,6 @@ use crate::event::EventRules;
 #[derive(Clone)]
 pub struct IngestState {
     pub(crate) api: Arc<HistoryApi>,
-    pub(crate) max_body_bytes: usize,
-    /// Longest wait for a request's whole body.
-    pub(crate) body_timeout: Duration,
 }
 
 /// Settings of the router.
@@ -34,6 +31,19 @@ pub struct IngestSettings {
     pub retry_after_s: u64,
     /// Largest body read.
     pub max_body_bytes: usize,
+}
+
+impl IngestSettings {
+    /// The API's reloadable configuration with these settings.
+    pub fn into_config(self, clients: Clients, reads: Option<Arc<HistoryReader>>) -> ApiConfig {
+        let IngestSettings { rules, request_timeout, retry_after_s, max_body_bytes } = self;
+        ApiConfig { settings: ApiSettings { rules, request_timeout, retry_after_s }, max_body_bytes, clients, reads }
+    }
+
+    /// A live configuration holding these settings.
+    pub fn into_live(self, clients: Clients, reads: Option<Arc<HistoryReader>>) -> Arc<LiveApi> {
+        LiveApi::new(self.into_config(clients, reads))
+    }
 }
 
 impl IngestState {
@@ -52,9 +62,12 @@ impl IngestState {
         health: Health,
         reads: Option<Arc<HistoryReader>>,
     ) -> Self {
-        let IngestSettings { rules, request_timeout, retry_after_s, max_body_bytes } = settings;
-        let api = HistoryApi::new(output, ApiSettings { rules, request_timeout, retry_after_s }, clients, health, reads);
-        IngestState { api: Arc::new(api), max_body_bytes, body_timeout: request_timeout }
+        Self::live(output, settings.into_live(clients, reads), health)
+    }
+
+    /// State whose settings `live` holds (a reload replaces them).
+    pub fn live(output: Output<Batch>, live: Arc<LiveApi>, health: Health) -> Self {
+        IngestState { api: Arc::new(HistoryApi::live(output, live, health)) }
     }
 
     /// The API behind the routes (the gRPC service shares it).

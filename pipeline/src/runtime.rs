@@ -10,10 +10,11 @@
 //! A running pipeline can be rewired ([`Control::apply`]): edges change
 //! capacity, policy and rate limit in place; new nodes start; removed nodes
 //! lose their inputs, drain what they hold and end; a node given a new
-//! stage is handed over: its running instance sees the end of its input
-//! (a source: its stop signal), finishes and returns, and the new instance
-//! takes the same queue and the same output edges, so nothing is dropped
-//! or re-ordered and the stages around it never notice.
+//! stage is handed over: its running instance sees the end of its input,
+//! finishes and returns, and the new instance takes the same queue and the
+//! same output edges, so nothing is dropped or re-ordered and the stages
+//! around it never notice. A source is told to stop and its new instance
+//! starts beside it at once (a source has no queue whose order to keep).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -184,6 +185,9 @@ struct Nodes<M> {
     next_instance: u64,
     ended: mpsc::UnboundedSender<Ended>,
     shutdown: CancellationToken,
+    /// How long a drain may take once the stop signal fires; `None`: what
+    /// [`Running::wait`] was given.
+    drain_timeout: Option<Duration>,
 }
 
 /// Queues and outputs kept open while they are wired, by node.
@@ -378,8 +382,14 @@ pub fn start<M: Message>(nodes: Vec<(NodeSpec, Box<dyn Stage<M>>)>, shutdown: Ca
     let specs: Vec<NodeSpec> = nodes.iter().map(|(spec, _)| spec.clone()).collect();
     check_wiring(&specs)?;
     let (ended_tx, ended) = mpsc::unbounded_channel();
-    let mut state =
-        Nodes { by_name: HashMap::new(), instances: HashMap::new(), next_instance: 0, ended: ended_tx, shutdown: shutdown.clone() };
+    let mut state = Nodes {
+        by_name: HashMap::new(),
+        instances: HashMap::new(),
+        next_instance: 0,
+        ended: ended_tx,
+        shutdown: shutdown.clone(),
+        drain_timeout: None,
+    };
     let mut fresh = HashMap::new();
     for spec in &specs {
         fresh.insert(spec.name.clone(), state.add(spec.clone()));
@@ -405,11 +415,12 @@ impl<M: Message> Running<M> {
     /// Waits for every stage to finish. After the stop signal (or a stage
     /// failure, which raises it), waits at most `drain_timeout`, then aborts
     /// what is left and names it.
-    pub async fn wait(mut self, drain_timeout: Duration) -> Result<(), RunError> {
+    pub async fn wait(mut self, mut drain_timeout: Duration) -> Result<(), RunError> {
         let mut failures = Vec::new();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if deadline.is_none() && self.shutdown.is_cancelled() {
+                drain_timeout = lock(&self.nodes).drain_timeout.unwrap_or(drain_timeout);
                 deadline = Some(tokio::time::Instant::now() + drain_timeout);
             }
             if lock(&self.nodes).instances.is_empty() {
@@ -459,6 +470,11 @@ impl<M: Message> Running<M> {
 }
 
 impl<M: Message> Control<M> {
+    /// How long the drain after the stop signal may take, from now on.
+    pub fn set_drain_timeout(&self, timeout: Duration) {
+        lock(&self.nodes).drain_timeout = Some(timeout);
+    }
+
     /// The nodes running now, with their wiring.
     pub fn specs(&self) -> Vec<NodeSpec> {
         lock(&self.nodes).by_name.values().map(|node| node.spec.clone()).collect()
@@ -528,9 +544,9 @@ impl<M: Message> Control<M> {
         Ok(report)
     }
 
-    /// Ends `name`'s running instance (its input ends; a source's stop
-    /// signal fires), waits for it to finish, and starts `stage` on the
-    /// same queue and output edges.
+    /// Ends `name`'s running instance (its input ends), waits for it to
+    /// finish, and starts `stage` on the same queue and output edges. A
+    /// source's stop signal fires and `stage` starts at once.
     async fn hand_over(&self, name: &str, stage: Box<dyn Stage<M>>) -> Result<(), BuildError> {
         let ended = || BuildError::Ended(name.to_owned());
         let (output, swapped, handed) = {
@@ -549,13 +565,19 @@ impl<M: Message> Control<M> {
                 .ok_or_else(ended)?;
             let id = node.instance;
             let instance = nodes.instances.get_mut(&id).ok_or_else(ended)?;
+            instance.handover.cancel();
+            if source {
+                // A source has no queue to pass on: the new instance starts
+                // at once beside the old one, which finishes what it took
+                // (an HTTP server answers its requests in flight, this
+                // reload's own among them) and ends.
+                instance.stop.cancel();
+                nodes.spawn(name, stage, InputCore::new(mpsc::unbounded_channel().1), output);
+                return Ok(());
+            }
             let (swap, swapped) = oneshot::channel();
             instance.swap = Some(swap);
             let handed = instance.handed.take().ok_or_else(ended)?;
-            instance.handover.cancel();
-            if instance.source {
-                instance.stop.cancel();
-            }
             (output, swapped, handed)
         };
         let failed = |error: String| BuildError::HandoverFailed { stage: name.to_owned(), error };

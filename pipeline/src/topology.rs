@@ -162,7 +162,7 @@ fn default_admin_listen() -> String {
 /// `[auth]`: who may call the APIs. No clients: the APIs are open (a
 /// warning is logged at start-up), which `histflow run` allows only on
 /// loopback listeners unless `allow_unauthenticated` says so.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
     /// `[[auth.clients]]`.
@@ -175,7 +175,7 @@ pub struct Auth {
 }
 
 /// One API client.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthClient {
     /// Name for logs and metrics.

@@ -248,3 +248,38 @@ async fn a_bad_rewiring_changes_nothing() {
     shutdown.cancel();
     waiter.await.unwrap().unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_source_hands_over_on_its_stop_signal() {
+    let seen = Seen::default();
+    let started = Arc::new(AtomicUsize::new(0));
+    let emitter = |started: Arc<AtomicUsize>| {
+        stage_fn(move |cx: StageContext<Batch>| async move {
+            let generation = started.fetch_add(1, Ordering::Relaxed) as u64;
+            let output = cx.output;
+            let mut n = 0;
+            while !cx.shutdown.is_cancelled() && n < 100 {
+                output.send(vec![generation * 1000 + n]).await?;
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            cx.shutdown.cancelled().await;
+            Ok(())
+        })
+    };
+    let nodes = vec![
+        (node("source", &[]), emitter(started.clone())),
+        (node("sink", &[("source", 16)]), sink(seen.clone(), "sink", Duration::ZERO, Arc::default(), Arc::default())),
+    ];
+    let shutdown = CancellationToken::new();
+    let running = start(nodes, shutdown.clone()).unwrap();
+    let control = running.control();
+    let waiter = tokio::spawn(running.wait(Duration::from_secs(60)));
+    wait_for("the first source", || !seen.lock().unwrap().is_empty()).await;
+    let stages: HashMap<String, Box<dyn Stage<Batch>>> = [("source".to_owned(), emitter(started.clone()))].into_iter().collect();
+    let report = control.apply(Rewire { specs: vec![node("source", &[]), node("sink", &[("source", 16)])], stages }).await.unwrap();
+    assert_eq!(report.handed_over, vec!["source".to_owned()]);
+    wait_for("the second source", || seen.lock().unwrap().iter().any(|(n, _)| *n >= 1000)).await;
+    shutdown.cancel();
+    waiter.await.unwrap().unwrap();
+}

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use history_read::HistoryReader;
+use ingest_http::api::ApiConfig;
 use ingest_http::config::ProgressFallback;
 use ingest_http::{HttpIngestConfig, HttpIngestStage};
 use model::Batch;
@@ -13,12 +14,22 @@ use pipeline::Stage;
 use crate::build::{BuildContext, StageBuildError};
 use crate::StageConfig;
 
-/// The stage, binding its addresses now so a taken port fails the start.
+/// The stage, binding its addresses now so a taken port fails the start
+/// (an address the process already listens on is shared, not bound again).
 pub(crate) fn build(config: &HttpIngestConfig, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
     let reader = reader(config, cx)?.map(Arc::new);
-    let stage =
-        HttpIngestStage::new(config, cx.businesses(), &cx.topology.auth, cx.admin.clone(), reader).map_err(StageBuildError::Listen)?;
+    let resident = cx.options.resident.clone();
+    let stage = HttpIngestStage::new(config, cx.businesses(), &cx.topology.auth, cx.admin.clone(), reader, &resident.listeners)
+        .map_err(StageBuildError::Listen)?;
+    resident.set_ingest(cx.name(), stage.live());
     Ok(Box::new(stage))
+}
+
+/// The API configuration a reload puts in force in a running ingest stage
+/// (same listeners): settings, clients and reads, all from the new file.
+pub(crate) fn api_config(config: &HttpIngestConfig, cx: &mut BuildContext<'_>) -> Result<ApiConfig, StageBuildError> {
+    let reader = reader(config, cx)?.map(Arc::new);
+    ingest_http::stage::api_config(config, cx.businesses(), &cx.topology.auth, reader).map_err(StageBuildError::Setting)
 }
 
 /// What the endpoint's reads use: the user-state store of the realtime

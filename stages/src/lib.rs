@@ -14,6 +14,8 @@
 //!   ceiling).
 //! - [`build`]: walks a role's plan and builds each node, with real
 //!   backends or embedded stand-ins; every problem is collected.
+//! - [`reload`]: what a topology reload changes in a running process,
+//!   built and checked before it is put in force.
 
 pub mod aggregate;
 pub mod build;
@@ -22,6 +24,7 @@ mod http_ingest;
 pub mod kafka_batch;
 pub mod persist;
 pub mod realtime;
+pub mod reload;
 
 use ingest_http::HttpIngestConfig;
 use model::Batch;

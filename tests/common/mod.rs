@@ -331,6 +331,11 @@ impl Histflow {
         running
     }
 
+    /// The topology file it runs (rewrite it, then reload).
+    pub fn topology_path(&self) -> PathBuf {
+        self._dir.path().join("topology.toml")
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

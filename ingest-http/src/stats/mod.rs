@@ -123,7 +123,8 @@ pub struct EdgeStats {
 
 /// Reads the figures; keeps a few earlier renderings for rates.
 pub struct StatsBoard {
-    view: Arc<TopologyView>,
+    /// The running topology (a reload replaces it).
+    view: arc_swap::ArcSwap<TopologyView>,
     metrics: PrometheusHandle,
     health: Health,
     kept: Mutex<VecDeque<(Instant, Arc<Exposition>)>>,
@@ -169,9 +170,14 @@ fn micros_to_ms(value: Option<f64>) -> Option<f64> {
 }
 
 impl StatsBoard {
+    /// Shows `view` from the next snapshot on (after a reload).
+    pub fn set_view(&self, view: TopologyView) {
+        self.view.store(Arc::new(view));
+    }
+
     /// A board over `view`, reading `metrics` and `health`.
     pub fn new(view: TopologyView, metrics: PrometheusHandle, health: Health) -> Self {
-        StatsBoard { view: Arc::new(view), metrics, health, kept: Mutex::new(VecDeque::new()) }
+        StatsBoard { view: arc_swap::ArcSwap::from_pointee(view), metrics, health, kept: Mutex::new(VecDeque::new()) }
     }
 
     /// The figures now.
@@ -182,9 +188,9 @@ impl StatsBoard {
         let seconds = before.as_ref().map(|(at, _)| now.duration_since(*at).as_secs_f64()).filter(|seconds| *seconds > 0.0);
         let readings =
             Readings { now: &current, before: before.as_ref().zip(seconds).map(|((_, exposition), seconds)| (&**exposition, seconds)) };
-        let stages: Vec<StageStats> = self.view.stages.iter().map(|stage| stage_stats(stage, &readings)).collect();
-        let edges = self
-            .view
+        let view = self.view.load_full();
+        let stages: Vec<StageStats> = view.stages.iter().map(|stage| stage_stats(stage, &readings)).collect();
+        let edges = view
             .edges
             .iter()
             .map(|edge| {
@@ -224,7 +230,7 @@ impl StatsBoard {
                 Readiness::Draining => "draining".to_owned(),
             },
             backends: self.health.backends(),
-            topology: (*self.view).clone(),
+            topology: (*view).clone(),
             stages,
             edges,
         }

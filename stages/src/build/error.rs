@@ -31,8 +31,10 @@ pub enum StageBuildError {
     /// `--embedded` with a bridge nothing reads.
     #[error("under --embedded nothing reads its in-process queue (no stage has it as an input), so its events would go nowhere")]
     EmbeddedQueueUnread,
-    /// The plan named a bridge half twice (a bug in the plan).
-    #[error("planned twice")]
+    /// A bridge half was built twice: under `--embedded`, a reload that
+    /// would rebuild a bridge (its in-process queue cannot be made again
+    /// while it holds events).
+    #[error("under --embedded the in-process queue of a bridge cannot be rebuilt while it runs; restart histflow to change this stage")]
     PlannedTwice,
     /// A backend client could not be made (a bad address or setting; no
     /// connection is attempted while building).

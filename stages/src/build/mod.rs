@@ -7,10 +7,14 @@
 //!   options, the shared backends).
 //! - `backends`: the backends a process's stages share, made once each.
 //! - `error`: why a stage could not be built, by kind.
+//! - `resident`: what outlives one build (a reload builds again).
 
 mod backends;
 mod context;
 mod error;
+mod resident;
+
+use std::sync::Arc;
 
 use ingest_http::AdminState;
 use model::Batch;
@@ -22,16 +26,32 @@ use crate::StageConfig;
 pub use self::backends::Backends;
 pub use context::BuildContext;
 pub use error::{BuildError, StageBuildError};
+pub use resident::Resident;
 
 /// How to build.
 #[derive(Clone, Default)]
 pub struct BuildOptions {
+    /// What outlives one build of the process's stages (a reload builds
+    /// again): bound listeners, shared backends, live API settings.
+    pub resident: Arc<Resident>,
     /// The roles this process runs.
     pub role: RoleSelection,
     /// Use in-process stand-ins for Redis, Kafka and HBase.
     pub embedded: bool,
     /// Health and metrics, served by the ingest stage when it runs.
     pub admin: Option<AdminState>,
+}
+
+impl BuildOptions {
+    /// Health and metrics of the process (fresh ones when none were given).
+    pub(crate) fn admin(&self) -> AdminState {
+        self.admin.clone().unwrap_or_else(|| AdminState {
+            health: pipeline::health::Health::default(),
+            metrics: None,
+            board: None,
+            topology: None,
+        })
+    }
 }
 
 /// Builds every node `options.role` runs, or every reason it cannot.
@@ -41,9 +61,8 @@ pub fn build(topology: &Topology<StageConfig>, options: BuildOptions) -> Result<
     if planned.is_empty() {
         problems.push(BuildError::EmptyRole { role: options.role });
     }
-    let mut backends = Backends::new(options.embedded);
-    let admin =
-        options.admin.clone().unwrap_or_else(|| AdminState { health: pipeline::health::Health::default(), metrics: None, board: None });
+    let admin = options.admin();
+    let mut backends = options.resident.backends(options.embedded);
     let mut nodes: Vec<RunnableNode<Batch>> = Vec::new();
     for node in planned {
         let mut cx =

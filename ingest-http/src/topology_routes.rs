@@ -1,0 +1,94 @@
+//! `POST /admin/reload` and `GET /admin/topology`: reloading the topology
+//! file and showing what runs. The process supplies the work behind them
+//! ([`TopologyAdmin`]); both answer only a caller with a client's token
+//! when the running topology has `[[auth.clients]]`.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures::future::BoxFuture;
+
+/// How a reload ended, as the answer's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new file is running.
+    Applied,
+    /// The file is the one running; nothing to do.
+    Unchanged,
+    /// The file was refused; the running topology is untouched.
+    Rejected,
+    /// The change failed part-way (a stage failed handing over); the
+    /// process is stopping.
+    Failed,
+}
+
+impl ReloadResult {
+    /// The metric label and JSON value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Unchanged => "unchanged",
+            ReloadResult::Rejected => "rejected",
+            ReloadResult::Failed => "failed",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            ReloadResult::Applied | ReloadResult::Unchanged => StatusCode::OK,
+            ReloadResult::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+            ReloadResult::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// What the process does behind the routes.
+pub trait TopologyAdmin: Send + Sync {
+    /// Reloads the topology file (every trigger takes this path).
+    fn reload(&self, trigger: &'static str) -> BoxFuture<'_, (ReloadResult, serde_json::Value)>;
+    /// What runs now, the file's hash and version, the last reload.
+    fn status(&self) -> serde_json::Value;
+    /// The running topology drawn as `format` (`dot` or `mermaid`).
+    fn graph(&self, format: &str) -> Option<String>;
+    /// Whether `authorization` may use these routes.
+    fn authorize(&self, authorization: Option<&str>) -> bool;
+}
+
+/// The routes over `admin`.
+pub fn topology_router(admin: Arc<dyn TopologyAdmin>) -> Router {
+    Router::new().route("/admin/reload", post(reload)).route("/admin/topology", get(topology)).with_state(admin)
+}
+
+fn refused() -> Response {
+    crate::error::ApiError::Unauthorized.into_response()
+}
+
+async fn reload(State(admin): State<Arc<dyn TopologyAdmin>>, headers: HeaderMap) -> Response {
+    if !admin.authorize(crate::state::authorization(&headers)) {
+        return refused();
+    }
+    let (result, answer) = admin.reload("admin").await;
+    (result.status(), axum::Json(answer)).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct GraphQuery {
+    format: Option<String>,
+}
+
+async fn topology(State(admin): State<Arc<dyn TopologyAdmin>>, headers: HeaderMap, Query(query): Query<GraphQuery>) -> Response {
+    if !admin.authorize(crate::state::authorization(&headers)) {
+        return refused();
+    }
+    match query.format.as_deref() {
+        None | Some("json") => axum::Json(admin.status()).into_response(),
+        Some(format) => match admin.graph(format) {
+            Some(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
+            None => (StatusCode::BAD_REQUEST, format!("unknown format {format:?}: use json, dot or mermaid\n")).into_response(),
+        },
+    }
+}

@@ -1,0 +1,105 @@
+//! What a reload rebuilds, retunes or leaves alone, per role.
+
+use pipeline::env::VarSource;
+use pipeline::plan::RoleSelection;
+use pipeline::validate::load;
+
+use super::{build_changes, Changes};
+use crate::build::BuildOptions;
+use crate::StageConfig;
+
+const BASE: &str = r#"
+[businesses]
+archive = { id = 1, retention_days = 90 }
+
+[[stages]]
+name = "ingest"
+type = "http_ingest"
+listen = "127.0.0.1:0"
+
+[[stages]]
+name = "realtime"
+type = "realtime"
+inputs = [{ from = "ingest", capacity = 1024, when_full = "reject" }]
+redis_url = "redis://127.0.0.1:6379"
+
+[[stages]]
+name = "aggregate"
+type = "aggregate"
+inputs = ["realtime"]
+shards = 16
+
+[[stages]]
+name = "kafka_batch"
+type = "kafka_batch"
+inputs = ["aggregate"]
+brokers = "127.0.0.1:9092"
+
+[[stages]]
+name = "persist"
+type = "persist"
+inputs = ["kafka_batch"]
+hbase_thrift = "127.0.0.1:9090"
+flush_interval_ms = 1000
+"#;
+
+/// BASE with `edits` applied.
+fn edited(edits: &[(&str, &str)]) -> String {
+    let mut next = BASE.to_owned();
+    for (find, replace) in edits {
+        assert!(next.contains(find), "{find:?} is not in the base topology");
+        next = next.replace(find, replace);
+    }
+    next
+}
+
+/// The changes `role` sees when BASE becomes BASE with `edits` applied.
+fn changes(role: RoleSelection, edits: &[(&str, &str)]) -> Changes {
+    changes_between(BASE, &edited(edits), role)
+}
+
+/// The changes `role` sees when `running` becomes `next`.
+fn changes_between(running: &str, next: &str, role: RoleSelection) -> Changes {
+    let running = load::<StageConfig>(running, &VarSource::Fixed(Default::default())).expect("the running topology is valid");
+    let next = load::<StageConfig>(next, &VarSource::Fixed(Default::default())).expect("the edited topology is valid");
+    let options = BuildOptions { role, ..BuildOptions::default() };
+    match build_changes(&running, &next, &options) {
+        Ok(prepared) => prepared.changes,
+        Err(problems) => panic!("{problems:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_capacity_is_retuned_and_nothing_is_rebuilt() {
+    let changes = changes(RoleSelection::Service, &[("capacity = 1024", "capacity = 64")]);
+    assert_eq!(changes, Changes { retuned: vec!["realtime".into()], ..Changes::default() });
+}
+
+#[tokio::test]
+async fn aggregate_shards_rebuild_the_aggregate_and_the_realtime_stage_that_reads_them() {
+    let changes = changes(RoleSelection::Service, &[("shards = 16", "shards = 8")]);
+    assert_eq!(changes, Changes { rebuilt: vec!["realtime".into(), "aggregate".into()], ..Changes::default() });
+}
+
+#[tokio::test]
+async fn a_job_ignores_service_edits_and_names_them() {
+    let changes = changes(RoleSelection::Job, &[("shards = 16", "shards = 8"), ("capacity = 1024", "capacity = 64")]);
+    assert!(changes.is_empty(), "{changes:?}");
+    assert_eq!(changes.other_role, vec!["aggregate".to_owned(), "realtime".to_owned()]);
+}
+
+#[tokio::test]
+async fn a_service_ignores_the_persist_window_and_the_job_rebuilds_persist_alone() {
+    let edit = [("flush_interval_ms = 1000", "flush_interval_ms = 500")];
+    let service = changes(RoleSelection::Service, &edit);
+    assert!(service.is_empty() && service.other_role == vec!["persist".to_owned()], "{service:?}");
+    assert_eq!(changes(RoleSelection::Job, &edit), Changes { rebuilt: vec!["persist".into()], ..Changes::default() });
+}
+
+#[tokio::test]
+async fn a_branch_added_starts_alone_and_removed_retires_alone() {
+    let branch = "\n[[stages]]\nname = \"tap\"\ntype = \"discard\"\ninputs = [\"aggregate\"]\n";
+    let with_branch = edited(&[("flush_interval_ms = 1000\n", &format!("flush_interval_ms = 1000\n{branch}"))]);
+    assert_eq!(changes_between(BASE, &with_branch, RoleSelection::Service), Changes { started: vec!["tap".into()], ..Changes::default() });
+    assert_eq!(changes_between(&with_branch, BASE, RoleSelection::Service), Changes { retired: vec!["tap".into()], ..Changes::default() });
+}

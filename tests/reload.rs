@@ -1,0 +1,375 @@
+//! Topology reloads on real processes: twenty reloads under load (edge
+//! capacities, a rate limit, aggregate shards, a `discard` branch added and
+//! removed, a new persist window) with Redis, the tansu broker and the
+//! HBase-compatible server; an invalid edit refused by every trigger; auth
+//! tokens replaced in place.
+
+// Tests may unwrap: a failure is the point.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Histflow, TestCompat};
+use serde_json::{json, Value};
+
+/// What a client was told was recorded: (uid, item) -> view_at.
+type Acknowledged = BTreeMap<(u64, String), i64>;
+
+/// How the load's requests ended.
+#[derive(Default)]
+struct Outcomes {
+    ok: AtomicU64,
+    /// 503s (a full edge, a timeout), which the API documents.
+    unavailable: AtomicU64,
+    /// Any other 5xx.
+    server_errors: AtomicU64,
+    /// Connection refused or reset: what a reload must never cause.
+    connection_errors: AtomicU64,
+}
+
+/// Closed-loop clients posting 10 new items a request until `stop`.
+fn start_load(base: &str, clients: u64, acknowledged: &Arc<Mutex<Acknowledged>>, outcomes: &Arc<Outcomes>, stop: &Arc<AtomicBool>) {
+    let uid_base = common::unique_uid_base();
+    for client_index in 0..clients {
+        let (base, acknowledged, outcomes, stop) = (base.to_owned(), acknowledged.clone(), outcomes.clone(), stop.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+            let mut round = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let view_at = model::now_ms() - 1000;
+                let oid = client_index * 1_000_000 + round;
+                let uids: Vec<u64> = (0..10).map(|i| uid_base + (round * 10 + i) % 300).collect();
+                let events: Vec<Value> = uids
+                    .iter()
+                    .map(|uid| json!({"uid": uid, "business": "archive", "oid": oid, "progress": 1, "view_at": view_at}))
+                    .collect();
+                round += 1;
+                let answer = match client.post(format!("{base}/v1/events")).json(&json!({ "events": events })).send().await {
+                    Ok(answer) => answer,
+                    Err(error) => {
+                        eprintln!("request failed: {error}");
+                        outcomes.connection_errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                };
+                match answer.status().as_u16() {
+                    200 => {}
+                    503 => {
+                        outcomes.unavailable.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    status => {
+                        eprintln!("answered {status}: {}", answer.text().await.unwrap_or_default());
+                        outcomes.server_errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+                let answer: Value = answer.json().await.unwrap();
+                outcomes.ok.fetch_add(1, Ordering::Relaxed);
+                let mut acknowledged = acknowledged.lock().unwrap();
+                for (uid, result) in uids.iter().zip(answer["results"].as_array().unwrap()) {
+                    if result["recorded"] == true {
+                        acknowledged.insert((*uid, format!("archive:{oid}")), view_at);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// A named edit of the shape.
+type Edit = (&'static str, fn(&mut Shape));
+
+/// One shape of the reloaded topology.
+#[derive(Clone, Copy)]
+struct Shape {
+    realtime_capacity: usize,
+    aggregate_rate: u32,
+    shards: usize,
+    tap: bool,
+    persist_window_ms: u64,
+}
+
+fn stack_topology(http: u16, compat: &TestCompat, topic: &str, shape: Shape) -> String {
+    let Shape { realtime_capacity, aggregate_rate, shards, tap, persist_window_ms } = shape;
+    let (redis, brokers, compat) = (common::redis_url(), common::kafka_brokers(), compat.address());
+    let tap =
+        if tap { "\n[[stages]]\nname = \"tap\"\ntype = \"discard\"\ninputs = [{ from = \"aggregate\", capacity = 1000 }]\n" } else { "" };
+    format!(
+        r#"
+[pipeline]
+shutdown_timeout_ms = 20000
+
+[businesses]
+archive = {{ id = 1, retention_days = 1 }}
+
+[[stages]]
+name = "ingest"
+type = "http_ingest"
+listen = "127.0.0.1:{http}"
+
+[[stages]]
+name = "realtime"
+type = "realtime"
+inputs = [{{ from = "ingest", capacity = {realtime_capacity}, when_full = "reject" }}]
+redis_url = "{redis}"
+
+[[stages]]
+name = "aggregate"
+type = "aggregate"
+inputs = ["realtime"]
+rate_limit = {{ per_second = {aggregate_rate} }}
+shards = {shards}
+flush_interval_ms = 300
+
+[[stages]]
+name = "kafka_batch"
+type = "kafka_batch"
+inputs = ["aggregate"]
+brokers = "{brokers}"
+topic = "{topic}"
+consumer_group = "{topic}-job"
+dead_letter_topic = "{topic}-dlq"
+payload = "ids"
+partitions = 2
+
+[[stages]]
+name = "persist"
+type = "persist"
+inputs = ["kafka_batch"]
+hbase_thrift = "{compat}"
+redis_url = "{redis}"
+flush_interval_ms = {persist_window_ms}
+{tap}"#
+    )
+}
+
+/// Writes `text` as the process's topology file in one step (a rename).
+fn rewrite(process: &Histflow, text: &str) {
+    let path = process.topology_path();
+    let staged = path.with_extension("new");
+    std::fs::write(&staged, text).unwrap();
+    std::fs::rename(&staged, &path).unwrap();
+}
+
+async fn topology_status(process: &Histflow) -> Value {
+    reqwest::get(format!("{}/admin/topology", process.base)).await.unwrap().json().await.unwrap()
+}
+
+async fn reload_via_api(process: &Histflow) -> (u16, Value) {
+    let answer = reqwest::Client::new().post(format!("{}/admin/reload", process.base)).send().await.unwrap();
+    (answer.status().as_u16(), answer.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_reloads_under_load_refuse_no_connection_and_lose_nothing() {
+    let compat = TestCompat::start();
+    let http = common::free_port();
+    let topic = common::unique("reload");
+    let mut shape = Shape { realtime_capacity: 4096, aggregate_rate: 1_000_000, shards: 16, tap: false, persist_window_ms: 200 };
+    let process = Histflow::start(&stack_topology(http, &compat, &topic, shape), http, &["--role", "all"]).await;
+
+    let acknowledged = Arc::new(Mutex::new(Acknowledged::new()));
+    let (outcomes, stop) = (Arc::new(Outcomes::default()), Arc::new(AtomicBool::new(false)));
+    start_load(&process.base, 4, &acknowledged, &outcomes, &stop);
+    let count = || acknowledged.lock().unwrap().len();
+    common::eventually("load before the first reload", Duration::from_secs(30), async || (count() >= 1000).then_some(())).await;
+
+    // Tunable and structural edits, alternating.
+    let edits: [Edit; 20] = [
+        ("capacity 1024", |shape| shape.realtime_capacity = 1024),
+        ("aggregate shards 8", |shape| shape.shards = 8),
+        ("aggregate rate 200000/s", |shape| shape.aggregate_rate = 200_000),
+        ("add a discard branch", |shape| shape.tap = true),
+        ("capacity 16384", |shape| shape.realtime_capacity = 16384),
+        ("remove the discard branch", |shape| shape.tap = false),
+        ("aggregate rate 1000000/s", |shape| shape.aggregate_rate = 1_000_000),
+        ("persist window 500 ms", |shape| shape.persist_window_ms = 500),
+        ("capacity 2048", |shape| shape.realtime_capacity = 2048),
+        ("aggregate shards 4", |shape| shape.shards = 4),
+        ("aggregate rate 300000/s", |shape| shape.aggregate_rate = 300_000),
+        ("add a discard branch", |shape| shape.tap = true),
+        ("capacity 8192", |shape| shape.realtime_capacity = 8192),
+        ("remove the discard branch", |shape| shape.tap = false),
+        ("aggregate rate 900000/s", |shape| shape.aggregate_rate = 900_000),
+        ("persist window 150 ms", |shape| shape.persist_window_ms = 150),
+        ("capacity 4096", |shape| shape.realtime_capacity = 4096),
+        ("aggregate shards 16", |shape| shape.shards = 16),
+        ("aggregate rate 1000000/s", |shape| shape.aggregate_rate = 1_000_000),
+        ("persist window 200 ms", |shape| shape.persist_window_ms = 200),
+    ];
+    let mut structural = 0;
+    for (index, (edit, apply)) in edits.iter().enumerate() {
+        apply(&mut shape);
+        rewrite(&process, &stack_topology(http, &compat, &topic, shape));
+        let before = count();
+        let (status, answer) = reload_via_api(&process).await;
+        assert_eq!((status, answer["result"].as_str()), (200, Some("applied")), "reload {index} ({edit}): {answer}");
+        let changes = &answer["changes"];
+        if ["started", "rebuilt", "retired"].iter().any(|kind| !changes[kind].as_array().unwrap().is_empty()) {
+            structural += 1;
+        }
+        assert_eq!(topology_status(&process).await["version"], json!(index as u64 + 2), "reload {index} ({edit})");
+        // The load goes on between reloads.
+        common::eventually(&format!("load after reload {index} ({edit})"), Duration::from_secs(30), async || {
+            (count() >= before + 200).then_some(())
+        })
+        .await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    common::all_durable(&compat, &acknowledged).await;
+    let (ok, unavailable, server_errors, connection_errors) = (
+        outcomes.ok.load(Ordering::Relaxed),
+        outcomes.unavailable.load(Ordering::Relaxed),
+        outcomes.server_errors.load(Ordering::Relaxed),
+        outcomes.connection_errors.load(Ordering::Relaxed),
+    );
+    println!("20 reloads ({structural} structural): {ok} requests answered 200, {unavailable} answered 503, {} items acknowledged and all in HBase", acknowledged.len());
+    assert_eq!(connection_errors, 0, "requests failed on the connection:\n{}", process.log_text());
+    assert_eq!(server_errors, 0, "5xx other than 503");
+    assert!(structural >= 8, "only {structural} reloads rebuilt, started or retired a stage");
+    assert_eq!(common::metric(&process, "histflow_reload_total").await, Some(20.0));
+}
+
+/// A topology run `--embedded` (no services), with `extra` in the
+/// realtime stage and `auth` as its `[auth]` section.
+fn embedded_topology(http: u16, data: &std::path::Path, extra: &str, auth: &str) -> String {
+    format!(
+        r#"
+[businesses]
+archive = {{ id = 1, retention_days = 1 }}
+{auth}
+[[stages]]
+name = "ingest"
+type = "http_ingest"
+listen = "127.0.0.1:{http}"
+
+[[stages]]
+name = "realtime"
+type = "realtime"
+inputs = ["ingest"]
+redis_url = "redis://unused"
+{extra}
+
+[[stages]]
+name = "aggregate"
+type = "aggregate"
+inputs = ["realtime"]
+
+[[stages]]
+name = "kafka_batch"
+type = "kafka_batch"
+inputs = ["aggregate"]
+brokers = "unused:9092"
+topic = "merge"
+consumer_group = "job"
+
+[[stages]]
+name = "persist"
+type = "persist"
+inputs = ["kafka_batch"]
+hbase_thrift = "unused:9090"
+embedded_data_dir = "{data}"
+"#,
+        data = data.display()
+    )
+}
+
+async fn post_event(base: &str, token: Option<&str>) -> u16 {
+    let event = json!({"events": [{"uid": 7, "business": "archive", "oid": 1, "progress": 1, "view_at": model::now_ms() - 1000}]});
+    let mut request = reqwest::Client::new().post(format!("{base}/v1/events")).json(&event);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn an_invalid_edit_is_refused_by_every_trigger_with_all_its_problems_and_the_old_topology_keeps_serving() {
+    let data = tempfile::tempdir().unwrap();
+    let http = common::free_port();
+    let good = embedded_topology(http, data.path(), "", "");
+    let process = Histflow::start(&good, http, &["--embedded", "--watch"]).await;
+    let before = topology_status(&process).await;
+    // An unknown field and a cycle (aggregate reads what it feeds).
+    let bad = embedded_topology(http, data.path(), "bogus_setting = 1", "")
+        .replace("inputs = [\"realtime\"]", "inputs = [\"realtime\", \"kafka_batch\"]");
+    let problems_of = |answer: &Value| {
+        answer["problems"].as_array().unwrap().iter().map(|problem| problem.as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let both = |problems: &[String]| {
+        problems.iter().any(|problem| problem.contains("unknown field `bogus_setting`"))
+            && problems.iter().any(|problem| problem.contains("cyclic dependency"))
+    };
+    let rejected = async || common::metric(&process, "histflow_reload_total").await.unwrap_or(0.0);
+
+    // --watch: the rewritten file.
+    rewrite(&process, &bad);
+    let last = common::eventually("the watcher to refuse the edit", Duration::from_secs(20), async || {
+        let status = topology_status(&process).await;
+        (status["last_reload"]["trigger"] == "watch").then_some(status["last_reload"].clone())
+    })
+    .await;
+    assert_eq!(last["result"], "rejected");
+    assert!(both(&problems_of(&last)), "{last}");
+
+    // POST /admin/reload.
+    let (status, answer) = reload_via_api(&process).await;
+    assert_eq!((status, answer["result"].as_str()), (422, Some("rejected")), "{answer}");
+    assert!(both(&problems_of(&answer)), "{answer}");
+
+    // histflow reload.
+    let output = common::histflow().args(["reload", "--url", &process.base]).output().unwrap();
+    let (stdout, stderr) = common::texts(&output);
+    assert_eq!(output.status.code(), Some(2), "{stdout}{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(both(&problems_of(&answer)), "{answer}");
+
+    // SIGHUP.
+    common::signal(process.pid().unwrap(), "HUP");
+    common::eventually("SIGHUP's refusal", Duration::from_secs(20), async || {
+        let status = topology_status(&process).await;
+        (status["last_reload"]["trigger"] == "SIGHUP").then_some(())
+    })
+    .await;
+
+    let after = topology_status(&process).await;
+    assert_eq!(after["last_reload"]["result"], "rejected");
+    assert!(both(&problems_of(&after["last_reload"])), "{after}");
+    assert_eq!((&after["version"], &after["hash"], &after["nodes"]), (&before["version"], &before["hash"], &before["nodes"]));
+    assert_eq!(rejected().await, 4.0, "histflow_reload_total{{result=\"rejected\"}}");
+    assert!(process.log_text().matches("topology reload refused").count() >= 4, "{}", process.log_text());
+    assert_eq!(post_event(&process.base, None).await, 200, "the old topology still serves");
+}
+
+#[tokio::test]
+async fn a_removed_token_stops_working_at_once_and_a_new_one_works_at_once() {
+    let data = tempfile::tempdir().unwrap();
+    let http = common::free_port();
+    let clients = |token: &str| format!("[[auth.clients]]\nname = \"app\"\ntoken = \"{token}\"\n");
+    let process = Histflow::start(&embedded_topology(http, data.path(), "", &clients("old-token-0123456789")), http, &["--embedded"]).await;
+    assert_eq!(post_event(&process.base, Some("old-token-0123456789")).await, 200);
+    assert_eq!(post_event(&process.base, Some("new-token-0123456789")).await, 401);
+
+    rewrite(&process, &embedded_topology(http, data.path(), "", &clients("new-token-0123456789")));
+    // The reload itself needs a token the running topology knows.
+    let refused = reqwest::Client::new().post(format!("{}/admin/reload", process.base)).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let answer =
+        reqwest::Client::new().post(format!("{}/admin/reload", process.base)).bearer_auth("old-token-0123456789").send().await.unwrap();
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["result"], "applied", "{answer}");
+    assert_eq!(answer["changes"]["reconfigured"], json!(["ingest"]), "{answer}");
+    // The very next requests.
+    assert_eq!(post_event(&process.base, Some("old-token-0123456789")).await, 401);
+    assert_eq!(post_event(&process.base, Some("new-token-0123456789")).await, 200);
+}
