@@ -238,6 +238,19 @@ async fn twenty_reloads_under_load_refuse_no_connection_and_lose_nothing() {
     assert_eq!(server_errors, 0, "5xx other than 503");
     assert!(structural >= 8, "only {structural} reloads rebuilt, started or retired a stage");
     assert_eq!(common::metric(&process, "histflow_reload_total").await, Some(20.0));
+
+    // New endpoints that do not answer refuse the reload before anything
+    // changes.
+    let unreachable = stack_topology(http, &compat, &topic, shape)
+        .replace(&format!("redis_url = \"{}\"", common::redis_url()), "redis_url = \"redis://127.0.0.1:1\"")
+        .replace(&format!("hbase_thrift = \"{}\"", compat.address()), "hbase_thrift = \"127.0.0.1:1\"");
+    rewrite(&process, &unreachable);
+    let (status, answer) = reload_via_api(&process).await;
+    assert_eq!((status, answer["result"].as_str()), (422, Some("rejected")), "{answer}");
+    let problems = answer["problems"].to_string();
+    assert!(problems.contains("Redis at redis://127.0.0.1:1") && problems.contains("through 127.0.0.1:1"), "{problems}");
+    assert_eq!(topology_status(&process).await["version"], json!(21));
+    assert_eq!(post_event(&process.base, None).await, 200, "the running topology still serves");
 }
 
 /// A topology run `--embedded` (no services), with `extra` in the
