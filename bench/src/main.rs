@@ -23,6 +23,8 @@
 //!   HBase-compatible server, rows/s.
 //! - `sweep`: the HBase retention sweep's rate, and ingest p99 with and
 //!   without it.
+//! - `reload`: topology reloads under load: time from the trigger to the
+//!   new topology running, ingest p99 while reloading and without.
 
 mod catchup;
 mod crash;
@@ -32,6 +34,7 @@ mod heartbeat;
 mod load;
 mod page;
 mod reads;
+mod reload;
 mod runtime_dag;
 mod soak;
 mod stack;
@@ -74,6 +77,8 @@ enum Command {
     Catchup(catchup::Options),
     /// The HBase retention sweep's rate and its cost to ingest p99.
     Sweep(sweep::Options),
+    /// Topology reloads under load: time to running, p99 while reloading.
+    Reload(reload::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,5 +96,6 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Page(options)) => page::run(&options),
         Some(Command::Catchup(options)) => catchup::run(&options),
         Some(Command::Sweep(options)) => sweep::run(&options),
+        Some(Command::Reload(options)) => reload::run(&options),
     }
 }
