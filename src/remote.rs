@@ -26,38 +26,33 @@ fn request(method: reqwest::Method, url: &str, token: Option<&str>) -> Result<(u
 /// `POST <url>/admin/reload`; prints the answer.
 pub fn reload(url: &str, token: Option<&str>) -> ExitCode {
     let url = format!("{}/admin/reload", url.trim_end_matches('/'));
-    match request(reqwest::Method::POST, &url, token) {
-        Ok((200, body)) => {
-            println!("{body}");
-            ExitCode::SUCCESS
-        }
-        Ok((422, body)) => {
-            println!("{body}");
-            ExitCode::from(EXIT_BAD_TOPOLOGY)
-        }
-        Ok((status, body)) => {
-            eprintln!("{url} answered {status}: {body}");
-            ExitCode::from(EXIT_FAILED)
-        }
-        Err(problem) => {
-            eprintln!("{problem}");
-            ExitCode::from(EXIT_FAILED)
-        }
-    }
+    answer(&url, request(reqwest::Method::POST, &url, token), |status| match status {
+        200 => Some(ExitCode::SUCCESS),
+        422 => Some(ExitCode::from(EXIT_BAD_TOPOLOGY)),
+        _ => None,
+    })
 }
 
 /// `GET <url>/admin/topology?format=...`; prints the running graph.
 pub fn graph(url: &str, token: Option<&str>, format: &str) -> ExitCode {
     let url = format!("{}/admin/topology?format={format}", url.trim_end_matches('/'));
-    match request(reqwest::Method::GET, &url, token) {
-        Ok((200, body)) => {
-            print!("{body}");
-            ExitCode::SUCCESS
-        }
-        Ok((status, body)) => {
-            eprintln!("{url} answered {status}: {body}");
-            ExitCode::from(EXIT_FAILED)
-        }
+    answer(&url, request(reqwest::Method::GET, &url, token), |status| (status == 200).then_some(ExitCode::SUCCESS))
+}
+
+/// Prints a body whose status `expected` maps to an exit code; anything
+/// else goes to stderr and exits 1.
+fn answer(url: &str, answered: Result<(u16, String), String>, expected: impl Fn(u16) -> Option<ExitCode>) -> ExitCode {
+    match answered {
+        Ok((status, body)) => match expected(status) {
+            Some(code) => {
+                print!("{}", if body.ends_with('\n') { body } else { format!("{body}\n") });
+                code
+            }
+            None => {
+                eprintln!("{url} answered {status}: {body}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
         Err(problem) => {
             eprintln!("{problem}");
             ExitCode::from(EXIT_FAILED)

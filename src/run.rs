@@ -31,6 +31,9 @@ const EXIT_FORCED: i32 = 130;
 pub fn run(path: &Path, role: RoleSelection, embedded: bool, watch: bool) -> ExitCode {
     let (text, topology) = match topology_file::load_text(path) {
         Ok(loaded) => loaded,
+        // With --watch a bad first file is not the end: the next good
+        // version of it starts the pipeline.
+        Err(_) if watch => wait_for_valid(path),
         Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -41,6 +44,25 @@ pub fn run(path: &Path, role: RoleSelection, embedded: bool, watch: bool) -> Exi
         }
     };
     runtime.block_on(run_topology(Loaded { path, text, topology }, role, embedded, watch))
+}
+
+/// Looks at `path` every half second until a changed text of it
+/// validates (each refused version's problems are printed once).
+fn wait_for_valid(path: &Path) -> (String, Topology<StageConfig>) {
+    eprintln!("{}: --watch: waiting for a valid version of the file; SIGINT stops", path.display());
+    let mut seen = std::fs::read_to_string(path).ok();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let text = std::fs::read_to_string(path).ok();
+        if text == seen {
+            continue;
+        }
+        seen = text;
+        if let Ok(loaded) = topology_file::load_text(path) {
+            eprintln!("{}: valid; starting", path.display());
+            return loaded;
+        }
+    }
 }
 
 /// The topology file as started.

@@ -361,10 +361,19 @@ async fn held_back_for_25_s(hold_max_bytes: usize) -> f64 {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(job.job.is_running(), "the job exited:\n{}", job.job.log_text());
-    common::eventually("every message committed", Duration::from_secs(60), async || {
-        (common::committed(&brokers, &job.names.group, &job.names.topic, 1) == [messages]).then_some(())
-    })
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let committed = common::committed(&brokers, &job.names.group, &job.names.topic, 1);
+        if committed == [messages] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every message committed within 60 s: committed {committed:?} of {messages}\n{}",
+            job.job.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let metrics = reqwest::get(format!("{}/metrics", job.job.base)).await.unwrap().text().await.unwrap();
     ingest_http::stats::Exposition::parse(&metrics).sum("histflow_kafka_lost_partition_offsets_total", &[]).unwrap_or_default()
 }

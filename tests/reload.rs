@@ -386,3 +386,37 @@ async fn a_removed_token_stops_working_at_once_and_a_new_one_works_at_once() {
     assert_eq!(post_event(&process.base, Some("old-token-0123456789")).await, 401);
     assert_eq!(post_event(&process.base, Some("new-token-0123456789")).await, 200);
 }
+
+#[tokio::test]
+async fn under_watch_an_invalid_first_file_waits_for_a_valid_one_instead_of_exiting() {
+    let data = tempfile::tempdir().unwrap();
+    let http = common::free_port();
+    let good = embedded_topology(http, data.path(), "", "");
+    let (dir, path) = common::temp_file("topology.toml", &good.replace("type = \"aggregate\"", "type = \"aggregator\""));
+    let log = std::fs::File::create(dir.path().join("histflow.log")).unwrap();
+    let child = common::histflow()
+        .args(["run", "--embedded", "--watch"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut process = common::Owned(child);
+    let log_text = || std::fs::read_to_string(dir.path().join("histflow.log")).unwrap_or_default();
+    common::eventually("the problem printed", Duration::from_secs(20), async || {
+        log_text().contains("unknown stage type `aggregator`").then_some(())
+    })
+    .await;
+    assert!(matches!(process.0.try_wait(), Ok(None)), "histflow exited on a bad first file under --watch:\n{}", log_text());
+    assert!(!common::tcp_open(http), "nothing may run before the file is valid");
+
+    std::fs::write(&path, &good).unwrap();
+    common::eventually("the pipeline to start on the valid file", Duration::from_secs(20), async || {
+        let ready = reqwest::get(format!("http://127.0.0.1:{http}/readyz")).await.ok()?;
+        (ready.status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(post_event(&format!("http://127.0.0.1:{http}"), None).await, 200);
+    common::signal(process.0.id(), "TERM");
+    let _ = process.0.wait();
+}
