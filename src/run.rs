@@ -29,13 +29,12 @@ const EXIT_FORCED: i32 = 130;
 /// Runs the topology at `path` for `role`; blocks until the process should
 /// exit. `watch` reloads the file when it changes.
 pub fn run(path: &Path, role: RoleSelection, embedded: bool, watch: bool) -> ExitCode {
-    let (text, topology) = match topology_file::load_text(path) {
-        Ok(loaded) => loaded,
-        // With --watch a bad first file is not the end: the next good
-        // version of it starts the pipeline.
-        Err(_) if watch => wait_for_valid(path),
-        Err(code) => return code,
-    };
+    let first = topology_file::load_text(path);
+    if let Err(code) = first {
+        if !watch {
+            return code;
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -43,16 +42,31 @@ pub fn run(path: &Path, role: RoleSelection, embedded: bool, watch: bool) -> Exi
             return ExitCode::from(EXIT_RUN_FAILED);
         }
     };
-    runtime.block_on(run_topology(Loaded { path, text, topology }, role, embedded, watch))
+    runtime.block_on(async {
+        let (text, topology) = match first {
+            Ok(loaded) => loaded,
+            // With --watch a bad first file is not the end: the next good
+            // version of it starts the pipeline.
+            Err(_) => {
+                let hangups = ignore_hangups();
+                let loaded = wait_for_valid(path).await;
+                if let Some(hangups) = hangups {
+                    hangups.abort();
+                }
+                loaded
+            }
+        };
+        run_topology(Loaded { path, text, topology }, role, embedded, watch).await
+    })
 }
 
 /// Looks at `path` every half second until a changed text of it
 /// validates (each refused version's problems are printed once).
-fn wait_for_valid(path: &Path) -> (String, Topology<StageConfig>) {
+async fn wait_for_valid(path: &Path) -> (String, Topology<StageConfig>) {
     eprintln!("{}: --watch: waiting for a valid version of the file; SIGINT stops", path.display());
     let mut seen = std::fs::read_to_string(path).ok();
     loop {
-        std::thread::sleep(Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let text = std::fs::read_to_string(path).ok();
         if text == seen {
             continue;

@@ -137,6 +137,9 @@ fn clamp_capacity(capacity: usize) -> usize {
 #[derive(Debug, Default)]
 pub struct LiveRateLimit {
     spec: Mutex<Option<RateLimitSpec>>,
+    /// Whether `limit` holds one (read on every batch; most stages have
+    /// none).
+    limited: AtomicBool,
     limit: ArcSwapOption<RateLimit>,
 }
 
@@ -157,10 +160,14 @@ impl LiveRateLimit {
         }
         *current = spec.copied();
         self.limit.store(spec.map(|spec| Arc::new(RateLimit::new(spec))));
+        self.limited.store(spec.is_some(), Ordering::Release);
     }
 
     /// The limiter in force now.
     pub fn current(&self) -> Option<Arc<RateLimit>> {
+        if !self.limited.load(Ordering::Acquire) {
+            return None;
+        }
         self.limit.load_full()
     }
 }
@@ -303,10 +310,10 @@ impl<M: Message> Output<M> {
         let edges = self.shared.edges.load_full();
         // Try the edges that refuse first, so a refusal never leaves the
         // sender holding places it waited for on a blocking edge.
-        let mut order: Vec<&EdgeSender<M>> = edges.iter().collect();
-        order.sort_by_key(|sender| sender.edge.when_full() != WhenFull::Reject);
-        let mut reserved = Vec::with_capacity(order.len());
-        for sender in &order {
+        let refusing = |sender: &&EdgeSender<M>| sender.edge.when_full() == WhenFull::Reject;
+        let ordered = || edges.iter().filter(refusing).chain(edges.iter().filter(|sender| !refusing(sender)));
+        let mut reserved = Vec::with_capacity(edges.len());
+        for sender in ordered() {
             let edge = &sender.edge;
             let wanted = edge.permits_for(events);
             let places = match edge.permits.clone().try_acquire_many_owned(wanted) {
@@ -331,15 +338,13 @@ impl<M: Message> Output<M> {
             };
             reserved.push(places);
         }
-        let mut reserved = reserved.into_iter();
-        let Some((last, others)) = order.split_last() else {
-            return Ok(());
-        };
-        for (sender, places) in others.iter().zip(reserved.by_ref()) {
-            sender.deliver(message.clone(), places)?;
-        }
-        if let Some(places) = reserved.next() {
-            last.deliver(message, places)?;
+        // The reservations were made in `ordered()` order; deliver in it,
+        // the last edge taking the message itself.
+        let last = reserved.len().saturating_sub(1);
+        let mut message = Some(message);
+        for (index, (sender, places)) in ordered().zip(reserved).enumerate() {
+            let Some(batch) = (if index == last { message.take() } else { message.clone() }) else { break };
+            sender.deliver(batch, places)?;
         }
         self.shared.metrics.events_out(events);
         Ok(())
@@ -397,33 +402,42 @@ impl<M: Message> Input<M> {
     /// instance (what is queued then stays queued for it). Cancel-safe
     /// (usable in `tokio::select!`).
     pub async fn recv(&mut self) -> Option<M> {
-        let handed_over = self.handover.as_ref().map(|handover| handover.requested.clone());
-        let handed_over = async move {
-            match handed_over {
-                Some(requested) => requested.cancelled_owned().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            () = handed_over => None,
-            message = self.next() => message,
+        let Input { core, handover, rate_limit, metrics, .. } = self;
+        let requested = handover.as_ref().map(|handover| &handover.requested);
+        if requested.is_some_and(CancellationToken::is_cancelled) {
+            return None;
         }
-    }
-
-    async fn next(&mut self) -> Option<M> {
-        let core = self.core.as_mut()?;
+        let core = core.as_mut()?;
         if core.pending.is_none() {
-            let delivery = core.queue.recv().await?;
+            // Only a wait races the handover (the ready path takes no lock).
+            let delivery = match core.queue.try_recv() {
+                Ok(delivery) => delivery,
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => match requested {
+                    None => core.queue.recv().await?,
+                    Some(requested) => tokio::select! {
+                        biased;
+                        () = requested.cancelled() => return None,
+                        delivery = core.queue.recv() => delivery?,
+                    },
+                },
+            };
             let events = delivery.message.event_count();
             core.pending = Some((delivery, events));
         }
-        if let Some(limit) = self.rate_limit.as_ref().and_then(|live| live.current()) {
+        if let Some(limit) = rate_limit.as_ref().and_then(|live| live.current()) {
             // Charge chunk by chunk; a cancelled wait keeps what is charged.
             while let Some((_, remaining)) = core.pending.as_mut().filter(|(_, remaining)| *remaining > 0) {
                 let chunk = (*remaining).min(limit.burst() as usize);
-                let waited = limit.take(chunk as u32).await;
-                self.metrics.rate_limit_wait(waited);
+                let waited = match requested {
+                    None => limit.take(chunk as u32).await,
+                    Some(requested) => tokio::select! {
+                        biased;
+                        () = requested.cancelled() => return None,
+                        waited = limit.take(chunk as u32) => waited,
+                    },
+                };
+                metrics.rate_limit_wait(waited);
                 if let Some((_, remaining)) = core.pending.as_mut() {
                     *remaining -= chunk;
                 }
@@ -434,7 +448,7 @@ impl<M: Message> Input<M> {
         // Free the places before reporting, so the gauge shows the queue.
         drop(_places);
         edge.report_depth();
-        self.metrics.events_in(message.event_count());
+        metrics.events_in(message.event_count());
         Some(message)
     }
 

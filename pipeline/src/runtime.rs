@@ -38,7 +38,8 @@ pub type StageFuture = BoxFuture<'static, Result<(), StageError>>;
 
 /// A runnable stage. `run` owns the stage for its whole life; it returns
 /// when its work is done (a source: after the stop signal; anything else:
-/// when its input is drained) or when it fails.
+/// when its input ends, drained or handed over to the stage's next
+/// instance) or when it fails. Either way it finishes what it holds first.
 pub trait Stage<M>: Send + 'static {
     /// Runs the stage to completion.
     fn run(self: Box<Self>, cx: StageContext<M>) -> StageFuture;
@@ -74,7 +75,8 @@ pub struct StageContext<M> {
     pub input: Input<M>,
     /// Fan-out to every downstream stage.
     pub output: Output<M>,
-    /// Fires when the process is asked to stop; only sources need it.
+    /// Fires when the process is asked to stop, or (a source) when a
+    /// reload hands the node to a new instance; only sources need it.
     pub shutdown: CancellationToken,
     /// This stage's metrics, for counting errors.
     pub metrics: StageMetrics,
