@@ -137,9 +137,6 @@ fn clamp_capacity(capacity: usize) -> usize {
 #[derive(Debug, Default)]
 pub struct LiveRateLimit {
     spec: Mutex<Option<RateLimitSpec>>,
-    /// Whether `limit` holds one (read on every batch; most stages have
-    /// none).
-    limited: AtomicBool,
     limit: ArcSwapOption<RateLimit>,
 }
 
@@ -160,14 +157,10 @@ impl LiveRateLimit {
         }
         *current = spec.copied();
         self.limit.store(spec.map(|spec| Arc::new(RateLimit::new(spec))));
-        self.limited.store(spec.is_some(), Ordering::Release);
     }
 
     /// The limiter in force now.
     pub fn current(&self) -> Option<Arc<RateLimit>> {
-        if !self.limited.load(Ordering::Acquire) {
-            return None;
-        }
         self.limit.load_full()
     }
 }
@@ -254,6 +247,11 @@ pub(crate) struct OutputShared<M> {
 }
 
 impl<M> OutputShared<M> {
+    /// An output feeding no edge yet (the runtime wires it).
+    pub(crate) fn unwired(metrics: StageMetrics, rate_limit: Option<Arc<LiveRateLimit>>) -> Arc<Self> {
+        Arc::new(OutputShared { edges: ArcSwap::from_pointee(Vec::new()), metrics, rate_limit })
+    }
+
     /// The edges fed now.
     pub(crate) fn edges(&self) -> Arc<Vec<EdgeSender<M>>> {
         self.edges.load_full()
@@ -282,11 +280,6 @@ impl<M> Clone for Output<M> {
 impl<M: Message> Output<M> {
     pub(crate) fn new(edges: Vec<EdgeSender<M>>, metrics: StageMetrics, rate_limit: Option<Arc<LiveRateLimit>>) -> Self {
         Output { shared: Arc::new(OutputShared { edges: ArcSwap::from_pointee(edges), metrics, rate_limit }) }
-    }
-
-    /// The shared state, for the runtime to rewire.
-    pub(crate) fn shared(&self) -> &Arc<OutputShared<M>> {
-        &self.shared
     }
 
     /// An output over `shared` (a stage's next instance keeps its edges).

@@ -167,7 +167,6 @@ struct Node<M> {
 /// One running instance of a node's stage.
 struct Instance<M> {
     name: Arc<str>,
-    source: bool,
     abort: AbortHandle,
     /// Ends the instance's input (a source: its stop signal) for a handover.
     handover: CancellationToken,
@@ -192,9 +191,6 @@ struct Nodes<M> {
     drain_timeout: Option<Duration>,
 }
 
-/// Queues and outputs kept open while they are wired, by node.
-type Held<M> = HashMap<String, (mpsc::UnboundedSender<Delivery<M>>, Arc<OutputShared<M>>)>;
-
 /// A node about to start: its queue's receiving end and its output.
 struct Fresh<M> {
     receiver: mpsc::UnboundedReceiver<Delivery<M>>,
@@ -209,8 +205,7 @@ impl<M: Message> Nodes<M> {
         let (sender, receiver) = mpsc::unbounded_channel();
         let metrics = StageMetrics::new(&spec.name);
         let rate_limit = LiveRateLimit::new(spec.rate_limit.as_ref());
-        let output = Output::new(Vec::new(), metrics.clone(), spec.source.then(|| rate_limit.clone()));
-        let shared = output.shared().clone();
+        let shared = OutputShared::unwired(metrics.clone(), spec.source.then(|| rate_limit.clone()));
         let node = Node {
             queue: sender.downgrade(),
             input_edges: Arc::default(),
@@ -227,16 +222,16 @@ impl<M: Message> Nodes<M> {
     /// Makes every node's inputs and rate limit what `specs` say: edges
     /// from the same node are retuned in place, new ones are added before
     /// any is removed (so a queue never closes between two edges), and the
-    /// edges of nodes not in `specs` are taken away. `held` are queues and
-    /// outputs kept open for this (new nodes, nodes being handed over).
-    fn rewire(&mut self, specs: &[NodeSpec], held: &Held<M>) {
+    /// edges of nodes not in `specs` are taken away. `fresh` are the nodes
+    /// not started yet, whose queues and outputs only they hold.
+    fn rewire(&mut self, specs: &[NodeSpec], fresh: &HashMap<String, Fresh<M>>) {
         let output_of = |nodes: &HashMap<String, Node<M>>, name: &str| -> Option<Arc<OutputShared<M>>> {
-            held.get(name).map(|(_, output)| output.clone()).or_else(|| nodes.get(name).and_then(|node| node.output.upgrade()))
+            fresh.get(name).map(|fresh| fresh.output.clone()).or_else(|| nodes.get(name).and_then(|node| node.output.upgrade()))
         };
         let mut removed: Vec<Arc<EdgeShared>> = Vec::new();
         for spec in specs {
             let Some(node) = self.by_name.get(&spec.name) else { continue };
-            let queue = held.get(&spec.name).map(|(queue, _)| queue.clone()).or_else(|| node.queue.upgrade());
+            let queue = fresh.get(&spec.name).map(|fresh| fresh.sender.clone()).or_else(|| node.queue.upgrade());
             let mut edges = lock(&node.input_edges).clone();
             for input in &spec.inputs {
                 if let Some(edge) = edges.iter().find(|edge| *edge.from == *input.from) {
@@ -310,8 +305,7 @@ impl<M: Message> Nodes<M> {
             };
             let _ = ended.send((id, outcome));
         });
-        let instance =
-            Instance { name, source: node.spec.source, abort: task.abort_handle(), handover, stop, handed: Some(handed), swap: None };
+        let instance = Instance { name, abort: task.abort_handle(), handover, stop, handed: Some(handed), swap: None };
         self.instances.insert(id, instance);
     }
 }
@@ -396,9 +390,7 @@ pub fn start<M: Message>(nodes: Vec<(NodeSpec, Box<dyn Stage<M>>)>, shutdown: Ca
     for spec in &specs {
         fresh.insert(spec.name.clone(), state.add(spec.clone()));
     }
-    let held = fresh.iter().map(|(name, fresh)| (name.clone(), (fresh.sender.clone(), fresh.output.clone()))).collect();
-    state.rewire(&specs, &held);
-    drop(held);
+    state.rewire(&specs, &fresh);
     for (spec, stage) in nodes {
         if let Some(Fresh { receiver, sender, output }) = fresh.remove(&spec.name) {
             drop(sender);
@@ -490,7 +482,6 @@ impl<M: Message> Control<M> {
         let Rewire { specs, mut stages } = rewire;
         check_wiring(&specs)?;
         let mut report = Rewired::default();
-        let mut held: Held<M> = HashMap::new();
         let handovers = {
             let nodes = lock(&self.nodes);
             if self.shutdown.is_cancelled() {
@@ -515,18 +506,17 @@ impl<M: Message> Control<M> {
         for spec in &specs {
             if !nodes.by_name.contains_key(&spec.name) {
                 let node = nodes.add(spec.clone());
-                held.insert(spec.name.clone(), (node.sender.clone(), node.output.clone()));
                 fresh.insert(spec.name.clone(), node);
             }
         }
         let wanted: HashSet<&str> = specs.iter().map(|spec| spec.name.as_str()).collect();
         let retired: Vec<String> = nodes.by_name.keys().filter(|name| !wanted.contains(name.as_str())).cloned().collect();
-        nodes.rewire(&specs, &held);
+        nodes.rewire(&specs, &fresh);
         for name in &retired {
             if let Some(node) = nodes.by_name.remove(name) {
                 // A source has no inputs to lose: stop it. Any other node
                 // ends once its queue, which nothing feeds now, is drained.
-                if let Some(instance) = nodes.instances.get(&node.instance).filter(|instance| instance.source) {
+                if let Some(instance) = nodes.instances.get(&node.instance).filter(|_| node.spec.source) {
                     instance.stop.cancel();
                 }
             }
@@ -539,7 +529,6 @@ impl<M: Message> Control<M> {
                 report.started.push(name);
             }
         }
-        drop(held);
         report.started.sort();
         report.handed_over.sort();
         report.retired.sort();
@@ -560,10 +549,7 @@ impl<M: Message> Control<M> {
             let output = node
                 .output
                 .upgrade()
-                .or_else(|| {
-                    (!feeds)
-                        .then(|| Output::new(Vec::new(), node.metrics.clone(), source.then(|| node.rate_limit.clone())).shared().clone())
-                })
+                .or_else(|| (!feeds).then(|| OutputShared::unwired(node.metrics.clone(), source.then(|| node.rate_limit.clone()))))
                 .ok_or_else(ended)?;
             let id = node.instance;
             let instance = nodes.instances.get_mut(&id).ok_or_else(ended)?;
