@@ -7,66 +7,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::load::{Acknowledged, Load, Shape};
 use common::{Histflow, TestCompat, TestRedis, TestTansu};
-use serde_json::{json, Value};
 
-/// What a client was told was recorded: (uid, item) -> view_at.
-type Acknowledged = BTreeMap<(u64, String), i64>;
-
-/// Closed-loop clients posting 20 new items a request (each waiting
-/// `pace` after an answer), going on through refusals (a 503 while Redis
-/// is away) until `stop`; every item answered `recorded: true` goes into
-/// `acknowledged`, every failed request counts in `refused`.
-fn start_load(
-    base: &str,
-    clients: u64,
-    pace: Duration,
-    acknowledged: &Arc<Mutex<Acknowledged>>,
-    refused: &Arc<AtomicU64>,
-    stop: &Arc<AtomicBool>,
-) {
-    let uid_base = common::unique_uid_base();
-    for client_index in 0..clients {
-        let (base, acknowledged, refused, stop) = (base.to_owned(), acknowledged.clone(), refused.clone(), stop.clone());
-        tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-            let mut round = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let view_at = model::now_ms() - 1000;
-                let oid = client_index * 1_000_000 + round;
-                let uids: Vec<u64> = (0..20).map(|i| uid_base + (round * 20 + i) % 500).collect();
-                let events: Vec<Value> = uids
-                    .iter()
-                    .map(|uid| json!({"uid": uid, "business": "archive", "oid": oid, "progress": 1, "view_at": view_at}))
-                    .collect();
-                round += 1;
-                let answer = client.post(format!("{base}/v1/events")).json(&json!({ "events": events })).send().await;
-                let Ok(answer) = answer.map_err(drop).and_then(|answer| if answer.status() == 200 { Ok(answer) } else { Err(()) }) else {
-                    refused.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let answer: Value = answer.json().await.unwrap();
-                let results = answer["results"].as_array().unwrap();
-                {
-                    let mut acknowledged = acknowledged.lock().unwrap();
-                    for (uid, result) in uids.iter().zip(results) {
-                        if result["recorded"] == true {
-                            acknowledged.insert((*uid, format!("archive:{oid}")), view_at);
-                        }
-                    }
-                }
-                if !pace.is_zero() {
-                    tokio::time::sleep(pace).await;
-                }
-            }
-        });
-    }
+/// Clients posting 20 new items a request over 500 users.
+fn load(base: &str, clients: u64, pace: Duration) -> Load {
+    Load::start(base, Shape { clients, events_per_request: 20, users: 500, pace })
 }
 
 /// A service (ingest on `http`) and a job of one `ids` topology whose
@@ -111,27 +59,24 @@ impl Outage {
     /// `start` brings it back; 2,000 more, and the load stops. Answers
     /// everything acknowledged.
     async fn under_load<B>(&self, service: &Histflow, backend: &mut B, stop: fn(&mut B), start: fn(&mut B)) -> Acknowledged {
-        let acknowledged = Arc::new(Mutex::new(Acknowledged::new()));
-        let (refused, stopped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
-        start_load(&service.base, 4, Duration::ZERO, &acknowledged, &refused, &stopped);
-        let count = || acknowledged.lock().unwrap().len();
+        let load = load(&service.base, 4, Duration::ZERO);
+        let count = || load.count();
         common::eventually(&format!("load before {} goes away", self.what), Duration::from_secs(60), async || {
             (count() >= 2000).then_some(())
         })
         .await;
         stop(backend);
-        let refused_before = refused.load(Ordering::Relaxed);
+        let refused_before = load.outcomes.refused();
         common::eventually(&format!("a refusal while {} is away", self.what), self.refusal_within, async || {
-            (refused.load(Ordering::Relaxed) > refused_before).then_some(())
+            (load.outcomes.refused() > refused_before).then_some(())
         })
         .await;
         start(backend);
         let before_restart = count();
         common::eventually("load after the restart", Duration::from_secs(60), async || (count() >= before_restart + 2000).then_some(()))
             .await;
-        stopped.store(true, Ordering::Relaxed);
-        let acknowledged = acknowledged.lock().unwrap().clone();
-        acknowledged
+        load.stop();
+        load.acknowledged()
     }
 }
 
@@ -179,12 +124,10 @@ async fn the_history_table_stopped_for_30_s_mid_load_holds_commits_back_and_then
     let brokers = common::kafka_brokers();
     let (service, job) = start_stack(&compat, &redis, &brokers, http, &topic, 5000).await;
 
-    let acknowledged = Arc::new(Mutex::new(Acknowledged::new()));
-    let (refused, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
     // About 400 items a second: the backlog of the outage is what a job
     // drains well within the wait below.
-    start_load(&service.base, 2, Duration::from_millis(100), &acknowledged, &refused, &stop);
-    let count = || acknowledged.lock().unwrap().len();
+    let load = load(&service.base, 2, Duration::from_millis(100));
+    let count = || load.count();
     common::eventually("load before the outage", Duration::from_secs(60), async || (count() >= 1000).then_some(())).await;
 
     compat.kill();
@@ -203,9 +146,9 @@ async fn the_history_table_stopped_for_30_s_mid_load_holds_commits_back_and_then
     );
     assert!(count() > during, "the service stopped acknowledging while only the history table was away");
     compat.restart();
-    stop.store(true, Ordering::Relaxed);
+    load.stop();
 
-    let acknowledged = acknowledged.lock().unwrap().clone();
+    let acknowledged = load.acknowledged();
     assert_durable(&compat, &acknowledged, &redis, &brokers, &topic, &service, &job).await;
 }
 

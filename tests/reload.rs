@@ -9,79 +9,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::load::{Load, Shape as LoadShape};
 use common::{Histflow, TestCompat};
 use serde_json::{json, Value};
-
-/// What a client was told was recorded: (uid, item) -> view_at.
-type Acknowledged = BTreeMap<(u64, String), i64>;
-
-/// How the load's requests ended.
-#[derive(Default)]
-struct Outcomes {
-    ok: AtomicU64,
-    /// 503s (a full edge, a timeout), which the API documents.
-    unavailable: AtomicU64,
-    /// Any other 5xx.
-    server_errors: AtomicU64,
-    /// Connection refused or reset: what a reload must never cause.
-    connection_errors: AtomicU64,
-}
-
-/// Closed-loop clients posting 10 new items a request until `stop`.
-fn start_load(base: &str, clients: u64, acknowledged: &Arc<Mutex<Acknowledged>>, outcomes: &Arc<Outcomes>, stop: &Arc<AtomicBool>) {
-    let uid_base = common::unique_uid_base();
-    for client_index in 0..clients {
-        let (base, acknowledged, outcomes, stop) = (base.to_owned(), acknowledged.clone(), outcomes.clone(), stop.clone());
-        tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-            let mut round = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let view_at = model::now_ms() - 1000;
-                let oid = client_index * 1_000_000 + round;
-                let uids: Vec<u64> = (0..10).map(|i| uid_base + (round * 10 + i) % 300).collect();
-                let events: Vec<Value> = uids
-                    .iter()
-                    .map(|uid| json!({"uid": uid, "business": "archive", "oid": oid, "progress": 1, "view_at": view_at}))
-                    .collect();
-                round += 1;
-                let answer = match client.post(format!("{base}/v1/events")).json(&json!({ "events": events })).send().await {
-                    Ok(answer) => answer,
-                    Err(error) => {
-                        eprintln!("request failed: {error}");
-                        outcomes.connection_errors.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                };
-                match answer.status().as_u16() {
-                    200 => {}
-                    503 => {
-                        outcomes.unavailable.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                    status => {
-                        eprintln!("answered {status}: {}", answer.text().await.unwrap_or_default());
-                        outcomes.server_errors.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                }
-                let answer: Value = answer.json().await.unwrap();
-                outcomes.ok.fetch_add(1, Ordering::Relaxed);
-                let mut acknowledged = acknowledged.lock().unwrap();
-                for (uid, result) in uids.iter().zip(answer["results"].as_array().unwrap()) {
-                    if result["recorded"] == true {
-                        acknowledged.insert((*uid, format!("archive:{oid}")), view_at);
-                    }
-                }
-            }
-        });
-    }
-}
 
 /// A named edit of the shape.
 type Edit = (&'static str, fn(&mut Shape));
@@ -175,10 +108,8 @@ async fn twenty_reloads_under_load_refuse_no_connection_and_lose_nothing() {
     let mut shape = Shape { realtime_capacity: 4096, aggregate_rate: 1_000_000, shards: 16, tap: false, persist_window_ms: 200 };
     let process = Histflow::start(&stack_topology(http, &compat, &topic, shape), http, &["--role", "all"]).await;
 
-    let acknowledged = Arc::new(Mutex::new(Acknowledged::new()));
-    let (outcomes, stop) = (Arc::new(Outcomes::default()), Arc::new(AtomicBool::new(false)));
-    start_load(&process.base, 4, &acknowledged, &outcomes, &stop);
-    let count = || acknowledged.lock().unwrap().len();
+    let load = Load::start(&process.base, LoadShape { clients: 4, events_per_request: 10, users: 300, pace: Duration::ZERO });
+    let count = || load.count();
     common::eventually("load before the first reload", Duration::from_secs(30), async || (count() >= 1000).then_some(())).await;
 
     // Tunable and structural edits, alternating.
@@ -222,20 +153,21 @@ async fn twenty_reloads_under_load_refuse_no_connection_and_lose_nothing() {
         })
         .await;
     }
-    stop.store(true, Ordering::Relaxed);
+    load.stop();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let acknowledged = acknowledged.lock().unwrap().clone();
+    let acknowledged = load.acknowledged();
     common::all_durable(&compat, &acknowledged).await;
-    let (ok, unavailable, server_errors, connection_errors) = (
+    let outcomes = &load.outcomes;
+    let (ok, unavailable, other_statuses, connection_errors) = (
         outcomes.ok.load(Ordering::Relaxed),
         outcomes.unavailable.load(Ordering::Relaxed),
-        outcomes.server_errors.load(Ordering::Relaxed),
+        outcomes.other_statuses.load(Ordering::Relaxed),
         outcomes.connection_errors.load(Ordering::Relaxed),
     );
     println!("20 reloads ({structural} structural): {ok} requests answered 200, {unavailable} answered 503, {} items acknowledged and all in HBase", acknowledged.len());
     assert_eq!(connection_errors, 0, "requests failed on the connection:\n{}", process.log_text());
-    assert_eq!(server_errors, 0, "5xx other than 503");
+    assert_eq!(other_statuses, 0, "answers other than 200 and 503");
     assert!(structural >= 8, "only {structural} reloads rebuilt, started or retired a stage");
     assert_eq!(common::metric(&process, "histflow_reload_total").await, Some(20.0));
 
