@@ -53,6 +53,22 @@ struct Status {
     clients: Arc<Clients>,
 }
 
+impl Status {
+    /// The status of `topology` loaded now as `version` from a file of
+    /// digest `hash`.
+    fn of(version: u64, hash: String, topology: &Topology<StageConfig>, last_reload: Option<Value>) -> Self {
+        Status {
+            version,
+            hash,
+            loaded_at_ms: now_ms(),
+            last_reload,
+            dot: render(topology, GraphFormat::Dot),
+            mermaid: render(topology, GraphFormat::Mermaid),
+            clients: Arc::new(Clients::new(&topology.auth)),
+        }
+    }
+}
+
 /// Reloads one process's topology.
 pub struct Reloader {
     path: PathBuf,
@@ -79,15 +95,7 @@ impl Reloader {
         board: Option<Arc<StatsBoard>>,
         admin_listener: Option<AdminListener>,
     ) -> Self {
-        let status = Status {
-            version: 1,
-            hash: digest(text),
-            loaded_at_ms: now_ms(),
-            last_reload: None,
-            dot: render(&topology, GraphFormat::Dot),
-            mermaid: render(&topology, GraphFormat::Mermaid),
-            clients: Arc::new(Clients::new(&topology.auth)),
-        };
+        let status = Status::of(1, digest(text), &topology, None);
         Reloader {
             path: path.to_owned(),
             options,
@@ -182,12 +190,7 @@ impl Reloader {
             board.set_view(TopologyView::new(&next, self.options.role));
         }
         let mut status = self.status();
-        status.version += 1;
-        status.hash = hash;
-        status.loaded_at_ms = now_ms();
-        status.dot = render(&next, GraphFormat::Dot);
-        status.mermaid = render(&next, GraphFormat::Mermaid);
-        status.clients = Arc::new(Clients::new(&next.auth));
+        *status = Status::of(status.version + 1, hash, &next, status.last_reload.take());
         drop(status);
         *running = next;
         (ReloadResult::Applied, Vec::new(), Some(changes))

@@ -52,10 +52,10 @@ pub struct ApiConfig {
     pub reads: Option<Arc<HistoryReader>>,
 }
 
-/// The API's reloadable part, replaced whole and read once per call, so a
-/// call sees one configuration from start to end and the next call sees
-/// the new one: a removed token stops working at once, a new one works at
-/// once.
+/// The API's reloadable part, replaced whole: each step of a call (the
+/// token check, the body limit, the wait for the write) reads the
+/// configuration in force when it runs, so a removed token stops working
+/// on the next request and a new one works on it.
 pub struct LiveApi {
     config: ArcSwap<ApiConfig>,
 }
@@ -98,13 +98,6 @@ pub struct HistoryApi {
 }
 
 impl HistoryApi {
-    /// An API sending events and mutations to `output` and reading
-    /// through `reads` (none: the read routes answer 501).
-    pub fn new(output: Output<Batch>, settings: ApiSettings, clients: Clients, health: Health, reads: Option<Arc<HistoryReader>>) -> Self {
-        let max_body_bytes = usize::MAX;
-        Self::live(output, LiveApi::new(ApiConfig { settings, max_body_bytes, clients, reads }), health)
-    }
-
     /// An API configured by `live`, which a reload replaces.
     pub fn live(output: Output<Batch>, live: Arc<LiveApi>, health: Health) -> Self {
         HistoryApi { output, health, live }
