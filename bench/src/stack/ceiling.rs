@@ -19,10 +19,12 @@ use super::workload::{Reporter, Shape, BUSINESSES};
 /// defaults (`group_commit_max_events`, `max_in_flight_commits`).
 const COMMIT_EVENTS: usize = 256;
 const IN_FLIGHT: usize = 4;
+/// The pending index's shards: the shipped topology's aggregate shards.
+const SHARDS: u32 = 16;
 
 /// Writes the workload's events to `redis_url` for `duration`, marking
-/// them pending if `marks`; returns events/s.
-pub async fn measure(redis_url: &str, shape: &Shape, duration: Duration, marks: bool) -> anyhow::Result<f64> {
+/// them pending if `marks`; returns the events written and events/s.
+pub async fn measure(redis_url: &str, shape: &Shape, duration: Duration, marks: bool) -> anyhow::Result<(u64, f64)> {
     let store = UserStore::Redis(RedisStore::connect_lazy(redis_url, CallShape { cluster: false, max_events: 128 })?);
     let mut reporter = Reporter::new(shape, 0, 1);
     let started = Instant::now();
@@ -47,7 +49,7 @@ pub async fn measure(redis_url: &str, shape: &Shape, duration: Duration, marks: 
                 .collect();
             let (users, _) = group_by_user([ops.as_slice()]);
             let now = model::now_ms();
-            let params = WriteParams { max_items: 1000, ttl_s: 90 * 86_400, today: keys::utc_day(now), now_ms: now, shards: 64, marks };
+            let params = WriteParams { max_items: 1000, ttl_s: 90 * 86_400, today: keys::utc_day(now), now_ms: now, shards: SHARDS, marks };
             let store = store.clone();
             let events = ops.len() as u64;
             in_flight.push(async move { store.write(&users, params).await.map(|_| events) });
@@ -56,5 +58,5 @@ pub async fn measure(redis_url: &str, shape: &Shape, duration: Duration, marks: 
             written += done?;
         }
     }
-    Ok(written as f64 / started.elapsed().as_secs_f64())
+    Ok((written, written as f64 / started.elapsed().as_secs_f64()))
 }

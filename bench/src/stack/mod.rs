@@ -20,6 +20,7 @@
 mod ceiling;
 pub(crate) mod open_load;
 pub(crate) mod processes;
+mod redis_cost;
 pub(crate) mod report;
 pub(crate) mod scrape;
 mod workload;
@@ -56,6 +57,9 @@ pub struct Options {
     /// Also measure the realtime write pipelined straight at Redis.
     #[arg(long, requires = "stack")]
     pub redis_ceiling: bool,
+    /// Measure only the Redis ceiling (with --redis-ceiling): no stack.
+    #[arg(long, requires = "redis_ceiling")]
+    pub ceiling_only: bool,
     /// Run Redis as a cluster of this many masters (at least 3; 0: one
     /// Redis).
     #[arg(long, default_value_t = 0, requires = "stack")]
@@ -155,8 +159,8 @@ async fn all_runs(options: &Options) -> anyhow::Result<()> {
         runs.push(drive_target(options, target).await?);
     } else {
         let histflow = processes::histflow_binary(options.histflow.as_deref())?;
-        let mut topologies = vec![options.topology.clone()];
-        if options.compare {
+        let mut topologies = if options.ceiling_only { Vec::new() } else { vec![options.topology.clone()] };
+        if options.compare && !options.ceiling_only {
             let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies");
             topologies.push(dir.join("naive.toml"));
             topologies.push(dir.join("ingest-only.toml"));
@@ -261,6 +265,10 @@ async fn run_stack(options: &Options, histflow: &Path, topology: &Path) -> anyho
     let service_bases: Vec<String> = services.iter().map(|(_, base)| base.clone()).collect();
     let job_bases: Vec<String> = jobs.iter().map(|(_, base)| base.clone()).collect();
 
+    // What Redis does for the run, from the first report to durable.
+    let redis_url = format!("redis://127.0.0.1:{}", ports.redis);
+    let measure_redis = needs.redis && !cluster;
+    let redis_before = if measure_redis { Some(redis_cost::Sample::of(&redis_url).await?) } else { None };
     let (outcome, peak_bytes_per_item) = load(options, &http, &service_bases, &name).await?;
     // Fail loudly if a process died under load.
     for (index, (owner, _)) in services.iter().enumerate() {
@@ -273,13 +281,19 @@ async fn run_stack(options: &Options, histflow: &Path, topology: &Path) -> anyho
     } else {
         None
     };
+    let redis_cost = match &redis_before {
+        Some(before) => before.cost_until(&redis_cost::Sample::of(&redis_url).await?, outcome.events_acked),
+        None => None,
+    };
     let service_metrics = scrape_all(&http, &service_bases).await;
     let job_metrics = if job_bases.is_empty() { service_metrics.clone() } else { scrape_all(&http, &job_bases).await };
     let usages: Vec<(u64, f64)> = services.iter().chain(&jobs).map(|(index, _)| owned[*index].pid()).filter_map(usage).collect();
     for process in owned.iter_mut().rev() {
         process.stop(Duration::from_secs(10));
     }
-    Ok(Figures::of_run(&name, options, &outcome, &service_metrics, &job_metrics, &usages, peak_bytes_per_item, hbase_items))
+    let mut figures = Figures::of_run(&name, options, &outcome, &service_metrics, &job_metrics, &usages, peak_bytes_per_item, hbase_items);
+    figures.redis_cost = redis_cost;
+    Ok(figures)
 }
 
 /// The `/metrics` of several processes as one (sums over them).
@@ -384,7 +398,10 @@ async fn redis_ceiling(options: &Options, marks: bool) -> anyhow::Result<Figures
     let bar = ProgressBar::new_spinner();
     bar.set_message("redis ceiling: the realtime write pipelined straight at Redis");
     bar.enable_steady_tick(Duration::from_millis(200));
-    let events_per_sec = ceiling::measure(&format!("redis://127.0.0.1:{port}"), &options.shape(), options.duration, marks).await?;
+    let url = format!("redis://127.0.0.1:{port}");
+    let before = redis_cost::Sample::of(&url).await?;
+    let (events, events_per_sec) = ceiling::measure(&url, &options.shape(), options.duration, marks).await?;
+    let cost = before.cost_until(&redis_cost::Sample::of(&url).await?, events);
     bar.finish_and_clear();
-    Ok(Figures::ceiling(if marks { "redis-ceiling" } else { "redis-ceiling-no-marks" }, events_per_sec))
+    Ok(Figures::ceiling(if marks { "redis-ceiling" } else { "redis-ceiling-no-marks" }, events_per_sec, cost))
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::redis_cost::Cost;
 use super::scrape::Scrape;
 use super::workload::Outcome;
 use super::Options;
@@ -65,6 +66,9 @@ pub struct Figures {
     pub posted_items: usize,
     /// Distinct (user, item) cells in HBase after the run.
     pub hbase_items: Option<usize>,
+    /// What the run cost the Redis the bench started, per acknowledged
+    /// event (through the drain: settling the marks included).
+    pub redis_cost: Option<Cost>,
     #[serde(skip)]
     latency_us: Option<Histogram<u64>>,
 }
@@ -126,12 +130,13 @@ impl Figures {
             bytes_per_pending_item,
             posted_items: outcome.items_acked.len(),
             hbase_items,
+            redis_cost: None,
             latency_us: Some(latency.clone()),
         }
     }
 
     /// The Redis ceiling's figures (events/s only).
-    pub fn ceiling(name: &str, events_per_sec: f64) -> Self {
+    pub fn ceiling(name: &str, events_per_sec: f64, redis_cost: Option<Cost>) -> Self {
         Figures {
             topology: name.to_owned(),
             batch: 0,
@@ -157,6 +162,7 @@ impl Figures {
             bytes_per_pending_item: None,
             posted_items: 0,
             hbase_items: None,
+            redis_cost,
             latency_us: None,
         }
     }
@@ -223,11 +229,16 @@ pub fn print(runs: &[Figures], options: &Options) {
             durable
         );
     }
+    for run in runs {
+        if let Some(cost) = &run.redis_cost {
+            println!("{}: {}", run.topology, cost.describe());
+        }
+    }
     if let Some(bytes) = runs.iter().find_map(|run| run.bytes_per_pending_item) {
         println!("aggregate memory per pending item: {bytes:.1} bytes");
     }
     let find = |name: &str| runs.iter().find(|run| run.topology == name);
-    if let Some(histflow) = runs.first() {
+    if let Some(histflow) = runs.first().filter(|run| run.latency_us.is_some()) {
         if let Some(naive) = find("naive") {
             println!("histflow / naive (events/s):           {:.2}", histflow.events_per_sec / naive.events_per_sec.max(1e-9));
         }
