@@ -11,6 +11,8 @@
 //!   before it are gone).
 //! - `trimmed_at`: when a write last trimmed the timeline (older items are
 //!   only in HBase now).
+//! - `kept`: `1` once a trim kept a record in `h:{uid}:k` (a write then
+//!   drops the kept copy of an item it records anew).
 //! - `hbase_written`: how many times the job wrote the user to HBase.
 //! - `hbase_checked`: the `trimmed_at:hbase_written` token at which a read
 //!   found nothing in HBase the timeline lacks.

@@ -127,20 +127,43 @@ impl RedisStore {
 
     pub(super) async fn write(&self, users: &[UserWrite], params: WriteParams) -> Result<Vec<Vec<Status>>, StoreError> {
         let calls = plan_calls(users, self.shape);
-        let index =
-            || if params.marks { index_commands(users.iter().map(|user| user.uid), params.shards, params.now_ms) } else { Vec::new() };
+        // On one Redis the script indexes a user itself, in the same atomic
+        // step as the mark that needs it, and only when it makes a new mark
+        // (a user with marks is indexed already). Across a cluster's slots
+        // it cannot: the index is written before and after the scripts.
+        let index_in_script = params.marks && !self.shape.cluster;
+        let index = || {
+            if params.marks && !index_in_script {
+                index_commands(users.iter().map(|user| user.uid), params.shards, params.now_ms)
+            } else {
+                Vec::new()
+            }
+        };
         let before = index();
         let mut scripts = Vec::with_capacity(calls.len());
         for call_users in &calls {
             let mut call = redis::cmd("EVALSHA");
-            call.arg(self.scripts.record.get_hash()).arg(call_users.len() * 6);
+            call.arg(self.scripts.record.get_hash()).arg(call_users.len());
             for &index in call_users {
-                call.arg(&user_keys(users[index].uid)[..]);
+                call.arg(keys::timeline(users[index].uid));
             }
             call.arg(params.max_items).arg(params.ttl_s).arg(params.today).arg(params.now_ms).arg(u8::from(params.marks));
-            for &index in call_users {
-                call.arg(users[index].events.len());
-                for event in &users[index].events {
+            // The call's distinct shards; a user names its shard's position.
+            let shards: Vec<u32> = if index_in_script {
+                call_users.iter().map(|&index| keys::shard_of(users[index].uid, params.shards)).collect()
+            } else {
+                Vec::new()
+            };
+            let distinct: Vec<u32> = shards.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+            call.arg(distinct.len());
+            for shard in &distinct {
+                call.arg(keys::pending_index(*shard));
+            }
+            for (position, &index) in call_users.iter().enumerate() {
+                let user = &users[index];
+                let shard = shards.get(position).map_or(0, |shard| distinct.partition_point(|seen| seen < shard) + 1);
+                call.arg(user.events.len()).arg(shard);
+                for event in &user.events {
                     call.arg(&event.item).arg(event.view_at).arg(&event.record);
                 }
             }
