@@ -229,3 +229,61 @@ async fn redis_and_the_embedded_store_agree_on_clears_by_business() {
     let expected = ["archive:1", "archive:2", "comic:1", "pgc:2", "~clear|comic", "~clear|pgc"];
     assert_eq!(pending, expected.into_iter().map(str::to_owned).collect());
 }
+
+#[tokio::test]
+async fn keys_made_anew_later_the_same_day_expire_at_one_instant() {
+    use model::Op;
+    let store = UserStore::Redis(RedisStore::connect_lazy(&redis_url(), CallShape { cluster: false, max_events: 128 }).unwrap());
+    let mut connection = direct();
+    let uid = fresh_uid();
+    let params = WriteParams { max_items: 10, ttl_s: 3600, today: 1, now_ms: 1_000, shards: 4, marks: true };
+    let user_keys = [model::keys::timeline(uid), model::keys::records(uid), model::keys::meta(uid)];
+    // The expiry of each key, ms (-1: none, -2: no key).
+    async fn expiries(connection: &mut Link, keys: &[String]) -> Vec<i64> {
+        let mut found = Vec::new();
+        for key in keys {
+            found.push(redis::cmd("PEXPIRETIME").arg(key).query_async(connection).await.unwrap());
+        }
+        found
+    }
+    store.write(&write(uid, &[("a:1", 10)]), params).await.unwrap();
+    let first = expiries(&mut connection, &user_keys).await;
+    assert!(first[0] > 0 && first.iter().all(|at| *at == first[0]), "one instant for timeline, records and meta: {first:?}");
+
+    // A clear drops the timeline and the records; the next write the same
+    // day (no first watch of the day to refresh them) makes them anew.
+    store.mutate(&[&Op::Clear { uid, business: None, at: 20 }], params).await.unwrap();
+    assert_eq!(store.write(&write(uid, &[("a:2", 30)]), params).await.unwrap(), vec![vec![RECORDED]]);
+    let again = expiries(&mut connection, &user_keys).await;
+    assert!(again[0] > 0 && again.iter().all(|at| *at == again[0]), "keys made anew expire, at one instant: {again:?}");
+    let pending: i64 = redis::cmd("PTTL").arg(model::keys::pending(uid)).query_async(&mut connection).await.unwrap();
+    assert!(pending > 0, "a pending hash made anew expires: {pending}");
+
+    // An item deleted down to an empty timeline, then a new one.
+    store.mutate(&[&Op::Delete { uid, item: "a:2".into(), at: 40 }], params).await.unwrap();
+    assert_eq!(store.write(&write(uid, &[("a:3", 50)]), params).await.unwrap(), vec![vec![RECORDED]]);
+    let after_delete = expiries(&mut connection, &user_keys).await;
+    assert!(after_delete[0] > 0 && after_delete.iter().all(|at| *at == after_delete[0]), "{after_delete:?}");
+}
+
+#[tokio::test]
+async fn a_newer_view_of_a_kept_record_drops_the_kept_copy() {
+    let store = UserStore::Redis(RedisStore::connect_lazy(&redis_url(), CallShape { cluster: false, max_events: 128 }).unwrap());
+    let mut connection = direct();
+    let uid = fresh_uid();
+    // One item kept per user, marks on: a record trimmed while pending is
+    // kept in h:{uid}:k.
+    let params = WriteParams { max_items: 1, ttl_s: 3600, today: 1, now_ms: 1_000, shards: 4, marks: true };
+    let kept = async |connection: &mut Link| -> Vec<String> {
+        let mut items: Vec<String> = redis::cmd("HKEYS").arg(model::keys::kept(uid)).query_async(connection).await.unwrap();
+        items.sort();
+        items
+    };
+    store.write(&write(uid, &[("a:1", 10)]), params).await.unwrap();
+    store.write(&write(uid, &[("a:2", 20)]), params).await.unwrap();
+    assert_eq!(kept(&mut connection).await, ["a:1"], "a:1 trimmed while pending");
+    // a:1 again, newer: recorded, it trims a:2 (kept in turn), and its
+    // older kept copy is superseded.
+    assert_eq!(store.write(&write(uid, &[("a:1", 30)]), params).await.unwrap(), vec![vec![RECORDED]]);
+    assert_eq!(kept(&mut connection).await, ["a:2"]);
+}
