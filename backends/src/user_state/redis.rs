@@ -34,8 +34,10 @@ fn user_keys(uid: u64) -> [String; 6] {
 }
 
 /// `ZADD NX` of `uids` to the pending index of their shards, one command
-/// per shard: sent before and after the script that marks them, so a
-/// re-drive's remove-and-recheck of a user always sees one of the two.
+/// per shard: sent before and after a script that marks them when the
+/// script cannot index them itself (a mutation; any write on a cluster,
+/// where the index is in another slot), so a re-drive's remove-and-recheck
+/// of a user always sees one of the two.
 fn index_commands(uids: impl IntoIterator<Item = u64>, shards: u32, now_ms: i64) -> Vec<SlotCommand> {
     let mut by_shard: std::collections::BTreeMap<u32, Vec<u64>> = std::collections::BTreeMap::new();
     for uid in uids {
