@@ -287,3 +287,19 @@ async fn a_newer_view_of_a_kept_record_drops_the_kept_copy() {
     assert_eq!(store.write(&write(uid, &[("a:1", 30)]), params).await.unwrap(), vec![vec![RECORDED]]);
     assert_eq!(kept(&mut connection).await, ["a:2"]);
 }
+
+#[tokio::test]
+async fn a_lowered_limit_trims_on_the_first_write_of_a_day_without_a_new_item() {
+    let store = UserStore::Redis(RedisStore::connect_lazy(&redis_url(), CallShape { cluster: false, max_events: 128 }).unwrap());
+    let mut connection = direct();
+    let uid = fresh_uid();
+    let params = WriteParams { max_items: 3, ttl_s: 3600, today: 1, now_ms: 1_000, shards: 4, marks: false };
+    store.write(&write(uid, &[("a:1", 10), ("a:2", 20), ("a:3", 30)]), params).await.unwrap();
+    // The limit lowered to 2 (a reload), and the next day a newer view of
+    // an item the timeline already holds.
+    let lowered = WriteParams { max_items: 2, today: 2, ..params };
+    assert_eq!(store.write(&write(uid, &[("a:3", 40)]), lowered).await.unwrap(), vec![vec![RECORDED_FIRST_TODAY]]);
+    let members: Vec<String> =
+        redis::cmd("ZRANGE").arg(model::keys::timeline(uid)).arg(0).arg(-1).query_async(&mut connection).await.unwrap();
+    assert_eq!(members, ["a:2", "a:3"]);
+}

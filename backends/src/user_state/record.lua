@@ -121,8 +121,10 @@ local function write_user(t, count, index)
     answered = answered + 1
     out[answered] = status
   end
-  -- Only a new item can take the timeline past its limit.
-  if new_item then
+  -- Only a new item can take the timeline past its limit; the first
+  -- write of the day looks too, so a limit lowered by a reload reaches
+  -- every active user within a day even if they watch nothing new.
+  if new_item or first_given then
     local excess = call('ZCARD', t) - max_items
     if excess > 0 then
       -- Items now only in HBase: a read that runs past Redis must look

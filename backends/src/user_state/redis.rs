@@ -28,7 +28,8 @@ macro_rules! with_marks {
     };
 }
 
-/// The six keys of `uid` a write or mutation touches, in script order.
+/// The six keys of `uid` a mutation touches, in `mutate.lua`'s order (a
+/// write names the timeline only; `record.lua` derives the rest).
 fn user_keys(uid: u64) -> [String; 6] {
     [keys::timeline(uid), keys::records(uid), keys::meta(uid), keys::pending(uid), keys::shipped(uid), keys::kept(uid)]
 }
