@@ -36,6 +36,22 @@ pub fn idempotent_producer(brokers: &str, delivery: DeliveryTimeout) -> ClientCo
     config
 }
 
+/// As [`idempotent_producer`], for the merge topic: one message per
+/// record batch, so a consumer can start reading at any offset.
+///
+/// A Kafka broker answers a fetch from inside a record batch with the whole
+/// batch (the client skips the records before its offset); tansu 0.6
+/// answers only from a batch's first offset and returns the batches after
+/// it, so a consumer that starts inside a batch (after a pause, a rebalance
+/// or a restart at a committed offset) would skip the rest of that batch,
+/// or wait for ever when it is the last. A merge message is already a
+/// whole shard flush, so batching them together saves next to nothing.
+pub fn merge_producer(brokers: &str, delivery: DeliveryTimeout) -> ClientConfig {
+    let mut config = idempotent_producer(brokers, delivery);
+    config.set("batch.num.messages", "1");
+    config
+}
+
 /// A member of consumer group `group` on `brokers` that stores offsets by
 /// hand (only after the write downstream) and commits them every second.
 /// `instance_id` gives it static membership (`group.instance.id`).

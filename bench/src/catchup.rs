@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use backends::kafka::{ensure_topic, idempotent_producer, DeliveryTimeout, Replication};
+use backends::kafka::{ensure_topic, merge_producer, DeliveryTimeout, Replication};
 use model::{codec, Op, Record};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
@@ -59,7 +59,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 /// Fills the topic: `rows` users, one record each, keyed by shard.
 async fn fill(brokers: &str, options: &Options) -> anyhow::Result<()> {
     ensure_topic(brokers, TOPIC, PARTITIONS as i32, Replication { factor: 1, min_insync: None }, "bench").await?;
-    let producer: FutureProducer = idempotent_producer(brokers, DeliveryTimeout::Never).create()?;
+    let producer: FutureProducer = merge_producer(brokers, DeliveryTimeout::Never).create()?;
     let start = model::now_ms() - options.spread.as_millis() as i64 - 60_000;
     let spread = options.spread.as_millis() as u64;
     let mut shards: Vec<Vec<Op>> = vec![Vec::new(); PARTITIONS as usize];

@@ -69,9 +69,9 @@ pub struct KafkaBatchConfig {
     #[serde(default = "default_embedded_queue_batches")]
     pub embedded_queue_batches: usize,
     /// Job role: merge-message bytes the consumer reads ahead and holds
-    /// while the edge downstream is full, so it keeps polling its group;
-    /// past this it stops reading (and past `max.poll.interval.ms` the
-    /// group drops it, and it rejoins later). 0: never hold.
+    /// while the edge downstream is full; past this it pauses its
+    /// partitions and keeps polling its group (so the group keeps it),
+    /// resuming once half of it is free. 0: never hold.
     #[serde(default = "default_hold_max_bytes")]
     pub hold_max_bytes: usize,
 }

@@ -12,14 +12,21 @@
 //!
 //! While the edge downstream is full (persist slow, HBase away), the
 //! consumer keeps polling and holds what it reads, in order, up to
-//! `hold_max_bytes` of messages: a member that polls keeps its place in
-//! the group, so a table outage costs no rebalance. Past the bound it
-//! stops reading; held back past `max.poll.interval.ms` the group then
-//! drops it. A written batch whose partition a rebalance moved elsewhere
-//! (that, or another member joining or leaving) has its offset dropped,
-//! not stored: the new owner reads it again from the last commit, and the
-//! writes are idempotent. Partitions no member reads are noticed and the
-//! group rejoined ([`watch_orphans`]).
+//! `hold_max_bytes` of messages. Past that bound (or [`MAX_UNACKED`]
+//! messages not yet written) it pauses its partitions and goes on polling:
+//! a member that polls keeps its place in the group, so a slow table costs
+//! no rebalance however long it lasts. (It used to stop polling instead;
+//! held back past `max.poll.interval.ms` the group dropped it, and on
+//! tansu 0.6 a static member dropped that way could find its old member id
+//! left behind as the group's leader, which never assigns: the job then
+//! re-joined every few seconds and committed nothing, the flaky job test
+//! of early December 2026.) A pause keeps librdkafka's place (the next
+//! fetch starts after the last message handed out), so a resume re-reads
+//! nothing and skips nothing. A written batch whose partition a rebalance
+//! moved elsewhere (another member joining or leaving) has its offset
+//! dropped, not stored: the new owner reads it again from the last commit,
+//! and the writes are idempotent. Partitions no member reads are noticed
+//! and the group rejoined ([`watch_orphans`]).
 //!
 //! On the stop signal the consumer stops reading, closes its output so the
 //! window downstream is written, waits for those acks and commits.
@@ -46,7 +53,7 @@ use rdkafka::Message;
 use rdkafka::TopicPartitionList;
 
 use super::config::KafkaBatchConfig;
-use super::events::{ConsumerLag, DeadLetterSent, OffsetOfLostPartition, OrphansRejoined, ProducerRebuilt};
+use super::events::{ConsumerLag, ConsumerPaused, DeadLetterSent, OffsetOfLostPartition, OrphansRejoined, ProducerRebuilt};
 use super::producer_slot::ProducerSlot;
 
 /// Messages read but not yet durable downstream, at most.
@@ -150,6 +157,45 @@ impl KafkaConsumerStage {
             Err(error) => Err(error.into()),
         }
     }
+}
+
+/// Whether the consumer's partitions are paused because it has no room
+/// for another message.
+#[derive(Default)]
+struct Pause {
+    paused: bool,
+}
+
+impl Pause {
+    /// Pauses every assigned partition when `paused` and they are not, or
+    /// resumes them when they are and it is not.
+    fn want(&mut self, paused: bool, consumer: &StreamConsumer, stage: &str) {
+        if paused != self.paused {
+            self.paused = paused;
+            set_paused(consumer, paused, stage);
+        }
+    }
+
+    /// Pauses the assignment as it is now (partitions assigned since the
+    /// last pause start unpaused).
+    fn again(&self, consumer: &StreamConsumer, stage: &str) {
+        if self.paused {
+            set_paused(consumer, true, stage);
+        }
+    }
+}
+
+/// Pauses or resumes every partition assigned to `consumer` now.
+fn set_paused(consumer: &StreamConsumer, paused: bool, stage: &str) {
+    let assignment = match consumer.assignment() {
+        Ok(assignment) => assignment,
+        Err(error) => {
+            tracing::warn!(stage, %error, paused, "cannot read the assignment to pause or resume it");
+            return;
+        }
+    };
+    let done = if paused { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+    ConsumerPaused { stage, paused, partitions: assignment.count(), outcome: &done }.emit();
 }
 
 /// A partition no member reads: behind its end, not assigned here, and its
@@ -267,9 +313,20 @@ impl Stage<Batch> for KafkaConsumerStage {
             // and those waiting behind it.
             let mut held = Held::default();
             let mut sending: Option<BoxFuture<'_, Result<(), pipeline::SendError<Batch>>>> = None;
+            let mut pause = Pause::default();
             loop {
                 if sending.is_none() {
                     sending = held.pop().map(|batch| output.send(batch).boxed());
+                }
+                // No room for another message: the partitions pause, and the
+                // poll below goes on (it serves the group's events and keeps
+                // this member in the group). They resume once half the room
+                // is back, so a steady backpressure does not pause and resume
+                // (and re-fetch what librdkafka had read ahead) per message.
+                let full = unacked.len() >= MAX_UNACKED || (sending.is_some() && held.bytes >= self.hold_max_bytes);
+                let drained = unacked.len() < MAX_UNACKED / 2 && (sending.is_none() || held.bytes <= self.hold_max_bytes / 2);
+                if full || drained {
+                    pause.want(full, &self.consumer, &name);
                 }
                 let message = tokio::select! {
                     biased;
@@ -283,12 +340,20 @@ impl Stage<Batch> for KafkaConsumerStage {
                         settle(done)?;
                         continue;
                     }
-                    received = self.consumer.recv(), if unacked.len() < MAX_UNACKED && (held.bytes < self.hold_max_bytes || sending.is_none()) => {
+                    received = self.consumer.recv() => {
                         if let Some(health) = &self.broker_health {
                             health.set_up(received.is_ok());
                         }
                         match received {
-                            Ok(message) => message,
+                            // A message while paused: from a partition
+                            // assigned since the pause (a rebalance starts
+                            // it unpaused), or read before the pause took.
+                            // It is held, past the bound, and the
+                            // assignment paused again.
+                            Ok(message) => {
+                                pause.again(&self.consumer, &name);
+                                message
+                            }
                             Err(error) => {
                                 metrics.error();
                                 tracing::warn!(stage = %name, %error, "Kafka consumer error; continuing");

@@ -30,7 +30,9 @@ pub(crate) fn register_producer() {
 
 /// Registers the consuming half's counters at zero.
 pub(crate) fn register_consumer() {
-    for name in [DeadLetterSent::METRIC, OffsetOfLostPartition::METRIC, OrphansRejoined::METRIC, ProducerRebuilt::METRIC] {
+    for name in
+        [DeadLetterSent::METRIC, OffsetOfLostPartition::METRIC, OrphansRejoined::METRIC, ProducerRebuilt::METRIC, ConsumerPaused::METRIC]
+    {
         metrics::counter!(name).increment(0);
     }
 }
@@ -183,6 +185,46 @@ impl OrphansRejoined<'_> {
             partitions = ?self.partitions,
             "partitions behind their end that no member reads; leaving and rejoining the group so they are assigned again"
         );
+    }
+}
+
+/// The consumer paused its partitions (no room for another message: the
+/// edge downstream full past the read-ahead), or resumed them; it polls
+/// on either way, so it keeps its place in the group.
+pub(crate) struct ConsumerPaused<'a> {
+    pub stage: &'a str,
+    /// Paused (true) or resumed.
+    pub paused: bool,
+    /// Partitions assigned, all paused or resumed.
+    pub partitions: usize,
+    /// What librdkafka answered.
+    pub outcome: &'a Result<(), rdkafka::error::KafkaError>,
+}
+
+impl ConsumerPaused<'_> {
+    /// `histflow_kafka_consumer_pauses_total`: pauses (resumes are not
+    /// counted).
+    const METRIC: &'static str = "histflow_kafka_consumer_pauses_total";
+
+    pub fn emit(&self) {
+        match self.outcome {
+            Ok(()) => {
+                if self.paused {
+                    metrics::counter!(Self::METRIC).increment(1);
+                }
+                tracing::debug!(
+                    stage = self.stage,
+                    paused = self.paused,
+                    partitions = self.partitions,
+                    "consumer partitions paused or resumed"
+                );
+            }
+            // A pause that failed leaves the consumer reading: it holds
+            // more than its bound, and tries again at the next message.
+            Err(error) => {
+                tracing::warn!(stage = self.stage, paused = self.paused, %error, "cannot pause or resume the consumer's partitions")
+            }
+        }
     }
 }
 

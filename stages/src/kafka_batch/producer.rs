@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backends::kafka::{ensure_topic, idempotent_producer, DeliveryTimeout, Replication};
+use backends::kafka::{ensure_topic, merge_producer, DeliveryTimeout, Replication};
 use backends::retry;
 use backends::user_state::UserStore;
 use futures::future::{join_all, BoxFuture};
@@ -60,7 +60,7 @@ impl KafkaProducerStage {
             Compression::Lz4 => "lz4",
             Compression::Zstd => "zstd",
         };
-        let mut producer_config = idempotent_producer(&config.brokers, DeliveryTimeout::Never);
+        let mut producer_config = merge_producer(&config.brokers, DeliveryTimeout::Never);
         producer_config
             .set("compression.type", compression)
             .set("linger.ms", "5")
@@ -186,7 +186,7 @@ mod tests {
         cluster.create_topic("merge", 1, 1).unwrap();
         cluster.request_errors(RDKafkaApiKey::InitProducerId, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED]);
         let brokers = cluster.bootstrap_servers();
-        let slot = ProducerSlot::new(idempotent_producer(&brokers, DeliveryTimeout::Never)).unwrap();
+        let slot = ProducerSlot::new(merge_producer(&brokers, DeliveryTimeout::Never)).unwrap();
         let op = Op::UpsertRef { uid: 7, item: "archive:1".into(), view_at: 1000 };
         let payload = codec::encode_merge_batch(3, std::slice::from_ref(&op), 1 << 20).remove(0);
         let sent = send_until_taken(&slot, "merge", "3", payload, "kafka_batch", None);
