@@ -15,9 +15,15 @@
 #     REDIS_CLUSTER_PORTS; redis-server --cluster-enabled yes and
 #     redis-cli --cluster create, from the same package) unless one answers
 #     at REDIS_CLUSTER_URL;
+#   - installs cargo-nextest (cargo install) when missing;
 #   - exports REDIS_URL and KAFKA_BROKERS, then runs cargo fmt --check,
-#     cargo clippy -D warnings and cargo test --workspace, then the suites
-#     that run on both again with REDIS_URL set to the cluster's seeds;
+#     cargo clippy -D warnings, every test (cargo nextest run --workspace,
+#     each test in its own process, no retries), the doc tests, and the
+#     suites that run on both again with REDIS_URL set to the cluster's
+#     seeds; every step runs even when an earlier one failed;
+#   - ends with how long each step took, the slowest suites, and one line
+#     of totals naming every failed test (scripts/test_summary.py reads
+#     nextest's JUnit reports); exits non-zero when anything failed;
 #   - stops only the services it started.
 # Environment: REDIS_URL (default redis://127.0.0.1:6379), KAFKA_BROKERS
 # (default 127.0.0.1:9092), REDIS_CLUSTER_PORTS (default 7100 7101 7102),
@@ -44,6 +50,22 @@ stop_started() {
 trap stop_started EXIT
 
 say() { printf '==> %s\n' "$*"; }
+
+# Steps and how long each took, for the table at the end.
+script_start=$(date +%s)
+step_names=(); step_seconds=()
+step_started=$script_start
+# Ends the step running (if any) and starts the one named.
+step() {
+    local now; now=$(date +%s)
+    if [ "${#step_names[@]}" -gt 0 ]; then
+        step_seconds[${#step_names[@]}-1]=$(( now - step_started ))
+    fi
+    step_started=$now
+    [ "$1" = "done" ] && return
+    step_names+=("$1"); step_seconds+=(0)
+    printf '==> [%s, +%ds] %s\n' "$(date +%H:%M:%S)" "$(( now - script_start ))" "$1"
+}
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 as_root() {
@@ -66,6 +88,7 @@ is_loopback() { case "$1" in 127.*|localhost|::1) return 0 ;; *) return 1 ;; esa
 tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 # --- Redis -------------------------------------------------------------------
+step "Redis"
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
     say "installing redis-server (apt-get)"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -85,6 +108,7 @@ else
 fi
 
 # --- a Redis Cluster of three masters ------------------------------------------
+step "Redis Cluster"
 REDIS_CLUSTER_PORTS="${REDIS_CLUSTER_PORTS:-7100 7101 7102}"
 cluster_seeds=""
 for port in $REDIS_CLUSTER_PORTS; do cluster_seeds="${cluster_seeds:+$cluster_seeds,}redis://127.0.0.1:$port"; done
@@ -113,6 +137,7 @@ fi
 export REDIS_CLUSTER_URL
 
 # --- Chromium, for the live page's browser test --------------------------------
+step "Chromium"
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     say "installing chromium and chromium-driver (apt-get)"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -120,6 +145,7 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 
 # --- Kafka protocol: tansu -----------------------------------------------------
+step "tansu"
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! tansu --version 2>/dev/null | grep -qx "tansu $TANSU_VERSION"; then
     say "installing tansu $TANSU_VERSION (cargo install; about 10 minutes the first time on 2 cores)"
@@ -143,6 +169,7 @@ else
 fi
 
 # --- an ordinary HBase Thrift client, for the compat server's interop test ----
+step "happybase"
 if [ ! -x target/test-venv/bin/python ] || ! target/test-venv/bin/python -c "import happybase" 2>/dev/null; then
     say "creating target/test-venv with happybase (pip)"
     if ! python3 -m venv target/test-venv 2>/dev/null; then
@@ -154,14 +181,46 @@ if [ ! -x target/test-venv/bin/python ] || ! target/test-venv/bin/python -c "imp
     target/test-venv/bin/pip install --quiet happybase
 fi
 
+# --- cargo-nextest ------------------------------------------------------------
+step "cargo-nextest"
+# It runs each test in a process of its own and goes on past a failure
+# (.config/nextest.toml); a Debian machine with Rust has it, others get it
+# from crates.io once.
+if ! cargo nextest --version >/dev/null 2>&1; then
+    say "installing cargo-nextest (cargo install; a few minutes the first time)"
+    cargo install cargo-nextest --locked
+fi
+
 # --- checks and tests --------------------------------------------------------
+# Every step runs even when one before it failed; the summary at the end
+# names what failed, and the script exits non-zero if anything did.
+failed_steps=()
+check() {
+    local name="$1"; shift
+    step "$name"
+    "$@" || failed_steps+=("$name")
+}
 say "REDIS_URL=$REDIS_URL KAFKA_BROKERS=$KAFKA_BROKERS"
-say "cargo fmt --check"
-cargo fmt --all -- --check
-say "cargo clippy -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
-say "cargo test --workspace"
-cargo test --workspace
-say "the Redis suites again, on the cluster: REDIS_URL=$REDIS_CLUSTER_URL"
-REDIS_URL="$REDIS_CLUSTER_URL" cargo test -p backends --test rules_on_redis
-REDIS_URL="$REDIS_CLUSTER_URL" cargo test -p histflow --test write_path --test job --test read_api
+check "cargo fmt --check" cargo fmt --all -- --check
+check "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
+rm -f target/nextest/default/junit.xml target/nextest/cluster/junit.xml
+check "cargo nextest run --workspace (every test)" cargo nextest run --workspace
+check "cargo test --doc" cargo test --workspace --doc
+# The same build, so nothing is compiled again (.config/nextest.toml names
+# the suites).
+check "the Redis suites again, on the cluster: REDIS_URL=$REDIS_CLUSTER_URL" \
+    env REDIS_URL="$REDIS_CLUSTER_URL" cargo nextest run --workspace --profile cluster
+step "done"
+
+printf '==> where the time went\n'
+for index in "${!step_names[@]}"; do
+    printf '    %6ds  %s\n' "${step_seconds[$index]}" "${step_names[$index]}"
+done
+summary_ok=0
+python3 scripts/test_summary.py every=target/nextest/default/junit.xml cluster=target/nextest/cluster/junit.xml || summary_ok=$?
+total=$(( $(date +%s) - script_start ))
+if [ "${#failed_steps[@]}" -gt 0 ] || [ "$summary_ok" -ne 0 ]; then
+    printf '==> FAILED after %ds: %s\n' "$total" "${failed_steps[*]:-(see the tests line above)}"
+    exit 1
+fi
+printf '==> all green after %ds\n' "$total"

@@ -399,7 +399,7 @@ async fn after_a_redis_loss_history_progress_and_pause_come_from_hbase_and_delet
 /// The oids of `uid`'s first history page.
 async fn oids(api: &Api, uid: u64) -> Vec<u64> {
     let (status, page) = api.get(&format!("/v1/users/{uid}/history")).await;
-    assert_eq!(status, 200, "{page}");
+    assert_eq!(status, 200, "{page}\nthe service's log:\n{}", api.histflow.log_text());
     page["items"].as_array().unwrap().iter().map(|item| item["oid"].as_u64().unwrap()).collect()
 }
 

@@ -302,7 +302,10 @@ impl Histflow {
             .arg("run")
             .arg(&path)
             .args(args)
-            .env("RUST_LOG", "info")
+            // HISTFLOW_TEST_RUST_LOG sets the log filter (RUST_LOG's syntax)
+            // of every histflow a test starts, to look into a failure
+            // (`info,librdkafka=debug`, say); a failing test prints the log.
+            .env("RUST_LOG", std::env::var("HISTFLOW_TEST_RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
             // Topologies that read GRPC_ADDR (the shipped one) get a port
             // of their own, so tests can run side by side.
             .env("GRPC_ADDR", format!("127.0.0.1:{}", free_port()))

@@ -142,7 +142,10 @@ pub fn histflow_run(histflow: &Path, topology: &Path, role: &str, ports: Ports, 
         .env("HTTP_ADDR", format!("127.0.0.1:{}", ports.http))
         .env("GRPC_ADDR", format!("127.0.0.1:{}", ports.grpc))
         .env("ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
-        .env("RUST_LOG", "warn")
+        // BENCH_HISTFLOW_LOG sets their log filter (RUST_LOG's syntax) to
+        // look into a run; warnings only by default, so logging costs the
+        // figures nothing.
+        .env("RUST_LOG", std::env::var("BENCH_HISTFLOW_LOG").unwrap_or_else(|_| "warn".to_owned()))
         .current_dir(dir);
     command
 }
