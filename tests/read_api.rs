@@ -141,7 +141,10 @@ impl Api {
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let mut path = format!("/v1/users/{uid}/history?limit={limit}&business={business}");
+            let mut path = format!("/v1/users/{uid}/history?limit={limit}");
+            if !business.is_empty() {
+                path.push_str(&format!("&business={business}"));
+            }
             if let Some(cursor) = &cursor {
                 path.push_str(&format!("&cursor={cursor}"));
             }
@@ -428,7 +431,7 @@ async fn deletes_clears_and_pauses_take_effect_at_once_and_after_the_job() {
     // Clear: empty at once, and still empty once the job wrote it to HBase
     // (the page then reads HBase, whose family delete hides everything).
     until_persisted(&compat, uid, 2).await;
-    assert_eq!(api.send(reqwest::Method::DELETE, &format!("/v1/users/{uid}/history"), None).await, 204);
+    assert_eq!(api.send(reqwest::Method::DELETE, &format!("/v1/users/{uid}/history?all=true"), None).await, 204);
     assert_eq!(oids(&api, uid).await, Vec::<u64>::new());
     until_persisted(&compat, uid, 0).await;
     assert_eq!(oids(&api, uid).await, Vec::<u64>::new());
@@ -498,7 +501,7 @@ async fn clearing_two_of_three_businesses_keeps_the_third_in_redis_and_hbase_and
     assert_eq!(oids(&api, http_uid).await, vec![5, 4, 3, 2, 1]);
 
     assert_eq!(api.send(reqwest::Method::DELETE, &format!("/v1/users/{http_uid}/history?business=pgc,live"), None).await, 204);
-    api.grpc.clear_history(grpc::ClearHistoryRequest { uid: grpc_uid, business: "live,pgc".into() }).await.unwrap();
+    api.grpc.clear_history(grpc::ClearHistoryRequest { uid: grpc_uid, business: "live,pgc".into(), all: false }).await.unwrap();
     for uid in [http_uid, grpc_uid] {
         assert_eq!(oids(&api, uid).await, vec![2, 1], "user {uid}: only archive is left, at once");
         // Late older reports of cleared items stay hidden; a newer one of a
@@ -574,7 +577,7 @@ async fn http_and_grpc_answer_a_shared_scenario_alike() {
     let status = api.grpc.add_history(grpc::AddHistoryRequest { event: Some(bad_event) }).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("invalid_uid") && status.message().contains("unknown_business"), "{}", status.message());
-    api.grpc.clear_history(grpc::ClearHistoryRequest { uid: grpc_uid, business: String::new() }).await.unwrap();
+    api.grpc.clear_history(grpc::ClearHistoryRequest { uid: grpc_uid, business: String::new(), all: true }).await.unwrap();
     assert!(api.all_pages_grpc(grpc_uid, 10, "").await.is_empty());
 }
 
@@ -652,4 +655,62 @@ async fn a_view_past_its_business_retention_disappears_from_reads_while_still_st
     let mut connection = common::redis_connection(&redis).await;
     let stored: bool = redis::cmd("HEXISTS").arg(model::keys::records(uid)).arg("live:1").query_async(&mut connection).await.unwrap();
     assert!(stored);
+}
+
+/// A misspelt parameter or a blank filter never clears anything, over
+/// HTTP or gRPC: each is refused, the history stays whole in Redis and in
+/// HBase, and only an explicit clear of everything empties it. (On the
+/// code before strict mutations, `?businesses=pgc` and a gRPC `business`
+/// of `","` answered 204/OK and cleared every business.)
+#[tokio::test]
+async fn misspelt_and_blank_clears_leave_the_history_intact_over_http_and_grpc() {
+    let compat = TestCompat::start();
+    let redis = common::redis_url();
+    let mut api = Api::start(&Setup::new(&redis, &compat, "ids")).await;
+    let uid = common::unique_uid_base();
+    let base = model::now_ms() - 60_000;
+    api.post(vec![event(uid, "archive", 1, 10, base), event(uid, "pgc", 2, 20, base + 1)]).await;
+    until_persisted(&compat, uid, 2).await;
+    for query in [
+        "?businesses=pgc",
+        "?Business=archive",
+        "?biz=pgc",
+        "?business=",
+        "?business=%20",
+        "?business=,",
+        "?business=,,,",
+        "?business=%20,%20",
+        "",
+    ] {
+        let status = api.send(reqwest::Method::DELETE, &format!("/v1/users/{uid}/history{query}"), None).await;
+        assert_eq!(status, 400, "DELETE /history{query}");
+    }
+    for business in [",", " ", ",,,", " , ", "pgc,"] {
+        let refused = api.grpc.clear_history(grpc::ClearHistoryRequest { uid, business: business.into(), all: false }).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "business {business:?}: {refused:?}");
+        assert!(refused.message().contains("invalid_business"), "{}", refused.message());
+    }
+    let refused = api.grpc.clear_history(grpc::ClearHistoryRequest { uid, business: String::new(), all: false }).await.unwrap_err();
+    assert!(refused.message().contains("clear_scope_missing"), "{}", refused.message());
+    // Whole in Redis (pages read Redis first), and in HBase once a later
+    // report of the same user (which travels behind any clear, in order)
+    // is there.
+    assert_eq!(oids(&api, uid).await, vec![2, 1], "a refused clear removed items");
+    api.post(vec![event(uid, "archive", 3, 30, base + 2)]).await;
+    let row = model::keys::hbase_row(uid);
+    let visible = common::eventually("the later report in HBase", Duration::from_secs(60), async || {
+        let snapshot = compat.snapshot("history");
+        snapshot.contains_key(&(row.clone(), "r:archive:3".to_owned())).then(|| {
+            snapshot
+                .keys()
+                .filter(|(r, column)| *r == row && column.starts_with("r:"))
+                .map(|(_, column)| column.clone())
+                .collect::<Vec<_>>()
+        })
+    })
+    .await;
+    assert_eq!(visible, vec!["r:archive:1", "r:archive:3", "r:pgc:2"], "a refused clear reached HBase");
+    // The explicit form does clear, so this test can tell.
+    api.grpc.clear_history(grpc::ClearHistoryRequest { uid, business: String::new(), all: true }).await.unwrap();
+    assert_eq!(oids(&api, uid).await, Vec::<u64>::new());
 }

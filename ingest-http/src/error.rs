@@ -23,6 +23,13 @@ pub enum ApiError {
     },
     /// 401: missing or unknown bearer token.
     Unauthorized,
+    /// 403: the client's token is valid but its scopes or businesses do
+    /// not cover the request.
+    Forbidden(String),
+    /// 404: no such route.
+    NotFound,
+    /// 405: the route exists, not with this method.
+    MethodNotAllowed,
     /// 501: this topology cannot serve the route (e.g. reads without a
     /// realtime stage).
     NotImplemented(&'static str),
@@ -89,6 +96,13 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => {
                 (StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown bearer token".to_owned(), None, None, None)
             }
+            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, "forbidden", message.clone(), None, None, None),
+            ApiError::NotFound => {
+                (StatusCode::NOT_FOUND, "not_found", "no such route; see the README's HTTP API".to_owned(), None, None, None)
+            }
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take this method".to_owned(), None, None, None)
+            }
             ApiError::TooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message.clone(), None, None, None),
             ApiError::BodyTimeout(message) => (StatusCode::REQUEST_TIMEOUT, "body_timeout", message.clone(), None, None, None),
             ApiError::UnsupportedMediaType => (
@@ -111,7 +125,10 @@ impl IntoResponse for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, *code, message.clone(), None, None, Some(*retry_after_s))
             }
         };
-        let body = ErrorBody { error: ErrorDetail { code, message, index, errors } };
+        // However it was made, a message carries little of the client's
+        // input: long lists and values are cut where they are quoted, and
+        // the whole message here.
+        let body = ErrorBody { error: ErrorDetail { code, message: crate::text::bounded(message), index, errors } };
         let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));

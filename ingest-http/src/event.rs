@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::text::{bounded, quoted, quoted_list};
 use model::Record;
 use serde::{Deserialize, Serialize};
 
@@ -55,10 +56,10 @@ pub struct EventError {
 impl EventError {
     /// A problem of the body as a whole.
     pub fn body(code: &'static str, message: impl Into<String>) -> Self {
-        EventError { code, message: message.into(), index: None }
+        EventError { code, message: bounded(message.into()), index: None }
     }
     pub(crate) fn at(index: usize, code: &'static str, message: impl Into<String>) -> Self {
-        EventError { code, message: message.into(), index: Some(index) }
+        EventError { code, message: bounded(message.into()), index: Some(index) }
     }
 }
 
@@ -87,7 +88,10 @@ pub fn decode_events(body: &[u8], rules: &EventRules, now_ms: i64) -> Result<Vec
     let items = if object.contains_key("events") {
         if object.len() != 1 {
             let extra: Vec<&String> = object.keys().filter(|key| *key != "events").collect();
-            return Err(vec![EventError::body("invalid_body", format!("a batch body has only `events`; unknown field(s) {extra:?}"))]);
+            return Err(vec![EventError::body(
+                "invalid_body",
+                format!("a batch body has only `events`; unknown field(s) {}", quoted_list(&extra)),
+            )]);
         }
         match object.remove("events") {
             Some(serde_json::Value::Array(items)) => items,
@@ -157,7 +161,7 @@ fn check(index: usize, event: EventInput, rules: &EventRules, now_ms: i64) -> Re
         errors.push(EventError::at(
             index,
             "unknown_business",
-            format!("`business` {:?} is not registered on this endpoint", event.business),
+            format!("`business` {} is not registered on this endpoint", quoted(&event.business)),
         ));
     }
     if event.progress < -1 {

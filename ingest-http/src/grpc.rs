@@ -12,10 +12,12 @@ use std::sync::Arc;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
-use crate::api::{params, HistoryApi};
+use crate::api::HistoryApi;
 use crate::auth::Client;
 use crate::error::ApiError;
 use crate::event::check_events;
+use crate::params;
+use crate::text::bounded;
 
 /// Types and stubs generated from the `.proto` (client included, for
 /// callers and tests).
@@ -48,8 +50,10 @@ impl GrpcHistory {
     }
 }
 
-/// Problems an `INVALID_ARGUMENT` message lists at most.
+/// Problems an `INVALID_ARGUMENT` message lists at most...
 const MAX_LISTED_PROBLEMS: usize = 10;
+/// ...in at most this many bytes (the count of the rest follows).
+const PROBLEMS_MAX_BYTES: usize = 400;
 
 /// The gRPC status of an API error; 429 and 503 carry `retry-after`.
 pub fn status_of(error: ApiError) -> Status {
@@ -62,24 +66,37 @@ pub fn status_of(error: ApiError) -> Status {
     match error {
         ApiError::BadRequest(errors) => {
             // The message travels in an HTTP/2 header: the first problems
-            // only, or a request with many bad events gets a protocol
-            // error instead of its answer.
-            let problems: Vec<String> = errors
-                .iter()
-                .take(MAX_LISTED_PROBLEMS)
-                .map(|error| match error.index {
+            // that fit in a bounded message, then a count, or a request with
+            // many bad events gets a protocol error instead of its answer.
+            let mut listed = String::from("nothing was recorded: ");
+            let mut shown = 0;
+            for error in errors.iter().take(MAX_LISTED_PROBLEMS) {
+                let problem = match error.index {
                     Some(index) => format!("event {index}: {} ({})", error.message, error.code),
                     None => format!("{} ({})", error.message, error.code),
-                })
-                .collect();
-            let more = errors.len().saturating_sub(MAX_LISTED_PROBLEMS);
-            let tail = if more > 0 { format!("; and {more} more") } else { String::new() };
-            Status::invalid_argument(format!("nothing was recorded: {}{tail}", problems.join("; ")))
+                };
+                if shown > 0 && listed.len() + problem.len() + 2 > PROBLEMS_MAX_BYTES {
+                    break;
+                }
+                if shown > 0 {
+                    listed.push_str("; ");
+                }
+                listed.push_str(&problem);
+                shown += 1;
+            }
+            let more = errors.len() - shown;
+            if more > 0 {
+                listed.push_str(&format!("; and {more} more"));
+            }
+            Status::invalid_argument(bounded(listed))
         }
-        ApiError::InvalidParameter { code, message } => Status::invalid_argument(format!("{message} ({code})")),
+        ApiError::InvalidParameter { code, message } => Status::invalid_argument(bounded(format!("{message} ({code})"))),
         ApiError::Unauthorized => Status::unauthenticated("missing or unknown bearer token"),
+        ApiError::Forbidden(message) => Status::permission_denied(bounded(message)),
+        ApiError::NotFound => Status::unimplemented("no such call"),
+        ApiError::MethodNotAllowed => Status::unimplemented("no such call"),
         ApiError::NotImplemented(message) => Status::unimplemented(message),
-        ApiError::TooLarge(message) => Status::resource_exhausted(message),
+        ApiError::TooLarge(message) => Status::resource_exhausted(bounded(message)),
         ApiError::UnsupportedMediaType => Status::invalid_argument("unsupported media type"),
         ApiError::BodyTimeout(message) => Status::deadline_exceeded(message),
         ApiError::RateLimited { retry_after_s } => {
@@ -122,8 +139,8 @@ impl History for GrpcHistory {
         let request = request.into_inner();
         let uid = params::uid_number(request.uid).map_err(status_of)?;
         let limit = (request.limit != 0).then(|| request.limit.to_string());
-        let query = params::page(Some(&request.business), limit.as_deref(), Some(&request.cursor), &self.api.rules().businesses)
-            .map_err(status_of)?;
+        let filter = params::grpc_business_filter(&request.business, &self.api.rules().businesses).map_err(status_of)?;
+        let query = params::page(filter, limit.as_deref(), Some(&request.cursor)).map_err(status_of)?;
         let page = self.api.history(uid, query, client.as_ref()).await.map_err(status_of)?;
         Ok(Response::new(proto::UserHistoriesReply {
             items: page.items.into_iter().map(Into::into).collect(),
@@ -162,8 +179,11 @@ impl History for GrpcHistory {
         self.admit(&request, 1)?;
         let request = request.into_inner();
         let uid = params::uid_number(request.uid).map_err(status_of)?;
-        let businesses = params::business_filter(&request.business, &self.api.rules().businesses).map_err(status_of)?;
-        self.api.clear(uid, businesses).await.map_err(status_of)?;
+        // One validator with HTTP's; proto3 cannot tell an empty
+        // `business` from an absent one, so empty is "not given".
+        let business = (!request.business.is_empty()).then_some(request.business.as_str());
+        let scope = params::clear_scope(business, request.all, &self.api.rules().businesses).map_err(status_of)?;
+        self.api.clear(uid, scope).await.map_err(status_of)?;
         Ok(Response::new(proto::ClearHistoryReply {}))
     }
 
@@ -229,7 +249,7 @@ mod tests {
                 service.progress(with(token, Request::new(proto::ProgressRequest { uid: 7, items: vec!["archive:9".into()] }))).await.err(),
                 service.delete_histories(with(token, Request::new(proto::DeleteHistoriesRequest { uid: 7, items: vec![] }))).await.err(),
                 service
-                    .clear_history(with(token, Request::new(proto::ClearHistoryRequest { uid: 7, business: String::new() })))
+                    .clear_history(with(token, Request::new(proto::ClearHistoryRequest { uid: 7, business: String::new(), all: true })))
                     .await
                     .err(),
                 service.set_recording(with(token, Request::new(proto::SetRecordingRequest { uid: 7, paused: true }))).await.err(),
@@ -246,8 +266,12 @@ mod tests {
         let errors = (0..5000).map(|index| crate::event::EventError::at(index, "invalid_uid", "`uid` must be greater than 0")).collect();
         let status = status_of(ApiError::BadRequest(errors));
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(status.message().len() < 2048, "{} bytes", status.message().len());
-        assert!(status.message().starts_with("nothing was recorded: event 0: ") && status.message().ends_with("and 4990 more"));
+        let message = status.message();
+        assert!(message.len() <= crate::text::MESSAGE_MAX_BYTES, "{} bytes", message.len());
+        assert!(message.starts_with("nothing was recorded: event 0: "), "{message}");
+        let listed = message.matches("event ").count();
+        let more: usize = message.rsplit("and ").next().and_then(|tail| tail.strip_suffix(" more")).unwrap().parse().unwrap();
+        assert_eq!(listed + more, 5000, "{message}");
     }
 
     #[tokio::test]

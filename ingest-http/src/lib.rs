@@ -8,8 +8,13 @@
 //!   named with its index).
 //! - `auth`: bearer-token clients and their rate limits.
 //! - `error`: [`ApiError`], each variant a status, a code and a safe message.
-//! - `api`: the API itself (auth, parameters, events and mutations into
-//!   the pipeline, reads), shared by HTTP and gRPC.
+//! - `api`: the API itself (auth, events and mutations into the pipeline,
+//!   reads), shared by HTTP and gRPC.
+//! - `params`: one validator per parameter, shared by HTTP and gRPC
+//!   (strict filters; a clear of everything only when asked for).
+//! - `query`: query strings read strictly (unknown or repeated parameters
+//!   refused).
+//! - `text`: client input quoted in errors, bounded.
 //! - `state`: what every route shares.
 //! - `router`: `POST /v1/events`, answered after the realtime write, and
 //!   the middleware every route passes.
@@ -34,11 +39,14 @@ pub mod error;
 pub mod event;
 mod events;
 pub mod grpc;
+pub mod params;
+pub mod query;
 pub mod read_routes;
 pub mod router;
 pub mod stage;
 pub mod state;
 pub mod stats;
+pub mod text;
 pub mod topology_routes;
 mod ui;
 pub mod wire;

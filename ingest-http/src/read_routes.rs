@@ -2,10 +2,13 @@
 //! - `GET /v1/users/{uid}/history?business=&limit=20&cursor=`
 //! - `GET /v1/users/{uid}/progress?items=archive:1,pgc:7`
 //! - `DELETE /v1/users/{uid}/history/{business}/{oid}` and
-//!   `DELETE /v1/users/{uid}/history?business=pgc,comic` (clear; without
-//!   `business`, every business)
+//!   `DELETE /v1/users/{uid}/history?business=pgc,comic` (clear those
+//!   businesses) or `?all=true` (clear everything; a clear naming neither
+//!   is refused)
 //! - `PUT` and `GET /v1/users/{uid}/recording`
 //!
+//! Query strings are read strictly ([`crate::query`]): a parameter a route
+//! does not take is refused, so a misspelt filter never widens a request.
 //! Same auth, rate limits and errors as ingest; every request costs one
 //! unit of the caller's rate limit, and a history page that must read the
 //! user's HBase row [`crate::api::HBASE_PAGE_UNITS`] more.
@@ -13,15 +16,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{params, HistoryApi};
+use crate::api::HistoryApi;
 use crate::auth::Client;
 use crate::error::ApiError;
+use crate::params;
+use crate::query::QueryParams;
 use crate::state::{authorization, IngestState};
 use crate::wire::RecordBody;
 
@@ -49,23 +54,6 @@ pub struct RecordingBody {
     pub paused: bool,
 }
 
-#[derive(Debug, Deserialize)]
-struct HistoryParams {
-    business: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ClearParams {
-    business: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ProgressParams {
-    items: Option<String>,
-}
-
 /// The routes, for [`crate::router::ingest_router`] to merge.
 pub fn read_router() -> Router<IngestState> {
     Router::new()
@@ -82,23 +70,25 @@ fn admit(api: &HistoryApi, headers: &HeaderMap) -> Result<Option<Arc<Client>>, A
     Ok(client)
 }
 
-/// A query string that does not parse.
-fn bad_query(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
-    ApiError::InvalidParameter { code: "invalid_query", message: rejection.body_text() }
+/// The request's query string, taking only `allowed`.
+fn query(uri: &Uri, allowed: &[&'static str]) -> Result<QueryParams, ApiError> {
+    QueryParams::parse(uri.query(), allowed)
 }
 
 async fn get_history(
     State(state): State<IngestState>,
     headers: HeaderMap,
+    uri: Uri,
     Path(uid): Path<String>,
-    query: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<HistoryAnswer>, ApiError> {
     let api = &state.api;
     let client = admit(api, &headers)?;
     let uid = params::uid(&uid)?;
-    let Query(query) = query.map_err(bad_query)?;
-    let query = params::page(query.business.as_deref(), query.limit.as_deref(), query.cursor.as_deref(), &api.rules().businesses)?;
-    let page = api.history(uid, query, client.as_ref()).await?;
+    let query = query(&uri, &["business", "limit", "cursor"])?;
+    let businesses = &api.rules().businesses;
+    let filter = query.get("business").map(|names| params::business_filter(names, businesses)).transpose()?;
+    let page = params::page(filter, query.get("limit"), query.get("cursor"))?;
+    let page = api.history(uid, page, client.as_ref()).await?;
     Ok(Json(HistoryAnswer {
         items: page.items.into_iter().map(RecordBody::from).collect(),
         next_cursor: page.next.map(|cursor| cursor.encode()),
@@ -108,14 +98,14 @@ async fn get_history(
 async fn get_progress(
     State(state): State<IngestState>,
     headers: HeaderMap,
+    uri: Uri,
     Path(uid): Path<String>,
-    query: Result<Query<ProgressParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ProgressAnswer>, ApiError> {
     let api = &state.api;
     admit(api, &headers)?;
     let uid = params::uid(&uid)?;
-    let Query(query) = query.map_err(bad_query)?;
-    let items = params::items(query.items.as_deref().unwrap_or_default().split(','), &api.rules().businesses)?;
+    let query = query(&uri, &["items"])?;
+    let items = params::items(query.get("items").unwrap_or_default().split(','), &api.rules().businesses)?;
     let records = api.progress(uid, items.clone()).await?;
     Ok(Json(ProgressAnswer { items: items.into_iter().zip(records).map(|(item, record)| (item, record.map(RecordBody::from))).collect() }))
 }
@@ -123,11 +113,13 @@ async fn get_progress(
 async fn delete_item(
     State(state): State<IngestState>,
     headers: HeaderMap,
+    uri: Uri,
     Path((uid, business, oid)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let api = &state.api;
     admit(api, &headers)?;
     let uid = params::uid(&uid)?;
+    query(&uri, &[])?;
     let item = params::item(&format!("{business}:{oid}"), &api.rules().businesses)?;
     api.delete(uid, vec![item]).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -136,24 +128,28 @@ async fn delete_item(
 async fn clear_history(
     State(state): State<IngestState>,
     headers: HeaderMap,
+    uri: Uri,
     Path(uid): Path<String>,
-    Query(query): Query<ClearParams>,
 ) -> Result<StatusCode, ApiError> {
     let api = &state.api;
     admit(api, &headers)?;
     let uid = params::uid(&uid)?;
-    let businesses = query.business.map(|names| params::clear_businesses(&names, &api.rules().businesses)).transpose()?;
-    api.clear(uid, businesses).await?;
+    let query = query(&uri, &["business", "all"])?;
+    let all = query.get("all").map(|text| params::switch("all", text)).transpose()?.unwrap_or(false);
+    let scope = params::clear_scope(query.get("business"), all, &api.rules().businesses)?;
+    api.clear(uid, scope).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn get_recording(
     State(state): State<IngestState>,
     headers: HeaderMap,
+    uri: Uri,
     Path(uid): Path<String>,
 ) -> Result<Json<RecordingBody>, ApiError> {
     let api = &state.api;
     admit(api, &headers)?;
+    query(&uri, &[])?;
     let paused = api.paused(params::uid(&uid)?).await?;
     Ok(Json(RecordingBody { paused }))
 }
@@ -164,6 +160,7 @@ const RECORDING_BODY_BYTES: usize = 256;
 async fn put_recording(
     State(state): State<IngestState>,
     headers: HeaderMap,
+    uri: Uri,
     Path(uid): Path<String>,
     body: axum::body::Body,
 ) -> Result<Json<RecordingBody>, ApiError> {
@@ -171,8 +168,12 @@ async fn put_recording(
     // The token first: nobody unauthenticated makes the server read a body.
     admit(api, &headers)?;
     let uid = params::uid(&uid)?;
-    let body = axum::body::to_bytes(body, RECORDING_BODY_BYTES)
+    query(&uri, &[])?;
+    // A client that stops sending mid-body is not waited for (as for events).
+    let body_timeout = api.config().settings.request_timeout;
+    let body = tokio::time::timeout(body_timeout, axum::body::to_bytes(body, RECORDING_BODY_BYTES))
         .await
+        .map_err(|_| ApiError::BodyTimeout(format!("the body did not arrive within {} ms; nothing was changed", body_timeout.as_millis())))?
         .map_err(|error| ApiError::TooLarge(format!("a recording switch is at most {RECORDING_BODY_BYTES} bytes: {error}")))?;
     let wanted: RecordingBody = serde_json::from_slice(&body).map_err(|error| ApiError::InvalidParameter {
         code: "invalid_body",

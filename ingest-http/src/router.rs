@@ -25,6 +25,9 @@ pub fn ingest_router(state: IngestState) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
         .merge(crate::read_routes::read_router())
+        // Every answer is the JSON error shape, unknown routes included.
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), refuse_while_draining))
         .layer(middleware::from_fn(count_requests))
         .with_state(state)

@@ -7,9 +7,9 @@
 #![allow(clippy::unwrap_used)]
 
 use history_read::Cursor;
-use ingest_http::api::params;
 use ingest_http::event::{check_events, decode_events, EventInput, EventRules};
 use ingest_http::grpc::proto;
+use ingest_http::params;
 use proptest::prelude::*;
 use prost::Message;
 
@@ -88,7 +88,9 @@ proptest! {
         if let Ok(request) = proto::UserHistoriesRequest::decode(bytes) {
             let _ = params::uid_number(request.uid);
             let limit = (request.limit != 0).then(|| request.limit.to_string());
-            let _ = params::page(Some(&request.business), limit.as_deref(), Some(&request.cursor), &businesses);
+            if let Ok(filter) = params::grpc_business_filter(&request.business, &businesses) {
+                let _ = params::page(filter, limit.as_deref(), Some(&request.cursor));
+            }
         }
         if let Ok(request) = proto::ProgressRequest::decode(bytes) {
             let _ = params::items(request.items.iter().map(String::as_str), &businesses);
@@ -96,6 +98,10 @@ proptest! {
         if let Ok(request) = proto::DeleteHistoriesRequest::decode(bytes) {
             let keys: Vec<String> = request.items.iter().map(|key| format!("{}:{}", key.business, key.oid)).collect();
             let _ = params::items(keys.iter().map(String::as_str), &businesses);
+        }
+        if let Ok(request) = proto::ClearHistoryRequest::decode(bytes) {
+            let business = (!request.business.is_empty()).then_some(request.business.as_str());
+            let _ = params::clear_scope(business, request.all, &businesses);
         }
         for uid in [proto::ClearHistoryRequest::decode(bytes).map(|r| r.uid), proto::SetRecordingRequest::decode(bytes).map(|r| r.uid), proto::GetRecordingRequest::decode(bytes).map(|r| r.uid)].into_iter().flatten() {
             let _ = params::uid_number(uid);

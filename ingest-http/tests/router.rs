@@ -251,3 +251,75 @@ async fn every_route_refuses_a_caller_without_a_valid_token() {
         }
     }
 }
+
+/// A misspelt or blank clear is refused before anything reaches the
+/// pipeline; "clear everything" is only `?all=true`. (An ignored
+/// `?businesses=pgc` once cleared every business.)
+#[tokio::test]
+async fn a_misspelt_or_blank_clear_is_refused_and_nothing_reaches_the_pipeline() {
+    let (router, input) = router(with_client(None), 1000, WhenFull::Block, Health::default());
+    let downstream = answer_acks(input);
+    let delete = |path: &str| Request::delete(path).header(header::AUTHORIZATION, format!("Bearer {TOKEN}")).body(Body::empty()).unwrap();
+    let refusals = [
+        ("/v1/users/7/history?businesses=pgc", "unknown_parameter"),
+        ("/v1/users/7/history?Business=archive", "unknown_parameter"),
+        ("/v1/users/7/history?biz=pgc", "unknown_parameter"),
+        ("/v1/users/7/history?business=pgc&bizness=comic", "unknown_parameter"),
+        ("/v1/users/7/history?business=pgc&business=archive", "repeated_parameter"),
+        ("/v1/users/7/history?business=", "invalid_business"),
+        ("/v1/users/7/history?business=%20", "invalid_business"),
+        ("/v1/users/7/history?business=,", "invalid_business"),
+        ("/v1/users/7/history?business=,,,", "invalid_business"),
+        ("/v1/users/7/history?business=%20,%20", "invalid_business"),
+        ("/v1/users/7/history?business=pgc,", "invalid_business"),
+        ("/v1/users/7/history?business=comic", "unknown_business"),
+        ("/v1/users/7/history", "clear_scope_missing"),
+        ("/v1/users/7/history?all=false", "clear_scope_missing"),
+        ("/v1/users/7/history?all=yes", "invalid_parameter"),
+        ("/v1/users/7/history?all=true&business=pgc", "ambiguous_clear"),
+        ("/v1/users/7/history/archive/9?all=true", "unknown_parameter"),
+    ];
+    for (path, code) in refusals {
+        let (status, _, answer) = send(&router, delete(path)).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "DELETE {path}: {answer}");
+    }
+    let put = Request::put("/v1/users/7/recording?paused=false")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"paused":true}"#))
+        .unwrap();
+    let (status, _, answer) = send(&router, put).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("unknown_parameter")), "{answer}");
+    drop(router);
+    let seen = downstream.await.unwrap();
+    assert!(seen.is_empty(), "a refused mutation reached the pipeline: {:?}", seen.iter().map(|batch| &batch.ops).collect::<Vec<_>>());
+}
+
+/// Every answer is the JSON error shape: unknown routes and methods too,
+/// and an error quotes little of a long input.
+#[tokio::test]
+async fn unknown_routes_and_long_inputs_get_short_json_errors() {
+    let (router, _input) = router(with_client(None), 16, WhenFull::Reject, Health::default());
+    let with_token = |builder: axum::http::request::Builder| builder.header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+    let (status, _, answer) = send(&router, with_token(Request::get("/v2/nothing")).body(Body::empty()).unwrap()).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{answer}");
+    let (status, _, answer) = send(&router, with_token(Request::patch("/v1/events")).body(Body::empty()).unwrap()).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")), "{answer}");
+    // 50 KB: near the longest URI the http crate takes.
+    let long = "b".repeat(50_000);
+    for path in [
+        format!("/v1/users/7/history?business={long}"),
+        format!("/v1/users/7/history?{long}=1"),
+        format!("/v1/users/{long}/history"),
+        format!("/v1/users/7/progress?items={long}:1"),
+    ] {
+        let (status, _, answer) = send(&router, with_token(Request::get(path.as_str())).body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.len() < 300, "{} bytes echoed for {}", message.len(), &path[..40]);
+    }
+    let event = format!(r#"{{"uid":1,"business":"{}","oid":9,"progress":30}}"#, "b".repeat(3000));
+    let (status, _, answer) = send(&router, post().body(Body::from(event)).unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer.to_string().len() < 1000, "{} bytes in the answer", answer.to_string().len());
+}
