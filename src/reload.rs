@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use ingest_http::auth::Clients;
+use ingest_http::error::ApiError;
 use ingest_http::topology_routes::{ReloadResult, TopologyAdmin};
 use ingest_http::StatsBoard;
 use model::Batch;
 use pipeline::env::VarSource;
 use pipeline::graph::{render, GraphFormat};
+use pipeline::topology::{Auth, Scope};
 use pipeline::view::TopologyView;
 use pipeline::{Control, Topology};
 use serde_json::{json, Value};
@@ -235,20 +237,30 @@ impl Reloader {
 
 /// The topology routes' backend, set once the pipeline runs (the ingest
 /// stage's routes are built before it).
-#[derive(Default)]
-pub struct LateReloader(OnceLock<Arc<Reloader>>);
+pub struct LateReloader {
+    /// The reloader, once the pipeline runs.
+    reloader: OnceLock<Arc<Reloader>>,
+    /// Who may use the operations endpoints until then: the clients of the
+    /// topology the process starts with.
+    starting_clients: Clients,
+}
 
 impl LateReloader {
+    /// Answers for a process starting with `auth`'s clients.
+    pub fn new(auth: &Auth) -> Self {
+        LateReloader { reloader: OnceLock::new(), starting_clients: Clients::new(auth) }
+    }
+
     /// Serves `reloader` from now on.
     pub fn set(&self, reloader: Arc<Reloader>) {
-        let _ = self.0.set(reloader);
+        let _ = self.reloader.set(reloader);
     }
 }
 
 impl TopologyAdmin for LateReloader {
     fn reload(&self, trigger: &'static str) -> BoxFuture<'_, (ReloadResult, Value)> {
         async move {
-            match self.0.get() {
+            match self.reloader.get() {
                 Some(reloader) => reloader.reload(trigger).await,
                 None => (ReloadResult::Rejected, json!({"result": "rejected", "problems": ["the pipeline is still starting"]})),
             }
@@ -257,11 +269,11 @@ impl TopologyAdmin for LateReloader {
     }
 
     fn status(&self) -> Value {
-        self.0.get().map_or_else(|| json!({"starting": true}), |reloader| reloader.describe())
+        self.reloader.get().map_or_else(|| json!({"starting": true}), |reloader| reloader.describe())
     }
 
     fn graph(&self, format: &str) -> Option<String> {
-        let reloader = self.0.get()?;
+        let reloader = self.reloader.get()?;
         let status = reloader.status();
         match format {
             "dot" => Some(status.dot.clone()),
@@ -270,10 +282,12 @@ impl TopologyAdmin for LateReloader {
         }
     }
 
-    fn authorize(&self, authorization: Option<&str>) -> bool {
-        let Some(reloader) = self.0.get() else { return true };
-        let clients = reloader.status().clients.clone();
-        clients.authenticate(authorization).is_ok()
+    fn authorize(&self, authorization: Option<&str>) -> Result<(), ApiError> {
+        match self.reloader.get() {
+            Some(reloader) => reloader.status().clients.admit(authorization, Scope::Admin).map(drop),
+            // Still starting: the clients of the topology it starts with.
+            None => self.starting_clients.admit(authorization, Scope::Admin).map(drop),
+        }
     }
 }
 

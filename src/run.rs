@@ -95,7 +95,7 @@ async fn run_topology(loaded: Loaded<'_>, role: RoleSelection, embedded: bool, w
         install_prometheus().map_err(|error| tracing::warn!(%error, "metrics recorder not installed; /metrics will answer 503")).ok();
     let health = Health::default();
     let board = metrics.clone().map(|metrics| Arc::new(StatsBoard::new(TopologyView::new(&topology, role), metrics, health.clone())));
-    let late_reloader = Arc::new(LateReloader::default());
+    let late_reloader = Arc::new(LateReloader::new(&topology.auth));
     let admin_state = AdminState { health: health.clone(), metrics, board: board.clone(), topology: Some(late_reloader.clone()) };
     let options = BuildOptions { role, embedded, admin: Some(admin_state.clone()), ..BuildOptions::default() };
     let nodes = match stages::build(&topology, options.clone()) {

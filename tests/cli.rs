@@ -36,6 +36,26 @@ fn validate_prints_every_problem_and_exits_2() {
     }
 }
 
+/// `validate` refuses what `run` would: an open job admin listener other
+/// machines can reach (an unauthenticated reload) is named, like an open
+/// API. (It once called such a topology valid, and a job served it.)
+#[test]
+fn validate_names_an_open_admin_listener_other_machines_can_reach() {
+    let open = std::fs::read_to_string(repo_root().join("topology.toml"))
+        .unwrap()
+        .replace("admin_listen = \"${ADMIN_ADDR:-127.0.0.1:9464}\"", "admin_listen = \"0.0.0.0:9464\"");
+    let (_dir, path) = temp_file("open-admin.toml", &open);
+    let output = histflow().arg("validate").arg(&path).output().unwrap();
+    let (_, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("`admin_listen` = \"0.0.0.0:9464\" is reachable from other machines and [auth] has no clients, so anyone could reload the topology"),
+        "{stderr}"
+    );
+    let output = histflow().args(["run", "--role", "job"]).arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "run started a job with an open admin listener: {}", texts(&output).1);
+}
+
 #[test]
 fn graph_draws_every_stage_and_edge_with_its_limits() {
     let dot = histflow().arg("graph").arg(repo_root().join("topology.toml")).output().unwrap();
@@ -68,7 +88,10 @@ fn run_refuses_an_open_api_other_machines_can_reach_unless_told() {
     let output = histflow().args(["run", "--embedded"]).arg(&path).output().unwrap();
     let (_, stderr) = texts(&output);
     assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
-    assert!(stderr.contains("`listen` is reachable from other machines and [auth] has no clients"), "{stderr}");
+    assert!(
+        stderr.contains("`listen` = \"0.0.0.0:") && stderr.contains("is reachable from other machines and [auth] has no clients"),
+        "{stderr}"
+    );
 
     // Said so in [auth]: it starts (and is stopped at once).
     let allowed = open.replacen("[[stages]]", "[auth]\nallow_unauthenticated = true\n\n[[stages]]", 1);

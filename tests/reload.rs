@@ -300,17 +300,30 @@ async fn an_invalid_edit_is_refused_by_every_trigger_with_all_its_problems_and_t
 async fn a_removed_token_stops_working_at_once_and_a_new_one_works_at_once() {
     let data = tempfile::tempdir().unwrap();
     let http = common::free_port();
-    let clients = |token: &str| format!("[[auth.clients]]\nname = \"app\"\ntoken = \"{token}\"\n");
+    // An application client (default scopes: write, read, mutate) and an
+    // operator with the admin scope.
+    let clients = |token: &str| {
+        format!("[[auth.clients]]\nname = \"app\"\ntoken = \"{token}\"\n\n[[auth.clients]]\nname = \"ops\"\ntoken = \"ops-token-0123456789\"\nscopes = [\"admin\"]\n")
+    };
     let process = Histflow::start(&embedded_topology(http, data.path(), "", &clients("old-token-0123456789")), http, &["--embedded"]).await;
     assert_eq!(post_event(&process.base, Some("old-token-0123456789")).await, 200);
     assert_eq!(post_event(&process.base, Some("new-token-0123456789")).await, 401);
+    assert_eq!(post_event(&process.base, Some("ops-token-0123456789")).await, 403, "an admin-only token reported a view");
 
     rewrite(&process, &embedded_topology(http, data.path(), "", &clients("new-token-0123456789")));
-    // The reload itself needs a token the running topology knows.
-    let refused = reqwest::Client::new().post(format!("{}/admin/reload", process.base)).send().await.unwrap();
-    assert_eq!(refused.status().as_u16(), 401);
-    let answer =
-        reqwest::Client::new().post(format!("{}/admin/reload", process.base)).bearer_auth("old-token-0123456789").send().await.unwrap();
+    // The reload itself needs the admin scope in the running topology.
+    let reload = |token: Option<&'static str>| {
+        let mut request = reqwest::Client::new().post(format!("{}/admin/reload", process.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(reload(None).await.unwrap().status().as_u16(), 401);
+    assert_eq!(reload(Some("old-token-0123456789")).await.unwrap().status().as_u16(), 403, "a write-scoped token reloaded");
+    let status: Value = reqwest::get(format!("{}/admin/topology", process.base)).await.unwrap().json().await.unwrap_or(Value::Null);
+    assert!(status.get("nodes").is_none(), "the topology was shown without a token: {status}");
+    let answer = reload(Some("ops-token-0123456789")).await.unwrap();
     let answer: Value = answer.json().await.unwrap();
     assert_eq!(answer["result"], "applied", "{answer}");
     assert_eq!(answer["changes"]["reconfigured"], json!(["ingest"]), "{answer}");

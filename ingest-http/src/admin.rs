@@ -1,18 +1,21 @@
 //! The operations endpoints: `/metrics` (Prometheus text), `/healthz`
 //! (liveness), `/readyz` (readiness), `/admin/stats` (the live figures as
-//! JSON) and `/ui` (the live page), as a router the ingest server merges,
-//! or served alone on the admin address when no ingest stage runs in the
-//! process. On the API listener, `/metrics`, `/admin/stats` and `/ui`
-//! answer only a caller with a client's token when `[[auth.clients]]`
-//! exist: as a bearer token, or (for a browser) as the password of HTTP
-//! Basic authentication.
+//! JSON), `/ui` (the live page) and the topology routes (`POST
+//! /admin/reload`, `GET /admin/topology`), as one router the ingest server
+//! merges, or served alone on `admin_listen` when no ingest stage runs in
+//! the process (the job role). On either listener every route but the two
+//! probes answers only a client with the `admin` scope when the topology
+//! has `[[auth.clients]]`: as a bearer token, or (for a browser) as the
+//! password of HTTP Basic authentication. Without clients they are open,
+//! which validation allows only on loopback listeners.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -22,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use pipeline::health::{Health, Readiness};
 
+use crate::error::ApiError;
 use crate::stats::StatsBoard;
 
 /// What the admin endpoints read.
@@ -62,64 +66,44 @@ pub fn install_prometheus() -> Result<PrometheusHandle, metrics_exporter_prometh
     Ok(handle)
 }
 
-/// The admin routes.
-pub fn admin_router(state: AdminState) -> Router {
-    let topology = state.clone();
-    let router = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/admin/stats", get(stats))
-        .route("/ui", get(crate::ui::page))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(state);
-    topology.with_topology_routes(router)
-}
-
-/// An operations endpoint behind the API's tokens.
-#[derive(Clone, Copy)]
-enum Guarded {
-    Metrics,
-    Stats,
-    Page,
-}
-
-/// The admin routes as the API listener serves them: `/metrics`,
-/// `/admin/stats` and `/ui` (which name every stage, client and error)
-/// only to a caller with a client's token when `[[auth.clients]]` exist;
-/// `/healthz` and `/readyz` stay open for probes (they answer one word). A
-/// process without an ingest stage serves them all openly on
-/// `admin_listen` ([`admin_router`]).
-pub fn api_admin_router(state: AdminState, api: Arc<crate::api::HistoryApi>) -> Router {
-    let guarded = move |endpoint: Guarded| {
-        let api = api.clone();
-        move |State(state): State<AdminState>, headers: HeaderMap| {
-            let api = api.clone();
-            async move {
-                let authorization = operator_authorization(&headers);
-                match (api.authenticate(authorization.as_deref()), endpoint) {
-                    (Ok(_), Guarded::Metrics) => metrics(State(state)).await,
-                    (Ok(_), Guarded::Stats) => stats(State(state)).await,
-                    (Ok(_), Guarded::Page) => crate::ui::page().await,
-                    (Err(error), Guarded::Page) => {
-                        // Let a browser ask for the token (as the password).
-                        let mut response = error.into_response();
-                        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
-                        response
-                    }
-                    (Err(error), _) => error.into_response(),
-                }
-            }
+impl AdminState {
+    /// Whether `authorization` may use the guarded routes: a client with
+    /// the `admin` scope, through the running topology's clients.
+    fn admit(&self, authorization: Option<&str>) -> Result<(), ApiError> {
+        match &self.topology {
+            Some(topology) => topology.authorize(authorization),
+            // No topology behind the routes (tests of the router alone).
+            None => Ok(()),
         }
-    };
-    let topology = state.clone();
-    let router = Router::new()
-        .route("/metrics", get(guarded(Guarded::Metrics)))
-        .route("/admin/stats", get(guarded(Guarded::Stats)))
-        .route("/ui", get(guarded(Guarded::Page)))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(state);
-    topology.with_topology_routes(router)
+    }
+}
+
+/// The admin routes, for the ingest server to merge or for the admin
+/// listener to serve.
+pub fn admin_router(state: AdminState) -> Router {
+    let guarded = Router::new().route("/metrics", get(metrics)).route("/admin/stats", get(stats)).route("/ui", get(crate::ui::page));
+    let guarded = state
+        .with_topology_routes(guarded.with_state(state.clone()))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let probes = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state);
+    guarded.merge(probes)
+}
+
+/// Lets a request through only for a caller [`AdminState::admit`] takes;
+/// `/ui` asks a browser for the token as a password.
+async fn require_admin(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let authorization = operator_authorization(request.headers());
+    match state.admit(authorization.as_deref()) {
+        Ok(()) => next.run(request).await,
+        Err(error) => {
+            let challenge = matches!(error, ApiError::Unauthorized) && request.uri().path() == "/ui";
+            let mut response = error.into_response();
+            if challenge {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
+            }
+            response
+        }
+    }
 }
 
 /// What a browser is asked for when `/ui` needs a token.
@@ -204,41 +188,70 @@ mod tests {
         assert_eq!(get_status(router, "/healthz").await.0, StatusCode::OK);
     }
 
+    /// A topology backend whose clients are `clients`; it reloads nothing.
+    struct Clients(crate::auth::Clients);
+
+    impl crate::topology_routes::TopologyAdmin for Clients {
+        fn reload(
+            &self,
+            _trigger: &'static str,
+        ) -> futures::future::BoxFuture<'_, (crate::topology_routes::ReloadResult, serde_json::Value)> {
+            Box::pin(async { (crate::topology_routes::ReloadResult::Unchanged, serde_json::json!({"result": "unchanged"})) })
+        }
+        fn status(&self) -> serde_json::Value {
+            serde_json::json!({})
+        }
+        fn graph(&self, _format: &str) -> Option<String> {
+            None
+        }
+        fn authorize(&self, authorization: Option<&str>) -> Result<(), ApiError> {
+            self.0.admit(authorization, pipeline::topology::Scope::Admin).map(drop)
+        }
+    }
+
     #[tokio::test]
-    async fn the_api_listener_shows_metrics_only_to_a_client() {
-        use pipeline::topology::{Auth, AuthClient};
+    async fn the_operations_endpoints_answer_only_an_admin_client() {
+        use pipeline::topology::{Auth, AuthClient, Scope};
         let health = Health::default();
-        let (output, _input) = pipeline::edge::channel("ingest", "realtime", 16, pipeline::WhenFull::Reject);
-        let settings = crate::state::IngestSettings {
-            rules: crate::event::EventRules { businesses: Default::default(), max_events: 10, max_age_ms: Default::default() },
-            request_timeout: Duration::from_secs(1),
-            retry_after_s: 1,
-            max_body_bytes: 1024,
+        let client = |name: &str, token: &str, scopes: Option<Vec<Scope>>| AuthClient {
+            name: name.into(),
+            token: token.into(),
+            rate_limit: None,
+            scopes,
+            businesses: None,
         };
-        let client = AuthClient { name: "ops".into(), token: "ops-token-0123456789".into(), rate_limit: None };
-        let clients = crate::auth::Clients::new(&Auth { clients: vec![client], allow_unauthenticated: false });
-        let state = crate::state::IngestState::new(output, settings, clients, health.clone());
+        let clients = crate::auth::Clients::new(&Auth {
+            clients: vec![client("ops", "ops-token-0123456789", Some(vec![Scope::Admin])), client("app", "app-token-0123456789", None)],
+            allow_unauthenticated: false,
+        });
         let recorder = PrometheusBuilder::new().build_recorder();
         let board = Arc::new(StatsBoard::new(TopologyView::default(), recorder.handle(), health.clone()));
-        let router =
-            api_admin_router(AdminState { health, metrics: Some(recorder.handle()), board: Some(board), topology: None }, state.api());
-        for path in ["/metrics", "/admin/stats", "/ui"] {
-            assert_eq!(get_status(router.clone(), path).await.0, StatusCode::UNAUTHORIZED, "{path} without a token");
-            let with_token = Request::get(path).header(header::AUTHORIZATION, "Bearer ops-token-0123456789").body(Body::empty()).unwrap();
-            assert_eq!(router.clone().oneshot(with_token).await.unwrap().status(), StatusCode::OK, "{path} with a bearer token");
-            let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("anyone:ops-token-0123456789"));
-            let with_basic = Request::get(path).header(header::AUTHORIZATION, basic).body(Body::empty()).unwrap();
+        let topology: Arc<dyn crate::topology_routes::TopologyAdmin> = Arc::new(Clients(clients));
+        let router = admin_router(AdminState { health, metrics: Some(recorder.handle()), board: Some(board), topology: Some(topology) });
+        let call = |method: &str, path: &str, authorization: Option<String>| {
+            let mut request = Request::builder().method(method).uri(path);
+            if let Some(value) = authorization {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            let router = router.clone();
+            async move { router.oneshot(request.body(Body::empty()).unwrap()).await.unwrap().status() }
+        };
+        let basic = |credentials: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials));
+        for (method, path) in
+            [("GET", "/metrics"), ("GET", "/admin/stats"), ("GET", "/ui"), ("GET", "/admin/topology"), ("POST", "/admin/reload")]
+        {
+            assert_eq!(call(method, path, None).await, StatusCode::UNAUTHORIZED, "{path} without a token");
+            assert_eq!(call(method, path, Some("Bearer ops-token-0123456789".into())).await, StatusCode::OK, "{path} for the admin");
+            assert_eq!(call(method, path, Some(basic("anyone:ops-token-0123456789"))).await, StatusCode::OK, "{path}, Basic password");
             assert_eq!(
-                router.clone().oneshot(with_basic).await.unwrap().status(),
-                StatusCode::OK,
-                "{path} with the token as a Basic password"
-            );
-            let wrong = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("ops-token-0123456789:wrong"));
-            let with_wrong = Request::get(path).header(header::AUTHORIZATION, wrong).body(Body::empty()).unwrap();
-            assert_eq!(
-                router.clone().oneshot(with_wrong).await.unwrap().status(),
+                call(method, path, Some(basic("ops-token-0123456789:wrong"))).await,
                 StatusCode::UNAUTHORIZED,
-                "{path} with a wrong password"
+                "{path}, wrong password"
+            );
+            assert_eq!(
+                call(method, path, Some("Bearer app-token-0123456789".into())).await,
+                StatusCode::FORBIDDEN,
+                "{path} for a client without the admin scope"
             );
         }
         let challenge = router.clone().oneshot(Request::get("/ui").body(Body::empty()).unwrap()).await.unwrap();

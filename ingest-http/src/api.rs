@@ -17,6 +17,7 @@ use crate::event::EventRules;
 use crate::params::ClearScope;
 use history_read::{HistoryReader, Page, PageError, PageQuery, ReadError};
 use pipeline::health::Health;
+use pipeline::topology::Scope;
 
 /// Rate-limit units a history page costs on top of its one when it must
 /// read the user's HBase row (up to 100,000 cells through Thrift, and a
@@ -107,10 +108,16 @@ impl HistoryApi {
         Rules(self.live.current())
     }
 
-    /// The caller with `token` (`None` when the API is open): 401 if the
-    /// token is missing or unknown.
-    pub fn authenticate(&self, token: Option<&str>) -> Result<Option<Arc<Client>>, ApiError> {
-        self.live.current().clients.authenticate(token)
+    /// The caller with `authorization` (`None` when the API is open): 401
+    /// if the token is missing or unknown. Its scopes are not checked.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Option<Arc<Client>>, ApiError> {
+        self.live.current().clients.authenticate(authorization)
+    }
+
+    /// The caller with `authorization` (`None` when the API is open): 401
+    /// if the token is missing or unknown, 403 if its client lacks `scope`.
+    pub fn admit(&self, authorization: Option<&str>, scope: Scope) -> Result<Option<Arc<Client>>, ApiError> {
+        self.live.current().clients.admit(authorization, scope)
     }
 
     /// 503 while the process drains.
@@ -133,6 +140,9 @@ impl HistoryApi {
     /// Records validated events: answered once the realtime write of
     /// exactly these events is done, one result per event.
     pub async fn add_events(&self, client: Option<&Arc<Client>>, records: Vec<Record>) -> Result<Vec<EventResult>, ApiError> {
+        if let Some(client) = client {
+            client.require_businesses(records.iter().map(|record| record.business.as_str()))?;
+        }
         Self::charge(client, records.len())?;
         self.submit(records.into_iter().map(Op::Upsert).collect()).await
     }
@@ -189,7 +199,16 @@ impl HistoryApi {
     /// A page of `uid`'s history, newest first, for `client`. A page that
     /// must read the user's HBase row costs [`HBASE_PAGE_UNITS`] more of
     /// the client's rate limit (at most its burst), charged before the read.
-    pub async fn history(&self, uid: u64, query: PageQuery, client: Option<&Arc<Client>>) -> Result<Page, ApiError> {
+    pub async fn history(&self, uid: u64, mut query: PageQuery, client: Option<&Arc<Client>>) -> Result<Page, ApiError> {
+        // A client limited to some businesses reads only those: a filter
+        // must stay inside them, and no filter means all of them.
+        if let Some(client) = client {
+            match (&query.businesses, client.businesses()) {
+                (Some(wanted), Some(_)) => client.require_businesses(wanted.iter().map(String::as_str))?,
+                (None, Some(allowed)) => query.businesses = Some(allowed.iter().cloned().collect()),
+                (_, None) => {}
+            }
+        }
         let reads = self.reads()?;
         let charge = || client.map_or(Ok(()), |client| client.charge_within_burst(HBASE_PAGE_UNITS));
         reads.page_with(uid, query, charge).await.map_err(|error| match error {
@@ -199,7 +218,8 @@ impl HistoryApi {
     }
 
     /// The record of each item, in order.
-    pub async fn progress(&self, uid: u64, items: Vec<String>) -> Result<Vec<Option<Record>>, ApiError> {
+    pub async fn progress(&self, uid: u64, items: Vec<String>, client: Option<&Arc<Client>>) -> Result<Vec<Option<Record>>, ApiError> {
+        require_item_businesses(client, &items)?;
         let reads = self.reads()?;
         reads.progress(uid, items).await.map_err(|error| self.read_failed(error))
     }
@@ -212,7 +232,8 @@ impl HistoryApi {
 
     /// Removes items from `uid`'s history now; the deletes travel to HBase
     /// in order with the user's other writes.
-    pub async fn delete(&self, uid: u64, items: Vec<String>) -> Result<(), ApiError> {
+    pub async fn delete(&self, uid: u64, items: Vec<String>, client: Option<&Arc<Client>>) -> Result<(), ApiError> {
+        require_item_businesses(client, &items)?;
         self.reads()?;
         let at = model::now_ms();
         self.submit(items.into_iter().map(|item| Op::Delete { uid, item, at }).collect()).await.map(drop)
@@ -220,7 +241,13 @@ impl HistoryApi {
 
     /// Removes what `scope` names of `uid`'s history now: every item, or
     /// every item of some businesses.
-    pub async fn clear(&self, uid: u64, scope: ClearScope) -> Result<(), ApiError> {
+    pub async fn clear(&self, uid: u64, scope: ClearScope, client: Option<&Arc<Client>>) -> Result<(), ApiError> {
+        if let Some(client) = client {
+            match &scope {
+                ClearScope::Everything => client.require_every_business("clear every business")?,
+                ClearScope::Businesses(businesses) => client.require_businesses(businesses.iter().map(String::as_str))?,
+            }
+        }
         self.reads()?;
         let at = model::now_ms();
         let ops = match scope {
@@ -233,8 +260,22 @@ impl HistoryApi {
     }
 
     /// Pauses or resumes recording for `uid`.
-    pub async fn set_paused(&self, uid: u64, paused: bool) -> Result<(), ApiError> {
+    pub async fn set_paused(&self, uid: u64, paused: bool, client: Option<&Arc<Client>>) -> Result<(), ApiError> {
+        if let Some(client) = client {
+            client.require_every_business("pause or resume recording")?;
+        }
         self.reads()?;
         self.submit(vec![Op::SetRecording { uid, paused, at: model::now_ms() }]).await.map(drop)
+    }
+}
+
+/// 403 unless `client` may touch the business of every item key
+/// (`business:oid`) in `items`.
+fn require_item_businesses(client: Option<&Arc<Client>>, items: &[String]) -> Result<(), ApiError> {
+    match client {
+        Some(client) => {
+            client.require_businesses(items.iter().map(|item| item.split_once(':').map_or(item.as_str(), |(business, _)| business)))
+        }
+        None => Ok(()),
     }
 }

@@ -1,16 +1,19 @@
 //! Bearer-token clients from `[[auth.clients]]`, each with its own rate
-//! limit. With no clients configured the API is open. A presented token is
-//! compared with every client's in constant time, and no token is ever
-//! printed (not even by `Debug`).
+//! limit, scopes (write, read, mutate, admin) and, optionally, the only
+//! businesses it may touch. With no clients configured the API is open. A
+//! presented token is compared with every client's in constant time, and
+//! no token is ever printed (not even by `Debug`).
 
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
 use pipeline::rate_limit::RateLimit;
-use pipeline::topology::{Auth, RateLimitSpec};
+use pipeline::topology::{Auth, RateLimitSpec, Scope};
 
 use crate::error::ApiError;
+use crate::text::quoted_list;
 
 /// A known client.
 #[derive(Debug)]
@@ -21,6 +24,61 @@ pub struct Client {
     limit: Option<RateLimit>,
     /// What the limit was made from.
     spec: Option<RateLimitSpec>,
+    /// What it may do.
+    scopes: BTreeSet<Scope>,
+    /// The only businesses it may touch; `None`: every one.
+    businesses: Option<HashSet<String>>,
+}
+
+impl Client {
+    /// 403 unless the client has `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.contains(&scope) {
+            return Ok(());
+        }
+        let has: Vec<&str> = self.scopes.iter().map(|scope| scope.as_str()).collect();
+        Err(ApiError::Forbidden(format!("client `{}` may not {}: its scopes are {}", self.name, scope_action(scope), has.join(", "))))
+    }
+
+    /// The only businesses the client may touch, if it is limited.
+    pub fn businesses(&self) -> Option<&HashSet<String>> {
+        self.businesses.as_ref()
+    }
+
+    /// 403 naming those of `businesses` the client may not touch.
+    pub fn require_businesses<'a>(&self, businesses: impl IntoIterator<Item = &'a str>) -> Result<(), ApiError> {
+        let Some(allowed) = &self.businesses else { return Ok(()) };
+        let mut refused: Vec<&str> = businesses.into_iter().filter(|business| !allowed.contains(*business)).collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        refused.sort_unstable();
+        refused.dedup();
+        Err(ApiError::Forbidden(format!("client `{}` may not touch business {}; nothing was done", self.name, quoted_list(&refused))))
+    }
+
+    /// 403 if the client is limited to some businesses: for what reaches
+    /// every business of a user at once (a clear of everything, the
+    /// recording switch).
+    pub fn require_every_business(&self, what: &str) -> Result<(), ApiError> {
+        match &self.businesses {
+            None => Ok(()),
+            Some(_) => Err(ApiError::Forbidden(format!(
+                "client `{}` is limited to some businesses and may not {what}, which reaches every business of the user",
+                self.name
+            ))),
+        }
+    }
+}
+
+/// What `scope` lets a client do, for a refusal's message.
+fn scope_action(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Write => "report views (scope `write`)",
+        Scope::Read => "read histories (scope `read`)",
+        Scope::Mutate => "delete, clear or pause (scope `mutate`)",
+        Scope::Admin => "use the operations endpoints (scope `admin`)",
+    }
 }
 
 impl Client {
@@ -79,6 +137,8 @@ impl Clients {
                         name: client.name.clone(),
                         limit: client.rate_limit.as_ref().map(RateLimit::new),
                         spec: client.rate_limit,
+                        scopes: client.effective_scopes().into_iter().collect(),
+                        businesses: client.businesses.as_ref().map(|names| names.iter().cloned().collect()),
                     }),
                 )
             })
@@ -86,12 +146,18 @@ impl Clients {
         Clients { tokens }
     }
 
-    /// Takes over `previous`'s client for every token whose client has
-    /// the same name and rate limit here, so a reload does not hand a
-    /// client a fresh burst.
+    /// Takes over `previous`'s client for every token whose client is the
+    /// same here (name, rate limit, scopes, businesses), so a reload does
+    /// not hand a client a fresh burst.
     pub fn keep_usage_of(&mut self, previous: &Clients) {
         for (token, client) in &mut self.tokens {
-            let same = previous.tokens.iter().find(|(known, old)| known == token && old.name == client.name && old.spec == client.spec);
+            let same = previous.tokens.iter().find(|(known, old)| {
+                known == token
+                    && old.name == client.name
+                    && old.spec == client.spec
+                    && old.scopes == client.scopes
+                    && old.businesses == client.businesses
+            });
             if let Some((_, old)) = same {
                 *client = old.clone();
             }
@@ -101,6 +167,17 @@ impl Clients {
     /// Whether anyone may call without a token.
     pub fn is_open(&self) -> bool {
         self.tokens.is_empty()
+    }
+
+    /// The caller with `scope`, from an `Authorization` value: 401 for a
+    /// missing or unknown token, 403 for a client without the scope; `None`
+    /// when the API is open.
+    pub fn admit(&self, authorization: Option<&str>, scope: Scope) -> Result<Option<Arc<Client>>, ApiError> {
+        let client = self.authenticate(authorization)?;
+        if let Some(client) = &client {
+            client.require(scope)?;
+        }
+        Ok(client)
     }
 
     /// The caller, from an `Authorization` value (`Bearer <token>`), as
@@ -131,7 +208,13 @@ mod tests {
     use pipeline::topology::AuthClient;
 
     fn clients() -> Clients {
-        let client = |name: &str, token: &str| AuthClient { name: name.into(), token: token.into(), rate_limit: None };
+        let client = |name: &str, token: &str| AuthClient {
+            name: name.into(),
+            token: token.into(),
+            rate_limit: None,
+            scopes: None,
+            businesses: None,
+        };
         Clients::new(&Auth {
             clients: vec![client("app", "secret-app-token"), client("admin", "secret-admin-token")],
             allow_unauthenticated: false,

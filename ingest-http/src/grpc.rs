@@ -2,14 +2,17 @@
 //! the HTTP API over tonic, on its own address, calling the same
 //! [`HistoryApi`] — same validation, auth, rate limits and answers.
 //!
-//! Auth reads `authorization: Bearer <token>` from each call's metadata.
-//! tonic does not expose a connection to hang a check on, so the check runs
-//! per call. A call is charged one unit to the client's rate limit, except
+//! Auth reads `authorization: Bearer <token>` from each call's metadata in
+//! an interceptor ([`Gatekeeper`]), before the call's message is awaited:
+//! a caller without a valid token holds nothing while it waits. The scope
+//! and businesses are checked in each call. A call is charged one unit to the client's rate limit, except
 //! `DeleteHistories`, charged per item.
 
 use std::sync::Arc;
 
+use pipeline::topology::Scope;
 use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::api::HistoryApi;
@@ -35,18 +38,53 @@ pub struct GrpcHistory {
 }
 
 impl GrpcHistory {
-    /// The tonic service for `api`.
-    pub fn server(api: Arc<HistoryApi>) -> HistoryServer<GrpcHistory> {
-        HistoryServer::new(GrpcHistory { api })
+    /// The tonic service for `api`, taking messages of at most
+    /// `max_message_bytes`, behind the [`Gatekeeper`].
+    pub fn server(api: Arc<HistoryApi>, max_message_bytes: usize) -> InterceptedService<HistoryServer<GrpcHistory>, Gatekeeper> {
+        let gate = Gatekeeper { api: api.clone() };
+        InterceptedService::new(HistoryServer::new(GrpcHistory { api }).max_decoding_message_size(max_message_bytes), gate)
     }
 
-    /// Refuses while draining; authenticates and charges `units`.
-    fn admit<T>(&self, request: &Request<T>, units: usize) -> Result<Option<Arc<Client>>, Status> {
+    /// Refuses while draining; takes the caller the [`Gatekeeper`] found
+    /// (or authenticates, for a call that did not pass it), checks its
+    /// `scope` and charges `units`.
+    fn admit<T>(&self, request: &Request<T>, scope: Scope, units: usize) -> Result<Option<Arc<Client>>, Status> {
         self.api.refuse_if_draining().map_err(status_of)?;
-        let authorization = request.metadata().get("authorization").and_then(|value| value.to_str().ok());
-        let client = self.api.authenticate(authorization).map_err(status_of)?;
+        let client = match request.extensions().get::<Caller>() {
+            Some(Caller(client)) => client.clone(),
+            None => self.api.authenticate(authorization(request.metadata())).map_err(status_of)?,
+        };
+        if let Some(client) = &client {
+            client.require(scope).map_err(status_of)?;
+        }
         HistoryApi::charge(client.as_ref(), units).map_err(status_of)?;
         Ok(client)
+    }
+}
+
+/// The `authorization` metadata, if it is text.
+fn authorization(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+    metadata.get("authorization").and_then(|value| value.to_str().ok())
+}
+
+/// The caller a call was authenticated as, from its headers.
+#[derive(Clone)]
+struct Caller(Option<Arc<Client>>);
+
+/// Checks every call's token from its headers, before its message is
+/// awaited or decoded: a caller without a valid token is answered
+/// UNAUTHENTICATED at once, and holds nothing while it waits.
+#[derive(Clone)]
+pub struct Gatekeeper {
+    api: Arc<HistoryApi>,
+}
+
+impl tonic::service::Interceptor for Gatekeeper {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        self.api.refuse_if_draining().map_err(status_of)?;
+        let client = self.api.authenticate(authorization(request.metadata())).map_err(status_of)?;
+        request.extensions_mut().insert(Caller(client));
+        Ok(request)
     }
 }
 
@@ -122,20 +160,20 @@ impl GrpcHistory {
 #[tonic::async_trait]
 impl History for GrpcHistory {
     async fn add_history(&self, request: Request<proto::AddHistoryRequest>) -> Result<Response<proto::AddHistoryReply>, Status> {
-        let client = self.admit(&request, 0)?;
+        let client = self.admit(&request, Scope::Write, 0)?;
         let event = request.into_inner().event.ok_or_else(|| Status::invalid_argument("`event` is required (no_events)"))?;
         let result = self.add(client, vec![event]).await?.pop();
         Ok(Response::new(proto::AddHistoryReply { result }))
     }
 
     async fn add_histories(&self, request: Request<proto::AddHistoriesRequest>) -> Result<Response<proto::AddHistoriesReply>, Status> {
-        let client = self.admit(&request, 0)?;
+        let client = self.admit(&request, Scope::Write, 0)?;
         let results = self.add(client, request.into_inner().events).await?;
         Ok(Response::new(proto::AddHistoriesReply { results }))
     }
 
     async fn user_histories(&self, request: Request<proto::UserHistoriesRequest>) -> Result<Response<proto::UserHistoriesReply>, Status> {
-        let client = self.admit(&request, 1)?;
+        let client = self.admit(&request, Scope::Read, 1)?;
         let request = request.into_inner();
         let uid = params::uid_number(request.uid).map_err(status_of)?;
         let limit = (request.limit != 0).then(|| request.limit.to_string());
@@ -149,11 +187,11 @@ impl History for GrpcHistory {
     }
 
     async fn progress(&self, request: Request<proto::ProgressRequest>) -> Result<Response<proto::ProgressReply>, Status> {
-        self.admit(&request, 1)?;
+        let client = self.admit(&request, Scope::Read, 1)?;
         let request = request.into_inner();
         let uid = params::uid_number(request.uid).map_err(status_of)?;
         let items = params::items(request.items.iter().map(String::as_str), &self.api.rules().businesses).map_err(status_of)?;
-        let records = self.api.progress(uid, items.clone()).await.map_err(status_of)?;
+        let records = self.api.progress(uid, items.clone(), client.as_ref()).await.map_err(status_of)?;
         let items =
             items.into_iter().zip(records).map(|(item, record)| proto::ProgressEntry { item, record: record.map(Into::into) }).collect();
         Ok(Response::new(proto::ProgressReply { items }))
@@ -166,37 +204,37 @@ impl History for GrpcHistory {
         // Each item is a delete downstream (a flush and a Kafka message of
         // its own): charged per item, as HTTP charges one item a request.
         let units = request.get_ref().items.len().max(1);
-        self.admit(&request, units)?;
+        let client = self.admit(&request, Scope::Mutate, units)?;
         let request = request.into_inner();
         let uid = params::uid_number(request.uid).map_err(status_of)?;
         let keys: Vec<String> = request.items.iter().map(|key| format!("{}:{}", key.business, key.oid)).collect();
         let items = params::items(keys.iter().map(String::as_str), &self.api.rules().businesses).map_err(status_of)?;
-        self.api.delete(uid, items).await.map_err(status_of)?;
+        self.api.delete(uid, items, client.as_ref()).await.map_err(status_of)?;
         Ok(Response::new(proto::DeleteHistoriesReply {}))
     }
 
     async fn clear_history(&self, request: Request<proto::ClearHistoryRequest>) -> Result<Response<proto::ClearHistoryReply>, Status> {
-        self.admit(&request, 1)?;
+        let client = self.admit(&request, Scope::Mutate, 1)?;
         let request = request.into_inner();
         let uid = params::uid_number(request.uid).map_err(status_of)?;
         // One validator with HTTP's; proto3 cannot tell an empty
         // `business` from an absent one, so empty is "not given".
         let business = (!request.business.is_empty()).then_some(request.business.as_str());
         let scope = params::clear_scope(business, request.all, &self.api.rules().businesses).map_err(status_of)?;
-        self.api.clear(uid, scope).await.map_err(status_of)?;
+        self.api.clear(uid, scope, client.as_ref()).await.map_err(status_of)?;
         Ok(Response::new(proto::ClearHistoryReply {}))
     }
 
     async fn set_recording(&self, request: Request<proto::SetRecordingRequest>) -> Result<Response<proto::RecordingReply>, Status> {
-        self.admit(&request, 1)?;
+        let client = self.admit(&request, Scope::Mutate, 1)?;
         let request = request.into_inner();
         let uid = params::uid_number(request.uid).map_err(status_of)?;
-        self.api.set_paused(uid, request.paused).await.map_err(status_of)?;
+        self.api.set_paused(uid, request.paused, client.as_ref()).await.map_err(status_of)?;
         Ok(Response::new(proto::RecordingReply { paused: request.paused }))
     }
 
     async fn get_recording(&self, request: Request<proto::GetRecordingRequest>) -> Result<Response<proto::RecordingReply>, Status> {
-        self.admit(&request, 1)?;
+        self.admit(&request, Scope::Read, 1)?;
         let uid = params::uid_number(request.into_inner().uid).map_err(status_of)?;
         let paused = self.api.paused(uid).await.map_err(status_of)?;
         Ok(Response::new(proto::RecordingReply { paused }))
@@ -225,7 +263,8 @@ mod tests {
             retry_after_s: 1,
             max_body_bytes: 4096,
         };
-        let client = AuthClient { name: "app".into(), token: "token-0123456789abcdef".into(), rate_limit: limit };
+        let client =
+            AuthClient { name: "app".into(), token: "token-0123456789abcdef".into(), rate_limit: limit, scopes: None, businesses: None };
         let clients = Clients::new(&Auth { clients: vec![client], allow_unauthenticated: false });
         let state = IngestState::new(output, settings, clients, pipeline::health::Health::default());
         GrpcHistory { api: state.api.clone() }

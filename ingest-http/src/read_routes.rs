@@ -29,6 +29,7 @@ use crate::params;
 use crate::query::QueryParams;
 use crate::state::{authorization, IngestState};
 use crate::wire::RecordBody;
+use pipeline::topology::Scope;
 
 /// `GET /history` answer.
 #[derive(Debug, Serialize)]
@@ -63,9 +64,10 @@ pub fn read_router() -> Router<IngestState> {
         .route("/v1/users/{uid}/recording", get(get_recording).put(put_recording))
 }
 
-/// Authenticates the caller and charges one request; answers the caller.
-fn admit(api: &HistoryApi, headers: &HeaderMap) -> Result<Option<Arc<Client>>, ApiError> {
-    let client = api.authenticate(authorization(headers))?;
+/// Authenticates the caller, checks it has `scope` and charges one
+/// request; answers the caller.
+fn admit(api: &HistoryApi, headers: &HeaderMap, scope: Scope) -> Result<Option<Arc<Client>>, ApiError> {
+    let client = api.admit(authorization(headers), scope)?;
     HistoryApi::charge(client.as_ref(), 1)?;
     Ok(client)
 }
@@ -82,7 +84,7 @@ async fn get_history(
     Path(uid): Path<String>,
 ) -> Result<Json<HistoryAnswer>, ApiError> {
     let api = &state.api;
-    let client = admit(api, &headers)?;
+    let client = admit(api, &headers, Scope::Read)?;
     let uid = params::uid(&uid)?;
     let query = query(&uri, &["business", "limit", "cursor"])?;
     let businesses = &api.rules().businesses;
@@ -102,11 +104,11 @@ async fn get_progress(
     Path(uid): Path<String>,
 ) -> Result<Json<ProgressAnswer>, ApiError> {
     let api = &state.api;
-    admit(api, &headers)?;
+    let client = admit(api, &headers, Scope::Read)?;
     let uid = params::uid(&uid)?;
     let query = query(&uri, &["items"])?;
     let items = params::items(query.get("items").unwrap_or_default().split(','), &api.rules().businesses)?;
-    let records = api.progress(uid, items.clone()).await?;
+    let records = api.progress(uid, items.clone(), client.as_ref()).await?;
     Ok(Json(ProgressAnswer { items: items.into_iter().zip(records).map(|(item, record)| (item, record.map(RecordBody::from))).collect() }))
 }
 
@@ -117,11 +119,11 @@ async fn delete_item(
     Path((uid, business, oid)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let api = &state.api;
-    admit(api, &headers)?;
+    let client = admit(api, &headers, Scope::Mutate)?;
     let uid = params::uid(&uid)?;
     query(&uri, &[])?;
     let item = params::item(&format!("{business}:{oid}"), &api.rules().businesses)?;
-    api.delete(uid, vec![item]).await?;
+    api.delete(uid, vec![item], client.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -132,12 +134,12 @@ async fn clear_history(
     Path(uid): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let api = &state.api;
-    admit(api, &headers)?;
+    let client = admit(api, &headers, Scope::Mutate)?;
     let uid = params::uid(&uid)?;
     let query = query(&uri, &["business", "all"])?;
     let all = query.get("all").map(|text| params::switch("all", text)).transpose()?.unwrap_or(false);
     let scope = params::clear_scope(query.get("business"), all, &api.rules().businesses)?;
-    api.clear(uid, scope).await?;
+    api.clear(uid, scope, client.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -148,7 +150,7 @@ async fn get_recording(
     Path(uid): Path<String>,
 ) -> Result<Json<RecordingBody>, ApiError> {
     let api = &state.api;
-    admit(api, &headers)?;
+    admit(api, &headers, Scope::Read)?;
     query(&uri, &[])?;
     let paused = api.paused(params::uid(&uid)?).await?;
     Ok(Json(RecordingBody { paused }))
@@ -166,7 +168,7 @@ async fn put_recording(
 ) -> Result<Json<RecordingBody>, ApiError> {
     let api = &state.api;
     // The token first: nobody unauthenticated makes the server read a body.
-    admit(api, &headers)?;
+    let client = admit(api, &headers, Scope::Mutate)?;
     let uid = params::uid(&uid)?;
     query(&uri, &[])?;
     // A client that stops sending mid-body is not waited for (as for events).
@@ -179,6 +181,6 @@ async fn put_recording(
         code: "invalid_body",
         message: format!("the body must be {{\"paused\": true|false}}: {error}"),
     })?;
-    api.set_paused(uid, wanted.paused).await?;
+    api.set_paused(uid, wanted.paused, client.as_ref()).await?;
     Ok(Json(wanted))
 }

@@ -18,6 +18,7 @@ use crate::event::decode_events;
 use crate::events::HttpRequest;
 use crate::state::{authorization, IngestState};
 use crate::wire::EventsAnswer;
+use pipeline::topology::Scope;
 
 /// The API routes (without the admin ones): events, history, progress,
 /// deletes, clear and the recording switch.
@@ -106,7 +107,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
 
 async fn post_events(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Result<Json<EventsAnswer>, ApiError> {
     let api = &state.api;
-    let client = api.authenticate(authorization(&headers))?;
+    let client = api.admit(authorization(&headers), Scope::Write)?;
     if !is_json(&headers) {
         return Err(ApiError::UnsupportedMediaType);
     }

@@ -85,6 +85,12 @@ pub trait StageSpec: DeserializeOwned + fmt::Debug + Send + Sync + 'static {
     fn check(&self) -> Vec<String> {
         Vec::new()
     }
+    /// The addresses the stage serves clients on, by field name
+    /// (`listen`, `grpc_listen`): validation refuses one other machines
+    /// can reach while `[auth]` has no clients.
+    fn client_listeners(&self) -> Vec<(&'static str, &str)> {
+        Vec::new()
+    }
     /// What the live page shows of this stage besides its events in and
     /// out (commits per second, consumer lag, ...).
     fn figures(&self) -> Vec<crate::view::Figure> {
@@ -186,12 +192,61 @@ pub struct AuthClient {
     /// This client's own limit, in events per second; exceeding it answers
     /// 429 with `Retry-After`.
     pub rate_limit: Option<RateLimitSpec>,
+    /// What the client may do; [`Scope::DEFAULT`] (write, read, mutate)
+    /// when absent. Only `admin` reloads the topology and reads the
+    /// operations endpoints.
+    pub scopes: Option<Vec<Scope>>,
+    /// The businesses the client may write, read and change; every
+    /// registered one when absent.
+    pub businesses: Option<Vec<String>>,
+}
+
+impl AuthClient {
+    /// The client's scopes, the default filled in.
+    pub fn effective_scopes(&self) -> Vec<Scope> {
+        self.scopes.clone().unwrap_or_else(|| Scope::DEFAULT.to_vec())
+    }
 }
 
 impl fmt::Debug for AuthClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print the token.
-        f.debug_struct("AuthClient").field("name", &self.name).field("rate_limit", &self.rate_limit).finish_non_exhaustive()
+        f.debug_struct("AuthClient")
+            .field("name", &self.name)
+            .field("rate_limit", &self.rate_limit)
+            .field("scopes", &self.scopes)
+            .field("businesses", &self.businesses)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a client may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Report views (`POST /v1/events`, `AddHistory`, `AddHistories`).
+    Write,
+    /// Read history, progress and the recording switch.
+    Read,
+    /// Delete items, clear histories, pause and resume recording.
+    Mutate,
+    /// Reload the topology, read `/metrics`, `/admin/stats`,
+    /// `/admin/topology` and the live page.
+    Admin,
+}
+
+impl Scope {
+    /// A client's scopes when its entry names none.
+    pub const DEFAULT: [Scope; 3] = [Scope::Write, Scope::Read, Scope::Mutate];
+
+    /// The name `scopes` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Write => "write",
+            Scope::Read => "read",
+            Scope::Mutate => "mutate",
+            Scope::Admin => "admin",
+        }
     }
 }
 

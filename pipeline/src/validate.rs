@@ -40,6 +40,7 @@ pub fn validate<S: StageSpec>(topology: &Topology<S>) -> Vec<Problem> {
     check_settings(topology, &mut problems);
     check_businesses(topology, &mut problems);
     check_auth(topology, &mut problems);
+    check_exposure(topology, &mut problems);
     check_names(topology, &mut problems);
     check_stages(topology, &mut problems);
     check_cycles(topology, &mut problems);
@@ -93,6 +94,54 @@ fn check_auth<S: StageSpec>(topology: &Topology<S>, problems: &mut Vec<Problem>)
                 problems.push(Problem::auth(format!("client `{name}`: `rate_limit.per_second` and `rate_limit.burst` must be at least 1")));
             }
         }
+        if client.scopes.as_ref().is_some_and(Vec::is_empty) {
+            problems.push(Problem::auth(format!(
+                "client `{name}`: `scopes` is empty, so the client could do nothing; name some of write, read, mutate, admin, or leave it out"
+            )));
+        }
+        if let Some(businesses) = &client.businesses {
+            if businesses.is_empty() {
+                problems.push(Problem::auth(format!(
+                    "client `{name}`: `businesses` is empty, so the client could touch nothing; name some, or leave it out for all"
+                )));
+            }
+            let unknown: Vec<&str> = businesses.iter().map(String::as_str).filter(|b| !topology.businesses.contains_key(*b)).collect();
+            if !unknown.is_empty() {
+                problems.push(Problem::auth(format!("client `{name}`: `businesses` names {unknown:?}, not registered in [businesses]")));
+            }
+        }
+    }
+}
+
+/// Whether `address` (host:port) can be reached from other machines: not a
+/// loopback address. One that does not parse is reported elsewhere.
+fn reachable_from_elsewhere(address: &str) -> bool {
+    address.parse::<SocketAddr>().is_ok_and(|address| !address.ip().is_loopback())
+}
+
+/// Listeners other machines can reach while `[auth]` has no clients: anyone
+/// could write and delete any user's history, or reload the topology.
+fn check_exposure<S: StageSpec>(topology: &Topology<S>, problems: &mut Vec<Problem>) {
+    let auth = &topology.auth;
+    if !auth.clients.is_empty() || auth.allow_unauthenticated {
+        return;
+    }
+    const FIX: &str = "add [[auth.clients]], listen on loopback, or set `allow_unauthenticated = true` in [auth]";
+    for stage in &topology.stages {
+        for (field, address) in stage.config.client_listeners() {
+            if reachable_from_elsewhere(address) {
+                problems.push(Problem::stage(
+                    &stage.name,
+                    format!("`{field}` = {address:?} is reachable from other machines and [auth] has no clients, so anyone could write and delete any user's history: {FIX}"),
+                ));
+            }
+        }
+    }
+    if reachable_from_elsewhere(&topology.settings.admin_listen) {
+        problems.push(Problem::pipeline(format!(
+            "`admin_listen` = {:?} is reachable from other machines and [auth] has no clients, so anyone could reload the topology and read the metrics: {FIX}",
+            topology.settings.admin_listen
+        )));
     }
 }
 

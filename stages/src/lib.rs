@@ -112,6 +112,15 @@ impl StageSpec for StageConfig {
         matches!(self, StageConfig::HttpIngest(_))
     }
 
+    fn client_listeners(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            StageConfig::HttpIngest(config) => std::iter::once(("listen", config.listen.as_str()))
+                .chain(config.grpc_listen.as_deref().map(|address| ("grpc_listen", address)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     fn figures(&self) -> Vec<pipeline::view::Figure> {
         match self {
             StageConfig::HttpIngest(_) => ingest_http::figures(),

@@ -156,6 +156,29 @@ fn broken_topologies_report_exact_messages() {
             &["stage `kafka_batch`: `min_insync_replicas` = 3 must be from 1 to `replication_factor` (2): a write cannot wait for more copies than exist"],
         ),
         (
+            "an open API and admin listener other machines can reach",
+            &[
+                ("[businesses]", "[pipeline]\nadmin_listen = \"0.0.0.0:9464\"\n\n[businesses]"),
+                ("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"\ngrpc_listen = \"10.1.2.3:50051\""),
+            ],
+            &[
+                "stage `ingest`: `listen` = \"0.0.0.0:8080\" is reachable from other machines and [auth] has no clients, so anyone could write and delete any user's history: add [[auth.clients]], listen on loopback, or set `allow_unauthenticated = true` in [auth]",
+                "stage `ingest`: `grpc_listen` = \"10.1.2.3:50051\" is reachable from other machines and [auth] has no clients, so anyone could write and delete any user's history: add [[auth.clients]], listen on loopback, or set `allow_unauthenticated = true` in [auth]",
+                "[pipeline]: `admin_listen` = \"0.0.0.0:9464\" is reachable from other machines and [auth] has no clients, so anyone could reload the topology and read the metrics: add [[auth.clients]], listen on loopback, or set `allow_unauthenticated = true` in [auth]",
+            ],
+        ),
+        (
+            "a client with no scopes, and one limited to unregistered businesses",
+            &[(
+                "[businesses]",
+                "[[auth.clients]]\nname = \"idle\"\ntoken = \"idle-token-0123456789\"\nscopes = []\n\n[[auth.clients]]\nname = \"comics\"\ntoken = \"comic-token-0123456789\"\nscopes = [\"read\", \"admin\"]\nbusinesses = [\"comic\", \"archive\"]\n\n[businesses]",
+            )],
+            &[
+                "[auth]: client `idle`: `scopes` is empty, so the client could do nothing; name some of write, read, mutate, admin, or leave it out",
+                "[auth]: client `comics`: `businesses` names [\"comic\"], not registered in [businesses]",
+            ],
+        ),
+        (
             "no copy at all",
             &[("brokers = \"127.0.0.1:9092\"", "brokers = \"127.0.0.1:9092\"\nreplication_factor = 0")],
             &["stage `kafka_batch`: `replication_factor` must be at least 1"],
