@@ -35,6 +35,7 @@ pub fn run(path: &Path, role: RoleSelection, embedded: bool, watch: bool) -> Exi
             return code;
         }
     }
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -58,6 +59,16 @@ pub fn run(path: &Path, role: RoleSelection, embedded: bool, watch: bool) -> Exi
         };
         run_topology(Loaded { path, text, topology }, role, embedded, watch).await
     })
+}
+
+/// Raises the open-file limit to its hard limit: every connection, open
+/// until its deadline, holds a file descriptor, and a low soft limit made
+/// ordinary requests fail while silent ones held the rest.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit; connections beyond it are refused by the system"),
+    }
 }
 
 /// Looks at `path` every half second until a changed text of it

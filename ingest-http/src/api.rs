@@ -15,6 +15,7 @@ use crate::auth::{Client, Clients};
 use crate::error::ApiError;
 use crate::event::EventRules;
 use crate::params::ClearScope;
+use crate::serve::ConnectionLimits;
 use history_read::{HistoryReader, Page, PageError, PageQuery, ReadError};
 use pipeline::health::Health;
 use pipeline::topology::Scope;
@@ -45,6 +46,8 @@ pub struct ApiConfig {
     pub clients: Clients,
     /// Where reads go (none: the read routes answer 501).
     pub reads: Option<Arc<HistoryReader>>,
+    /// The HTTP listener's connection limits.
+    pub connections: ConnectionLimits,
 }
 
 /// The API's reloadable part, replaced whole: each step of a call (the

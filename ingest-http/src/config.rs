@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use pipeline::problem::require_at_least;
+use pipeline::problem::require_within;
 use serde::Deserialize;
 
 /// `[[stages]] type = "http_ingest"`: the HTTP source of events.
@@ -37,7 +37,39 @@ pub struct HttpIngestConfig {
     /// `"hbase"` (items Redis lacks are looked up in HBase).
     #[serde(default)]
     pub progress_fallback: ProgressFallback,
+    /// HTTP: longest a connection may take to send a request's head, from
+    /// its accept or from the first byte after an idle wait; then it is
+    /// closed.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// HTTP: longest a kept-alive connection may wait for its next
+    /// request; then it is closed.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// HTTP: connections open at once, at most; past it a new connection
+    /// is answered 503 and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// gRPC: connections open at once, at most; past it a new connection
+    /// is closed at once. Fixed at start.
+    #[serde(default = "default_grpc_max_connections")]
+    pub grpc_max_connections: usize,
+    /// gRPC: streams (calls) open at once on one connection, at most; the
+    /// client is told so in its HTTP/2 settings. Fixed at start.
+    #[serde(default = "default_grpc_max_streams_per_connection")]
+    pub grpc_max_streams_per_connection: u32,
 }
+
+/// Largest `max_connections` or `grpc_max_connections` accepted.
+pub const MAX_CONNECTIONS_LIMIT: u64 = 1_000_000;
+/// Largest `grpc_max_streams_per_connection` accepted.
+pub const MAX_STREAMS_LIMIT: u64 = 10_000;
+/// Largest `max_body_bytes` accepted (1 GiB).
+pub const MAX_BODY_BYTES_LIMIT: u64 = 1 << 30;
+/// Largest `max_events_per_request` accepted.
+pub const MAX_EVENTS_LIMIT: u64 = 100_000;
+/// Longest timeout accepted, in ms (an hour).
+pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
 
 /// Where progress look-ups go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -66,6 +98,21 @@ fn default_request_timeout_ms() -> u64 {
 fn default_retry_after_s() -> u32 {
     1
 }
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_grpc_max_connections() -> usize {
+    1_000
+}
+fn default_grpc_max_streams_per_connection() -> u32 {
+    128
+}
 
 impl HttpIngestConfig {
     /// Stage-local problems, each naming its field.
@@ -80,9 +127,20 @@ impl HttpIngestConfig {
         if self.grpc_listen.as_ref().is_some_and(|grpc| *grpc == self.listen) {
             problems.push("`grpc_listen` must differ from `listen`".to_owned());
         }
-        require_at_least(&mut problems, "max_body_bytes", self.max_body_bytes as u64, 1);
-        require_at_least(&mut problems, "max_events_per_request", self.max_events_per_request as u64, 1);
-        require_at_least(&mut problems, "request_timeout_ms", self.request_timeout_ms, 1);
+        let ranges: [(&str, u64, u64); 9] = [
+            ("max_body_bytes", self.max_body_bytes as u64, MAX_BODY_BYTES_LIMIT),
+            ("max_events_per_request", self.max_events_per_request as u64, MAX_EVENTS_LIMIT),
+            ("request_timeout_ms", self.request_timeout_ms, MAX_TIMEOUT_MS),
+            ("retry_after_s", u64::from(self.retry_after_s), MAX_TIMEOUT_MS / 1000),
+            ("header_read_timeout_ms", self.header_read_timeout_ms, MAX_TIMEOUT_MS),
+            ("idle_timeout_ms", self.idle_timeout_ms, MAX_TIMEOUT_MS),
+            ("max_connections", self.max_connections as u64, MAX_CONNECTIONS_LIMIT),
+            ("grpc_max_connections", self.grpc_max_connections as u64, MAX_CONNECTIONS_LIMIT),
+            ("grpc_max_streams_per_connection", u64::from(self.grpc_max_streams_per_connection), MAX_STREAMS_LIMIT),
+        ];
+        for (field, value, most) in &ranges {
+            require_within(&mut problems, field, *value, 1, *most);
+        }
         problems
     }
 }

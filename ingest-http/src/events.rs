@@ -39,3 +39,76 @@ impl HttpRequest {
         metrics::histogram!(Self::DURATION, "route" => route, "method" => method).record(took.as_secs_f64());
     }
 }
+
+/// An HTTP connection was accepted; the gauge counts it down when the
+/// returned guard drops.
+pub(crate) struct ConnectionOpened;
+
+impl ConnectionOpened {
+    /// `histflow_http_connections`: connections open now.
+    const OPEN: &'static str = "histflow_http_connections";
+
+    /// Counts the connection open until the guard drops.
+    pub fn emit() -> OpenConnection {
+        metrics::gauge!(Self::OPEN).increment(1.0);
+        OpenConnection
+    }
+}
+
+/// One open HTTP connection, counted while it lives.
+pub(crate) struct OpenConnection;
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(ConnectionOpened::OPEN).decrement(1.0);
+    }
+}
+
+/// An HTTP connection was closed by its clock: it took too long to send a
+/// request's head, or sat idle too long between requests.
+pub(crate) struct ConnectionClosed {
+    /// `header_timeout` or `idle_timeout`.
+    pub reason: &'static str,
+}
+
+impl ConnectionClosed {
+    /// `histflow_http_connections_closed_total{reason}`.
+    const METRIC: &'static str = "histflow_http_connections_closed_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::METRIC, "reason" => self.reason).increment(1);
+        tracing::debug!(reason = self.reason, "closed an HTTP connection that sent no complete request in time");
+    }
+}
+
+/// A connection over the cap was answered 503 and closed.
+pub(crate) struct ConnectionRefused {
+    /// The cap.
+    pub max_connections: usize,
+}
+
+impl ConnectionRefused {
+    /// `histflow_http_connections_refused_total`.
+    const METRIC: &'static str = "histflow_http_connections_refused_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::METRIC).increment(1);
+        tracing::debug!(max_connections = self.max_connections, "refused an HTTP connection: the listener is at its cap");
+    }
+}
+
+/// A gRPC connection over the cap was closed at once.
+pub(crate) struct GrpcConnectionRefused {
+    /// The cap.
+    pub max_connections: usize,
+}
+
+impl GrpcConnectionRefused {
+    /// `histflow_grpc_connections_refused_total`.
+    const METRIC: &'static str = "histflow_grpc_connections_refused_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::METRIC).increment(1);
+        tracing::debug!(max_connections = self.max_connections, "closed a gRPC connection: the listener is at its cap");
+    }
+}

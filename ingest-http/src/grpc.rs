@@ -40,7 +40,7 @@ pub struct GrpcHistory {
 impl GrpcHistory {
     /// The tonic service for `api`, taking messages of at most
     /// `max_message_bytes`, behind the [`Gatekeeper`].
-    pub fn server(api: Arc<HistoryApi>, max_message_bytes: usize) -> InterceptedService<HistoryServer<GrpcHistory>, Gatekeeper> {
+    pub fn server(api: Arc<HistoryApi>, max_message_bytes: usize) -> GrpcService {
         let gate = Gatekeeper { api: api.clone() };
         InterceptedService::new(HistoryServer::new(GrpcHistory { api }).max_decoding_message_size(max_message_bytes), gate)
     }
@@ -66,6 +66,9 @@ impl GrpcHistory {
 fn authorization(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
     metadata.get("authorization").and_then(|value| value.to_str().ok())
 }
+
+/// The service the gRPC listener serves: the calls behind the gatekeeper.
+pub type GrpcService = InterceptedService<HistoryServer<GrpcHistory>, Gatekeeper>;
 
 /// The caller a call was authenticated as, from its headers.
 #[derive(Clone)]

@@ -21,8 +21,12 @@
 //! - `read_routes`: history, progress, delete, clear and recording over
 //!   HTTP.
 //! - `grpc`: the same API as a tonic service (`histflow.api.v1.History`).
+//! - `grpc_serve`: the gRPC listener, bounded (connections, streams per
+//!   connection, a deadline per call, keep-alive).
 //! - `wire`: records and results as JSON and gRPC carry them.
 //! - `events`: what the HTTP edge counts.
+//! - `serve`: the HTTP listener's connections, bounded (count, head and
+//!   idle deadlines).
 //! - `stage`: the `http_ingest` stage serving HTTP and gRPC.
 //! - `admin`: `/metrics`, `/healthz`, `/readyz`, `/admin/stats` and
 //!   `/ui`, merged into the ingest server or served alone when no ingest
@@ -39,10 +43,12 @@ pub mod error;
 pub mod event;
 mod events;
 pub mod grpc;
+pub mod grpc_serve;
 pub mod params;
 pub mod query;
 pub mod read_routes;
 pub mod router;
+pub mod serve;
 pub mod stage;
 pub mod state;
 pub mod stats;

@@ -28,7 +28,9 @@ use crate::auth::Clients;
 use crate::config::HttpIngestConfig;
 use crate::event::EventRules;
 use crate::grpc::GrpcHistory;
+use crate::grpc_serve::{serve_grpc, GrpcLimits};
 use crate::router::ingest_router;
+use crate::serve::{self, ConnectionLimits};
 use crate::state::{IngestSettings, IngestState};
 
 /// How long past `request_timeout_ms` the stop waits for open requests.
@@ -38,6 +40,8 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 pub struct HttpIngestStage {
     listener: TcpListener,
     grpc_listener: Option<TcpListener>,
+    /// Fixed at start: a reload does not change them.
+    grpc_limits: GrpcLimits,
     live: Arc<LiveApi>,
     admin: AdminState,
 }
@@ -95,7 +99,13 @@ pub fn api_config(
         retry_after_s: u64::from(config.retry_after_s),
         max_body_bytes: config.max_body_bytes,
     };
-    Ok(settings.into_config(Clients::new(auth), reads))
+    let mut api = settings.into_config(Clients::new(auth), reads);
+    api.connections = ConnectionLimits {
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        max_connections: config.max_connections,
+    };
+    Ok(api)
 }
 
 impl HttpIngestStage {
@@ -116,7 +126,12 @@ impl HttpIngestStage {
         if api.clients.is_open() {
             tracing::warn!(listen = %config.listen, "no [[auth.clients]] configured: the API is open to anyone who can reach it");
         }
-        Ok(HttpIngestStage { listener, grpc_listener, live: LiveApi::new(api), admin })
+        let grpc_limits = GrpcLimits {
+            max_connections: config.grpc_max_connections,
+            max_streams_per_connection: config.grpc_max_streams_per_connection,
+            call_timeout: Duration::from_millis(config.request_timeout_ms) + DRAIN_GRACE,
+        };
+        Ok(HttpIngestStage { listener, grpc_listener, grpc_limits, live: LiveApi::new(api), admin })
     }
 
     /// The API's configuration, which a reload replaces in place.
@@ -128,7 +143,7 @@ impl HttpIngestStage {
 impl Stage<Batch> for HttpIngestStage {
     fn run(self: Box<Self>, cx: StageContext<Batch>) -> StageFuture {
         async move {
-            let HttpIngestStage { listener, grpc_listener, live, admin } = *self;
+            let HttpIngestStage { listener, grpc_listener, grpc_limits, live, admin } = *self;
             let config = live.current();
             let drain_limit = config.settings.request_timeout + DRAIN_GRACE;
             // gRPC takes no larger a message than HTTP takes a body (tonic's
@@ -137,24 +152,22 @@ impl Stage<Batch> for HttpIngestStage {
             let max_message_bytes = config.max_body_bytes;
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let addr = listener.local_addr()?;
-            let state = IngestState::live(cx.output, live, admin.health.clone());
+            let state = IngestState::live(cx.output, live.clone(), admin.health.clone());
             let api = state.api();
             let app = ingest_router(state).merge(admin_router(admin));
             tracing::info!(stage = %cx.name, %addr, "API listening (POST /v1/events, /v1/users/..., /metrics, /healthz, /readyz)");
             let stop = cx.shutdown.clone();
-            let http = async move { axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await };
+            let limits_of = live.clone();
+            let http = async move {
+                serve::serve(listener, app, move || limits_of.current().connections, stop).await;
+                Ok::<(), std::io::Error>(())
+            };
             let grpc = match grpc_listener {
                 None => None,
                 Some(grpc_listener) => {
                     let grpc_listener = tokio::net::TcpListener::from_std(grpc_listener)?;
                     tracing::info!(stage = %cx.name, addr = %grpc_listener.local_addr()?, "gRPC listening (histflow.api.v1.History)");
-                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
-                    let stop = cx.shutdown.clone();
-                    Some(
-                        tonic::transport::Server::builder()
-                            .add_service(GrpcHistory::server(api, max_message_bytes))
-                            .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
-                    )
+                    Some(serve_grpc(grpc_listener, GrpcHistory::server(api, max_message_bytes), grpc_limits, cx.shutdown.clone()))
                 }
             };
             let serving = async move {

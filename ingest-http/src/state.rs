@@ -37,7 +37,13 @@ impl IngestSettings {
     /// The API's reloadable configuration with these settings.
     pub fn into_config(self, clients: Clients, reads: Option<Arc<HistoryReader>>) -> ApiConfig {
         let IngestSettings { rules, request_timeout, retry_after_s, max_body_bytes } = self;
-        ApiConfig { settings: ApiSettings { rules, request_timeout, retry_after_s }, max_body_bytes, clients, reads }
+        ApiConfig {
+            settings: ApiSettings { rules, request_timeout, retry_after_s },
+            max_body_bytes,
+            clients,
+            reads,
+            connections: crate::serve::ConnectionLimits::default(),
+        }
     }
 
     /// A live configuration holding these settings.

@@ -76,11 +76,15 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Adds "`field` must be at least `min`" to `problems` when `value` is
-/// smaller: the range check every stage config makes.
-pub fn require_at_least(problems: &mut Vec<String>, field: &str, value: impl Into<u64>, min: u64) {
-    if value.into() < min {
+/// Adds a problem when `value` is below `min` or above `max` (a value so
+/// large it can only be a typo, or would let one setting take the
+/// machine).
+pub fn require_within(problems: &mut Vec<String>, field: &str, value: impl Into<u64>, min: u64, max: u64) {
+    let value = value.into();
+    if value < min {
         problems.push(format!("`{field}` must be at least {min}"));
+    } else if value > max {
+        problems.push(format!("`{field}` = {value} is more than {max}, the most accepted"));
     }
 }
 

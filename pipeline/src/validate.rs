@@ -198,6 +198,10 @@ fn check_stages<S: StageSpec>(topology: &Topology<S>, problems: &mut Vec<Problem
     }
 }
 
+/// Largest edge `capacity` accepted: events an edge may hold in memory. A
+/// `capacity = 1000000000000` is a typo, not a plan.
+pub const MAX_EDGE_CAPACITY: usize = 10_000_000;
+
 fn check_edges<S: StageSpec>(all: &[Node<'_, S>], node: &Node<'_, S>, problems: &mut Vec<Problem>) {
     let name = node.name;
     let mut seen_inputs = HashSet::new();
@@ -208,6 +212,14 @@ fn check_edges<S: StageSpec>(all: &[Node<'_, S>], node: &Node<'_, S>, problems: 
         }
         if input.capacity == 0 {
             problems.push(Problem::stage(name, format!("input `{from}`: `capacity` must be at least 1")));
+        } else if input.capacity > MAX_EDGE_CAPACITY {
+            problems.push(Problem::stage(
+                name,
+                format!(
+                    "input `{from}`: `capacity` = {} is more than {MAX_EDGE_CAPACITY}, the most accepted (events held in memory)",
+                    input.capacity
+                ),
+            ));
         }
         let Some(upstream) = all.iter().find(|other| other.name == from) else {
             problems.push(Problem::stage(name, format!("input `{from}` is not a stage of this topology")));

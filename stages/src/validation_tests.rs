@@ -104,6 +104,18 @@ fn broken_topologies_report_exact_messages() {
         ),
         ("capacity 0", &[("capacity = 1024", "capacity = 0")], &["stage `realtime`: input `ingest`: `capacity` must be at least 1"]),
         (
+            "capacity and limits past their bounds",
+            &[
+                ("capacity = 1024", "capacity = 1000000000000"),
+                ("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:8080\"\nmax_connections = 5000000\nrequest_timeout_ms = 86400000"),
+            ],
+            &[
+                "stage `realtime`: input `ingest`: `capacity` = 1000000000000 is more than 10000000, the most accepted (events held in memory)",
+                "stage `ingest`: `request_timeout_ms` = 86400000 is more than 3600000, the most accepted",
+                "stage `ingest`: `max_connections` = 5000000 is more than 1000000, the most accepted",
+            ],
+        ),
+        (
             "zero rate",
             &[("inputs = [\"realtime\"]", "inputs = [\"realtime\"]\nrate_limit = { per_second = 0, burst = 0 }")],
             &["stage `aggregate`: `rate_limit.per_second` must be at least 1", "stage `aggregate`: `rate_limit.burst` must be at least 1"],

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use model::Batch;
-use pipeline::problem::require_at_least;
+use pipeline::problem::require_within;
 use pipeline::Stage;
 use serde::Deserialize;
 
@@ -53,9 +53,10 @@ impl AggregateConfig {
     /// Stage-local problems, each naming its field.
     pub fn check(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        require_at_least(&mut problems, "shards", self.shards as u64, 1);
-        require_at_least(&mut problems, "flush_max_entries", self.flush_max_entries as u64, 1);
-        require_at_least(&mut problems, "flush_interval_ms", self.flush_interval_ms, 1);
+        require_within(&mut problems, "shards", self.shards as u64, 1, 4096);
+        require_within(&mut problems, "flush_max_entries", self.flush_max_entries as u64, 1, 10_000_000);
+        require_within(&mut problems, "max_pending_entries", self.max_pending_entries as u64, 1, 100_000_000);
+        require_within(&mut problems, "flush_interval_ms", self.flush_interval_ms, 1, 3_600_000);
         if self.max_pending_entries < self.flush_max_entries {
             problems.push(format!(
                 "`max_pending_entries` ({}) must be at least `flush_max_entries` ({})",

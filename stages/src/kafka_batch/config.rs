@@ -4,7 +4,7 @@ use backends::kafka::Replication;
 pub use model::codec::Payload;
 use model::Batch;
 use pipeline::plan::{Half, RoleSelection};
-use pipeline::problem::require_at_least;
+use pipeline::problem::require_within;
 use pipeline::Stage;
 use serde::Deserialize;
 
@@ -119,9 +119,10 @@ impl KafkaBatchConfig {
         if self.consumer_group.is_empty() {
             problems.push("`consumer_group` must not be empty".to_owned());
         }
-        require_at_least(&mut problems, "max_message_bytes", self.max_message_bytes as u64, 16 * 1024);
-        require_at_least(&mut problems, "partitions", self.partitions as u64, 1);
-        require_at_least(&mut problems, "replication_factor", u64::from(self.replication_factor), 1);
+        require_within(&mut problems, "max_message_bytes", self.max_message_bytes as u64, 16 * 1024, 64 << 20);
+        require_within(&mut problems, "partitions", self.partitions as u64, 1, 100_000);
+        require_within(&mut problems, "replication_factor", u64::from(self.replication_factor), 1, 16);
+        require_within(&mut problems, "hold_max_bytes", self.hold_max_bytes as u64, 0, 4 << 30);
         if let Some(copies) = self.min_insync_replicas {
             if copies == 0 || copies > self.replication_factor {
                 problems.push(format!(
@@ -130,7 +131,7 @@ impl KafkaBatchConfig {
                 ));
             }
         }
-        require_at_least(&mut problems, "embedded_queue_batches", self.embedded_queue_batches as u64, 1);
+        require_within(&mut problems, "embedded_queue_batches", self.embedded_queue_batches as u64, 1, 1_000_000);
         problems
     }
 }

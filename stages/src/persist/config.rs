@@ -3,7 +3,7 @@
 use backends::history_table::HistoryTable;
 use backends::user_state::{CallShape, UserStore};
 use model::Batch;
-use pipeline::problem::require_at_least;
+use pipeline::problem::require_within;
 use pipeline::{RateLimitSpec, Stage};
 use serde::Deserialize;
 
@@ -90,12 +90,12 @@ impl PersistConfig {
         if self.table.is_empty() {
             problems.push("`table` must not be empty".to_owned());
         }
-        require_at_least(&mut problems, "batch_rows", self.batch_rows as u64, 1);
-        require_at_least(&mut problems, "write_rate_limit.per_second", self.write_rate_limit.per_second, 1);
-        require_at_least(&mut problems, "write_rate_limit.burst", self.write_rate_limit.burst_or_default(), 1);
-        require_at_least(&mut problems, "flush_max_rows", self.flush_max_rows as u64, 1);
-        require_at_least(&mut problems, "flush_max_ops", self.flush_max_ops as u64, 1);
-        require_at_least(&mut problems, "flush_interval_ms", self.flush_interval_ms, 1);
+        require_within(&mut problems, "batch_rows", self.batch_rows as u64, 1, 100_000);
+        require_within(&mut problems, "write_rate_limit.per_second", self.write_rate_limit.per_second, 1, 10_000_000);
+        require_within(&mut problems, "write_rate_limit.burst", self.write_rate_limit.burst_or_default(), 1, 10_000_000);
+        require_within(&mut problems, "flush_max_rows", self.flush_max_rows as u64, 1, 10_000_000);
+        require_within(&mut problems, "flush_max_ops", self.flush_max_ops as u64, 1, 100_000_000);
+        require_within(&mut problems, "flush_interval_ms", self.flush_interval_ms, 1, 3_600_000);
         problems.extend(self.retention_sweep.check());
         problems
     }

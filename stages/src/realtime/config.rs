@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use backends::user_state::CallShape;
 use model::Batch;
-use pipeline::problem::require_at_least;
+use pipeline::problem::require_within;
 use pipeline::Stage;
 use serde::Deserialize;
 
@@ -102,14 +102,14 @@ impl RealtimeConfig {
                 self.redis_url
             ));
         }
-        require_at_least(&mut problems, "max_items_per_user", self.max_items_per_user as u64, 1);
+        require_within(&mut problems, "max_items_per_user", self.max_items_per_user as u64, 1, 1_000_000);
         if self.group_commit_linger_us > 100_000 {
             problems.push("`group_commit_linger_us` must be at most 100000 (0.1 s): every request waits for it".to_owned());
         }
-        require_at_least(&mut problems, "script_max_events", self.script_max_events as u64, 1);
-        require_at_least(&mut problems, "max_in_flight_commits", self.max_in_flight_commits as u64, 1);
-        require_at_least(&mut problems, "group_commit_max_events", self.group_commit_max_events as u64, 1);
-        require_at_least(&mut problems, "redrive_every_ms", self.redrive_every_ms, 10);
+        require_within(&mut problems, "script_max_events", self.script_max_events as u64, 1, 100_000);
+        require_within(&mut problems, "max_in_flight_commits", self.max_in_flight_commits as u64, 1, 1024);
+        require_within(&mut problems, "group_commit_max_events", self.group_commit_max_events as u64, 1, 100_000);
+        require_within(&mut problems, "redrive_every_ms", self.redrive_every_ms, 10, 3_600_000);
         problems
     }
 }
