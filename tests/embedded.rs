@@ -137,3 +137,41 @@ async fn sigterm_mid_traffic_loses_no_acknowledged_event() {
         &missing[..missing.len().min(10)]
     );
 }
+
+/// One process per data directory: a second `--embedded` on the same
+/// directory exits at once naming the process that holds it, and the first
+/// goes on serving. (Two once opened the same store, with no lock.)
+#[tokio::test]
+async fn a_second_embedded_process_on_the_same_data_directory_refuses_to_start() {
+    let data = tempfile::tempdir().unwrap();
+    let http = common::free_port();
+    let first = Histflow::start(&topology(http, data.path(), "ids"), http, &["--embedded"]).await;
+    let second_http = common::free_port();
+    let (_dir, path) = common::temp_file("second.toml", &topology(second_http, data.path(), "ids"));
+    let mut second = common::histflow()
+        .args(["run", "--embedded"])
+        .arg(&path)
+        .env("GRPC_ADDR", format!("127.0.0.1:{}", common::free_port()))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = second.kill();
+            panic!("a second histflow on the same data directory kept running");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let holder = format!("is in use by another process (pid {}", first.pid().unwrap());
+    assert!(stderr.contains(&holder), "expected {holder:?} in:\n{stderr}");
+    let (status, answer) = post(&reqwest::Client::new(), &first.base, &event(1, 1, 1, now_ms())).await.unwrap();
+    assert_eq!(status, 200, "the first process stopped serving: {answer}");
+}

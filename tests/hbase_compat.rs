@@ -223,3 +223,34 @@ fn idle_connections_are_closed_so_they_cannot_lock_everyone_out() {
     }
     drop(idle);
 }
+
+/// With every slot held by idle connections and the default 60 s idle
+/// timeout, a new client is served at once: the connection idle longest
+/// is closed to make room. (Before, every real client was refused until
+/// the idle ones timed out, a minute later.)
+#[test]
+fn a_new_client_takes_the_slot_of_the_connection_idle_longest() {
+    use std::io::Read;
+    let compat = Server::start();
+    let mut idle: Vec<std::net::TcpStream> = (0..256).map(|_| std::net::TcpStream::connect(compat.address()).unwrap()).collect();
+    // Idle long enough to be evicted (1 s), far short of the idle timeout.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    for attempt in 0..3 {
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compat.client().get_table_names().is_ok())).unwrap_or(false);
+        assert!(served, "new client {attempt} was refused while every slot was held by an idle connection");
+    }
+    // Idle connections were closed for them, one per new client at most
+    // (a client that has hung up gives its own slot back).
+    let mut closed = 0;
+    for stream in &mut idle {
+        stream.set_read_timeout(Some(std::time::Duration::from_millis(10))).unwrap();
+        let mut byte = [0u8; 1];
+        let ended = match stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(error) => !matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        };
+        closed += usize::from(ended);
+    }
+    assert!((1..=3).contains(&closed), "{closed} idle connections were closed for 3 new clients");
+}

@@ -74,7 +74,7 @@ async fn drive(options: &Options) -> anyhow::Result<()> {
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
                     let (item, progress) = &mut items[user as usize];
-                    if rng % options.switch_every == 0 {
+                    if rng.is_multiple_of(options.switch_every) {
                         *item += 1;
                         *progress = 0;
                     }

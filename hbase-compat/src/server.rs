@@ -11,7 +11,7 @@
 //! naming the call.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -552,12 +552,83 @@ pub fn serve(listen: &str, store: Arc<Store>) -> thrift::Result<()> {
 }
 
 /// One of the [`WORKERS`] connection slots, given back when dropped (also
-/// when the connection's thread panics).
-struct Slot(Arc<AtomicUsize>);
+/// when the connection's thread panics), with its entry in the registry.
+struct Slot {
+    open: Arc<AtomicUsize>,
+    registry: Arc<Registry>,
+    id: u64,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.registry.remove(self.id);
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection idle at least this long may be closed to make room for a
+/// new one when every slot is taken.
+const MIN_IDLE_TO_EVICT: Duration = Duration::from_secs(1);
+
+/// The open connections, with when each last received a byte, so the one
+/// idle longest can be closed when a new client needs its slot.
+#[derive(Default)]
+struct Registry {
+    connections: Mutex<HashMap<u64, Registered>>,
+    next_id: AtomicU64,
+}
+
+/// One open connection as the registry knows it.
+struct Registered {
+    /// A handle on its socket, to shut it.
+    stream: std::net::TcpStream,
+    /// Milliseconds since `epoch` when it last received a byte.
+    last_read_ms: Arc<AtomicU64>,
+}
+
+impl Registry {
+    fn add(&self, stream: std::net::TcpStream, last_read_ms: Arc<AtomicU64>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.connections.lock().unwrap_or_else(PoisonError::into_inner).insert(id, Registered { stream, last_read_ms });
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.connections.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+    }
+
+    /// Shuts the connection idle longest, if one has been idle at least
+    /// [`MIN_IDLE_TO_EVICT`]; answers whether one was.
+    fn evict_idlest(&self, now_ms: u64) -> bool {
+        let mut connections = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
+        let idlest = connections
+            .iter()
+            .map(|(id, registered)| (*id, registered.last_read_ms.load(Ordering::Relaxed)))
+            .filter(|(_, last)| now_ms.saturating_sub(*last) >= MIN_IDLE_TO_EVICT.as_millis() as u64)
+            .min_by_key(|(_, last)| *last);
+        let Some((id, _)) = idlest else { return false };
+        if let Some(evicted) = connections.remove(&id) {
+            // Its thread's blocked read ends at once and gives the slot back.
+            let _ = evicted.stream.shutdown(std::net::Shutdown::Both);
+        }
+        true
+    }
+}
+
+/// A connection's reading half, noting when each byte arrived.
+struct NotedRead<R> {
+    inner: R,
+    last_read_ms: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl<R: std::io::Read> std::io::Read for NotedRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        if read > 0 {
+            self.last_read_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        Ok(read)
     }
 }
 
@@ -569,15 +640,21 @@ impl Drop for Slot {
 /// leaves Nagle's algorithm on: a reply larger than the write buffer goes
 /// out in two segments, and the second waited for the client's delayed ACK
 /// (~40 ms a call; measured on history reads past Redis). Each connection
-/// gets a thread, at most [`WORKERS`] at once; more are refused. A
-/// connection silent for `idle_timeout` (or that takes as long to accept
-/// an answer) is closed, so idle peers cannot hold every slot; what a peer
-/// may make the server allocate is bounded (`thrift_bounded`); a connection that
-/// fails in any way gives its slot back and the loop goes on.
+/// gets a thread, at most [`WORKERS`] at once. When every slot is taken, a
+/// new client takes the slot of the connection idle longest (idle at least
+/// [`MIN_IDLE_TO_EVICT`]), which is closed; only when none is idle is the
+/// new one refused. (Idle peers once held every slot for their whole idle
+/// timeout, refusing every real client meanwhile.) A connection silent for
+/// `idle_timeout` (or that takes as long to accept an answer) is closed;
+/// what a peer may make the server allocate is bounded (`thrift_bounded`);
+/// a connection that fails in any way gives its slot back and the loop goes
+/// on.
 pub fn serve_with_idle_timeout(listen: &str, store: Arc<Store>, idle_timeout: Duration) -> thrift::Result<()> {
     let processor = Arc::new(HbaseSyncProcessor::new(CompatHandler::new(store)));
     let listener = std::net::TcpListener::bind(listen)?;
     let open = Arc::new(AtomicUsize::new(0));
+    let registry = Arc::new(Registry::default());
+    let epoch = Instant::now();
     tracing::info!(%listen, ?idle_timeout, "HBase-compatible Thrift server listening (binary protocol, buffered transport)");
     for stream in listener.incoming() {
         let stream = match stream {
@@ -588,11 +665,26 @@ pub fn serve_with_idle_timeout(listen: &str, store: Arc<Store>, idle_timeout: Du
             }
         };
         if open.fetch_add(1, Ordering::AcqRel) >= WORKERS {
-            open.fetch_sub(1, Ordering::AcqRel);
-            tracing::warn!(limit = WORKERS, "too many connections; refusing one");
-            continue;
+            // Over by one until the evicted connection's thread wakes and
+            // gives its slot back (at once: its socket is shut).
+            if registry.evict_idlest(epoch.elapsed().as_millis() as u64) {
+                tracing::info!(limit = WORKERS, "every connection slot taken; closed the connection idle longest for a new one");
+            } else {
+                open.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!(limit = WORKERS, "every connection slot taken and none idle; refusing one");
+                continue;
+            }
         }
-        let slot = Slot(open.clone());
+        let last_read_ms = Arc::new(AtomicU64::new(epoch.elapsed().as_millis() as u64));
+        let handle = match stream.try_clone() {
+            Ok(handle) => handle,
+            Err(error) => {
+                open.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!(%error, "cannot keep a handle on a connection; closing it");
+                continue;
+            }
+        };
+        let slot = Slot { open: open.clone(), registry: registry.clone(), id: registry.add(handle, last_read_ms.clone()) };
         let configured = stream
             .set_nodelay(true)
             .and_then(|()| stream.set_read_timeout(Some(idle_timeout)))
@@ -608,14 +700,15 @@ pub fn serve_with_idle_timeout(listen: &str, store: Arc<Store>, idle_timeout: Du
                 continue;
             }
         };
+        let read = NotedRead { inner: read, last_read_ms, epoch };
         let mut input = NullTolerantInputFactory(BoundedInputFactory(TBinaryInputProtocolFactory::new()))
             .create(TBufferedReadTransportFactory::new().create(Box::new(read)));
         let mut output = TBinaryOutputProtocolFactory::new().create(TBufferedWriteTransportFactory::new().create(Box::new(write)));
         let processor = processor.clone();
         std::thread::spawn(move || {
             let _slot = slot;
-            // Until the client hangs up, goes silent, or sends what is not
-            // Thrift (or more than the limits).
+            // Until the client hangs up, goes silent, is evicted, or sends
+            // what is not Thrift (or more than the limits).
             while processor.process(&mut *input, &mut *output).is_ok() {}
         });
     }

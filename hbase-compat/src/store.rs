@@ -46,6 +46,14 @@ pub enum StoreError {
     /// The disk store failed.
     #[error("storage: {0}")]
     Storage(String),
+    /// Another process has the store's directory open.
+    #[error("{dir} is in use by another process ({holder}); run one histflow --embedded or hbase-compat-server per data directory")]
+    InUse {
+        /// The directory.
+        dir: String,
+        /// Who holds it, as its lock file says.
+        holder: String,
+    },
 }
 
 impl From<fjall::Error> for StoreError {
@@ -187,17 +195,49 @@ pub struct Store {
     write_lock: Mutex<()>,
     /// The journal syncs the writes share.
     sync: GroupSync,
+    /// The directory's lock, held while the store is open: two processes
+    /// writing one LSM tree would corrupt it.
+    _lock: std::fs::File,
+}
+
+/// The lock file in a store's directory; it names its holder.
+const LOCK_FILE: &str = "histflow.lock";
+
+/// Takes `dir`'s lock, or names the process that holds it.
+fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(LOCK_FILE);
+    let storage = |error: std::io::Error| StoreError::Storage(format!("cannot lock {}: {error}", path.display()));
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(storage)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() { "it did not say who it is".to_owned() } else { holder.to_owned() };
+            return Err(StoreError::InUse { dir: dir.display().to_string(), holder });
+        }
+        Err(std::fs::TryLockError::Error(error)) => return Err(storage(error)),
+    }
+    file.set_len(0).map_err(storage)?;
+    file.rewind().map_err(storage)?;
+    let program = std::env::args().next().unwrap_or_default();
+    write!(file, "pid {} ({program})", std::process::id()).map_err(storage)?;
+    Ok(file)
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, which no other process may
+    /// have open ([`StoreError::InUse`] names the one that has).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|error| StoreError::Storage(format!("cannot create {}: {error}", dir.display())))?;
+        let lock = lock(dir)?;
         let keyspace = Config::new(dir).open()?;
         let tables = keyspace.open_partition("tables", PartitionCreateOptions::default())?;
         let cells = keyspace.open_partition("cells", PartitionCreateOptions::default())?;
         let markers = keyspace.open_partition("markers", PartitionCreateOptions::default())?;
-        Ok(Store { keyspace, tables, cells, markers, write_lock: Mutex::new(()), sync: GroupSync::default() })
+        Ok(Store { keyspace, tables, cells, markers, write_lock: Mutex::new(()), sync: GroupSync::default(), _lock: lock })
     }
 
     /// Every table name, sorted.

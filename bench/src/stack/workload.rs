@@ -79,7 +79,7 @@ impl Reporter {
         self.next += 1;
         let switch = self.shape.switch_every.max(1);
         let (uid, oid, progress) = &mut self.users[slot];
-        if self.rng.next() % switch == 0 {
+        if self.rng.next().is_multiple_of(switch) {
             *oid = (*oid + 1) % self.shape.items_per_user.max(1);
             *progress = 0;
         }
