@@ -201,6 +201,12 @@ check() {
     "$@" || failed_steps+=("$name")
 }
 say "REDIS_URL=$REDIS_URL KAFKA_BROKERS=$KAFKA_BROKERS"
+# A clean build of every check and test takes about 5 GB in target/; a full
+# disk shows up as linker crashes (signal 7) and "No space left on device".
+free_kib=$(df -Pk target | awk 'NR == 2 { print $4 }')
+if [ "${free_kib:-0}" -lt $(( 6 * 1024 * 1024 )) ]; then
+    say "warning: only $(( free_kib / 1024 )) MiB free where target/ lives; a clean build needs about 5 GB"
+fi
 check "cargo fmt --check" cargo fmt --all -- --check
 check "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
 rm -f target/nextest/default/junit.xml target/nextest/cluster/junit.xml
