@@ -254,3 +254,31 @@ fn a_new_client_takes_the_slot_of_the_connection_idle_longest() {
     }
     assert!((1..=3).contains(&closed), "{closed} idle connections were closed for 3 new clients");
 }
+
+/// The pipeline's own Thrift client (persist and the read side's
+/// cache-aside) keeps connections between calls. One the gateway closed
+/// while it sat in the pool (here: the gateway restarted; likewise its idle
+/// timeout, or the compat server handing its slot to a new client) is
+/// noticed before a call goes out on it, so the next read is served. (Before,
+/// that read failed, and a history page answered 503 `read_failed`.)
+#[tokio::test]
+async fn the_pipelines_client_replaces_a_pooled_connection_the_gateway_closed() {
+    use backends::history_table::{HistoryTable, RowMutation, ThriftTable};
+    let mut compat = Server::start();
+    let table = HistoryTable::Thrift(ThriftTable::new(&compat.address(), "history"));
+    table.ensure_table().await.unwrap();
+    let uid = 42;
+    let put = RowMutation {
+        row: model::keys::hbase_row(uid),
+        puts: vec![("r:archive:1".into(), 1_000, b"kept".to_vec())],
+        column_deletes: vec![],
+    };
+    table.mutate_rows(vec![put]).await.unwrap();
+    assert_eq!(table.read_row(uid, vec!["r".into()]).await.unwrap().len(), 1);
+    compat.kill();
+    compat.restart();
+    for read in 0..3 {
+        let cells = table.read_row(uid, vec!["r".into()]).await;
+        assert!(cells.as_ref().is_ok_and(|cells| cells.len() == 1), "read {read} after the gateway restarted: {cells:?}");
+    }
+}

@@ -8,7 +8,10 @@
 //! the same way, as delete mutations (a column, or a bare family: all of
 //! it), grouped by their time. Calls run on a
 //! small pool of connections on tokio's blocking threads (Thrift is
-//! synchronous); a connection that failed is dropped, not reused.
+//! synchronous); a connection that failed is dropped, not reused, and a
+//! pooled connection the gateway closed meanwhile (its idle timeout, a
+//! restart, or the compat server handing the slot of an idle connection to
+//! a new client) is noticed before a call is sent on it.
 
 use std::collections::BTreeMap;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -54,8 +57,29 @@ pub struct ThriftTable {
     address: String,
     table: Vec<u8>,
     /// Open connections not in use, with when each was last used.
-    idle: Mutex<Vec<(Client, std::time::Instant)>>,
+    idle: Mutex<Vec<Pooled>>,
     reads: tokio::sync::Semaphore,
+}
+
+/// A connection and a handle on its socket, to tell whether the gateway
+/// closed it while it was idle.
+struct Pooled {
+    client: Client,
+    socket: TcpStream,
+    used: std::time::Instant,
+}
+
+/// Whether the gateway still holds `socket` open with nothing unread: a
+/// non-blocking peek that would block. End of stream (the gateway closed
+/// it), an error, or stray bytes (an answer nobody asked for) mean the
+/// connection must not carry another call.
+fn still_open(socket: &TcpStream) -> bool {
+    if socket.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let open = matches!(socket.peek(&mut [0u8; 1]), Err(error) if error.kind() == std::io::ErrorKind::WouldBlock);
+    // The client reads the same socket, blocking.
+    socket.set_nonblocking(false).is_ok() && open
 }
 
 fn table_error(what: &str, error: thrift::Error) -> TableError {
@@ -85,7 +109,7 @@ impl ThriftTable {
         })
     }
 
-    fn connect(&self) -> Result<Client, TableError> {
+    fn connect(&self) -> Result<(Client, TcpStream), TableError> {
         let connect_error = |error: std::io::Error| table_error(&format!("connect to {}", self.address), thrift::Error::from(error));
         let mut last_error = std::io::Error::new(std::io::ErrorKind::NotFound, "the address resolves to nothing");
         let mut connected = None;
@@ -104,30 +128,40 @@ impl ThriftTable {
         // A call is written in more than one segment; with Nagle's algorithm
         // the last waits for the peer's delayed ACK (~40 ms a call).
         stream.set_nodelay(true).map_err(|error| table_error("set TCP_NODELAY", thrift::Error::from(error)))?;
+        let socket = stream.try_clone().map_err(|error| table_error("clone the socket", thrift::Error::from(error)))?;
         let channel = TTcpChannel::with_stream(stream);
         let (read, write) = channel.split().map_err(|error| table_error("channel", error))?;
-        Ok(HbaseSyncClient::new(
+        let client = HbaseSyncClient::new(
             BoundedInput::new(Box::new(TBinaryInputProtocol::new(TBufferedReadTransport::new(read), true))),
             TBinaryOutputProtocol::new(TBufferedWriteTransport::new(write), true),
-        ))
+        );
+        Ok((client, socket))
+    }
+
+    /// A pooled connection the gateway still holds open, or a new one.
+    fn checkout(&self) -> Result<(Client, TcpStream), TableError> {
+        loop {
+            let pooled = {
+                let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.retain(|pooled| pooled.used.elapsed() < POOL_IDLE);
+                idle.pop()
+            };
+            match pooled {
+                Some(pooled) if still_open(&pooled.socket) => return Ok((pooled.client, pooled.socket)),
+                Some(_) => continue,
+                None => return self.connect(),
+            }
+        }
     }
 
     /// Runs `call` on a pooled connection (blocking); a connection whose
     /// call failed is dropped.
     fn with_client<T>(&self, what: &str, call: impl FnOnce(&mut Client) -> thrift::Result<T>) -> Result<T, TableError> {
-        let pooled = {
-            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            idle.retain(|(_, used)| used.elapsed() < POOL_IDLE);
-            idle.pop()
-        };
-        let mut client = match pooled {
-            Some((client, _)) => client,
-            None => self.connect()?,
-        };
+        let (mut client, socket) = self.checkout()?;
         let result = call(&mut client).map_err(|error| table_error(what, error))?;
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < CONNECTIONS + READS_IN_FLIGHT {
-            idle.push((client, std::time::Instant::now()));
+            idle.push(Pooled { client, socket, used: std::time::Instant::now() });
         }
         Ok(result)
     }
