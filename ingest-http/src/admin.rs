@@ -254,6 +254,15 @@ mod tests {
                 "{path} for a client without the admin scope"
             );
         }
+        // A format the page cannot draw, or a misspelt parameter, gets a
+        // JSON error naming it.
+        for (path, code) in [("/admin/topology?format=svg", "invalid_format"), ("/admin/topology?fromat=dot", "unknown_parameter")] {
+            let request = Request::get(path).header(header::AUTHORIZATION, "Bearer ops-token-0123456789").body(Body::empty()).unwrap();
+            let answer = router.clone().oneshot(request).await.unwrap();
+            assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{path}");
+            let body: serde_json::Value = serde_json::from_slice(&answer.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            assert_eq!(body["error"]["code"], code, "{path}: {body}");
+        }
         let challenge = router.clone().oneshot(Request::get("/ui").body(Body::empty()).unwrap()).await.unwrap();
         assert!(challenge.headers()[header::WWW_AUTHENTICATE].to_str().unwrap().starts_with("Basic "), "a browser is asked for the token");
         assert_eq!(get_status(router, "/healthz").await.0, StatusCode::OK, "probes need no token");

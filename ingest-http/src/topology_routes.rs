@@ -5,12 +5,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::State;
+use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use futures::future::BoxFuture;
+
+use crate::error::ApiError;
+use crate::query::QueryParams;
+use crate::text::quoted;
 
 /// How a reload ended, as the answer's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,17 +73,20 @@ async fn reload(State(admin): State<Arc<dyn TopologyAdmin>>) -> Response {
     (result.status(), axum::Json(answer)).into_response()
 }
 
-#[derive(serde::Deserialize)]
-struct GraphQuery {
-    format: Option<String>,
-}
-
-async fn topology(State(admin): State<Arc<dyn TopologyAdmin>>, Query(query): Query<GraphQuery>) -> Response {
-    match query.format.as_deref() {
+async fn topology(State(admin): State<Arc<dyn TopologyAdmin>>, uri: Uri) -> Response {
+    let query = match QueryParams::parse(uri.query(), &["format"]) {
+        Ok(query) => query,
+        Err(error) => return error.into_response(),
+    };
+    match query.get("format") {
         None | Some("json") => axum::Json(admin.status()).into_response(),
         Some(format) => match admin.graph(format) {
             Some(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
-            None => (StatusCode::BAD_REQUEST, format!("unknown format {format:?}: use json, dot or mermaid\n")).into_response(),
+            None => ApiError::InvalidParameter {
+                code: "invalid_format",
+                message: format!("`format` {} is not one of json, dot, mermaid", quoted(format)),
+            }
+            .into_response(),
         },
     }
 }
