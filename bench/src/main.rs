@@ -26,6 +26,7 @@
 //! - `reload`: topology reloads under load: time from the trigger to the
 //!   new topology running, ingest p99 while reloading and without.
 
+mod abuse;
 mod catchup;
 mod crash;
 mod faults;
