@@ -146,7 +146,7 @@ fi
 
 # --- Kafka protocol: tansu -----------------------------------------------------
 step "tansu"
-export PATH="$HOME/.cargo/bin:$PATH"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"  # where cargo install puts tansu
 if ! tansu --version 2>/dev/null | grep -qx "tansu $TANSU_VERSION"; then
     say "installing tansu $TANSU_VERSION (cargo install; about 10 minutes the first time on 2 cores)"
     cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
