@@ -120,7 +120,7 @@ async fn two_services_and_two_jobs_on_a_cluster_keep_the_newest_acknowledged_vie
         let service = &services[index % 2];
         let path = match index % 4 {
             0 => format!("/v1/users/{uid}/history/archive/1"),
-            1 => format!("/v1/users/{uid}/history"),
+            1 => format!("/v1/users/{uid}/history?all=true"),
             _ => continue,
         };
         let status = client.delete(format!("{}{path}", service.base)).send().await.unwrap().status();
