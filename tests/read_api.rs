@@ -115,8 +115,9 @@ impl Api {
         let mut results = Vec::new();
         for chunk in events.chunks(1000) {
             let response = self.http.post(self.url("/v1/events")).json(&json!({ "events": chunk })).send().await.unwrap();
-            assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+            let status = response.status();
             let answer: Value = response.json().await.unwrap();
+            assert_eq!(status, 200, "POST /v1/events: {answer}\nthe service's log:\n{}", self.histflow.log_text());
             results.extend(answer["results"].as_array().unwrap().iter().cloned());
         }
         Value::Array(results)
@@ -126,6 +127,14 @@ impl Api {
         let response = self.http.get(self.url(path)).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
+    }
+
+    /// A page that must be served: anything but 200 fails the test with
+    /// the answer and the service's log (which names the failed call).
+    async fn page(&self, path: &str) -> Value {
+        let (status, page) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {page}\nthe service's log:\n{}", self.histflow.log_text());
+        page
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> u16 {
@@ -148,8 +157,7 @@ impl Api {
             if let Some(cursor) = &cursor {
                 path.push_str(&format!("&cursor={cursor}"));
             }
-            let (status, page) = self.get(&path).await;
-            assert_eq!(status, 200, "{page}");
+            let page = self.page(&path).await;
             let items = page["items"].as_array().unwrap();
             assert!(items.len() <= limit);
             for item in items {
@@ -273,7 +281,7 @@ async fn pages_beyond_what_redis_keeps_come_from_hbase_in_order() {
     let mut cursor = String::new();
     let mut seen = Vec::new();
     for _ in 0..10 {
-        let (_, page) = api.get(&format!("/v1/users/{uid}/history?limit=100&cursor={cursor}")).await;
+        let page = api.page(&format!("/v1/users/{uid}/history?limit=100&cursor={cursor}")).await;
         seen.extend(page["items"].as_array().unwrap().iter().map(|item| item["oid"].as_u64().unwrap()));
         cursor = page["next_cursor"].as_str().unwrap().to_owned();
     }
@@ -299,14 +307,14 @@ async fn pages_beyond_what_redis_keeps_come_from_hbase_in_order() {
     until_persisted(&compat, small, 1).await;
     common::eventually("a short page that needs no HBase call", Duration::from_secs(30), async || {
         let calls = api.counter("histflow_read_hbase_calls_total", "").await;
-        let (_, page) = api.get(&format!("/v1/users/{small}/history")).await;
+        let page = api.page(&format!("/v1/users/{small}/history")).await;
         assert_eq!(page["items"].as_array().unwrap().len(), 1);
         (api.counter("histflow_read_hbase_calls_total", "").await == calls).then_some(())
     })
     .await;
     let calls = api.counter("histflow_read_hbase_calls_total", "").await;
     for _ in 0..5 {
-        let (_, page) = api.get(&format!("/v1/users/{small}/history")).await;
+        let page = api.page(&format!("/v1/users/{small}/history")).await;
         assert_eq!(page["items"].as_array().unwrap().len(), 1);
     }
     assert_eq!(api.counter("histflow_read_hbase_calls_total", "").await, calls, "short pages still read HBase");
@@ -335,14 +343,14 @@ async fn items_pushed_out_of_redis_show_once_written(payload: &str) {
     let uid = common::unique_uid_base();
     let base = model::now_ms() - 60_000;
     api.post((0..10u64).map(|oid| event(uid, "archive", oid, 1, base + oid as i64)).collect()).await;
-    let (_, first) = api.get(&format!("/v1/users/{uid}/history?limit=5")).await;
+    let first = api.page(&format!("/v1/users/{uid}/history?limit=5")).await;
     let cursor = first["next_cursor"].as_str().expect("a full page at the end of Redis has a cursor").to_owned();
-    let early = api.get(&format!("/v1/users/{uid}/history?limit=5&cursor={cursor}")).await.1;
+    let early = api.page(&format!("/v1/users/{uid}/history?limit=5&cursor={cursor}")).await;
     assert!(early["items"].as_array().unwrap().len() <= 5, "{early}");
     // That early look noted "HBase holds nothing more"; the job's write of
     // the older five voids the note, so they show.
     let oids = common::eventually("the five older items from HBase", Duration::from_secs(30), async || {
-        let (_, page) = api.get(&format!("/v1/users/{uid}/history?limit=5&cursor={cursor}")).await;
+        let page = api.page(&format!("/v1/users/{uid}/history?limit=5&cursor={cursor}")).await;
         let oids: Vec<u64> = page["items"].as_array().unwrap().iter().map(|item| item["oid"].as_u64().unwrap()).collect();
         (oids.len() == 5).then_some(oids)
     })

@@ -9,6 +9,7 @@ pub fn register() {
     }
     metrics::counter!(HbaseRead::METRIC).increment(0);
     metrics::counter!(UndecodableRecord::METRIC).increment(0);
+    metrics::counter!(ReadRetried::METRIC).increment(0);
 }
 
 /// A history page was answered.
@@ -54,5 +55,25 @@ impl UndecodableRecord<'_> {
     pub fn emit(&self) {
         metrics::counter!(Self::METRIC).increment(1);
         tracing::warn!(uid = self.uid, item = self.item, error = %self.error, "stored record cannot be decoded; left out of the answer");
+    }
+}
+
+/// A store call of a read failed (a timeout under load, a dropped
+/// connection) and is tried again after a pause.
+pub(crate) struct ReadRetried<'a> {
+    /// Which call.
+    pub call: &'static str,
+    /// The attempt that failed (1 for the first).
+    pub attempt: u32,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl ReadRetried<'_> {
+    /// `histflow_read_retries_total`.
+    const METRIC: &'static str = "histflow_read_retries_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::METRIC).increment(1);
+        tracing::info!(call = self.call, attempt = self.attempt, error = %self.error, "a read's store call failed; trying again");
     }
 }

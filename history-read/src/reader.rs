@@ -16,13 +16,14 @@
 //! voids the note.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 
 use backends::history_table::{HistoryTable, META_FAMILY, RECORDS_FAMILY};
 use backends::user_state::{SliceQuery, UserMeta, UserStore};
 use model::{codec, Record};
 
 use crate::cursor::{Cursor, Page, PageError, PageQuery, ReadError};
-use crate::events::{HbaseRead, PageServed, UndecodableRecord};
+use crate::events::{HbaseRead, PageServed, ReadRetried, UndecodableRecord};
 use crate::merge::{hbase_candidates, Candidate};
 
 /// Timeline members read per call when a business filter may skip many.
@@ -47,6 +48,34 @@ pub struct HistoryReader {
 
 fn read_error(error: impl std::fmt::Display) -> ReadError {
     ReadError(error.to_string())
+}
+
+/// Attempts at one store call of a read before the read fails.
+const READ_ATTEMPTS: u32 = 3;
+
+/// Runs a store call of a read; one that fails (Redis's answer later than
+/// its response timeout on a loaded machine, a connection dropped, a
+/// gateway's hiccup) is tried again after a pause (100 ms, then 200 ms),
+/// [`READ_ATTEMPTS`] times in all. Every call a read makes only reads, so a
+/// retry changes nothing; a page answers 503 `read_failed` only when the
+/// store stays away.
+async fn with_retries<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
+    call: &'static str,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, ReadError> {
+    let mut backoff = backends::retry::Backoff::default();
+    let mut number = 1;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if number < READ_ATTEMPTS => {
+                ReadRetried { call, attempt: number, error: &error }.emit();
+                backoff.wait().await;
+                number += 1;
+            }
+            Err(error) => return Err(read_error(error)),
+        }
+    }
 }
 
 /// A stored record, or `None` (counted and logged) when it cannot be read.
@@ -85,7 +114,7 @@ impl HistoryReader {
             let cursor = query.cursor.as_ref();
             let slice_query =
                 SliceQuery { max: cursor.map(|c| c.view_at), tie: cursor.filter(|_| first).map(|c| c.view_at), offset, count: chunk };
-            let slice = self.store.timeline_slice(uid, slice_query).await.map_err(read_error)?;
+            let slice = with_retries("timeline", || self.store.timeline_slice(uid, slice_query)).await?;
             let requested = chunk + slice.ties;
             let returned = slice.members.len();
             offset += returned;
@@ -144,12 +173,12 @@ impl HistoryReader {
         before_hbase().map_err(PageError::Refused)?;
         PageServed { read_hbase: true }.emit();
         HbaseRead.emit();
-        let cells = table.read_row(uid, vec![RECORDS_FAMILY.to_owned()]).await.map_err(read_error)?;
+        let cells = with_retries("history row", || table.read_row(uid, vec![RECORDS_FAMILY.to_owned()])).await?;
         let now = model::now_ms();
         let in_redis: HashSet<String> =
-            self.store.whole_timeline(uid).await.map_err(read_error)?.into_iter().map(|(item, _)| item).collect();
+            with_retries("whole timeline", || self.store.whole_timeline(uid)).await?.into_iter().map(|(item, _)| item).collect();
         let items: Vec<String> = cells.iter().filter_map(|cell| cell.column.strip_prefix("r:").map(str::to_owned)).collect();
-        let (fresh_meta, markers) = self.store.meta_and_markers(uid, &items).await.map_err(read_error)?;
+        let (fresh_meta, markers) = with_retries("meta and markers", || self.store.meta_and_markers(uid, &items)).await?;
         let found = hbase_candidates(uid, cells, &marker_map(items, markers), fresh_meta.cleared_at, &in_redis);
         if found.all_in_redis {
             // Nothing in HBase that Redis lacks: later short pages skip HBase
@@ -175,7 +204,8 @@ impl HistoryReader {
     /// The record of each of `items` (`business:oid`), `None` where there
     /// is none, in order.
     pub async fn progress(&self, uid: u64, items: Vec<String>) -> Result<Vec<Option<Record>>, ReadError> {
-        let found = self.store.read_records(&[(uid, items.clone())]).await.map_err(read_error)?;
+        let wanted = [(uid, items.clone())];
+        let found = with_retries("records", || self.store.read_records(&wanted)).await?;
         let mut records: Vec<Option<Record>> = found
             .into_iter()
             .next()
@@ -197,9 +227,9 @@ impl HistoryReader {
             return Ok(records);
         }
         HbaseRead.emit();
-        let columns = missing.iter().map(|item| format!("{RECORDS_FAMILY}:{item}")).collect();
-        let cells = table.read_row(uid, columns).await.map_err(read_error)?;
-        let (meta, markers) = self.store.meta_and_markers(uid, &missing).await.map_err(read_error)?;
+        let columns: Vec<String> = missing.iter().map(|item| format!("{RECORDS_FAMILY}:{item}")).collect();
+        let cells = with_retries("history row", || table.read_row(uid, columns.clone())).await?;
+        let (meta, markers) = with_retries("meta and markers", || self.store.meta_and_markers(uid, &missing)).await?;
         // Items Redis holds were answered above; none of `missing` is there.
         let found = hbase_candidates(uid, cells, &marker_map(missing, markers), meta.cleared_at, &HashSet::new());
         for candidate in found.candidates {
@@ -212,14 +242,14 @@ impl HistoryReader {
 
     /// Whether `uid`'s recording is paused.
     pub async fn paused(&self, uid: u64) -> Result<bool, ReadError> {
-        let (meta, _) = self.store.meta_and_markers(uid, &[]).await.map_err(read_error)?;
+        let (meta, _) = with_retries("meta", || self.store.meta_and_markers(uid, &[])).await?;
         if meta.exists {
             return Ok(meta.paused);
         }
         // No realtime keys (new user, expired or lost): the switch, if any,
         // is in HBase.
         let Some(table) = &self.table else { return Ok(false) };
-        let cells = table.read_row(uid, vec![format!("{META_FAMILY}:paused")]).await.map_err(read_error)?;
+        let cells = with_retries("history row", || table.read_row(uid, vec![format!("{META_FAMILY}:paused")])).await?;
         Ok(cells.first().is_some_and(|cell| cell.value == b"1"))
     }
 }
@@ -246,4 +276,38 @@ fn candidates(uid: u64, members: Vec<Member>) -> Vec<Candidate> {
 /// Item -> delete marker, from markers read in the order of `items`.
 fn marker_map(items: Vec<String>, markers: Vec<Option<i64>>) -> HashMap<String, i64> {
     items.into_iter().zip(markers).filter_map(|(item, marker)| Some((item, marker?))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// A call that fails `failures` times, then answers; and how often it
+    /// was made.
+    async fn flaky(failures: u32) -> (Result<&'static str, ReadError>, u32) {
+        let made = Cell::new(0);
+        let answer = with_retries("test", || {
+            made.set(made.get() + 1);
+            let failed = made.get() <= failures;
+            async move {
+                if failed {
+                    Err("timed out")
+                } else {
+                    Ok("served")
+                }
+            }
+        })
+        .await;
+        (answer, made.get())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_is_tried_three_times_before_it_fails() {
+        assert_eq!(flaky(0).await.1, 1, "a call that answers is made once");
+        let (answer, made) = flaky(2).await;
+        assert_eq!((answer.ok(), made), (Some("served"), 3), "two failures, then served");
+        let (answer, made) = flaky(3).await;
+        assert_eq!((answer.map_err(|error| error.0), made), (Err("timed out".to_owned()), 3), "three failures fail the read");
+    }
 }
