@@ -21,6 +21,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::events::GrpcConnectionRefused;
 use crate::grpc::GrpcService;
+use crate::serve::{Slot, ACCEPT_ERROR_PAUSE};
 
 /// The limits of the gRPC listener, fixed at its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +43,6 @@ const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// Streams a client may open and reset before the server has accepted
 /// them (the "rapid reset" flood), at most.
 const MAX_PENDING_RESETS: usize = 64;
-/// Pause after a failed accept (out of file descriptors, say).
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Serves `service` on `listener` until `stop`.
 pub async fn serve_grpc(
@@ -64,8 +63,7 @@ pub async fn serve_grpc(
                 }
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    open.fetch_add(1, Ordering::Relaxed);
-                    Some(Ok::<_, io::Error>(Capped { stream, open }))
+                    Some(Ok::<_, io::Error>(Capped { stream, _slot: Slot::take(&open) }))
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot accept a gRPC connection; trying again shortly");
@@ -90,13 +88,7 @@ pub async fn serve_grpc(
 /// A connection counted against the cap while it lives.
 struct Capped {
     stream: TcpStream,
-    open: Arc<AtomicUsize>,
-}
-
-impl Drop for Capped {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
-    }
+    _slot: Slot,
 }
 
 impl Connected for Capped {

@@ -100,24 +100,38 @@ pub async fn serve(
     connections.wait().await;
 }
 
-/// One connection in the listener's count, until dropped.
-struct Counted(Arc<AtomicUsize>, crate::events::OpenConnection);
+/// A connection's place in its listener's count of open connections (the
+/// HTTP and the gRPC listener's caps), given back when dropped.
+pub(crate) struct Slot(Arc<AtomicUsize>);
 
-impl Counted {
-    fn new(open: &Arc<AtomicUsize>) -> Self {
+impl Slot {
+    pub(crate) fn take(open: &Arc<AtomicUsize>) -> Self {
         open.fetch_add(1, Ordering::Relaxed);
-        Counted(open.clone(), ConnectionOpened::emit())
+        Slot(open.clone())
     }
 }
 
-impl Drop for Counted {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// Pause after a failed accept.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// One connection in the listener's count and its gauge, until dropped.
+struct Counted {
+    _slot: Slot,
+    _gauge: crate::events::OpenConnection,
+}
+
+impl Counted {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        Counted { _slot: Slot::take(open), _gauge: ConnectionOpened::emit() }
+    }
+}
+
+/// Pause after a failed accept (out of file descriptors, say); both
+/// listeners take it.
+pub(crate) const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// Longest a refused connection is given to take its 503.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
