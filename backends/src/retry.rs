@@ -85,9 +85,56 @@ where
     .await
 }
 
+/// As [`until_ok`], but at most `attempts` attempts (at least one): the
+/// last one's error is returned. For calls that must answer within a
+/// request, such as a read.
+pub async fn at_most<T, E, Fut>(attempts: u32, mut attempt: impl FnMut() -> Fut, on_retry: impl FnMut(&E, Duration)) -> Result<T, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    // Atomic rather than a Cell: the future stays Send (axum's handlers).
+    let made = std::sync::atomic::AtomicU32::new(0);
+    until_ok_or_final(
+        || {
+            made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            attempt()
+        },
+        |_| made.load(std::sync::atomic::Ordering::Relaxed) >= attempts,
+        on_retry,
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_stops_after_its_attempts() {
+        let mut calls = 0;
+        let mut retried = 0;
+        let failing: Result<(), u32> = at_most(
+            3,
+            || {
+                calls += 1;
+                std::future::ready(Err(calls))
+            },
+            |_, _| retried += 1,
+        )
+        .await;
+        assert_eq!((failing, calls, retried), (Err(3), 3, 2));
+        let mut calls = 0;
+        let served: Result<u32, u32> = at_most(
+            3,
+            || {
+                calls += 1;
+                std::future::ready(if calls < 3 { Err(calls) } else { Ok(7) })
+            },
+            |_, _| {},
+        )
+        .await;
+        assert_eq!(served, Ok(7));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn pauses_double_up_to_the_cap() {

@@ -55,27 +55,20 @@ const READ_ATTEMPTS: u32 = 3;
 
 /// Runs a store call of a read; one that fails (Redis's answer later than
 /// its response timeout on a loaded machine, a connection dropped, a
-/// gateway's hiccup) is tried again after a pause (100 ms, then 200 ms),
-/// [`READ_ATTEMPTS`] times in all. Every call a read makes only reads, so a
-/// retry changes nothing; a page answers 503 `read_failed` only when the
-/// store stays away.
+/// gateway's hiccup) is tried again after the shared backoff's pauses (100
+/// ms, then 200 ms), [`READ_ATTEMPTS`] times in all. Every call a read
+/// makes only reads, so a retry changes nothing; a page answers 503
+/// `read_failed` only when the store stays away.
 async fn with_retries<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
     call: &'static str,
-    mut attempt: impl FnMut() -> Fut,
+    attempt: impl FnMut() -> Fut,
 ) -> Result<T, ReadError> {
-    let mut backoff = backends::retry::Backoff::default();
-    let mut number = 1;
-    loop {
-        match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(error) if number < READ_ATTEMPTS => {
-                ReadRetried { call, attempt: number, error: &error }.emit();
-                backoff.wait().await;
-                number += 1;
-            }
-            Err(error) => return Err(read_error(error)),
-        }
-    }
+    let mut failed = 0;
+    let retried = |error: &E, _pause| {
+        failed += 1;
+        ReadRetried { call, attempt: failed, error }.emit();
+    };
+    backends::retry::at_most(READ_ATTEMPTS, attempt, retried).await.map_err(read_error)
 }
 
 /// A stored record, or `None` (counted and logged) when it cannot be read.
