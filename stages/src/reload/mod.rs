@@ -193,7 +193,17 @@ fn fingerprint(cx: &mut BuildContext<'_>) -> String {
     let show = |config: Option<&StageConfig>| format!("{config:?}");
     let businesses = format!("{:?}", cx.businesses());
     let reads: Vec<String> = match config {
-        StageConfig::HttpIngest(ingest) => vec![format!("listen {:?} grpc {:?}", ingest.listen, ingest.grpc_listen)],
+        // The listeners, and the gRPC server's limits, which are set when
+        // it starts (its call deadline follows `request_timeout_ms`): a
+        // change to any of them rebuilds the stage, so it takes effect.
+        StageConfig::HttpIngest(ingest) => vec![format!(
+            "listen {:?} grpc {:?} grpc limits {} {} {}",
+            ingest.listen,
+            ingest.grpc_listen,
+            ingest.grpc_max_connections,
+            ingest.grpc_max_streams_per_connection,
+            ingest.grpc_listen.as_ref().map_or(0, |_| ingest.request_timeout_ms)
+        )],
         StageConfig::Realtime(_) => vec![
             show(cx.downstream(|config| matches!(config, StageConfig::Aggregate(_)))),
             show(cx.reached(|config| matches!(config, StageConfig::KafkaBatch(_)))),

@@ -75,6 +75,30 @@ async fn a_capacity_is_retuned_and_nothing_is_rebuilt() {
     assert_eq!(changes, Changes { retuned: vec!["realtime".into()], ..Changes::default() });
 }
 
+/// The gRPC server's limits are set when it starts: a reload that changes
+/// them rebuilds the ingest stage (it was once reported as changed in place
+/// while the old limits stayed). An HTTP-only stage's timeout still
+/// changes in place.
+#[tokio::test]
+async fn grpc_limits_rebuild_the_ingest_stage() {
+    let grpc = [(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\ngrpc_listen = \"127.0.0.1:1\"\ngrpc_max_streams_per_connection = 64\nrequest_timeout_ms = 5000",
+    )];
+    let running = edited(&grpc);
+    let rebuilt = Changes { rebuilt: vec!["ingest".into()], ..Changes::default() };
+    for (find, replace) in [
+        ("grpc_max_streams_per_connection = 64", "grpc_max_streams_per_connection = 32"),
+        ("request_timeout_ms = 5000", "request_timeout_ms = 9000"),
+    ] {
+        let next = running.replace(find, replace);
+        assert_eq!(changes_between(&running, &next, RoleSelection::Service), rebuilt, "{replace}");
+    }
+    let http_only = edited(&[("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nrequest_timeout_ms = 5000")]);
+    let next = http_only.replace("request_timeout_ms = 5000", "request_timeout_ms = 9000");
+    assert_eq!(changes_between(&http_only, &next, RoleSelection::Service), Changes::default());
+}
+
 #[tokio::test]
 async fn aggregate_shards_rebuild_the_aggregate_and_the_realtime_stage_that_reads_them() {
     let changes = changes(RoleSelection::Service, &[("shards = 16", "shards = 8")]);
