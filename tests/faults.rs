@@ -39,6 +39,7 @@ async fn start_stack(
         request_timeout_ms,
         aggregate_flush_ms: 500,
         realtime_extra: String::new(),
+        ingest_extra: String::new(),
     }
     .render();
     (common::start_role(&topology, "service", Some(http)).await, common::start_role(&topology, "job", None).await)

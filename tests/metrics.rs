@@ -78,6 +78,7 @@ async fn every_listed_metric_is_emitted_and_counts_known_traffic() {
         request_timeout_ms: 8000,
         aggregate_flush_ms: 300,
         realtime_extra: "redrive_after_ms = 2000\nredrive_every_ms = 200".to_owned(),
+        ingest_extra: String::new(),
     }
     .render();
     let service = common::start_role(&topology, "service", Some(http)).await;

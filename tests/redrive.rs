@@ -73,6 +73,7 @@ fn topology(wiring: &Wiring<'_>, compat: &TestCompat) -> String {
         request_timeout_ms: 8000,
         aggregate_flush_ms: FLUSH_INTERVAL_MS,
         realtime_extra: format!("redrive = {redrive}\nredrive_after_ms = {GRACE_MS}\nredrive_every_ms = 200"),
+        ingest_extra: String::new(),
     }
     .render()
 }

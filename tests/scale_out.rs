@@ -34,6 +34,7 @@ fn topology(http: u16, compat: &TestCompat, redis: &str, topic: &str, payload: &
         request_timeout_ms: 8000,
         aggregate_flush_ms: 500,
         realtime_extra: "redrive_after_ms = 5000\nredrive_every_ms = 200".to_owned(),
+        ingest_extra: String::new(),
     }
     .render()
 }

@@ -31,6 +31,7 @@ fn topology(http: u16, compat: &TestCompat, topic: &str, aggregate_flush_ms: u64
         request_timeout_ms: 2000,
         aggregate_flush_ms,
         realtime_extra: String::new(),
+        ingest_extra: String::new(),
     }
     .render()
 }

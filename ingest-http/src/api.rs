@@ -15,6 +15,7 @@ use crate::auth::{Client, Clients};
 use crate::error::ApiError;
 use crate::event::EventRules;
 use crate::params::ClearScope;
+use crate::report_stream::StreamLimits;
 use crate::serve::ConnectionLimits;
 use history_read::{HistoryReader, Page, PageError, PageQuery, ReadError};
 use pipeline::health::Health;
@@ -24,6 +25,9 @@ use pipeline::topology::Scope;
 /// read the user's HBase row (up to 100,000 cells through Thrift, and a
 /// Redis read of a delete marker per item).
 pub const HBASE_PAGE_UNITS: usize = 10;
+
+/// The code of a refusal by a full `reject` edge.
+pub const OVERLOADED: &str = "overloaded";
 
 /// Settings of the API.
 #[derive(Debug, Clone)]
@@ -48,6 +52,8 @@ pub struct ApiConfig {
     pub reads: Option<Arc<HistoryReader>>,
     /// The HTTP listener's connection limits.
     pub connections: ConnectionLimits,
+    /// The limits of gRPC report streams (for streams opened next).
+    pub streams: StreamLimits,
 }
 
 /// The API's reloadable part, replaced whole: each step of a call (the
@@ -152,37 +158,25 @@ impl HistoryApi {
 
     /// Sends `ops` down the pipeline and waits for their realtime write.
     async fn submit(&self, ops: Vec<Op>) -> Result<Vec<EventResult>, ApiError> {
+        self.enqueue(ops).await?.written().await
+    }
+
+    /// Sends `ops` down the pipeline (waiting for room on a `block` edge);
+    /// the answer is the wait for their realtime write. Sending and the
+    /// wait share one `request_timeout`.
+    pub async fn enqueue(&self, ops: Vec<Op>) -> Result<Enqueued, ApiError> {
         let count = ops.len();
         let (ack, answer) = Ack::new();
         let batch = Batch { ack: Some(ack), ..Batch::of(ops) };
-        let request_timeout = self.live.current().settings.request_timeout;
-        let written = tokio::time::timeout(request_timeout, async {
-            self.output.send(batch).await.map_err(|error| match error {
-                SendError::Full { .. } => self.unavailable("overloaded", "the pipeline is full; retry shortly"),
-                SendError::Closed { .. } => self.unavailable("stopping", "the pipeline is stopping"),
-            })?;
-            answer.await.map_err(|_| self.unavailable("not_written", "the request was not written; retry"))
-        })
-        .await
-        .map_err(|_| {
-            self.unavailable(
-                "timeout",
-                format!(
-                    "no answer within {} ms; the request may or may not have been applied, retrying is safe",
-                    request_timeout.as_millis()
-                ),
-            )
-        })??;
-        match written {
-            Ok(results) if results.len() == count => Ok(results),
-            Ok(results) => {
-                tracing::error!(expected = count, got = results.len(), "realtime answered with the wrong number of results");
-                Err(self.unavailable("internal", "the write answered inconsistently; retry"))
-            }
-            Err(reason) => {
-                tracing::warn!(%reason, ops = count, "realtime write failed; answering 503");
-                Err(self.unavailable("write_failed", "the realtime store did not take the request; retry"))
-            }
+        let settings = &self.live.current().settings;
+        let (request_timeout, retry_after_s) = (settings.request_timeout, settings.retry_after_s);
+        let deadline = tokio::time::Instant::now() + request_timeout;
+        let unavailable = |code, message: String| ApiError::Unavailable { code, message, retry_after_s };
+        match tokio::time::timeout_at(deadline, self.output.send(batch)).await {
+            Ok(Ok(())) => Ok(Enqueued { count, answer, deadline, request_timeout, retry_after_s }),
+            Ok(Err(SendError::Full { .. })) => Err(unavailable(OVERLOADED, "the pipeline is full; retry shortly".to_owned())),
+            Ok(Err(SendError::Closed { .. })) => Err(unavailable("stopping", "the pipeline is stopping".to_owned())),
+            Err(_) => Err(unavailable("timeout", timed_out(request_timeout))),
         }
     }
 
@@ -269,6 +263,45 @@ impl HistoryApi {
         }
         self.reads()?;
         self.submit(vec![Op::SetRecording { uid, paused, at: model::now_ms() }]).await.map(drop)
+    }
+}
+
+/// The message of a request that had no answer within `request_timeout`.
+fn timed_out(request_timeout: Duration) -> String {
+    format!("no answer within {} ms; the request may or may not have been applied, retrying is safe", request_timeout.as_millis())
+}
+
+/// Ops handed to the pipeline, waiting for their realtime write.
+pub struct Enqueued {
+    count: usize,
+    answer: tokio::sync::oneshot::Receiver<model::AckOutcome>,
+    deadline: tokio::time::Instant,
+    request_timeout: Duration,
+    retry_after_s: u64,
+}
+
+impl Enqueued {
+    /// One result per op once the realtime write is done; 503 when it
+    /// failed, answered wrongly or took past the request's deadline.
+    pub async fn written(self) -> Result<Vec<EventResult>, ApiError> {
+        let Enqueued { count, answer, deadline, request_timeout, retry_after_s } = self;
+        let unavailable = |code, message: String| ApiError::Unavailable { code, message, retry_after_s };
+        let written = match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(written)) => written,
+            Ok(Err(_)) => return Err(unavailable("not_written", "the request was not written; retry".to_owned())),
+            Err(_) => return Err(unavailable("timeout", timed_out(request_timeout))),
+        };
+        match written {
+            Ok(results) if results.len() == count => Ok(results),
+            Ok(results) => {
+                tracing::error!(expected = count, got = results.len(), "realtime answered with the wrong number of results");
+                Err(unavailable("internal", "the write answered inconsistently; retry".to_owned()))
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, ops = count, "realtime write failed; answering 503");
+                Err(unavailable("write_failed", "the realtime store did not take the request; retry".to_owned()))
+            }
+        }
     }
 }
 

@@ -58,6 +58,20 @@ pub struct HttpIngestConfig {
     /// client is told so in its HTTP/2 settings. Fixed at start.
     #[serde(default = "default_grpc_max_streams_per_connection")]
     pub grpc_max_streams_per_connection: u32,
+    /// gRPC `ReportStream`: requests one stream may have taken and not yet
+    /// answered; past it the server reads no more of the stream (HTTP/2
+    /// flow control holds the client).
+    #[serde(default = "default_grpc_stream_max_unanswered")]
+    pub grpc_stream_max_unanswered: usize,
+    /// gRPC `ReportStream`: a stream with no request for this long (and
+    /// nothing unanswered) is ended with DEADLINE_EXCEEDED.
+    #[serde(default = "default_grpc_stream_idle_timeout_ms")]
+    pub grpc_stream_idle_timeout_ms: u64,
+    /// gRPC `ReportStream`: streams one client (token) may hold open at
+    /// once; past it a new one is refused RESOURCE_EXHAUSTED. Without
+    /// `[[auth.clients]]` every caller counts as one client.
+    #[serde(default = "default_grpc_max_streams_per_client")]
+    pub grpc_max_streams_per_client: usize,
 }
 
 /// Largest `max_connections` or `grpc_max_connections` accepted.
@@ -113,6 +127,15 @@ fn default_grpc_max_connections() -> usize {
 fn default_grpc_max_streams_per_connection() -> u32 {
     128
 }
+fn default_grpc_stream_max_unanswered() -> usize {
+    64
+}
+fn default_grpc_stream_idle_timeout_ms() -> u64 {
+    60_000
+}
+fn default_grpc_max_streams_per_client() -> usize {
+    256
+}
 
 impl HttpIngestConfig {
     /// Stage-local problems, each naming its field.
@@ -127,7 +150,7 @@ impl HttpIngestConfig {
         if self.grpc_listen.as_ref().is_some_and(|grpc| *grpc == self.listen) {
             problems.push("`grpc_listen` must differ from `listen`".to_owned());
         }
-        let ranges: [(&str, u64, u64); 9] = [
+        let ranges: [(&str, u64, u64); 12] = [
             ("max_body_bytes", self.max_body_bytes as u64, MAX_BODY_BYTES_LIMIT),
             ("max_events_per_request", self.max_events_per_request as u64, MAX_EVENTS_LIMIT),
             ("request_timeout_ms", self.request_timeout_ms, MAX_TIMEOUT_MS),
@@ -137,6 +160,9 @@ impl HttpIngestConfig {
             ("max_connections", self.max_connections as u64, MAX_CONNECTIONS_LIMIT),
             ("grpc_max_connections", self.grpc_max_connections as u64, MAX_CONNECTIONS_LIMIT),
             ("grpc_max_streams_per_connection", u64::from(self.grpc_max_streams_per_connection), MAX_STREAMS_LIMIT),
+            ("grpc_stream_max_unanswered", self.grpc_stream_max_unanswered as u64, MAX_STREAMS_LIMIT),
+            ("grpc_stream_idle_timeout_ms", self.grpc_stream_idle_timeout_ms, MAX_TIMEOUT_MS),
+            ("grpc_max_streams_per_client", self.grpc_max_streams_per_client as u64, MAX_CONNECTIONS_LIMIT),
         ];
         for (field, value, most) in &ranges {
             require_within(&mut problems, field, *value, 1, *most);

@@ -139,8 +139,8 @@ pub fn check_events(events: Vec<EventInput>, rules: &EventRules, now_ms: i64) ->
     check_count(events.len(), rules)?;
     let mut records = Vec::with_capacity(events.len());
     let mut errors = Vec::new();
-    for (index, event) in events.into_iter().enumerate() {
-        match check(index, event, rules, now_ms) {
+    for outcome in check_each(events, rules, now_ms) {
+        match outcome {
             Ok(record) => records.push(record),
             Err(mut problems) => errors.append(&mut problems),
         }
@@ -150,6 +150,13 @@ pub fn check_events(events: Vec<EventInput>, rules: &EventRules, now_ms: i64) ->
     } else {
         Err(errors)
     }
+}
+
+/// Validates each event on its own (a report stream writes the good ones
+/// of a request): per event, its record or its problems. The count is not
+/// checked.
+pub fn check_each(events: Vec<EventInput>, rules: &EventRules, now_ms: i64) -> Vec<Result<Record, Vec<EventError>>> {
+    events.into_iter().enumerate().map(|(index, event)| check(index, event, rules, now_ms)).collect()
 }
 
 fn check(index: usize, event: EventInput, rules: &EventRules, now_ms: i64) -> Result<Record, Vec<EventError>> {

@@ -12,6 +12,8 @@ pub fn figures() -> Vec<Figure> {
             source: FigureSource::RateWhere { metric: HttpRequest::REQUESTS, label: ("route", "/v1/events") },
         },
         Figure { label: "all requests/s", source: FigureSource::Rate(HttpRequest::REQUESTS) },
+        Figure { label: "report streams open", source: FigureSource::Value(ReportStreamOpened::OPEN) },
+        Figure { label: "stream requests/s", source: FigureSource::Rate(ReportStreamRequest::REQUESTS) },
     ]
 }
 
@@ -110,5 +112,66 @@ impl GrpcConnectionRefused {
     pub fn emit(&self) {
         metrics::counter!(Self::METRIC).increment(1);
         tracing::debug!(max_connections = self.max_connections, "closed a gRPC connection: the listener is at its cap");
+    }
+}
+
+/// A gRPC report stream was opened; the gauge counts it down when the
+/// returned guard drops.
+pub(crate) struct ReportStreamOpened;
+
+impl ReportStreamOpened {
+    /// `histflow_grpc_report_streams`: report streams open now.
+    pub(crate) const OPEN: &'static str = "histflow_grpc_report_streams";
+
+    /// Shows the gauge (at 0) before any stream opens.
+    pub fn describe() {
+        metrics::gauge!(Self::OPEN).increment(0.0);
+        metrics::counter!(ReportStreamRequest::REQUESTS).increment(0);
+    }
+
+    /// Counts the stream open until the guard drops.
+    pub fn emit() -> OpenReportStream {
+        metrics::gauge!(Self::OPEN).increment(1.0);
+        OpenReportStream
+    }
+}
+
+/// One open report stream, counted while it lives.
+pub(crate) struct OpenReportStream;
+
+impl Drop for OpenReportStream {
+    fn drop(&mut self) {
+        metrics::gauge!(ReportStreamOpened::OPEN).decrement(1.0);
+    }
+}
+
+/// A report stream took a request.
+pub(crate) struct ReportStreamRequest;
+
+impl ReportStreamRequest {
+    /// `histflow_grpc_report_stream_requests_total`: requests taken.
+    pub(crate) const REQUESTS: &'static str = "histflow_grpc_report_stream_requests_total";
+    /// `histflow_grpc_report_stream_events_total`: events in them.
+    const EVENTS: &'static str = "histflow_grpc_report_stream_events_total";
+
+    pub fn emit(events: usize) {
+        metrics::counter!(Self::REQUESTS).increment(1);
+        metrics::counter!(Self::EVENTS).increment(events as u64);
+    }
+}
+
+/// A report stream ended.
+pub(crate) struct ReportStreamEnded {
+    /// `client_closed`, `client_failed`, `client_gone`, `drained` or `idle`.
+    pub reason: &'static str,
+}
+
+impl ReportStreamEnded {
+    /// `histflow_grpc_report_streams_ended_total{reason}`.
+    const METRIC: &'static str = "histflow_grpc_report_streams_ended_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::METRIC, "reason" => self.reason).increment(1);
+        tracing::debug!(reason = self.reason, "a report stream ended");
     }
 }

@@ -11,15 +11,18 @@
 use std::sync::Arc;
 
 use pipeline::topology::Scope;
+use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::HistoryApi;
 use crate::auth::Client;
 use crate::error::ApiError;
 use crate::event::check_events;
+use crate::events::ReportStreamOpened;
 use crate::params;
+use crate::report_stream::{self, OpenStreams};
 use crate::text::bounded;
 
 /// Types and stubs generated from the `.proto` (client included, for
@@ -35,14 +38,26 @@ use proto::history_server::{History, HistoryServer};
 #[derive(Clone)]
 pub struct GrpcHistory {
     api: Arc<HistoryApi>,
+    /// Report streams open now, per client.
+    streams: OpenStreams,
+    /// Cancelled when the server stops: report streams drain.
+    stop: CancellationToken,
 }
 
 impl GrpcHistory {
+    /// The service for `api`; its report streams drain when `stop` is
+    /// cancelled.
+    pub fn new(api: Arc<HistoryApi>, stop: CancellationToken) -> Self {
+        GrpcHistory { api, streams: OpenStreams::default(), stop }
+    }
+
     /// The tonic service for `api`, taking messages of at most
-    /// `max_message_bytes`, behind the [`Gatekeeper`].
-    pub fn server(api: Arc<HistoryApi>, max_message_bytes: usize) -> GrpcService {
+    /// `max_message_bytes`, behind the [`Gatekeeper`]; report streams
+    /// drain when `stop` is cancelled.
+    pub fn server(api: Arc<HistoryApi>, max_message_bytes: usize, stop: CancellationToken) -> GrpcService {
         let gate = Gatekeeper { api: api.clone() };
-        InterceptedService::new(HistoryServer::new(GrpcHistory { api }).max_decoding_message_size(max_message_bytes), gate)
+        ReportStreamOpened::describe();
+        InterceptedService::new(HistoryServer::new(GrpcHistory::new(api, stop)).max_decoding_message_size(max_message_bytes), gate)
     }
 
     /// Refuses while draining; takes the caller the [`Gatekeeper`] found
@@ -162,6 +177,28 @@ impl GrpcHistory {
 
 #[tonic::async_trait]
 impl History for GrpcHistory {
+    type ReportStreamStream = tokio_stream::wrappers::ReceiverStream<Result<proto::ReportStreamReply, Status>>;
+
+    async fn report_stream(
+        &self,
+        request: Request<Streaming<proto::ReportStreamRequest>>,
+    ) -> Result<Response<Self::ReportStreamStream>, Status> {
+        // The token was checked from the headers (the Gatekeeper), once;
+        // each event is charged to the client's limit as it comes.
+        let client = self.admit(&request, Scope::Write, 0)?;
+        let limits = self.api.config().streams;
+        let slot = self.streams.open(client.as_deref(), limits.max_per_client)?;
+        // Replies wait here only while the client does not read them; the
+        // stream takes no more than `max_unanswered` requests meanwhile.
+        let (replies, answers) = tokio::sync::mpsc::channel(limits.max_unanswered.max(1));
+        let (api, stop, inbound) = (self.api.clone(), self.stop.clone(), request.into_inner());
+        tokio::spawn(async move {
+            report_stream::serve(api, client, inbound, replies, stop, limits).await;
+            drop(slot);
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(answers)))
+    }
+
     async fn add_history(&self, request: Request<proto::AddHistoryRequest>) -> Result<Response<proto::AddHistoryReply>, Status> {
         let client = self.admit(&request, Scope::Write, 0)?;
         let event = request.into_inner().event.ok_or_else(|| Status::invalid_argument("`event` is required (no_events)"))?;
@@ -270,7 +307,7 @@ mod tests {
             AuthClient { name: "app".into(), token: "token-0123456789abcdef".into(), rate_limit: limit, scopes: None, businesses: None };
         let clients = Clients::new(&Auth { clients: vec![client], allow_unauthenticated: false });
         let state = IngestState::new(output, settings, clients, pipeline::health::Health::default());
-        GrpcHistory { api: state.api.clone() }
+        GrpcHistory::new(state.api.clone(), CancellationToken::new())
     }
 
     #[tokio::test]

@@ -21,6 +21,8 @@
 //! - `read_routes`: history, progress, delete, clear and recording over
 //!   HTTP.
 //! - `grpc`: the same API as a tonic service (`histflow.api.v1.History`).
+//! - `report_stream`: `ReportStream`, the long-lived report stream
+//!   (authenticated once, answered in order, bounded, drained on a stop).
 //! - `grpc_serve`: the gRPC listener, bounded (connections, streams per
 //!   connection, a deadline per call, keep-alive).
 //! - `wire`: records and results as JSON and gRPC carry them.
@@ -47,6 +49,7 @@ pub mod grpc_serve;
 pub mod params;
 pub mod query;
 pub mod read_routes;
+pub mod report_stream;
 pub mod router;
 pub mod serve;
 pub mod stage;

@@ -29,6 +29,7 @@ use crate::config::HttpIngestConfig;
 use crate::event::EventRules;
 use crate::grpc::GrpcHistory;
 use crate::grpc_serve::{serve_grpc, GrpcLimits};
+use crate::report_stream::StreamLimits;
 use crate::router::ingest_router;
 use crate::serve::{self, ConnectionLimits};
 use crate::state::{IngestSettings, IngestState};
@@ -105,6 +106,11 @@ pub fn api_config(
         idle_timeout: Duration::from_millis(config.idle_timeout_ms),
         max_connections: config.max_connections,
     };
+    api.streams = StreamLimits {
+        max_unanswered: config.grpc_stream_max_unanswered,
+        idle_timeout: Duration::from_millis(config.grpc_stream_idle_timeout_ms),
+        max_per_client: config.grpc_max_streams_per_client,
+    };
     Ok(api)
 }
 
@@ -167,7 +173,12 @@ impl Stage<Batch> for HttpIngestStage {
                 Some(grpc_listener) => {
                     let grpc_listener = tokio::net::TcpListener::from_std(grpc_listener)?;
                     tracing::info!(stage = %cx.name, addr = %grpc_listener.local_addr()?, "gRPC listening (histflow.api.v1.History)");
-                    Some(serve_grpc(grpc_listener, GrpcHistory::server(api, max_message_bytes), grpc_limits, cx.shutdown.clone()))
+                    Some(serve_grpc(
+                        grpc_listener,
+                        GrpcHistory::server(api, max_message_bytes, cx.shutdown.clone()),
+                        grpc_limits,
+                        cx.shutdown.clone(),
+                    ))
                 }
             };
             let serving = async move {

@@ -43,6 +43,7 @@ impl IngestSettings {
             clients,
             reads,
             connections: crate::serve::ConnectionLimits::default(),
+            streams: crate::report_stream::StreamLimits::default(),
         }
     }
 

@@ -88,6 +88,6 @@ impl From<Record> for proto::HistoryRecord {
 
 impl From<EventResult> for proto::EventResult {
     fn from(result: EventResult) -> Self {
-        proto::EventResult { recorded: result.recorded, first_today: result.first_today }
+        proto::EventResult { recorded: result.recorded, first_today: result.first_today, error: None }
     }
 }

@@ -364,14 +364,20 @@ impl Histflow {
 
     /// SIGTERM, then waits (at most `timeout`) for the exit code.
     pub fn stop(&mut self, timeout: Duration) -> Option<i32> {
+        signal(self.pid()?, "TERM");
+        self.wait_exit(timeout)
+    }
+
+    /// Waits (at most `timeout`) for the exit code of a process already
+    /// told to stop.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let mut owned = self.process.take()?;
-        signal(owned.0.id(), "TERM");
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = owned.0.try_wait() {
                 return status.code();
             }
-            assert!(Instant::now() < deadline, "histflow did not exit within {timeout:?} of SIGTERM:\n{}", self.log_text());
+            assert!(Instant::now() < deadline, "histflow did not exit within {timeout:?} of its stop:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -661,6 +667,8 @@ pub struct StackTopology<'a> {
     pub aggregate_flush_ms: u64,
     /// Further lines of the realtime stage.
     pub realtime_extra: String,
+    /// Further lines of the ingest stage.
+    pub ingest_extra: String,
 }
 
 impl StackTopology<'_> {
@@ -683,6 +691,7 @@ name = "ingest"
 type = "http_ingest"
 listen = "127.0.0.1:{http}"
 request_timeout_ms = {request}
+{ingest_extra}
 
 [[stages]]
 name = "realtime"
@@ -721,6 +730,7 @@ flush_interval_ms = 100
             shutdown = self.shutdown_timeout_ms,
             request = self.request_timeout_ms,
             realtime_extra = self.realtime_extra,
+            ingest_extra = self.ingest_extra,
             flush = self.aggregate_flush_ms,
             compat = compat.address(),
         )
