@@ -23,6 +23,8 @@
 //!   HBase-compatible server, rows/s.
 //! - `sweep`: the HBase retention sweep's rate, and ingest p99 with and
 //!   without it.
+//! - `streams`: reports at batch 1 over `ReportStream`, unary gRPC and
+//!   HTTP against one service, side by side.
 //! - `reload`: topology reloads under load: time from the trigger to the
 //!   new topology running, ingest p99 while reloading and without.
 
@@ -39,6 +41,7 @@ mod reload;
 mod runtime_dag;
 mod soak;
 mod stack;
+mod streams;
 mod sweep;
 
 use clap::{Parser, Subcommand};
@@ -78,6 +81,8 @@ enum Command {
     Catchup(catchup::Options),
     /// The HBase retention sweep's rate and its cost to ingest p99.
     Sweep(sweep::Options),
+    /// Batch 1 over gRPC ReportStream vs unary gRPC vs HTTP.
+    Streams(streams::Options),
     /// Topology reloads under load: time to running, p99 while reloading.
     Reload(reload::Options),
 }
@@ -97,6 +102,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Page(options)) => page::run(&options),
         Some(Command::Catchup(options)) => catchup::run(&options),
         Some(Command::Sweep(options)) => sweep::run(&options),
+        Some(Command::Streams(options)) => streams::run(&options),
         Some(Command::Reload(options)) => reload::run(&options),
     }
 }
