@@ -8,8 +8,11 @@
 //! - `admin_listener`: the admin endpoints' own server, movable by a reload.
 //! - `remote`: `histflow reload` and `histflow graph --url`, which ask a
 //!   running process.
+//! - `operate`: `histflow inspect`, `replay` and `audit`, the operator's
+//!   look at (and repair of) one user's history.
 
 mod admin_listener;
+mod operate;
 mod reload;
 mod remote;
 mod run;
@@ -84,6 +87,56 @@ enum Command {
         /// seconds.
         #[arg(long, default_value_t = hbase_compat::DEFAULT_IDLE_TIMEOUT.as_secs())]
         idle_timeout_s: u64,
+    },
+    /// Where one user's items live (Redis, its marks, the history table),
+    /// with a verdict per item: durable, pending, only in HBase, deleted,
+    /// missing. Reads only.
+    Inspect {
+        /// Path of the topology file (its Redis, table and merge topic).
+        topology: PathBuf,
+        /// The user.
+        #[arg(long)]
+        uid: u64,
+        /// Only this item (`business:oid`); repeat for more.
+        #[arg(long = "item")]
+        items: Vec<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read a range of the merge topic (a consumer of its own) and write
+    /// what it carries to the history table, as persist writes it; skips
+    /// what the table already holds at that view or newer.
+    Replay {
+        /// Path of the topology file.
+        topology: PathBuf,
+        /// First message: an offset (every partition) or an RFC 3339 time.
+        #[arg(long)]
+        from: operate::replay::Position,
+        /// End (exclusive), as --from; default: each partition's end now.
+        #[arg(long)]
+        to: Option<operate::replay::Position>,
+        /// Only these users (repeat, or comma-separated).
+        #[arg(long = "uid", value_delimiter = ',')]
+        uids: Vec<u64>,
+        /// Print what would be written; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check users end to end and count their items by verdict; exit 3
+    /// when any acknowledged item is missing. Reads only.
+    Audit {
+        /// Path of the topology file.
+        topology: PathBuf,
+        /// A random sample of this many users...
+        #[arg(long, required_unless_present = "uids", conflicts_with = "uids")]
+        sample: Option<usize>,
+        /// ...or these users (repeat, or comma-separated).
+        #[arg(long = "uid", value_delimiter = ',')]
+        uids: Vec<u64>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the topology's stages for a role until SIGINT or SIGTERM.
     Run {
@@ -176,6 +229,12 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Inspect { topology, uid, items, json } => operate::run(&topology, operate::Asked::Inspect { uid, items, json }),
+        Command::Replay { topology, from, to, uids, dry_run } => {
+            let request = operate::replay::Request { from, to, uids: uids.into_iter().collect(), dry_run };
+            operate::run(&topology, operate::Asked::Replay(request))
+        }
+        Command::Audit { topology, sample, uids, json } => operate::run(&topology, operate::Asked::Audit { uids, sample, json }),
         Command::Run { topology, role, embedded, watch } => {
             init_logging();
             run::run(&topology, role.into(), embedded, watch)

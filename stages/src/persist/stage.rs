@@ -73,7 +73,7 @@ impl PersistStage {
 }
 
 /// Per user, the `ids` references of a window: (item, view_at shipped).
-type References = BTreeMap<u64, Vec<(String, i64)>>;
+pub type References = BTreeMap<u64, Vec<(String, i64)>>;
 
 /// Records one `ids` re-read asks Redis for at most (a user with more
 /// goes alone), so a large window is many bounded calls, each well within
@@ -96,6 +96,94 @@ fn read_chunks(wanted: &[(u64, Vec<String>)]) -> Vec<&[(u64, Vec<String>)]> {
         chunks.push(&wanted[start..]);
     }
     chunks
+}
+
+/// Turns a window into row mutations, reading `ids` records from
+/// `records` and, for business clears, the rows they clear from `table`;
+/// also answers the references read, per user (item, view_at shipped), to
+/// release once written. The persist stage and `histflow replay` both
+/// write through it.
+pub async fn window_rows(
+    window: &mut Window,
+    table: &HistoryTable,
+    records: Option<&UserStore>,
+    stage: &str,
+) -> Result<(Vec<RowMutation>, References), StageError> {
+    let mut rows: BTreeMap<u64, RowMutation> = BTreeMap::new();
+
+    let mut references = References::new();
+    for ((uid, item), pending) in window.upserts.drain() {
+        match pending {
+            Pending::Full(record) => {
+                row_of(&mut rows, uid).puts.push((format!("{RECORDS_FAMILY}:{item}"), record.view_at, codec::encode_record(&record)))
+            }
+            Pending::Ref(view_at) => references.entry(uid).or_default().push((item, view_at)),
+        }
+    }
+    if !references.is_empty() {
+        let Some(store) = records else {
+            return Err(format!("stage `{stage}`: ids payload needs `redis_url` to read records from").into());
+        };
+        let wanted: Vec<(u64, Vec<String>)> =
+            references.iter().map(|(uid, items)| (*uid, items.iter().map(|(item, _)| item.clone()).collect())).collect();
+        let mut found = Vec::with_capacity(wanted.len());
+        for chunk in read_chunks(&wanted) {
+            // Redis away: retry the read (the refs are held here),
+            // reading nothing new meanwhile, as for writes.
+            found.extend(
+                retry::until_ok(
+                    || store.read_records(chunk),
+                    |error, pause| Retry { stage, what: "cannot read ids records from Redis; retrying", error, pause }.emit(),
+                )
+                .await,
+            );
+        }
+        for ((uid, items), records) in wanted.iter().zip(found) {
+            for (item, record) in items.iter().zip(records) {
+                match record.map(|bytes| codec::decode_record(&bytes).map(|record| (record, bytes))) {
+                    Some(Ok((record, bytes))) => {
+                        row_of(&mut rows, *uid).puts.push((format!("{RECORDS_FAMILY}:{item}"), record.view_at, bytes))
+                    }
+                    Some(Err(error)) => RecordNotWritten::Undecodable { stage, uid: *uid, item, error: &error }.emit(),
+                    None => RecordNotWritten::Missing { stage, uid: *uid, item }.emit(),
+                }
+            }
+        }
+    }
+    for ((uid, item), at) in window.deletes.drain() {
+        row_of(&mut rows, uid).column_deletes.push((format!("{RECORDS_FAMILY}:{item}"), at));
+    }
+    for (uid, at) in window.clears.drain() {
+        // A family delete, not a row delete: the pause flag in `m`
+        // survives the clear.
+        row_of(&mut rows, uid).column_deletes.push((RECORDS_FAMILY.to_owned(), at));
+    }
+    // HBase has no prefix delete: a business clear is a column delete
+    // at its time for each of the business's items the row holds or
+    // this window writes (a later, older report stays hidden by it).
+    // One row read per user, whatever it clears.
+    let mut business_clears: BTreeMap<u64, Vec<(String, i64)>> = BTreeMap::new();
+    for ((uid, business), at) in window.business_clears.drain() {
+        business_clears.entry(uid).or_default().push((format!("{RECORDS_FAMILY}:{business}:"), at));
+    }
+    for (uid, clears) in business_clears {
+        let held = retry::until_ok(
+            || table.read_row(uid, vec![RECORDS_FAMILY.to_owned()]),
+            |error, pause| Retry { stage, what: "cannot read a row to clear a business; retrying", error, pause }.emit(),
+        )
+        .await;
+        let row = row_of(&mut rows, uid);
+        let written = row.puts.iter().map(|(column, _, _)| column.clone());
+        let columns: BTreeSet<String> = held.into_iter().map(|cell| cell.column).chain(written).collect();
+        for (prefix, at) in clears {
+            row.column_deletes.extend(columns.iter().filter(|column| column.starts_with(&prefix)).map(|column| (column.clone(), at)));
+        }
+    }
+    window.clear_users();
+    for (uid, (paused, at)) in window.recording.drain() {
+        row_of(&mut rows, uid).puts.push((format!("{META_FAMILY}:paused"), at, vec![u8::from(paused) + b'0']));
+    }
+    Ok((rows.into_values().collect(), references))
 }
 
 /// The mutation of `uid`'s row, created on first use.
@@ -125,87 +213,6 @@ impl PersistStage {
         })
     }
 
-    /// Turns a window into row mutations, reading `ids` records; also
-    /// answers the references read, per user (item, view_at shipped), to
-    /// release once written.
-    async fn mutations(&self, window: &mut Window, stage: &str) -> Result<(Vec<RowMutation>, References), StageError> {
-        let mut rows: BTreeMap<u64, RowMutation> = BTreeMap::new();
-
-        let mut references = References::new();
-        for ((uid, item), pending) in window.upserts.drain() {
-            match pending {
-                Pending::Full(record) => {
-                    row_of(&mut rows, uid).puts.push((format!("{RECORDS_FAMILY}:{item}"), record.view_at, codec::encode_record(&record)))
-                }
-                Pending::Ref(view_at) => references.entry(uid).or_default().push((item, view_at)),
-            }
-        }
-        if !references.is_empty() {
-            let Some(store) = &self.records else {
-                return Err(format!("stage `{stage}`: ids payload needs `redis_url` to read records from").into());
-            };
-            let wanted: Vec<(u64, Vec<String>)> =
-                references.iter().map(|(uid, items)| (*uid, items.iter().map(|(item, _)| item.clone()).collect())).collect();
-            let mut found = Vec::with_capacity(wanted.len());
-            for chunk in read_chunks(&wanted) {
-                // Redis away: retry the read (the refs are held here),
-                // reading nothing new meanwhile, as for writes.
-                found.extend(
-                    retry::until_ok(
-                        || store.read_records(chunk),
-                        |error, pause| Retry { stage, what: "cannot read ids records from Redis; retrying", error, pause }.emit(),
-                    )
-                    .await,
-                );
-            }
-            for ((uid, items), records) in wanted.iter().zip(found) {
-                for (item, record) in items.iter().zip(records) {
-                    match record.map(|bytes| codec::decode_record(&bytes).map(|record| (record, bytes))) {
-                        Some(Ok((record, bytes))) => {
-                            row_of(&mut rows, *uid).puts.push((format!("{RECORDS_FAMILY}:{item}"), record.view_at, bytes))
-                        }
-                        Some(Err(error)) => RecordNotWritten::Undecodable { stage, uid: *uid, item, error: &error }.emit(),
-                        None => RecordNotWritten::Missing { stage, uid: *uid, item }.emit(),
-                    }
-                }
-            }
-        }
-        for ((uid, item), at) in window.deletes.drain() {
-            row_of(&mut rows, uid).column_deletes.push((format!("{RECORDS_FAMILY}:{item}"), at));
-        }
-        for (uid, at) in window.clears.drain() {
-            // A family delete, not a row delete: the pause flag in `m`
-            // survives the clear.
-            row_of(&mut rows, uid).column_deletes.push((RECORDS_FAMILY.to_owned(), at));
-        }
-        // HBase has no prefix delete: a business clear is a column delete
-        // at its time for each of the business's items the row holds or
-        // this window writes (a later, older report stays hidden by it).
-        // One row read per user, whatever it clears.
-        let mut business_clears: BTreeMap<u64, Vec<(String, i64)>> = BTreeMap::new();
-        for ((uid, business), at) in window.business_clears.drain() {
-            business_clears.entry(uid).or_default().push((format!("{RECORDS_FAMILY}:{business}:"), at));
-        }
-        for (uid, clears) in business_clears {
-            let held = retry::until_ok(
-                || self.table.read_row(uid, vec![RECORDS_FAMILY.to_owned()]),
-                |error, pause| Retry { stage, what: "cannot read a row to clear a business; retrying", error, pause }.emit(),
-            )
-            .await;
-            let row = row_of(&mut rows, uid);
-            let written = row.puts.iter().map(|(column, _, _)| column.clone());
-            let columns: BTreeSet<String> = held.into_iter().map(|cell| cell.column).chain(written).collect();
-            for (prefix, at) in clears {
-                row.column_deletes.extend(columns.iter().filter(|column| column.starts_with(&prefix)).map(|column| (column.clone(), at)));
-            }
-        }
-        window.clear_users();
-        for (uid, (paused, at)) in window.recording.drain() {
-            row_of(&mut rows, uid).puts.push((format!("{META_FAMILY}:paused"), at, vec![u8::from(paused) + b'0']));
-        }
-        Ok((rows.into_values().collect(), references))
-    }
-
     /// Tells the realtime store which users got records in HBase, voiding
     /// the read path's "HBase holds nothing more" notes of those users, and
     /// releasing the references read (their records may now leave Redis);
@@ -228,7 +235,7 @@ impl PersistStage {
 
     /// Writes the window (retrying until it lands), then answers its acks.
     async fn flush(&self, window: &mut Window, cx: &StageContext<Batch>) -> Result<(), StageError> {
-        let (mut mutations, references) = self.mutations(window, &cx.name).await?;
+        let (mut mutations, references) = window_rows(window, &self.table, self.records.as_ref(), &cx.name).await?;
         // Thrift1 carries one timestamp per call, so a chunk costs a call
         // per distinct timestamp in it: chunks of rows with near timestamps
         // cost far fewer calls than chunks in uid order (the order of the
