@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::endpoints::Endpoints;
+use super::shown_time as time;
 use super::snapshot::{self, ItemReport, UserReport};
 
 /// Reads user `uid` (only `items`, when given) and prints it, as JSON with
@@ -23,13 +24,6 @@ pub async fn run(endpoints: &Endpoints, uid: u64, items: &[String], json: bool) 
         print!("{}", text(&report));
     }
     Ok(())
-}
-
-fn time(ms: i64) -> String {
-    match std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms.max(0) as u64)) {
-        Some(at) => humantime::format_rfc3339_millis(at).to_string(),
-        None => ms.to_string(),
-    }
 }
 
 fn item_lines(item: &ItemReport, out: &mut String) {

@@ -21,6 +21,14 @@ pub mod snapshot;
 use std::path::Path;
 use std::process::ExitCode;
 
+/// A unix-ms time as RFC 3339 (the number itself when out of range).
+pub fn shown_time(ms: i64) -> String {
+    match std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms.max(0) as u64)) {
+        Some(at) => humantime::format_rfc3339_millis(at).to_string(),
+        None => ms.to_string(),
+    }
+}
+
 /// Exit code of `audit` when an item is missing.
 pub const EXIT_MISSING: u8 = 3;
 
@@ -71,10 +79,11 @@ pub fn run(path: &Path, asked: Asked) -> ExitCode {
             Asked::Replay(request) => {
                 let dry_run = request.dry_run;
                 let replayed = replay::run(&endpoints, request).await?;
-                let verb = if dry_run { "would write" } else { "written" };
+                let (what, written, markers) =
+                    if dry_run { ("replay (dry run, nothing written)", "would write", "markers to write") } else { ("replay", "written", "markers written") };
                 println!(
-                    "replay: {} messages, {} ops; item cells {verb} {}, skipped (the table holds that view or newer) {}, missing (ids record gone from Redis) {}; markers {} {}",
-                    replayed.messages, replayed.ops, replayed.written, replayed.skipped, replayed.missing, verb, replayed.markers
+                    "{what}: {} messages, {} ops; {written} {}, skipped (the table holds that view or newer) {}, missing (ids record gone from Redis) {}, {markers} {}",
+                    replayed.messages, replayed.ops, replayed.written, replayed.skipped, replayed.missing, replayed.markers
                 );
                 Ok(ExitCode::SUCCESS)
             }

@@ -149,14 +149,21 @@ pub async fn run(endpoints: &Endpoints, request: Request) -> anyhow::Result<Repl
     };
     let mut assignment = TopicPartitionList::new();
     let mut open: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut ranges = Vec::new();
     for (partition, low, _) in &partitions {
         let (start, end) = (starts[partition].max(*low), ends[partition]);
         if start < end {
             assignment.add_partition_offset(topic, *partition, Offset::Offset(start))?;
             open.insert(*partition, end);
+            ranges.push(format!("{partition}: {start}..{end}"));
         }
-        eprintln!("replay: partition {partition}: offsets {start}..{end}");
     }
+    eprintln!(
+        "replay: topic {topic:?}, {} of {} partitions hold messages in the range (partition: offsets) {}",
+        ranges.len(),
+        partitions.len(),
+        ranges.join(", ")
+    );
     let mut replayed = Replayed::default();
     if open.is_empty() {
         return Ok(replayed);
@@ -234,7 +241,8 @@ async fn apply(
     for (uid, item) in window.upserts.keys() {
         by_user.entry(*uid).or_default().push(item.clone());
     }
-    for (uid, items) in by_user {
+    for (uid, mut items) in by_user {
+        items.sort();
         limit.take(1).await;
         let columns = items.iter().map(|item| format!("r:{item}")).collect();
         let held: BTreeMap<String, i64> = table
@@ -256,8 +264,8 @@ async fn apply(
             replayed.written += 1;
             if dry_run && *shown < DRY_RUN_LINES {
                 *shown += 1;
-                let had = table_view.map_or("no cell".to_owned(), |view| format!("the cell of {view}"));
-                println!("would write user {} {} viewed at {} (the table holds {had})", key.0, key.1, record.view_at);
+                let had = table_view.map_or("no cell".to_owned(), |view| format!("the view of {}", super::shown_time(view)));
+                println!("would write user {} {} viewed at {} (the table holds {had})", key.0, key.1, super::shown_time(record.view_at));
             }
         }
     }
