@@ -20,50 +20,11 @@ const TOKEN: &str = "connections-test-token-0123";
 /// An embedded pipeline with short connection deadlines, a small HTTP
 /// connection cap and a gRPC listener; `auth` is its `[auth]` part.
 fn topology(http: u16, grpc: u16, data: &std::path::Path, auth: &str) -> String {
-    format!(
-        r#"
-[businesses]
-archive = {{ id = 1, retention_days = 1 }}
-{auth}
-[[stages]]
-name = "ingest"
-type = "http_ingest"
-listen = "127.0.0.1:{http}"
-grpc_listen = "127.0.0.1:{grpc}"
-request_timeout_ms = 500
-header_read_timeout_ms = 1000
-idle_timeout_ms = 3000
-max_connections = 24
-grpc_max_streams_per_connection = 64
-
-[[stages]]
-name = "realtime"
-type = "realtime"
-inputs = ["ingest"]
-redis_url = "redis://unused"
-
-[[stages]]
-name = "aggregate"
-type = "aggregate"
-inputs = ["realtime"]
-
-[[stages]]
-name = "kafka_batch"
-type = "kafka_batch"
-inputs = ["aggregate"]
-brokers = "unused:9092"
-topic = "merge"
-consumer_group = "job"
-
-[[stages]]
-name = "persist"
-type = "persist"
-inputs = ["kafka_batch"]
-hbase_thrift = "unused:9090"
-embedded_data_dir = "{data}"
-"#,
-        data = data.display()
-    )
+    let ingest = format!(
+        "grpc_listen = \"127.0.0.1:{grpc}\"\nrequest_timeout_ms = 500\nheader_read_timeout_ms = 1000\nidle_timeout_ms = 3000\n\
+         max_connections = 24\ngrpc_max_streams_per_connection = 64"
+    );
+    common::embedded_topology(http, data, auth, &ingest)
 }
 
 /// A raw connection to `port`, reads time out after `read_timeout`.

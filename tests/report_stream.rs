@@ -166,11 +166,8 @@ async fn ten_thousand_messages_on_one_stream_are_answered_in_order_with_their_ow
 async fn a_stream_is_authenticated_when_it_opens_and_bounded_per_client_and_in_idleness() {
     let data = tempfile::tempdir().unwrap();
     let (http, grpc) = (common::free_port(), common::free_port());
-    let topology = format!(
+    let auth = format!(
         r#"
-[businesses]
-archive = {{ id = 1, retention_days = 1 }}
-
 [[auth.clients]]
 name = "app"
 token = "{TOKEN}"
@@ -184,45 +181,13 @@ scopes = ["admin"]
 name = "reader"
 token = "{TOKEN}-reader"
 scopes = ["read"]
-
-[[stages]]
-name = "ingest"
-type = "http_ingest"
-listen = "127.0.0.1:{http}"
-grpc_listen = "127.0.0.1:{grpc}"
-grpc_max_streams_per_client = 2
-grpc_stream_idle_timeout_ms = 1500
-# A unary call's deadline is this plus a second.
-request_timeout_ms = 1000
-
-[[stages]]
-name = "realtime"
-type = "realtime"
-inputs = ["ingest"]
-redis_url = "redis://unused"
-
-[[stages]]
-name = "aggregate"
-type = "aggregate"
-inputs = ["realtime"]
-
-[[stages]]
-name = "kafka_batch"
-type = "kafka_batch"
-inputs = ["aggregate"]
-brokers = "unused:9092"
-topic = "merge"
-consumer_group = "job"
-
-[[stages]]
-name = "persist"
-type = "persist"
-inputs = ["kafka_batch"]
-hbase_thrift = "unused:9090"
-embedded_data_dir = "{data}"
-"#,
-        data = data.path().display()
+"#
     );
+    // A unary call's deadline is request_timeout_ms plus a second.
+    let ingest = format!(
+        "grpc_listen = \"127.0.0.1:{grpc}\"\ngrpc_max_streams_per_client = 2\ngrpc_stream_idle_timeout_ms = 1500\nrequest_timeout_ms = 1000"
+    );
+    let topology = common::embedded_topology(http, data.path(), &auth, &ingest);
     let histflow = Histflow::start(&topology, http, &["--embedded"]).await;
     let mut client = client(grpc).await;
 

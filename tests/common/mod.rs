@@ -736,3 +736,49 @@ flush_interval_ms = 100
         )
     }
 }
+
+/// The whole pipeline for `--embedded` (every backend in process, the
+/// history table in `data`): `before_stages` goes before the stages
+/// (`[auth]` clients), `ingest_lines` into the ingest stage, which listens
+/// on `http`.
+pub fn embedded_topology(http: u16, data: &std::path::Path, before_stages: &str, ingest_lines: &str) -> String {
+    format!(
+        r#"
+[businesses]
+archive = {{ id = 1, retention_days = 1 }}
+{before_stages}
+[[stages]]
+name = "ingest"
+type = "http_ingest"
+listen = "127.0.0.1:{http}"
+{ingest_lines}
+
+[[stages]]
+name = "realtime"
+type = "realtime"
+inputs = ["ingest"]
+redis_url = "redis://unused"
+
+[[stages]]
+name = "aggregate"
+type = "aggregate"
+inputs = ["realtime"]
+
+[[stages]]
+name = "kafka_batch"
+type = "kafka_batch"
+inputs = ["aggregate"]
+brokers = "unused:9092"
+topic = "merge"
+consumer_group = "job"
+
+[[stages]]
+name = "persist"
+type = "persist"
+inputs = ["kafka_batch"]
+hbase_thrift = "unused:9090"
+embedded_data_dir = "{data}"
+"#,
+        data = data.display()
+    )
+}
