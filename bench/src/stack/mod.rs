@@ -15,9 +15,12 @@
 //! - `workload`: the reports and the closed- or open-loop clients.
 //! - `scrape`: reading `/metrics`.
 //! - `ceiling`: the Redis ceiling.
+//! - `minimal_write`: the minimal scripted write the production regime's
+//!   Redis cost is compared with.
 //! - `report`: the figures, the table, JSON and the latency plot.
 
 mod ceiling;
+mod minimal_write;
 pub(crate) mod open_load;
 pub(crate) mod processes;
 mod redis_cost;
@@ -114,9 +117,32 @@ pub struct Options {
     /// The histflow binary (default: built beside this bench).
     #[arg(long)]
     pub histflow: Option<PathBuf>,
+    /// The production regime: at least 200,000 users (--users below it is
+    /// raised), each reporting in turn (so at most once per aggregate
+    /// window at any rate below users per window), moving to another item
+    /// every 40 reports; a warm pass first (every user's first write of
+    /// the day, made durable), then the measured load; and a minimal
+    /// scripted write (EVALSHA of HSET + ZADD) measured on a fresh Redis,
+    /// the yardstick of histflow's Redis CPU per event.
+    #[arg(long, requires = "stack")]
+    pub heartbeat_at_scale: bool,
 }
 
+/// Users of the production regime, at least.
+const AT_SCALE_USERS: u64 = 200_000;
+
 impl Options {
+    /// The options in force: `--heartbeat-at-scale` raises the users and
+    /// sets the item switches.
+    fn effective(&self) -> Options {
+        let mut options = self.clone();
+        if options.heartbeat_at_scale {
+            options.users = options.users.max(AT_SCALE_USERS);
+            options.switch_every = 40;
+        }
+        options
+    }
+
     fn shape(&self) -> Shape {
         Shape {
             users: self.users,
@@ -150,7 +176,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         "--redis-cluster must be 0 (one Redis) or at least 3 masters"
     );
     anyhow::ensure!(options.services >= 1 && options.jobs >= 1, "--services and --jobs must be at least 1");
-    processes::run_until_interrupted(all_runs(options))
+    processes::run_until_interrupted(all_runs(&options.effective()))
 }
 
 async fn all_runs(options: &Options) -> anyhow::Result<()> {
@@ -173,6 +199,9 @@ async fn all_runs(options: &Options) -> anyhow::Result<()> {
             // what the guarantee costs Redis.
             runs.push(redis_ceiling(options, true).await?);
             runs.push(redis_ceiling(options, false).await?);
+        }
+        if options.heartbeat_at_scale {
+            runs.push(minimal_scripted_write().await?);
         }
     }
     report::print(&runs, options);
@@ -265,6 +294,23 @@ async fn run_stack(options: &Options, histflow: &Path, topology: &Path) -> anyho
     let service_bases: Vec<String> = services.iter().map(|(_, base)| base.clone()).collect();
     let job_bases: Vec<String> = jobs.iter().map(|(_, base)| base.clone()).collect();
 
+    // Kafka messages and HBase cells the warm pass made, not counted in
+    // the measured run's ratios.
+    let mut warm_counts = None;
+    // Items the warm pass acknowledged: the table holds them too.
+    let mut warm_items = std::collections::HashSet::new();
+    if options.heartbeat_at_scale {
+        // Every user's first write of the day, durable, before measuring.
+        let warm = Options { events: Some(options.users), duration: Duration::from_secs(3600), ..options.clone() };
+        let (warmed, _) = load(&warm, &http, &service_bases, &format!("{name} warm")).await?;
+        anyhow::ensure!(warmed.events_acked > 0, "the warm pass recorded nothing");
+        warm_items = warmed.items_acked;
+        if needs.hbase {
+            wait_durable(options, &http, &service_bases, &job_bases, &format!("{name} warm")).await?;
+        }
+        let (service, job) = (scrape_all(&http, &service_bases).await, scrape_all(&http, &job_bases).await);
+        warm_counts = Some((service.sum("histflow_kafka_messages_total", &[]), job.sum("histflow_persist_cells_total", &[])));
+    }
     // What Redis does for the run, from the first report to durable.
     let redis_url = format!("redis://127.0.0.1:{}", ports.redis);
     let measure_redis = needs.redis && !cluster;
@@ -293,6 +339,13 @@ async fn run_stack(options: &Options, histflow: &Path, topology: &Path) -> anyho
     }
     let mut figures = Figures::of_run(&name, options, &outcome, &service_metrics, &job_metrics, &usages, peak_bytes_per_item, hbase_items);
     figures.redis_cost = redis_cost;
+    if let Some((warm_messages, warm_cells)) = warm_counts {
+        // Every item either phase acknowledged must be in the table.
+        figures.posted_items = outcome.items_acked.union(&warm_items).count();
+        let per = |total: f64, warm: f64| (total - warm > 0.0).then(|| outcome.events_acked as f64 / (total - warm));
+        figures.events_per_kafka_message = per(service_metrics.sum("histflow_kafka_messages_total", &[]), warm_messages);
+        figures.events_per_hbase_cell = per(job_metrics.sum("histflow_persist_cells_total", &[]), warm_cells);
+    }
     Ok(figures)
 }
 
@@ -386,6 +439,21 @@ async fn wait_durable(options: &Options, http: &reqwest::Client, services: &[Str
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The minimal scripted write on a fresh Redis (its CPU per event).
+async fn minimal_scripted_write() -> anyhow::Result<Figures> {
+    let dir = tempfile::Builder::new().prefix("histflow-bench-").tempdir()?;
+    let port = free_port()?;
+    let mut redis = Command::new("redis-server");
+    redis.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"]);
+    let _redis = start("redis-server", redis, port, &dir.path().join("redis.log"))?;
+    let bar = ProgressBar::new_spinner();
+    bar.set_message("minimal scripted write: EVALSHA of HSET + ZADD, pipelined 16 deep");
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let (_, events_per_sec, cost) = minimal_write::measure(&format!("redis://127.0.0.1:{port}"), Duration::from_secs(10)).await?;
+    bar.finish_and_clear();
+    Ok(Figures::ceiling(report::MINIMAL_WRITE, events_per_sec, cost))
 }
 
 /// The Redis ceiling on a fresh Redis, with or without the marks.

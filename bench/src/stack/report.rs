@@ -172,6 +172,9 @@ fn or_dash(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "-".to_owned(), |value| format!("{value:.digits$}"))
 }
 
+/// The name of the minimal scripted write's figures.
+pub const MINIMAL_WRITE: &str = "minimal-scripted-write";
+
 /// Prints the table and the ratios.
 pub fn print(runs: &[Figures], options: &Options) {
     println!(
@@ -247,6 +250,22 @@ pub fn print(runs: &[Figures], options: &Options) {
         }
         if let Some(ceiling) = find("redis-ceiling") {
             println!("histflow / Redis ceiling (events/s):   {:.2}", histflow.events_per_sec / ceiling.events_per_sec.max(1e-9));
+        }
+    }
+    if let (Some(histflow), Some(minimal)) = (runs.first().filter(|run| run.latency_us.is_some()), find(MINIMAL_WRITE)) {
+        if let (Some(cost), Some(yardstick)) = (&histflow.redis_cost, &minimal.redis_cost) {
+            println!(
+                "Redis CPU per event, service and job: {:.1} us; the minimal scripted write: {:.1} us; ratio {:.2}",
+                cost.cpu_us_per_event,
+                yardstick.cpu_us_per_event,
+                cost.cpu_us_per_event / yardstick.cpu_us_per_event.max(1e-9)
+            );
+        }
+        if histflow.events_per_sec > 0.0 {
+            println!(
+                "each user reported once every {:.1} s (the production regime: at most once per aggregate window)",
+                options.users as f64 / histflow.events_per_sec
+            );
         }
     }
     if let (Some(marked), Some(unmarked)) = (find("redis-ceiling"), find("redis-ceiling-no-marks")) {
