@@ -1,18 +1,28 @@
--- histflow job note: after the job wrote a user's records to HBase, counts
--- it in the user's meta (if the user has one), which voids any "HBase holds
--- nothing more" note (`hbase_checked`) of the read path; and releases the
+-- histflow job note: after the job wrote users' records to HBase, counts
+-- each in its meta (if it has one), which voids any "HBase holds nothing
+-- more" note (`hbase_checked`) of the read path; and releases the
 -- references it re-read (`marks.lua`): shipped at or below the version
--- written, their kept copies are needed no more.
--- KEYS: h:{uid}:m (meta), h:{uid}:s (shipped), h:{uid}:p (pending),
--- h:{uid}:k (kept). ARGV: pairs of item, view_at written. Returns 0.
-local m, s, p, k = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-if redis.call('EXISTS', m) == 1 then redis.call('HINCRBY', m, 'hbase_written', 1) end
-for i = 1, #ARGV, 2 do
-  local item = ARGV[i]
-  local shipped = redis.call('HGET', s, item)
-  if shipped and tonumber(shipped) <= tonumber(ARGV[i + 1]) then
-    redis.call('HDEL', s, item)
-    if redis.call('HEXISTS', p, item) == 0 then redis.call('HDEL', k, item) end
+-- written, their kept copies are needed no more. Many users a call (a
+-- cluster caller groups users of one slot), so the job's release is not a
+-- round trip per user.
+-- KEYS: per user h:{uid}:m (meta), h:{uid}:s (shipped), h:{uid}:p
+-- (pending), h:{uid}:k (kept). ARGV: per user its count n, then n pairs of
+-- item, view_at written. Returns 0.
+local call, tonumber = redis.call, tonumber
+local arg = 1
+for user = 0, #KEYS / 4 - 1 do
+  local m, s, p, k = KEYS[user * 4 + 1], KEYS[user * 4 + 2], KEYS[user * 4 + 3], KEYS[user * 4 + 4]
+  if call('EXISTS', m) == 1 then call('HINCRBY', m, 'hbase_written', 1) end
+  local count = tonumber(ARGV[arg])
+  arg = arg + 1
+  for _ = 1, count do
+    local item, written = ARGV[arg], ARGV[arg + 1]
+    arg = arg + 2
+    local shipped = call('HGET', s, item)
+    if shipped and tonumber(shipped) <= tonumber(written) then
+      call('HDEL', s, item)
+      if call('HEXISTS', p, item) == 0 then call('HDEL', k, item) end
+    end
   end
 end
 return 0

@@ -285,15 +285,26 @@ impl RedisStore {
         if written.is_empty() {
             return Ok(());
         }
-        // One script call per user (a cluster keeps each user's keys in one
-        // slot), all in one pipeline.
-        let mut calls = Vec::with_capacity(written.len());
-        for (uid, items) in written {
-            let mut call = self.scripts.note_written.call(&[keys::meta(*uid), keys::shipped(*uid), keys::pending(*uid), keys::kept(*uid)]);
-            for (item, view_at) in items {
-                call.arg(item).arg(view_at);
+        // Many users a call, as small as the writes' calls (a script
+        // blocks Redis while it runs), users of one slot together on a
+        // cluster; all in one pipeline.
+        let sizes: Vec<(u64, usize)> = written.iter().map(|(uid, items)| (*uid, items.len().max(1))).collect();
+        let mut calls = Vec::new();
+        for call_users in plan_sized_calls(&sizes, self.shape) {
+            let mut call = redis::cmd("EVALSHA");
+            call.arg(self.scripts.note_written.get_hash()).arg(call_users.len() * 4);
+            for &index in &call_users {
+                let uid = written[index].0;
+                call.arg(keys::meta(uid)).arg(keys::shipped(uid)).arg(keys::pending(uid)).arg(keys::kept(uid));
             }
-            calls.push(of_user(*uid, call));
+            for &index in &call_users {
+                let items = &written[index].1;
+                call.arg(items.len());
+                for (item, view_at) in items {
+                    call.arg(item).arg(view_at);
+                }
+            }
+            calls.push(of_user(written[call_users[0]].0, call));
         }
         self.run_scripted(vec![calls], &self.scripts.note_written).await.map(drop)
     }

@@ -12,9 +12,12 @@ use super::{DeadLetters, PersistStage};
 use crate::build::{BuildContext, StageBuildError};
 use crate::StageConfig;
 
-/// How the persist stage's Redis calls are shaped: it only reads records
-/// and notes writes, one user per call, so no call groups users.
-const RECORD_READS: CallShape = CallShape { cluster: false, max_events: 1 };
+/// How the persist stage's Redis calls are shaped: it reads records, and
+/// notes what it wrote (releasing references) many users a call, at most
+/// as many items a call as a realtime write script holds by default (a
+/// script blocks Redis while it runs). A cluster's slots are learnt from
+/// the connection.
+const RECORD_READS: CallShape = CallShape { cluster: false, max_events: 128 };
 
 /// `[[stages]] type = "persist"`.
 #[derive(Debug, Clone, Deserialize)]
