@@ -191,10 +191,13 @@ impl History for GrpcHistory {
         // Replies wait here only while the client does not read them; the
         // stream takes no more than `max_unanswered` requests meanwhile.
         let (replies, answers) = tokio::sync::mpsc::channel(limits.max_unanswered.max(1));
-        let (api, stop, inbound) = (self.api.clone(), self.stop.clone(), request.into_inner());
+        let (api, stop, mut inbound) = (self.api.clone(), self.stop.clone(), request.into_inner());
         tokio::spawn(async move {
-            report_stream::serve(api, client, inbound, replies, stop, limits).await;
+            let ended = report_stream::serve(api, client, &mut inbound, replies, stop, limits).await;
             drop(slot);
+            if matches!(ended, report_stream::Ended::Drained | report_stream::Ended::Idle) {
+                report_stream::linger(&mut inbound).await;
+            }
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(answers)))
     }

@@ -136,12 +136,29 @@ impl Ended {
     }
 }
 
+/// How long a stream the server ended (drained, idle) keeps reading, and
+/// dropping, what the client still sends, at most.
+pub const LINGER: Duration = Duration::from_secs(1);
+
+/// After the server ended a stream: reads and drops what the client still
+/// sends until it closes its side, at most [`LINGER`]. The end status has
+/// gone out before; were the stream (and, on a drain, its connection)
+/// closed while the client's requests sat unread, the kernel would reset
+/// the connection and the client could lose the status with it. Nothing
+/// read here is answered, so none of it was acknowledged.
+pub async fn linger<S>(inbound: &mut S)
+where
+    S: Stream<Item = Result<proto::ReportStreamRequest, Status>> + Unpin,
+{
+    let _ = tokio::time::timeout(LINGER, async { while let Some(Ok(_)) = inbound.next().await {} }).await;
+}
+
 /// Serves one stream until it ends: takes requests from `inbound`, answers
 /// each through `replies` in order, and ends as [`Ended`] says.
 pub async fn serve<S>(
     api: Arc<HistoryApi>,
     client: Option<Arc<Client>>,
-    mut inbound: S,
+    inbound: &mut S,
     replies: Replies,
     stop: CancellationToken,
     limits: StreamLimits,
@@ -353,7 +370,10 @@ mod tests {
     fn open(api: Arc<HistoryApi>, stop: CancellationToken, limits: StreamLimits) -> Opened {
         let (requests, taken) = inbound::channel(0);
         let (replies, answers) = mpsc::channel(limits.max_unanswered);
-        let served = tokio::spawn(serve(api, None, taken, replies, stop, limits));
+        let served = tokio::spawn(async move {
+            let mut taken = taken;
+            serve(api, None, &mut taken, replies, stop, limits).await
+        });
         (requests, answers, served)
     }
 
