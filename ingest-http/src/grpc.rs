@@ -111,14 +111,16 @@ const MAX_LISTED_PROBLEMS: usize = 10;
 /// ...in at most this many bytes (the count of the rest follows).
 const PROBLEMS_MAX_BYTES: usize = 400;
 
+/// `status` with `retry-after` metadata: seconds to wait, at least one.
+pub(crate) fn with_retry(mut status: Status, seconds: u64) -> Status {
+    if let Ok(value) = MetadataValue::try_from(seconds.max(1).to_string()) {
+        status.metadata_mut().insert("retry-after", value);
+    }
+    status
+}
+
 /// The gRPC status of an API error; 429 and 503 carry `retry-after`.
 pub fn status_of(error: ApiError) -> Status {
-    let with_retry = |mut status: Status, seconds: u64| {
-        if let Ok(value) = MetadataValue::try_from(seconds.max(1).to_string()) {
-            status.metadata_mut().insert("retry-after", value);
-        }
-        status
-    };
     match error {
         ApiError::BadRequest(errors) => {
             // The message travels in an HTTP/2 header: the first problems

@@ -35,7 +35,7 @@ use crate::error::ApiError;
 use crate::event::{check_each, EventError};
 use crate::events::{ReportStreamEnded, ReportStreamOpened, ReportStreamRequest as RequestTaken};
 use crate::grpc::proto;
-use crate::grpc::status_of;
+use crate::grpc::{status_of, with_retry};
 
 /// The limits of report streams; a reload changes them for streams opened
 /// after it.
@@ -303,11 +303,7 @@ fn event_error(problems: &[EventError]) -> proto::EventResult {
 fn refusal(seq: u64, error: ApiError) -> proto::ReportStreamReply {
     let status = match error {
         ApiError::Unavailable { code: OVERLOADED, message, retry_after_s } => {
-            let mut status = Status::resource_exhausted(format!("{message} ({OVERLOADED})"));
-            if let Ok(value) = retry_after_s.max(1).to_string().parse() {
-                status.metadata_mut().insert("retry-after", value);
-            }
-            status
+            with_retry(Status::resource_exhausted(format!("{message} ({OVERLOADED})")), retry_after_s)
         }
         error => status_of(error),
     };

@@ -441,32 +441,34 @@ async fn wait_durable(options: &Options, http: &reqwest::Client, services: &[Str
     }
 }
 
-/// The minimal scripted write on a fresh Redis (its CPU per event).
-async fn minimal_scripted_write() -> anyhow::Result<Figures> {
+/// A Redis of its own for one measurement, without persistence: its
+/// directory, the process (stopped when dropped) and its URL.
+fn fresh_redis() -> anyhow::Result<(tempfile::TempDir, Owned, String)> {
     let dir = tempfile::Builder::new().prefix("histflow-bench-").tempdir()?;
     let port = free_port()?;
     let mut redis = Command::new("redis-server");
     redis.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"]);
-    let _redis = start("redis-server", redis, port, &dir.path().join("redis.log"))?;
+    let process = start("redis-server", redis, port, &dir.path().join("redis.log"))?;
+    Ok((dir, process, format!("redis://127.0.0.1:{port}")))
+}
+
+/// The minimal scripted write on a fresh Redis (its CPU per event).
+async fn minimal_scripted_write() -> anyhow::Result<Figures> {
+    let (_dir, _redis, url) = fresh_redis()?;
     let bar = ProgressBar::new_spinner();
     bar.set_message("minimal scripted write: EVALSHA of HSET + ZADD, pipelined 16 deep");
     bar.enable_steady_tick(Duration::from_millis(200));
-    let (_, events_per_sec, cost) = minimal_write::measure(&format!("redis://127.0.0.1:{port}"), Duration::from_secs(10)).await?;
+    let (_, events_per_sec, cost) = minimal_write::measure(&url, Duration::from_secs(10)).await?;
     bar.finish_and_clear();
     Ok(Figures::ceiling(report::MINIMAL_WRITE, events_per_sec, cost))
 }
 
 /// The Redis ceiling on a fresh Redis, with or without the marks.
 async fn redis_ceiling(options: &Options, marks: bool) -> anyhow::Result<Figures> {
-    let dir = tempfile::Builder::new().prefix("histflow-bench-").tempdir()?;
-    let port = free_port()?;
-    let mut redis = Command::new("redis-server");
-    redis.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"]);
-    let _redis = start("redis-server", redis, port, &dir.path().join("redis.log"))?;
+    let (_dir, _redis, url) = fresh_redis()?;
     let bar = ProgressBar::new_spinner();
     bar.set_message("redis ceiling: the realtime write pipelined straight at Redis");
     bar.enable_steady_tick(Duration::from_millis(200));
-    let url = format!("redis://127.0.0.1:{port}");
     let before = redis_cost::Sample::of(&url).await?;
     let (events, events_per_sec) = ceiling::measure(&url, &options.shape(), options.duration, marks).await?;
     let cost = before.cost_until(&redis_cost::Sample::of(&url).await?, events);
