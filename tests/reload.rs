@@ -2,7 +2,8 @@
 //! capacities, a rate limit, aggregate shards, a `discard` branch added and
 //! removed, a new persist window) with Redis, the tansu broker and the
 //! HBase-compatible server; an invalid edit refused by every trigger; auth
-//! tokens replaced in place.
+//! tokens replaced in place; a business registered under `--embedded`
+//! under load, rebuilding no stage.
 
 // Tests may unwrap: a failure is the point.
 #![allow(clippy::unwrap_used)]
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use common::load::{Load, Shape as LoadShape};
 use common::{Histflow, TestCompat};
+use hbase_compat::store::{ColumnFilter, Store};
 use serde_json::{json, Value};
 
 /// A named edit of the shape.
@@ -364,4 +366,67 @@ async fn under_watch_an_invalid_first_file_waits_for_a_valid_one_instead_of_exit
     assert_eq!(post_event(&format!("http://127.0.0.1:{http}"), None).await, 200);
     common::signal(process.0.id(), "TERM");
     let _ = process.0.wait();
+}
+
+/// Posts one event of `business` for `uid`; the status and the answer.
+async fn post_business(base: &str, uid: u64, business: &str) -> (u16, Value) {
+    let event = json!({"events": [{"uid": uid, "business": business, "oid": 1, "progress": 5, "view_at": model::now_ms() - 1000}]});
+    let answer = reqwest::Client::new().post(format!("{base}/v1/events")).json(&event).send().await.unwrap();
+    (answer.status().as_u16(), answer.json().await.unwrap())
+}
+
+/// The README's run mode: a business registered while load runs is
+/// accepted within one reload, no stage is rebuilt (the in-process bridge
+/// could not be), and every acknowledged event, of the old business and
+/// the new, is durable after a clean stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_embedded_a_new_business_is_live_within_one_reload_and_rebuilds_no_stage() {
+    let data = tempfile::tempdir().unwrap();
+    let http = common::free_port();
+    let registry = "archive = { id = 1, retention_days = 1 }";
+    let without = embedded_topology(http, data.path(), "", "");
+    let mut process = Histflow::start(&without, http, &["--embedded"]).await;
+    let load = Load::start(&process.base, LoadShape { clients: 4, events_per_request: 10, users: 300, pace: Duration::ZERO });
+    common::eventually("load before the reload", Duration::from_secs(30), async || (load.count() >= 1000).then_some(())).await;
+
+    let uid = common::unique_uid_base();
+    let (status, answer) = post_business(&process.base, uid, "music").await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("unknown_business")), "before the reload: {answer}");
+
+    rewrite(&process, &without.replace(registry, &format!("{registry}\nmusic = {{ id = 9, retention_days = 30 }}")));
+    let (status, answer) = reload_via_api(&process).await;
+    assert_eq!((status, answer["result"].as_str()), (200, Some("applied")), "{answer}");
+    let changes = &answer["changes"];
+    for kind in ["started", "rebuilt", "retired"] {
+        assert_eq!(changes[kind], json!([]), "no stage is {kind}: {answer}");
+    }
+    assert_eq!(changes["registry"], json!(true), "{answer}");
+    let (status, answer) = post_business(&process.base, uid, "music").await;
+    assert_eq!((status, answer["results"][0]["recorded"].as_bool()), (200, Some(true)), "after the reload: {answer}");
+
+    let before = load.count();
+    common::eventually("load after the reload", Duration::from_secs(30), async || (load.count() >= before + 500).then_some(())).await;
+    load.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(load.outcomes.connection_errors.load(Ordering::Relaxed), 0, "{}", process.log_text());
+    assert_eq!(process.stop(Duration::from_secs(30)), Some(0), "a clean drain exits 0:\n{}", process.log_text());
+
+    let mut acknowledged = load.acknowledged();
+    acknowledged.insert((uid, "music:1".to_owned()), -1);
+    let store = Store::open(data.path()).unwrap();
+    let missing: Vec<&(u64, String)> = acknowledged
+        .iter()
+        .filter(|((uid, item), view_at)| {
+            let cells = store.get_row(b"history", model::keys::hbase_row(*uid).as_bytes(), &ColumnFilter::default(), None).unwrap();
+            !cells.iter().any(|cell| cell.column == format!("r:{item}").into_bytes() && (**view_at < 0 || cell.timestamp == **view_at))
+        })
+        .map(|(key, _)| key)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged items are not durable: {:?}",
+        missing.len(),
+        acknowledged.len(),
+        &missing[..missing.len().min(5)]
+    );
 }

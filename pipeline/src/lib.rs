@@ -26,6 +26,7 @@
 
 pub mod edge;
 pub mod env;
+pub mod figure;
 pub mod graph;
 pub mod health;
 pub mod metrics;

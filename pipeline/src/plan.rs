@@ -7,8 +7,20 @@
 
 use std::fmt;
 
-use crate::runtime::NodeSpec;
-use crate::topology::{InputSpec, Role, Shape, StageDef, StageSpec, Topology};
+use crate::topology::{InputSpec, RateLimitSpec, Role, Shape, StageDef, StageSpec, Topology};
+
+/// A node to run: its name, where its input comes from, and its limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSpec {
+    /// Unique node name; `inputs[].from` refer to these.
+    pub name: String,
+    /// Input edges.
+    pub inputs: Vec<InputSpec>,
+    /// Rate limit on events taken in (or emitted, for a source).
+    pub rate_limit: Option<RateLimitSpec>,
+    /// A source has no inputs and stops on the signal.
+    pub source: bool,
+}
 
 /// The roles a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::edge::{Delivery, EdgeSender, EdgeShared, Handover, Input, InputCore, InputEdges, LiveRateLimit, Message, Output, OutputShared};
 use crate::metrics::StageMetrics;
-use crate::topology::{InputSpec, RateLimitSpec};
+pub use crate::plan::NodeSpec;
 
 /// Any error a stage ends with.
 pub type StageError = Box<dyn std::error::Error + Send + Sync>;
@@ -80,19 +80,6 @@ pub struct StageContext<M> {
     pub shutdown: CancellationToken,
     /// This stage's metrics, for counting errors.
     pub metrics: StageMetrics,
-}
-
-/// A node to run: its name, where its input comes from, and its limit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NodeSpec {
-    /// Unique node name; `inputs[].from` refer to these.
-    pub name: String,
-    /// Input edges.
-    pub inputs: Vec<InputSpec>,
-    /// Rate limit on events taken in (or emitted, for a source).
-    pub rate_limit: Option<RateLimitSpec>,
-    /// A source has no inputs and stops on the signal.
-    pub source: bool,
 }
 
 /// A node ready to start: its wiring and its stage.

@@ -93,7 +93,7 @@ pub trait StageSpec: DeserializeOwned + fmt::Debug + Send + Sync + 'static {
     }
     /// What the live page shows of this stage besides its events in and
     /// out (commits per second, consumer lag, ...).
-    fn figures(&self) -> Vec<crate::view::Figure> {
+    fn figures(&self) -> Vec<crate::figure::Figure> {
         Vec::new()
     }
 }

@@ -12,16 +12,26 @@ use model::Batch;
 use pipeline::Stage;
 
 use crate::build::{BuildContext, StageBuildError};
-use crate::StageConfig;
+use crate::resources::{Resource, Takes, Uses};
+
+/// What an ingest stage builds from beside its own settings: all of it
+/// taken in place (a reload replaces its API settings, the listeners stay).
+pub(crate) const USES: Uses = &[
+    (Resource::Businesses, Takes::InPlace),
+    (Resource::Clients, Takes::InPlace),
+    (Resource::UserState, Takes::InPlace),
+    (Resource::HistoryTable, Takes::InPlace),
+];
 
 /// The stage, binding its addresses now so a taken port fails the start
 /// (an address the process already listens on is shared, not bound again).
 pub(crate) fn build(config: &HttpIngestConfig, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
     let reader = reader(config, cx)?.map(Arc::new);
     let resident = cx.options.resident.clone();
-    let stage = HttpIngestStage::new(config, cx.businesses(), &cx.topology.auth, cx.admin.clone(), reader, &resident.listeners)
+    let (businesses, clients) = (cx.resources.businesses()?, cx.resources.clients()?);
+    let stage = HttpIngestStage::new(config, businesses, clients, cx.admin.clone(), reader, &resident.listeners)
         .map_err(StageBuildError::Listen)?;
-    resident.set_ingest(cx.name(), stage.live());
+    resident.set_ingest(cx.name, stage.live());
     Ok(Box::new(stage))
 }
 
@@ -29,32 +39,30 @@ pub(crate) fn build(config: &HttpIngestConfig, cx: &mut BuildContext<'_>) -> Res
 /// (same listeners): settings, clients and reads, all from the new file.
 pub(crate) fn api_config(config: &HttpIngestConfig, cx: &mut BuildContext<'_>) -> Result<ApiConfig, StageBuildError> {
     let reader = reader(config, cx)?.map(Arc::new);
-    ingest_http::stage::api_config(config, cx.businesses(), &cx.topology.auth, reader).map_err(StageBuildError::Setting)
+    let (businesses, clients) = (cx.resources.businesses()?, cx.resources.clients()?);
+    ingest_http::stage::api_config(config, businesses, clients, reader).map_err(StageBuildError::Setting)
 }
 
 /// What the endpoint's reads use: the user-state store of the realtime
-/// stage it feeds, and (for cache-aside) the history table of the persist
-/// stage its events reach. `None` when it feeds no realtime stage: the
-/// read routes then answer 501.
+/// stage it feeds, and (for cache-aside) the history table its events
+/// reach. `None` when it feeds no realtime stage: the read routes then
+/// answer 501.
 fn reader(config: &HttpIngestConfig, cx: &mut BuildContext<'_>) -> Result<Option<HistoryReader>, StageBuildError> {
-    let Some(StageConfig::Realtime(realtime)) = cx.downstream(|config| matches!(config, StageConfig::Realtime(_))) else {
+    let Some(store) = cx.resources.user_state()?.cloned() else {
         return Ok(None);
     };
-    let store = cx.backends.user_store(&realtime.redis_url, realtime.call_shape())?;
+    let store = cx.backends.realtime_store(&store)?;
     let progress_fallback = config.progress_fallback == ProgressFallback::Hbase;
-    let persist = match cx.reached(|config| matches!(config, StageConfig::Persist(_))) {
-        Some(StageConfig::Persist(persist)) => Some(persist),
-        _ => None,
-    };
-    let table = match persist {
-        Some(persist) if config.history_fallback || progress_fallback => Some(cx.backends.history_table(persist)?),
+    let table_at = cx.resources.table()?.cloned();
+    let table = match &table_at {
+        Some(at) if config.history_fallback || progress_fallback => Some(cx.backends.history_table(at)?),
         _ => None,
     };
     // The note "HBase holds nothing more" is voided by the job when it
     // writes a user; a job without the realtime store cannot, so then
     // every short page reads HBase.
-    let note_checks = cx.embedded() || persist.is_some_and(|persist| persist.redis_url.is_some());
+    let note_checks = table_at.is_some_and(|at| at.notes_written);
     history_read::register_metrics();
-    let retention_ms = pipeline::topology::retention_ms(cx.businesses());
+    let retention_ms = pipeline::topology::retention_ms(cx.resources.businesses()?);
     Ok(Some(HistoryReader { store, table, progress_fallback, note_checks, retention_ms }))
 }

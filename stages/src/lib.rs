@@ -5,13 +5,20 @@
 //! - [`StageConfig`]: the `type`-tagged enum of every stage configuration;
 //!   [`StageConfig::build`] dispatches to each kind's own `build`.
 //! - `realtime`, `aggregate`, `kafka_batch`, `persist`: one folder per
-//!   stage kind: `config.rs` (its fields, checks and `build`), the stage's
-//!   loop, its pure core, and `events.rs` (what it counts and logs). The
+//!   stage kind: `config.rs` (its fields and checks), `build.rs` (what it
+//!   uses and how it is built), the stage's loop, its pure core, and
+//!   `events.rs` (what it counts and logs). The
 //!   backends they share live in the `backends` crate.
 //! - `http_ingest`: building the HTTP source (its config and server live
 //!   in the `ingest-http` crate) and the reader behind its read API.
 //! - `discard`: a sink that answers and drops (the benchmark's HTTP
 //!   ceiling).
+//! - [`resources`]: the facts stages share (the business registry, the
+//!   sharding, the payload, the Redis, Kafka and HBase endpoints), which a
+//!   kind declares and builds from; the one place that reads across
+//!   stages.
+//! - [`registry`]: the business registry as running stages read it,
+//!   replaced in place by a reload.
 //! - [`build`]: walks a role's plan and builds each node, with real
 //!   backends or embedded stand-ins; every problem is collected.
 //! - [`reload`]: what a topology reload changes in a running process,
@@ -24,7 +31,9 @@ mod http_ingest;
 pub mod kafka_batch;
 pub mod persist;
 pub mod realtime;
+pub mod registry;
 pub mod reload;
+pub mod resources;
 
 use ingest_http::HttpIngestConfig;
 use model::Batch;
@@ -53,6 +62,40 @@ pub enum StageConfig {
 }
 
 impl StageConfig {
+    /// The shared resources a node running `half` of this stage builds
+    /// from, as its kind declares them.
+    pub fn uses(&self, half: pipeline::plan::Half) -> resources::Uses {
+        match self {
+            StageConfig::HttpIngest(_) => http_ingest::USES,
+            StageConfig::Realtime(_) => realtime::USES,
+            StageConfig::Aggregate(_) => aggregate::USES,
+            StageConfig::KafkaBatch(_) if half == pipeline::plan::Half::Consumer => kafka_batch::CONSUMER_USES,
+            StageConfig::KafkaBatch(_) => kafka_batch::PRODUCER_USES,
+            StageConfig::Persist(_) => persist::USES,
+            StageConfig::Discard(_) => &[],
+        }
+    }
+
+    /// What of its own settings a change to rebuilds the node (the rest
+    /// of an ingest stage's settings change in place), as text.
+    pub(crate) fn own_rebuild_key(&self) -> String {
+        match self {
+            // The listeners, and the gRPC server's limits, which are set
+            // when it starts (its call deadline follows
+            // `request_timeout_ms`): a change to any of them rebuilds the
+            // stage, so it takes effect.
+            StageConfig::HttpIngest(ingest) => format!(
+                "listen {:?} grpc {:?} grpc limits {} {} {}",
+                ingest.listen,
+                ingest.grpc_listen,
+                ingest.grpc_max_connections,
+                ingest.grpc_max_streams_per_connection,
+                ingest.grpc_listen.as_ref().map_or(0, |_| ingest.request_timeout_ms)
+            ),
+            other => format!("{other:?}"),
+        }
+    }
+
     /// The stage (or bridge half) `cx` describes, built by its kind.
     pub(crate) fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
         match self {

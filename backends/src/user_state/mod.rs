@@ -185,15 +185,6 @@ impl UserStore {
         }
     }
 
-    /// The lock and place of `table`'s retention sweep: in this Redis, or
-    /// in process memory for the embedded store.
-    pub fn sweep_ledger(&self, table: &str) -> crate::sweep_ledger::SweepLedger {
-        match self {
-            UserStore::Redis(redis) => crate::sweep_ledger::SweepLedger::redis(redis.link(), table),
-            UserStore::Embedded(_) => crate::sweep_ledger::SweepLedger::memory(),
-        }
-    }
-
     /// Whether the store answers (for `/readyz`).
     pub async fn ping(&self) -> bool {
         match self {

@@ -1,17 +1,7 @@
 //! Configuration of the `aggregate` stage (`type = "aggregate"`).
 
-use std::time::Duration;
-
-use model::Batch;
 use pipeline::problem::require_within;
-use pipeline::Stage;
 use serde::Deserialize;
-
-use super::fold::Fold;
-use super::AggregateStage;
-use crate::build::{BuildContext, StageBuildError};
-use crate::kafka_batch::Payload;
-use crate::StageConfig;
 
 /// `[[stages]] type = "aggregate"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -64,25 +54,5 @@ impl AggregateConfig {
             ));
         }
         problems
-    }
-}
-
-impl AggregateConfig {
-    /// The stage: its fold keeps whole records unless the bridge that
-    /// ships its flushes carries ids only.
-    pub(crate) fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
-        // The payload mode belongs to the bridge that ships the flushes;
-        // without one, keep whole records.
-        let keep_records = match cx.downstream(|config| matches!(config, StageConfig::KafkaBatch(_))) {
-            Some(StageConfig::KafkaBatch(bridge)) => bridge.payload == Payload::Full,
-            _ => true,
-        };
-        let businesses = cx.businesses().iter().map(|(name, business)| (name.clone(), business.id));
-        Ok(Box::new(AggregateStage {
-            fold: Fold::new(self.shards, keep_records, businesses),
-            flush_max_entries: self.flush_max_entries,
-            flush_interval: Duration::from_millis(self.flush_interval_ms),
-            max_pending_entries: self.max_pending_entries,
-        }))
     }
 }

@@ -1,7 +1,7 @@
 //! The last-write-wins fold of the aggregate stage, per uid shard.
 //!
 //! In `ids` mode a pending item is one 24-byte entry (uid, oid, and the
-//! business id packed with view_at in one word) in a `hashbrown` table: with
+//! business's number in this fold packed with view_at in one word) in a `hashbrown` table: with
 //! the table's control byte, 25 bytes per bucket, so between about 29 and
 //! 57 bytes per pending item at any load factor the table allows. In `full`
 //! mode the whole record is kept.
@@ -70,32 +70,37 @@ pub struct Fold {
     shards: Vec<Shard>,
     pending: usize,
     keep_records: bool,
-    business_ids: HashMap<String, u16>,
-    business_names: HashMap<u16, Arc<str>>,
+    /// Each business seen, numbered in the order first seen (not the
+    /// registry's ids: those may change by a reload while entries are
+    /// pending, and these never do).
+    business_numbers: HashMap<String, u16>,
+    business_names: Vec<Arc<str>>,
     hasher: hashbrown::DefaultHashBuilder,
 }
 
 impl Fold {
     /// A fold over `shards` shards; `keep_records` for the `full` payload.
-    /// `businesses` maps registered names to ids (ids above 65535 fall back
-    /// to whole records).
-    pub fn new(shards: u32, keep_records: bool, businesses: impl IntoIterator<Item = (String, u32)>) -> Self {
-        let mut business_ids = HashMap::new();
-        let mut business_names = HashMap::new();
-        for (name, id) in businesses {
-            if let Ok(id) = u16::try_from(id) {
-                business_names.insert(id, Arc::from(name.as_str()));
-                business_ids.insert(name, id);
-            }
-        }
+    pub fn new(shards: u32, keep_records: bool) -> Self {
         Fold {
             shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
             pending: 0,
             keep_records,
-            business_ids,
-            business_names,
+            business_numbers: HashMap::new(),
+            business_names: Vec::new(),
             hasher: hashbrown::DefaultHashBuilder::default(),
         }
+    }
+
+    /// The number of `business` in this fold, given on first sight; `None`
+    /// past 65,536 businesses (such a report is kept whole).
+    fn business_number(&mut self, business: &str) -> Option<u16> {
+        if let Some(&number) = self.business_numbers.get(business) {
+            return Some(number);
+        }
+        let number = u16::try_from(self.business_names.len()).ok()?;
+        self.business_names.push(Arc::from(business));
+        self.business_numbers.insert(business.to_owned(), number);
+        Some(number)
     }
 
     /// Number of shards.
@@ -122,10 +127,9 @@ impl Fold {
     /// the pending one for the same item is dropped (it lost already).
     pub fn upsert(&mut self, record: Record) -> u32 {
         let shard_index = keys::shard_of(record.uid, self.shard_count());
-        let compact = (!self.keep_records)
-            .then(|| self.business_ids.get(&record.business).copied())
-            .flatten()
-            .filter(|_| (0..=VIEW_MASK as i64).contains(&record.view_at));
+        let compact = (!self.keep_records && (0..=VIEW_MASK as i64).contains(&record.view_at))
+            .then(|| self.business_number(&record.business))
+            .flatten();
         let shard = &mut self.shards[shard_index as usize];
         match compact {
             Some(business) => {
@@ -155,7 +159,7 @@ impl Fold {
     pub fn upsert_whole(&mut self, record: Record) -> u32 {
         let shard_index = keys::shard_of(record.uid, self.shard_count());
         let shard = &mut self.shards[shard_index as usize];
-        if let Some(&business) = self.business_ids.get(&record.business) {
+        if let Some(&business) = self.business_numbers.get(&record.business) {
             let (uid, oid) = (record.uid, record.oid);
             let hash = self.hasher.hash_one((uid, oid, business));
             let same = |entry: &PendingRef| entry.uid == uid && entry.oid == oid && entry.business() == business;
@@ -177,7 +181,7 @@ impl Fold {
         let Some(state) = self.shards.get_mut(shard as usize) else { return Vec::new() };
         let mut ops = Vec::with_capacity(state.len());
         for entry in state.refs.drain() {
-            let name = self.business_names.get(&entry.business()).map_or("?", |name| name);
+            let name = self.business_names.get(usize::from(entry.business())).map_or("?", |name| name);
             ops.push(Op::UpsertRef { uid: entry.uid, item: item_key(name, entry.oid), view_at: entry.view_at() });
         }
         ops.extend(state.records.drain().map(|(_, record)| Op::Upsert(record)));
@@ -212,7 +216,7 @@ mod tests {
     }
 
     fn fold(keep_records: bool) -> Fold {
-        Fold::new(4, keep_records, [("archive".to_owned(), 1), ("pgc".to_owned(), 2)])
+        Fold::new(4, keep_records)
     }
 
     #[test]
@@ -284,7 +288,7 @@ mod tests {
     fn ids_mode_stays_under_64_bytes_per_pending_item() {
         // Measured at every size from 1,000 to 200,000 pending items, so a
         // table just after growing (its emptiest) is included.
-        let mut fold = Fold::new(64, false, [("archive".to_owned(), 1)]);
+        let mut fold = Fold::new(64, false);
         let mut worst: f64 = 0.0;
         for uid in 1..=200_000u64 {
             fold.upsert(report(uid, "archive", uid * 7, 1_700_000_000_000));

@@ -10,7 +10,7 @@ use backends::user_state::{CallShape, EmbeddedStore, RedisStore, UserStore};
 
 use super::error::StageBuildError;
 use crate::kafka_batch::embedded::{QueueConsumer, QueueProducer};
-use crate::persist::PersistConfig;
+use crate::resources::{TableAt, UserStateAt};
 
 /// Everything stages of one process share.
 #[derive(Default)]
@@ -58,23 +58,33 @@ impl Backends {
         self.embedded.clone().map(UserStore::Embedded)
     }
 
-    /// The history table a persist stage writes: the embedded store under
-    /// `--embedded` (opened once per directory), else the Thrift gateway.
-    pub fn history_table(&mut self, config: &PersistConfig) -> Result<HistoryTable, StageBuildError> {
-        if self.embedded.is_none() {
-            return Ok(HistoryTable::Thrift(ThriftTable::new(&config.hbase_thrift, &config.table)));
+    /// The store of a realtime stage, as [`crate::resources::Resource::UserState`]
+    /// names it (the embedded one under `--embedded`).
+    pub fn realtime_store(&mut self, at: &UserStateAt) -> Result<UserStore, StageBuildError> {
+        match (&self.embedded, &at.redis_url) {
+            (None, Some(url)) => self.user_store(url, at.shape),
+            (None, None) => Err(StageBuildError::Backend("a realtime store without a Redis URL outside --embedded".to_owned())),
+            (Some(store), _) => Ok(UserStore::Embedded(store.clone())),
         }
-        let store = match self.tables.get(&config.embedded_data_dir) {
+    }
+
+    /// A persist stage's history table: the embedded store under
+    /// `--embedded` (opened once per directory), else the Thrift gateway.
+    pub fn history_table(&mut self, at: &TableAt) -> Result<HistoryTable, StageBuildError> {
+        let (Some(_), Some(data_dir)) = (&self.embedded, &at.embedded_data_dir) else {
+            let gateway = at.hbase_thrift.as_deref().unwrap_or_default();
+            return Ok(HistoryTable::Thrift(ThriftTable::new(gateway, &at.table)));
+        };
+        let store = match self.tables.get(data_dir) {
             Some(store) => store.clone(),
             None => {
-                let store = hbase_compat::Store::open(std::path::Path::new(&config.embedded_data_dir)).map_err(|error| {
-                    StageBuildError::Backend(format!("cannot open the embedded history store in {}: {error}", config.embedded_data_dir))
-                })?;
+                let store = hbase_compat::Store::open(std::path::Path::new(data_dir))
+                    .map_err(|error| StageBuildError::Backend(format!("cannot open the embedded history store in {data_dir}: {error}")))?;
                 let store = Arc::new(store);
-                self.tables.insert(config.embedded_data_dir.clone(), store.clone());
+                self.tables.insert(data_dir.clone(), store.clone());
                 store
             }
         };
-        Ok(HistoryTable::Embedded(EmbeddedTable::new(store, &config.table)))
+        Ok(HistoryTable::Embedded(EmbeddedTable::new(store, &at.table)))
     }
 }

@@ -46,4 +46,7 @@ pub enum StageBuildError {
     /// The stage's listening address could not be bound.
     #[error("{0}")]
     Listen(String),
+    /// The kind asked for a resource it does not declare.
+    #[error(transparent)]
+    Undeclared(#[from] crate::resources::Undeclared),
 }

@@ -1,8 +1,8 @@
 //! What outlives one build of a process's stages, so a reload that builds
 //! some of them again reuses it: the bound listeners (an address stays
 //! bound across a reload), the shared backends (the embedded stores above
-//! all, whose data lives in them), and each ingest stage's live API
-//! settings (a reload replaces them in place).
+//! all, whose data lives in them), each ingest stage's live API settings
+//! and the business registry (a reload replaces both in place).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,12 +11,15 @@ use ingest_http::api::LiveApi;
 use ingest_http::Listeners;
 
 use super::backends::Backends;
+use crate::registry::LiveRegistry;
 
 /// Process-lived build state.
 #[derive(Default)]
 pub struct Resident {
     /// Every address the process's servers listen on.
     pub listeners: Listeners,
+    /// The business registry every stage reads (a reload replaces it).
+    pub registry: LiveRegistry,
     backends: Mutex<Option<Backends>>,
     ingest: Mutex<HashMap<String, Arc<LiveApi>>>,
 }

@@ -2,16 +2,8 @@
 
 use backends::kafka::Replication;
 pub use model::codec::Payload;
-use model::Batch;
-use pipeline::plan::{Half, RoleSelection};
 use pipeline::problem::require_within;
-use pipeline::Stage;
 use serde::Deserialize;
-
-use super::embedded;
-use super::{KafkaConsumerStage, KafkaProducerStage};
-use crate::build::{BuildContext, StageBuildError};
-use crate::StageConfig;
 
 /// Producer compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -133,57 +125,5 @@ impl KafkaBatchConfig {
         }
         require_within(&mut problems, "embedded_queue_batches", self.embedded_queue_batches as u64, 1, 1_000_000);
         problems
-    }
-}
-
-impl KafkaBatchConfig {
-    /// One half of the bridge: the producer (service role) or the consumer
-    /// group (job role), or under `--embedded` one end of an in-process
-    /// queue.
-    pub(crate) fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
-        if cx.embedded() {
-            return self.build_embedded(cx);
-        }
-        match cx.half {
-            Half::Consumer => {
-                super::events::register_consumer();
-                let mut stage = KafkaConsumerStage::new(self).map_err(StageBuildError::Backend)?;
-                stage.broker_health = Some(cx.admin.health.backend("broker"));
-                Ok(Box::new(stage))
-            }
-            Half::Producer | Half::Whole => {
-                // A delivered flush settles the marks the realtime stage
-                // feeding this bridge wrote.
-                let marks = match cx.fed_by(|config| matches!(config, StageConfig::Realtime(_))) {
-                    Some(StageConfig::Realtime(realtime)) => Some(cx.backends.user_store(&realtime.redis_url, realtime.call_shape())?),
-                    _ => None,
-                };
-                let ttl_s = cx.key_ttl_s();
-                super::events::register_producer();
-                let mut stage = KafkaProducerStage::new(self, marks, ttl_s).map_err(StageBuildError::Backend)?;
-                stage.broker_health = Some(cx.admin.health.backend("broker"));
-                Ok(Box::new(stage))
-            }
-        }
-    }
-
-    /// Under `--embedded` both halves share one in-process queue, so both
-    /// must run in this process and something must read the queue.
-    fn build_embedded(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
-        if cx.role() != RoleSelection::All {
-            return Err(StageBuildError::EmbeddedQueueAcrossProcesses);
-        }
-        if !cx.is_read() {
-            return Err(StageBuildError::EmbeddedQueueUnread);
-        }
-        let halves = cx.backends.queues.entry(cx.name().to_owned()).or_insert_with(|| {
-            let (producer, consumer) = embedded::queue(self.embedded_queue_batches);
-            (Some(producer), Some(consumer))
-        });
-        let half: Option<Box<dyn Stage<Batch>>> = match cx.half {
-            Half::Consumer => halves.1.take().map(|consumer| Box::new(consumer) as Box<dyn Stage<Batch>>),
-            Half::Producer | Half::Whole => halves.0.take().map(|producer| Box::new(producer) as Box<dyn Stage<Batch>>),
-        };
-        half.ok_or(StageBuildError::PlannedTwice)
     }
 }

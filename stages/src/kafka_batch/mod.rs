@@ -4,12 +4,14 @@
 //! ([`embedded`]) stands in for the broker. Client settings and topic
 //! creation are `backends::kafka`'s.
 //!
-//! - `config`: the bridge's topology fields, and how each half is built.
+//! - `config`: the bridge's topology fields and their checks.
+//! - `build`: how each half is built, and the shared resources it uses.
 //! - `producer`, `consumer`: the two halves on a real broker.
 //! - `producer_slot`: the producer in use, replaced after a fatal error.
 //! - `embedded`: the in-process queue of `--embedded`.
 //! - `events`: what the bridge reports.
 
+mod build;
 mod config;
 pub mod consumer;
 pub mod embedded;
@@ -17,6 +19,7 @@ mod events;
 pub mod producer;
 pub mod producer_slot;
 
+pub(crate) use build::{CONSUMER_USES, PRODUCER_USES};
 pub use config::{Compression, KafkaBatchConfig, Payload};
 pub use consumer::KafkaConsumerStage;
 pub(crate) use events::figures;

@@ -29,6 +29,7 @@ use rdkafka::util::Timeout;
 use super::config::{Compression, KafkaBatchConfig};
 use super::events::{DeliveryRetry, FlushDelivered, MarksKept, MessageDelivered, ProducerRebuilt};
 use super::producer_slot::ProducerSlot;
+use crate::registry::LiveRegistry;
 
 /// Room left in a message for the record batch's own framing.
 const FRAMING_BYTES: usize = 4096;
@@ -46,8 +47,9 @@ pub struct KafkaProducerStage {
     max_message_bytes: usize,
     /// The realtime store whose marks delivered flushes settle.
     marks: Option<UserStore>,
-    /// Key expiry of the user keys (a shipped mark expires with them).
-    ttl_s: u64,
+    /// The business registry: the key expiry of the user keys (a shipped
+    /// mark expires with them), read at each settle.
+    registry: LiveRegistry,
     /// What the broker answered last, for the live page.
     pub broker_health: Option<Dependency>,
 }
@@ -55,7 +57,7 @@ pub struct KafkaProducerStage {
 impl KafkaProducerStage {
     /// A producer for `config`; `marks` is the realtime store whose marks
     /// delivered flushes settle.
-    pub fn new(config: &KafkaBatchConfig, marks: Option<UserStore>, ttl_s: u64) -> Result<Self, String> {
+    pub fn new(config: &KafkaBatchConfig, marks: Option<UserStore>, registry: LiveRegistry) -> Result<Self, String> {
         let compression = match config.compression {
             Compression::Lz4 => "lz4",
             Compression::Zstd => "zstd",
@@ -78,7 +80,7 @@ impl KafkaProducerStage {
             partitions: config.partitions as i32,
             max_message_bytes: config.max_message_bytes.saturating_sub(FRAMING_BYTES).max(1024),
             marks,
-            ttl_s,
+            registry,
             broker_health: None,
         })
     }
@@ -88,7 +90,7 @@ impl KafkaProducerStage {
     fn deliver(&self, batch: Batch, stage: std::sync::Arc<str>) -> BoxFuture<'static, ()> {
         let shard = batch.shard.unwrap_or(0);
         let messages = codec::encode_merge_batch(shard, &batch.ops, self.max_message_bytes);
-        let (producer, topic, marks, ttl_s) = (self.producer.clone(), self.topic.clone(), self.marks.clone(), self.ttl_s);
+        let (producer, topic, marks, ttl_s) = (self.producer.clone(), self.topic.clone(), self.marks.clone(), self.registry.key_ttl_s());
         let health = self.broker_health.clone();
         let ops = batch.ops;
         let events = ops.len();

@@ -14,7 +14,6 @@
 //! deleted. Reads hide such views already (`model::past_retention`, the
 //! same rule); the sweep frees the storage.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use backends::history_table::{HistoryTable, RowMutation, RECORDS_FAMILY};
@@ -22,6 +21,8 @@ use backends::sweep_ledger::{SweepLedger, SweepProgress};
 use pipeline::rate_limit::RateLimit;
 use pipeline::RateLimitSpec;
 use serde::Deserialize;
+
+use crate::registry::LiveRegistry;
 
 /// `retention_sweep = { ... }` of a persist stage.
 #[derive(Debug, Clone, Deserialize)]
@@ -130,8 +131,9 @@ pub struct RetentionSweep {
     config: SweepConfig,
     table: HistoryTable,
     ledger: SweepLedger,
-    /// Each business's retention in ms.
-    retention_ms: HashMap<String, i64>,
+    /// The business registry: each business's retention, read at each
+    /// step.
+    registry: LiveRegistry,
     /// This instance's name in the lock.
     owner: String,
     limit: RateLimit,
@@ -151,14 +153,14 @@ const ACTIVE: &str = "histflow_sweep_active";
 
 impl RetentionSweep {
     /// A sweep of `table` keeping its place in `ledger`.
-    pub fn new(config: SweepConfig, table: HistoryTable, ledger: SweepLedger, retention_ms: HashMap<String, i64>, stage: &str) -> Self {
+    pub fn new(config: SweepConfig, table: HistoryTable, ledger: SweepLedger, registry: LiveRegistry, stage: &str) -> Self {
         for name in [EXAMINED, DELETED, PASSES, ERRORS] {
             metrics::counter!(name).increment(0);
         }
         metrics::gauge!(ACTIVE).set(0.0);
         let limit = RateLimit::new(&RateLimitSpec { per_second: config.rows_per_second, burst: Some(config.step_rows as u32) });
         let owner = format!("{}-{}-{}", hostname(), std::process::id(), model::now_ms());
-        RetentionSweep { config, table, ledger, retention_ms, owner, limit, stage: stage.to_owned() }
+        RetentionSweep { config, table, ledger, registry, owner, limit, stage: stage.to_owned() }
     }
 
     /// Sweeps for ever (the persist stage aborts it when it ends).
@@ -241,6 +243,7 @@ impl RetentionSweep {
         self.limit.take(self.config.step_rows as u32).await;
         let rows = self.table.scan_rows(progress.cursor.clone(), self.config.step_rows, vec![RECORDS_FAMILY.to_owned()]).await?;
         let now = model::now_ms();
+        let registry = self.registry.now();
         let mut mutations = Vec::new();
         for (row, cells) in &rows {
             let column_deletes: Vec<(String, i64)> = cells
@@ -248,7 +251,7 @@ impl RetentionSweep {
                 .filter_map(|cell| {
                     let item = cell.column.strip_prefix("r:").unwrap_or(&cell.column);
                     let business = item.split_once(':').map_or(item, |(business, _)| business);
-                    let retention = *self.retention_ms.get(business)?;
+                    let retention = *registry.retention_ms.get(business)?;
                     // The newest instant past retention: a delete there
                     // hides what `past_retention` says is past it, no more.
                     let cutoff = now.saturating_sub(retention) - 1;

@@ -1,19 +1,8 @@
 //! Configuration of the `realtime` stage (`type = "realtime"`).
 
-use std::time::Duration;
-
 use backends::user_state::CallShape;
-use model::Batch;
 use pipeline::problem::require_within;
-use pipeline::Stage;
 use serde::Deserialize;
-
-use super::broadcast::Broadcast;
-use super::redrive::Redrive;
-use super::RealtimeStage;
-use crate::aggregate::DEFAULT_SHARDS;
-use crate::build::{BuildContext, StageBuildError};
-use crate::StageConfig;
 
 /// `[[stages]] type = "realtime"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,7 +55,7 @@ pub struct RealtimeConfig {
 
 /// What the default grace allows for a Kafka delivery, on top of two
 /// aggregate flush intervals.
-const DELIVERY_ALLOWANCE_MS: u64 = 30_000;
+pub(crate) const DELIVERY_ALLOWANCE_MS: u64 = 30_000;
 
 fn default_max_items_per_user() -> usize {
     1000
@@ -118,51 +107,5 @@ impl RealtimeConfig {
     /// How this stage groups users into script calls.
     pub(crate) fn call_shape(&self) -> CallShape {
         CallShape { cluster: self.cluster, max_events: self.script_max_events }
-    }
-
-    /// The stage on the user-state store at `redis_url`, keeping pending
-    /// marks (indexed by the shards of the aggregate it feeds) when a Kafka
-    /// producer downstream settles them, and re-driving stale ones.
-    pub(crate) fn build(&self, cx: &mut BuildContext<'_>) -> Result<Box<dyn Stage<Batch>>, StageBuildError> {
-        let store = cx.backends.user_store(&self.redis_url, self.call_shape())?;
-        super::events::register();
-        let broadcast = match (&self.broadcast_brokers, cx.embedded()) {
-            (_, true) => Broadcast::Embedded,
-            (Some(brokers), false) => Broadcast::kafka(brokers, &self.broadcast_topic).map_err(StageBuildError::Backend)?,
-            (None, false) => Broadcast::Disabled,
-        };
-        let (shards, flush_interval_ms) = match cx.downstream(|config| matches!(config, StageConfig::Aggregate(_))) {
-            Some(StageConfig::Aggregate(aggregate)) => (aggregate.shards, aggregate.flush_interval_ms),
-            _ => (DEFAULT_SHARDS, 0),
-        };
-        let grace_ms = self.redrive_after_ms.unwrap_or(2 * flush_interval_ms + DELIVERY_ALLOWANCE_MS);
-        if grace_ms < 2 * flush_interval_ms {
-            return Err(StageBuildError::Setting(format!(
-                "`redrive_after_ms` = {grace_ms} must be at least twice the downstream aggregate's `flush_interval_ms` ({flush_interval_ms}): a shorter grace re-ships what live instances still hold"
-            )));
-        }
-        // Marks are kept when a Kafka producer downstream settles them (and
-        // so when the data leaves this process before it is durable).
-        let marks = store.keeps_marks() && cx.reached(|config| matches!(config, StageConfig::KafkaBatch(_))).is_some();
-        let redrive = (self.redrive && marks).then(|| Redrive {
-            store: store.clone(),
-            shards,
-            grace: Duration::from_millis(grace_ms),
-            every: Duration::from_millis(self.redrive_every_ms),
-        });
-        let backend = if cx.embedded() { "the embedded store" } else { "redis" };
-        Ok(Box::new(RealtimeStage {
-            store,
-            broadcast,
-            max_items: self.max_items_per_user,
-            ttl_s: cx.key_ttl_s(),
-            shards,
-            max_events: self.group_commit_max_events,
-            max_in_flight: self.max_in_flight_commits,
-            linger: Duration::from_micros(self.group_commit_linger_us),
-            readiness: Some(cx.admin.health.dependency(backend)),
-            marks,
-            redrive,
-        }))
     }
 }

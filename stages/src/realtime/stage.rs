@@ -35,8 +35,9 @@ pub struct RealtimeStage {
     pub broadcast: Broadcast,
     /// Timeline length kept per user.
     pub max_items: usize,
-    /// Key expiry after inactivity (longest business retention), seconds.
-    pub ttl_s: u64,
+    /// The business registry: key expiry after inactivity (the longest
+    /// retention), read at each commit.
+    pub registry: crate::registry::LiveRegistry,
     /// Shards of the downstream aggregate (re-drive index).
     pub shards: u32,
     /// Most events per commit.
@@ -103,7 +104,7 @@ impl RealtimeStage {
         let now = model::now_ms();
         let params = WriteParams {
             max_items: self.max_items,
-            ttl_s: self.ttl_s,
+            ttl_s: self.registry.key_ttl_s(),
             today: keys::utc_day(now),
             now_ms: now,
             shards: self.shards,

@@ -3,9 +3,9 @@
 //! ([`Prepared::commit`]).
 //!
 //! A node of the role's plan is compared with the running one by what its
-//! build reads: its own definition and, per kind, the neighbours it takes
-//! settings from (a realtime stage reads its aggregate's shards and flush
-//! interval, ...) and the business registry. Then:
+//! build reads: its own definition and the shared resources its kind
+//! declares it takes by a rebuild (`crate::resources`; a realtime stage
+//! takes its aggregate's sharding, ...). Then:
 //! - new nodes are built and start;
 //! - nodes whose reading changed are built again and hand over (their
 //!   running instance drains into the same edges first);
@@ -13,6 +13,9 @@
 //!   (auth clients and tokens, businesses, timeouts, limits, reads) are
 //!   replaced in place, so its listeners and connections stay;
 //! - edge capacities, `when_full` and rate limits change in place;
+//! - the business registry changes in place: every stage reads it while
+//!   it runs (`crate::registry`), so a business added, removed or changed
+//!   rebuilds nothing;
 //! - nodes gone from the plan lose their inputs, drain and end.
 //!
 //! Endpoints that are new in the file are connected to first ([`probe`]);
@@ -20,16 +23,18 @@
 
 pub mod probe;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use ingest_http::api::{ApiConfig, LiveApi};
 use model::Batch;
-use pipeline::plan::{plan, Half, PlannedNode};
+use pipeline::plan::{plan, PlannedNode};
 use pipeline::runtime::BuildError as WiringError;
+use pipeline::topology::Business;
 use pipeline::{Control, NodeSpec, Rewire, Rewired, Stage, Topology};
 
-use crate::build::{BuildContext, BuildError, BuildOptions};
+use crate::build::{resources_of, BuildContext, BuildError, BuildOptions};
+use crate::resources::Resolved;
 use crate::StageConfig;
 
 /// What a reload will do, built and checked, not yet in force.
@@ -39,6 +44,8 @@ pub struct Prepared {
     in_place: Vec<(Arc<LiveApi>, ApiConfig)>,
     /// Every address the role's servers listen on after the reload.
     listening: HashSet<String>,
+    /// The business registry after the reload.
+    businesses: BTreeMap<String, Business>,
     /// What changes, for the answer and the log.
     pub changes: Changes,
 }
@@ -58,6 +65,9 @@ pub struct Changes {
     pub reconfigured: Vec<String>,
     /// Stages that changed in the file but run in the other role here.
     pub other_role: Vec<String>,
+    /// Whether `[businesses]` changes: every stage reads the registry
+    /// while it runs, so this rebuilds none.
+    pub registry: bool,
 }
 
 impl Changes {
@@ -68,6 +78,7 @@ impl Changes {
             && self.retired.is_empty()
             && self.retuned.is_empty()
             && self.reconfigured.is_empty()
+            && !self.registry
     }
 }
 
@@ -96,39 +107,65 @@ pub async fn prepare(
     build_changes(running, next, options)
 }
 
+/// What a node's build reads, as text: its half, its own settings and
+/// the resources its kind declared, resolved.
+struct NodeKey {
+    /// What a change to rebuilds the node: its half, its own settings but
+    /// those an ingest stage changes in place, and the resources taken by
+    /// a rebuild.
+    rebuild: String,
+    /// Its own settings, all of them.
+    config: String,
+    /// Its resources, in place or not (compared as values: a client's
+    /// token does not show in their text).
+    resources: Resolved,
+}
+
+impl NodeKey {
+    fn of(topology: &Topology<StageConfig>, node: &PlannedNode<'_, StageConfig>, options: &BuildOptions) -> Self {
+        let resources = resources_of(topology, node, options);
+        let config = &node.stage.config;
+        let rebuild = format!("{:?} {}\n{}", node.half, config.own_rebuild_key(), resources.rebuild_key(config.uses(node.half)));
+        NodeKey { rebuild, config: format!("{config:?}"), resources }
+    }
+}
+
 /// The build half of [`prepare`] (no connections).
 fn build_changes(running: &Topology<StageConfig>, next: &Topology<StageConfig>, options: &BuildOptions) -> Result<Prepared, Vec<String>> {
     let admin = options.admin();
     let mut backends = options.resident.backends(options.embedded);
-    let mut fingerprints = HashMap::new();
     let running_plan = plan(running, options.role);
-    for node in &running_plan {
-        let mut cx =
-            BuildContext { topology: running, stage: node.stage, half: node.half, options, admin: &admin, backends: &mut backends };
-        fingerprints.insert(node.spec.name.clone(), (fingerprint(&mut cx), node.spec.clone()));
-    }
+    let before: HashMap<String, (NodeKey, NodeSpec)> =
+        running_plan.iter().map(|node| (node.spec.name.clone(), (NodeKey::of(running, node, options), node.spec.clone()))).collect();
     let next_plan = plan(next, options.role);
-    let mut changes = Changes::default();
+    let mut changes = Changes { registry: running.businesses != next.businesses, ..Changes::default() };
     let mut stages = HashMap::new();
     let mut in_place = Vec::new();
     let mut problems = Vec::new();
     for node in &next_plan {
         let name = &node.spec.name;
-        let mut cx = BuildContext { topology: next, stage: node.stage, half: node.half, options, admin: &admin, backends: &mut backends };
-        let print = fingerprint(&mut cx);
-        let previous = fingerprints.get(name);
+        let key = NodeKey::of(next, node, options);
+        let previous = before.get(name);
         if previous.is_some_and(|(_, spec)| spec.inputs != node.spec.inputs || spec.rate_limit != node.spec.rate_limit) {
             changes.retuned.push(name.clone());
         }
         let live = options.resident.ingest(name);
+        let mut cx = BuildContext {
+            name: &node.stage.name,
+            half: node.half,
+            resources: &key.resources,
+            registry: &options.resident.registry,
+            options,
+            admin: &admin,
+            backends: &mut backends,
+        };
+        let unchanged = previous.is_some_and(|(old, _)| old.rebuild == key.rebuild);
         match (&node.stage.config, previous, live) {
             // Same listeners: the settings change in place.
-            (StageConfig::HttpIngest(config), Some((old, _)), Some(live)) if *old == print => {
+            (StageConfig::HttpIngest(config), Some((old, _)), Some(live)) if unchanged => {
                 match crate::http_ingest::api_config(config, &mut cx) {
                     Ok(api) => {
-                        let described =
-                            |topology: &Topology<StageConfig>| topology.stage(&node.stage.name).map(|stage| format!("{:?}", stage.config));
-                        if described(running) != described(next) || running.auth != next.auth || running.businesses != next.businesses {
+                        if old.config != key.config || old.resources != key.resources {
                             changes.reconfigured.push(name.clone());
                         }
                         in_place.push((live, api));
@@ -136,7 +173,7 @@ fn build_changes(running: &Topology<StageConfig>, next: &Topology<StageConfig>, 
                     Err(problem) => problems.push(BuildError::Stage { stage: node.stage.name.clone(), problem }.to_string()),
                 }
             }
-            (_, Some((old, _)), _) if *old == print => {}
+            _ if unchanged => {}
             (_, previous, _) => match node.stage.config.build(&mut cx) {
                 Ok(stage) => {
                     if previous.is_some() {
@@ -165,14 +202,15 @@ fn build_changes(running: &Topology<StageConfig>, next: &Topology<StageConfig>, 
         .flatten()
         .collect();
     let specs = next_plan.into_iter().map(|node| node.spec).collect();
-    Ok(Prepared { specs, stages, in_place, listening, changes })
+    Ok(Prepared { specs, stages, in_place, listening, businesses: next.businesses.clone(), changes })
 }
 
 impl Prepared {
-    /// Puts the reload in force: ingest settings first (a removed token
-    /// stops working at once), then the pipeline's rewiring, which returns
+    /// Puts the reload in force: the business registry and the ingest
+    /// settings first (a removed token stops working at once), then the pipeline's rewiring, which returns
     /// once rebuilt nodes have handed over and new ones run.
     pub async fn commit(self, control: &Control<Batch>, options: &BuildOptions) -> Result<Rewired, WiringError> {
+        options.resident.registry.replace(&self.businesses);
         for (live, api) in self.in_place {
             live.replace(api);
         }
@@ -182,46 +220,6 @@ impl Prepared {
         options.resident.keep_ingest(&running);
         options.resident.listeners.keep_only(&self.listening);
         Ok(rewired)
-    }
-}
-
-/// What `cx`'s node reads when it is built, as text: equal texts build
-/// equal stages. Inputs and rate limits are left out (they change in
-/// place).
-fn fingerprint(cx: &mut BuildContext<'_>) -> String {
-    let config = &cx.stage.config;
-    let show = |config: Option<&StageConfig>| format!("{config:?}");
-    let businesses = format!("{:?}", cx.businesses());
-    let reads: Vec<String> = match config {
-        // The listeners, and the gRPC server's limits, which are set when
-        // it starts (its call deadline follows `request_timeout_ms`): a
-        // change to any of them rebuilds the stage, so it takes effect.
-        StageConfig::HttpIngest(ingest) => vec![format!(
-            "listen {:?} grpc {:?} grpc limits {} {} {}",
-            ingest.listen,
-            ingest.grpc_listen,
-            ingest.grpc_max_connections,
-            ingest.grpc_max_streams_per_connection,
-            ingest.grpc_listen.as_ref().map_or(0, |_| ingest.request_timeout_ms)
-        )],
-        StageConfig::Realtime(_) => vec![
-            show(cx.downstream(|config| matches!(config, StageConfig::Aggregate(_)))),
-            show(cx.reached(|config| matches!(config, StageConfig::KafkaBatch(_)))),
-            businesses,
-        ],
-        StageConfig::Aggregate(_) => vec![show(cx.downstream(|config| matches!(config, StageConfig::KafkaBatch(_)))), businesses],
-        StageConfig::KafkaBatch(_) if cx.half == Half::Consumer => Vec::new(),
-        StageConfig::KafkaBatch(_) => vec![show(cx.fed_by(|config| matches!(config, StageConfig::Realtime(_)))), businesses],
-        StageConfig::Persist(_) => {
-            let bridges = cx.stage.inputs.iter().map(|input| show(cx.topology.stage(&input.from).map(|from| &from.config)));
-            bridges.chain(std::iter::once(businesses)).collect()
-        }
-        StageConfig::Discard(_) => Vec::new(),
-    };
-    match config {
-        // Everything else of an ingest stage changes in place.
-        StageConfig::HttpIngest(_) => reads.join("\n"),
-        _ => format!("{:?} {config:?}\n{}", cx.half, reads.join("\n")),
     }
 }
 

@@ -127,3 +127,61 @@ async fn a_branch_added_starts_alone_and_removed_retires_alone() {
     assert_eq!(changes_between(BASE, &with_branch, RoleSelection::Service), Changes { started: vec!["tap".into()], ..Changes::default() });
     assert_eq!(changes_between(&with_branch, BASE, RoleSelection::Service), Changes { retired: vec!["tap".into()], ..Changes::default() });
 }
+
+/// The reload plan comes from what each kind declares: one edit of each
+/// kind, and what each role rebuilds, changes in place, or leaves alone.
+#[tokio::test]
+async fn each_kind_of_edit_changes_what_declares_it() {
+    let rebuilt = |names: &[&str]| names.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+    // The aggregate's sharding: its readers of it (the realtime stage).
+    let edit = [("shards = 16", "shards = 16\nflush_interval_ms = 500")];
+    assert_eq!(changes(RoleSelection::Service, &edit).rebuilt, rebuilt(&["realtime", "aggregate"]));
+    // The bridge's payload: the bridge and the aggregate that folds for it.
+    let edit = [("brokers = \"127.0.0.1:9092\"", "brokers = \"127.0.0.1:9092\"\npayload = \"full\"")];
+    assert_eq!(changes(RoleSelection::Service, &edit).rebuilt, rebuilt(&["aggregate", "kafka_batch"]));
+    // The bridge's brokers: its halves, and the persist stage that sends
+    // refused rows to them; the job rebuilds its side only.
+    let edit = [("brokers = \"127.0.0.1:9092\"", "brokers = \"127.0.0.2:9092\"")];
+    assert_eq!(changes(RoleSelection::Service, &edit).rebuilt, rebuilt(&["kafka_batch"]));
+    assert_eq!(changes(RoleSelection::Job, &edit).rebuilt, rebuilt(&["kafka_batch.consumer", "persist"]));
+    // The realtime store: the realtime stage, the producer that settles
+    // its marks; the ingest stage's reads move in place (not rebuilt; no
+    // ingest runs here to be reconfigured).
+    let edit = [("redis_url = \"redis://127.0.0.1:6379\"", "redis_url = \"redis://127.0.0.2:6379\"")];
+    assert_eq!(changes(RoleSelection::Service, &edit).rebuilt, rebuilt(&["realtime", "kafka_batch"]));
+    // The history table: the job's persist; the service's ingest reads it
+    // (cache-aside) and takes it in place.
+    let edit = [("hbase_thrift = \"127.0.0.1:9090\"", "hbase_thrift = \"127.0.0.2:9090\"")];
+    assert_eq!(changes(RoleSelection::Service, &edit).rebuilt, Vec::<String>::new());
+    assert_eq!(changes(RoleSelection::Job, &edit).rebuilt, rebuilt(&["persist"]));
+}
+
+/// A business added, its retention or its id changed, or one removed:
+/// every stage reads the registry live, so no role rebuilds anything (a
+/// running ingest stage's checks change in place), embedded or not.
+#[tokio::test]
+async fn a_business_edit_rebuilds_nothing_in_any_role_or_mode() {
+    let registry = "archive = { id = 1, retention_days = 90 }";
+    let edits = [
+        format!("{registry}\nmusic = {{ id = 9, retention_days = 30 }}"),
+        "archive = { id = 1, retention_days = 400 }".to_owned(),
+        "archive = { id = 7, retention_days = 90 }".to_owned(),
+        "pgc = { id = 2, retention_days = 90 }".to_owned(),
+    ];
+    for edit in &edits {
+        let next = edited(&[(registry, edit)]);
+        for role in [RoleSelection::Service, RoleSelection::Job, RoleSelection::All] {
+            for embedded in [false, true] {
+                let running = load::<StageConfig>(BASE, &VarSource::Fixed(Default::default())).expect("valid");
+                let next = load::<StageConfig>(&next, &VarSource::Fixed(Default::default())).expect("valid");
+                let options = BuildOptions { role, embedded, ..BuildOptions::default() };
+                let changes = match build_changes(&running, &next, &options) {
+                    Ok(prepared) => prepared.changes,
+                    Err(problems) => panic!("{edit} {role:?} embedded {embedded}: {problems:?}"),
+                };
+                let expected = Changes { registry: true, ..Changes::default() };
+                assert_eq!(changes, expected, "{edit} {role:?} embedded {embedded}");
+            }
+        }
+    }
+}

@@ -2,41 +2,14 @@
 //! sweeps at a time and a pass resumes where a crash left it: two Redis
 //! keys (`model::keys::sweep_lock`, `model::keys::sweep_progress`), or
 //! process memory under `--embedded` (one process; a restart starts the
-//! pass again, which is safe: a sweep step can be repeated).
+//! pass again, which is safe: a sweep step can be repeated). The lock's
+//! scripts are `hold.lua`, `save.lua` and `release.lua`.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::user_state::link::{Link, Lua};
-use crate::user_state::StoreError;
-
-/// Takes the lock if free, renews it if `owner` holds it; 1 if held.
-const HOLD: &str = r"
-local holder = redis.call('GET', KEYS[1])
-if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-elseif holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-";
-
-/// Saves the progress only while `owner` holds the lock (an instance that
-/// lost it, frozen past its lease, cannot move the place back); 1 if saved.
-const SAVE: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '' then redis.call('HDEL', KEYS[2], 'cursor') else redis.call('HSET', KEYS[2], 'cursor', ARGV[2]) end
-redis.call('HSET', KEYS[2], 'pass_started', ARGV[3], 'pass_done', ARGV[4])
-return 1
-";
-
-/// Releases the lock if `owner` holds it.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 0
-";
+use crate::user_state::{StoreError, UserStore};
 
 /// Where a sweep is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,9 +47,22 @@ fn ledger_error(error: redis::RedisError) -> StoreError {
 }
 
 impl SweepLedger {
+    /// The lock and place of `table`'s retention sweep beside `store`: in
+    /// its Redis, or in process memory for the embedded store.
+    pub fn beside(store: &UserStore, table: &str) -> Self {
+        match store {
+            UserStore::Redis(redis) => Self::redis(redis.link(), table),
+            UserStore::Embedded(_) => Self::memory(),
+        }
+    }
+
     /// The ledger of `table`'s sweep in the Redis behind `connection`.
-    pub(crate) fn redis(connection: Link, table: &str) -> Self {
-        let scripts = Box::new(LedgerScripts { hold: Lua::new(HOLD), save: Lua::new(SAVE), release: Lua::new(RELEASE) });
+    fn redis(connection: Link, table: &str) -> Self {
+        let scripts = Box::new(LedgerScripts {
+            hold: Lua::new(include_str!("hold.lua")),
+            save: Lua::new(include_str!("save.lua")),
+            release: Lua::new(include_str!("release.lua")),
+        });
         SweepLedger(Kept::Redis { connection, lock: model::keys::sweep_lock(table), progress: model::keys::sweep_progress(table), scripts })
     }
 
