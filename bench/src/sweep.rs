@@ -91,19 +91,20 @@ async fn fill(hbase_port: u16, rows: u64) -> anyhow::Result<()> {
     let creator = table.clone();
     tokio::task::spawn_blocking(move || creator.ensure_table()).await??;
     let now = model::now_ms();
-    let cell = |uid: u64, business: &str, view_at: i64| {
+    let put = |row: &mut RowMutation, uid: u64, business: &str, view_at: i64| {
         let record = Record { uid, business: business.into(), oid: 1, sub_id: None, progress: 1, duration: None, device: None, view_at };
-        (format!("r:{business}:1"), view_at, codec::encode_record(&record))
+        row.put_record(&format!("{business}:1"), view_at, codec::encode_record(&record));
     };
     let started = Instant::now();
     let uids: Vec<u64> = (FIRST_UID..FIRST_UID + rows).collect();
     for chunk in uids.chunks(2_000) {
         let mutations = chunk
             .iter()
-            .map(|&uid| RowMutation {
-                row: keys::hbase_row(uid),
-                puts: vec![cell(uid, "live", now - 2 * DAY_MS), cell(uid, "archive", now - 3_600_000)],
-                column_deletes: Vec::new(),
+            .map(|&uid| {
+                let mut row = RowMutation::of_user(uid);
+                put(&mut row, uid, "live", now - 2 * DAY_MS);
+                put(&mut row, uid, "archive", now - 3_600_000);
+                row
             })
             .collect();
         table.mutate_rows(mutations).await.context("cannot fill the history table")?;

@@ -5,9 +5,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use model::Record;
+use model::{codec, Record};
 
-use backends::history_table::TableCell;
+use backends::history_table::RecordCell;
+
+use crate::events::UndecodableRecord;
 
 /// A record that may go in a page, with its sort key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,18 +31,30 @@ pub struct HbaseFound {
     pub all_in_redis: bool,
 }
 
-/// The visible records of `cells` (family `r`) that Redis does not hold.
+/// A stored record, or `None` (counted and logged) when it cannot be read.
+pub(crate) fn decode(uid: u64, item: &str, bytes: &[u8]) -> Option<Record> {
+    match codec::decode_record(bytes) {
+        Ok(record) => Some(record),
+        Err(error) => {
+            UndecodableRecord { uid, item, error: &error }.emit();
+            None
+        }
+    }
+}
+
+/// The visible records of `cells` (a read of the user's records) that
+/// Redis does not hold.
 pub fn hbase_candidates(
     uid: u64,
-    cells: Vec<TableCell>,
+    cells: Vec<RecordCell>,
     markers: &HashMap<String, i64>,
     cleared_at: i64,
     in_redis: &HashSet<String>,
 ) -> HbaseFound {
     let mut found = HbaseFound { candidates: Vec::new(), all_in_redis: true };
     for cell in cells {
-        let Some(item) = cell.column.strip_prefix("r:") else { continue };
-        let Some(record) = crate::reader::decode(uid, item, &cell.value) else { continue };
+        let item = cell.item.as_str();
+        let Some(record) = decode(uid, item, &cell.value) else { continue };
         let view_at = record.view_at;
         let hidden = view_at <= cleared_at || markers.get(item).is_some_and(|&at| view_at <= at);
         if hidden {
@@ -59,9 +73,9 @@ pub fn hbase_candidates(
 mod tests {
     use super::*;
 
-    fn cell(oid: u64, view_at: i64) -> TableCell {
+    fn cell(oid: u64, view_at: i64) -> RecordCell {
         let record = Record { uid: 7, business: "archive".into(), oid, sub_id: None, progress: 1, duration: None, device: None, view_at };
-        TableCell { column: format!("r:archive:{oid}"), timestamp: view_at, value: model::codec::encode_record(&record) }
+        RecordCell { item: format!("archive:{oid}"), view_at, value: model::codec::encode_record(&record) }
     }
 
     #[test]
@@ -82,7 +96,7 @@ mod tests {
         let in_redis: HashSet<String> = ["archive:1".to_owned()].into();
         let found = hbase_candidates(7, vec![cell(1, 10)], &HashMap::new(), -1, &in_redis);
         assert!(found.candidates.is_empty() && found.all_in_redis);
-        let garbage = TableCell { column: "r:archive:9".into(), timestamp: 1, value: vec![0xff, 0xff] };
+        let garbage = RecordCell { item: "archive:9".into(), view_at: 1, value: vec![0xff, 0xff] };
         assert!(hbase_candidates(7, vec![garbage], &HashMap::new(), -1, &HashSet::new()).all_in_redis);
     }
 }

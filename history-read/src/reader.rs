@@ -18,13 +18,13 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 
-use backends::history_table::{HistoryTable, META_FAMILY, RECORDS_FAMILY};
+use backends::history_table::{self, HistoryTable, Wanted};
 use backends::user_state::{SliceQuery, UserMeta, UserStore};
-use model::{codec, Record};
+use model::Record;
 
 use crate::cursor::{Cursor, Page, PageError, PageQuery, ReadError};
-use crate::events::{HbaseRead, PageServed, ReadRetried, UndecodableRecord};
-use crate::merge::{hbase_candidates, Candidate};
+use crate::events::{HbaseRead, PageServed, ReadRetried};
+use crate::merge::{decode, hbase_candidates, Candidate};
 
 /// Timeline members read per call when a business filter may skip many.
 const FILTERED_CHUNK: usize = 128;
@@ -69,17 +69,6 @@ async fn with_retries<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>
         ReadRetried { call, attempt: failed, error }.emit();
     };
     backends::retry::at_most(READ_ATTEMPTS, attempt, retried).await.map_err(read_error)
-}
-
-/// A stored record, or `None` (counted and logged) when it cannot be read.
-pub(crate) fn decode(uid: u64, item: &str, bytes: &[u8]) -> Option<Record> {
-    match codec::decode_record(bytes) {
-        Ok(record) => Some(record),
-        Err(error) => {
-            UndecodableRecord { uid, item, error: &error }.emit();
-            None
-        }
-    }
 }
 
 impl HistoryReader {
@@ -166,11 +155,11 @@ impl HistoryReader {
         before_hbase().map_err(PageError::Refused)?;
         PageServed { read_hbase: true }.emit();
         HbaseRead.emit();
-        let cells = with_retries("history row", || table.read_row(uid, vec![RECORDS_FAMILY.to_owned()])).await?;
+        let cells = history_table::records(with_retries("history row", || table.read(uid, Wanted::Records)).await?);
         let now = model::now_ms();
         let in_redis: HashSet<String> =
             with_retries("whole timeline", || self.store.whole_timeline(uid)).await?.into_iter().map(|(item, _)| item).collect();
-        let items: Vec<String> = cells.iter().filter_map(|cell| cell.column.strip_prefix("r:").map(str::to_owned)).collect();
+        let items: Vec<String> = cells.iter().map(|cell| cell.item.clone()).collect();
         let (fresh_meta, markers) = with_retries("meta and markers", || self.store.meta_and_markers(uid, &items)).await?;
         let found = hbase_candidates(uid, cells, &marker_map(items, markers), fresh_meta.cleared_at, &in_redis);
         if found.all_in_redis {
@@ -220,8 +209,7 @@ impl HistoryReader {
             return Ok(records);
         }
         HbaseRead.emit();
-        let columns: Vec<String> = missing.iter().map(|item| format!("{RECORDS_FAMILY}:{item}")).collect();
-        let cells = with_retries("history row", || table.read_row(uid, columns.clone())).await?;
+        let cells = history_table::records(with_retries("history row", || table.read(uid, Wanted::Items(&missing))).await?);
         let (meta, markers) = with_retries("meta and markers", || self.store.meta_and_markers(uid, &missing)).await?;
         // Items Redis holds were answered above; none of `missing` is there.
         let found = hbase_candidates(uid, cells, &marker_map(missing, markers), meta.cleared_at, &HashSet::new());
@@ -242,8 +230,8 @@ impl HistoryReader {
         // No realtime keys (new user, expired or lost): the switch, if any,
         // is in HBase.
         let Some(table) = &self.table else { return Ok(false) };
-        let cells = with_retries("history row", || table.read_row(uid, vec![format!("{META_FAMILY}:paused")])).await?;
-        Ok(cells.first().is_some_and(|cell| cell.value == b"1"))
+        let cells = with_retries("history row", || table.read(uid, Wanted::Paused)).await?;
+        Ok(history_table::paused(&cells).unwrap_or(false))
     }
 }
 

@@ -15,7 +15,6 @@ use crate::auth::{Client, Clients};
 use crate::error::ApiError;
 use crate::event::EventRules;
 use crate::params::ClearScope;
-use crate::report_stream::StreamLimits;
 use crate::serve::ConnectionLimits;
 use history_read::{HistoryReader, Page, PageError, PageQuery, ReadError};
 use pipeline::health::Health;
@@ -38,6 +37,25 @@ pub struct ApiSettings {
     pub request_timeout: Duration,
     /// `Retry-After` seconds for 429/503.
     pub retry_after_s: u64,
+}
+
+/// The limits of report streams; a reload changes them for streams opened
+/// after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Requests taken and not yet answered, per stream, at most.
+    pub max_unanswered: usize,
+    /// A stream with no request (and nothing unanswered) this long ends.
+    pub idle_timeout: Duration,
+    /// Streams one client holds open at once, at most.
+    pub max_per_client: usize,
+}
+
+impl Default for StreamLimits {
+    /// The `http_ingest` stage's defaults.
+    fn default() -> Self {
+        StreamLimits { max_unanswered: 64, idle_timeout: Duration::from_secs(60), max_per_client: 256 }
+    }
 }
 
 /// Everything a reload may change in the API while it serves.

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use pipeline::topology::Scope;
 use tokio_util::sync::CancellationToken;
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -21,16 +20,11 @@ use crate::auth::Client;
 use crate::error::ApiError;
 use crate::event::check_events;
 use crate::events::ReportStreamOpened;
+use crate::grpc_status::status_of;
 use crate::params;
 use crate::report_stream::{self, OpenStreams};
-use crate::text::bounded;
 
-/// Types and stubs generated from the `.proto` (client included, for
-/// callers and tests).
-#[allow(missing_docs, clippy::all, clippy::unwrap_used)]
-pub mod proto {
-    tonic::include_proto!("histflow.api.v1");
-}
+pub use crate::proto;
 
 use proto::history_server::{History, HistoryServer};
 
@@ -103,66 +97,6 @@ impl tonic::service::Interceptor for Gatekeeper {
         let client = self.api.authenticate(authorization(request.metadata())).map_err(status_of)?;
         request.extensions_mut().insert(Caller(client));
         Ok(request)
-    }
-}
-
-/// Problems an `INVALID_ARGUMENT` message lists at most...
-const MAX_LISTED_PROBLEMS: usize = 10;
-/// ...in at most this many bytes (the count of the rest follows).
-const PROBLEMS_MAX_BYTES: usize = 400;
-
-/// `status` with `retry-after` metadata: seconds to wait, at least one.
-pub(crate) fn with_retry(mut status: Status, seconds: u64) -> Status {
-    if let Ok(value) = MetadataValue::try_from(seconds.max(1).to_string()) {
-        status.metadata_mut().insert("retry-after", value);
-    }
-    status
-}
-
-/// The gRPC status of an API error; 429 and 503 carry `retry-after`.
-pub fn status_of(error: ApiError) -> Status {
-    match error {
-        ApiError::BadRequest(errors) => {
-            // The message travels in an HTTP/2 header: the first problems
-            // that fit in a bounded message, then a count, or a request with
-            // many bad events gets a protocol error instead of its answer.
-            let mut listed = String::from("nothing was recorded: ");
-            let mut shown = 0;
-            for error in errors.iter().take(MAX_LISTED_PROBLEMS) {
-                let problem = match error.index {
-                    Some(index) => format!("event {index}: {} ({})", error.message, error.code),
-                    None => format!("{} ({})", error.message, error.code),
-                };
-                if shown > 0 && listed.len() + problem.len() + 2 > PROBLEMS_MAX_BYTES {
-                    break;
-                }
-                if shown > 0 {
-                    listed.push_str("; ");
-                }
-                listed.push_str(&problem);
-                shown += 1;
-            }
-            let more = errors.len() - shown;
-            if more > 0 {
-                listed.push_str(&format!("; and {more} more"));
-            }
-            Status::invalid_argument(bounded(listed))
-        }
-        ApiError::InvalidParameter { code, message } => Status::invalid_argument(bounded(format!("{message} ({code})"))),
-        ApiError::Unauthorized => Status::unauthenticated("missing or unknown bearer token"),
-        ApiError::Forbidden(message) => Status::permission_denied(bounded(message)),
-        ApiError::NotFound => Status::unimplemented("no such call"),
-        ApiError::MethodNotAllowed => Status::unimplemented("no such call"),
-        ApiError::NotImplemented(message) => Status::unimplemented(message),
-        ApiError::TooLarge(message) => Status::resource_exhausted(bounded(message)),
-        ApiError::UnsupportedMediaType => Status::invalid_argument("unsupported media type"),
-        ApiError::BodyTimeout(message) => Status::deadline_exceeded(message),
-        ApiError::RateLimited { retry_after_s } => {
-            with_retry(Status::resource_exhausted("this client's rate limit is exhausted"), retry_after_s)
-        }
-        ApiError::Unavailable { code, message, retry_after_s } => {
-            with_retry(Status::unavailable(format!("{message} ({code})")), retry_after_s)
-        }
     }
 }
 

@@ -21,6 +21,8 @@
 //! - `read_routes`: history, progress, delete, clear and recording over
 //!   HTTP.
 //! - `grpc`: the same API as a tonic service (`histflow.api.v1.History`).
+//! - `proto`: the types and stubs generated from the `.proto`.
+//! - `grpc_status`: an API error as a gRPC status (with `retry-after`).
 //! - `report_stream`: `ReportStream`, the long-lived report stream
 //!   (authenticated once, answered in order, bounded, drained on a stop).
 //! - `grpc_serve`: the gRPC listener, bounded (connections, streams per
@@ -46,7 +48,9 @@ pub mod event;
 mod events;
 pub mod grpc;
 pub mod grpc_serve;
+mod grpc_status;
 pub mod params;
+pub mod proto;
 pub mod query;
 pub mod read_routes;
 pub mod report_stream;

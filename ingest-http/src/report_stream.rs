@@ -29,32 +29,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::api::{HistoryApi, OVERLOADED};
+use crate::api::{HistoryApi, StreamLimits, OVERLOADED};
 use crate::auth::Client;
 use crate::error::ApiError;
 use crate::event::{check_each, EventError};
 use crate::events::{ReportStreamEnded, ReportStreamOpened, ReportStreamRequest as RequestTaken};
-use crate::grpc::proto;
-use crate::grpc::{status_of, with_retry};
-
-/// The limits of report streams; a reload changes them for streams opened
-/// after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamLimits {
-    /// Requests taken and not yet answered, per stream, at most.
-    pub max_unanswered: usize,
-    /// A stream with no request (and nothing unanswered) this long ends.
-    pub idle_timeout: Duration,
-    /// Streams one client holds open at once, at most.
-    pub max_per_client: usize,
-}
-
-impl Default for StreamLimits {
-    /// The `http_ingest` stage's defaults.
-    fn default() -> Self {
-        StreamLimits { max_unanswered: 64, idle_timeout: Duration::from_secs(60), max_per_client: 256 }
-    }
-}
+use crate::grpc_status::{status_of, with_retry};
+use crate::proto;
 
 /// The name streams without a token are counted under.
 const ANONYMOUS: &str = "";

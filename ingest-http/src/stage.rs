@@ -23,13 +23,13 @@ use pipeline::topology::{Auth, Business};
 use pipeline::{Stage, StageContext, StageFuture};
 
 use crate::admin::{admin_router, AdminState};
+use crate::api::StreamLimits;
 use crate::api::{ApiConfig, LiveApi};
 use crate::auth::Clients;
 use crate::config::HttpIngestConfig;
 use crate::event::EventRules;
 use crate::grpc::GrpcHistory;
 use crate::grpc_serve::{serve_grpc, GrpcLimits};
-use crate::report_stream::StreamLimits;
 use crate::router::ingest_router;
 use crate::serve::{self, ConnectionLimits};
 use crate::state::{IngestSettings, IngestState};

@@ -43,7 +43,7 @@ impl IngestSettings {
             clients,
             reads,
             connections: crate::serve::ConnectionLimits::default(),
-            streams: crate::report_stream::StreamLimits::default(),
+            streams: crate::api::StreamLimits::default(),
         }
     }
 

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 
-use backends::history_table::RECORDS_FAMILY;
+use backends::history_table::Wanted;
 use serde::Serialize;
 
 use super::endpoints::Endpoints;
@@ -72,7 +72,7 @@ async fn sample(endpoints: &Endpoints, count: usize) -> anyhow::Result<BTreeSet<
         }
         limit.take(1).await;
         let start = format!("{:04x}", random() % 0x10000);
-        let rows = table.scan_rows(Some(start), 1, vec![RECORDS_FAMILY.to_owned()]).await?;
+        let rows = table.scan_rows(Some(start), 1, Wanted::Records.columns()).await?;
         users.extend(rows.iter().filter_map(|(row, _)| model::keys::uid_of_hbase_row(row)));
     }
     Ok(users)

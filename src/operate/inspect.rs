@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::endpoints::Endpoints;
-use super::shown_time as time;
+use super::shown::shown_time as time;
 use super::snapshot::{self, ItemReport, UserReport};
 
 /// Reads user `uid` (only `items`, when given) and prints it, as JSON with

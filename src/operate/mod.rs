@@ -11,23 +11,17 @@
 //! - `replay`: re-reads a range of the merge topic and writes what it
 //!   carries (counted: written, skipped, missing).
 //! - `audit`: snapshots of sampled users, counted by verdict.
+//! - `shown`: how the commands show a time.
 
 pub mod audit;
 pub mod endpoints;
 pub mod inspect;
 pub mod replay;
+pub mod shown;
 pub mod snapshot;
 
 use std::path::Path;
 use std::process::ExitCode;
-
-/// A unix-ms time as RFC 3339 (the number itself when out of range).
-pub fn shown_time(ms: i64) -> String {
-    match std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms.max(0) as u64)) {
-        Some(at) => humantime::format_rfc3339_millis(at).to_string(),
-        None => ms.to_string(),
-    }
-}
 
 /// Exit code of `audit` when an item is missing.
 pub const EXIT_MISSING: u8 = 3;

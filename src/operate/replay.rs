@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::Context;
-use backends::history_table::HistoryTable;
+use backends::history_table::{self, HistoryTable, Wanted};
 use backends::user_state::Link;
 use model::{codec, keys};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -244,14 +244,8 @@ async fn apply(
     for (uid, mut items) in by_user {
         items.sort();
         limit.take(1).await;
-        let columns = items.iter().map(|item| format!("r:{item}")).collect();
-        let held: BTreeMap<String, i64> = table
-            .read_row(uid, columns)
-            .await
-            .with_context(|| format!("cannot read user {uid}'s row"))?
-            .into_iter()
-            .filter_map(|cell| Some((cell.column.strip_prefix("r:")?.to_owned(), cell.timestamp)))
-            .collect();
+        let cells = table.read(uid, Wanted::Items(&items)).await.with_context(|| format!("cannot read user {uid}'s row"))?;
+        let held: BTreeMap<String, i64> = history_table::records(cells).into_iter().map(|cell| (cell.item, cell.view_at)).collect();
         for item in items {
             let key = (uid, item);
             let Some(Pending::Full(record)) = window.upserts.get(&key) else { continue };
@@ -264,8 +258,13 @@ async fn apply(
             replayed.written += 1;
             if dry_run && *shown < DRY_RUN_LINES {
                 *shown += 1;
-                let had = table_view.map_or("no cell".to_owned(), |view| format!("the view of {}", super::shown_time(view)));
-                println!("would write user {} {} viewed at {} (the table holds {had})", key.0, key.1, super::shown_time(record.view_at));
+                let had = table_view.map_or("no cell".to_owned(), |view| format!("the view of {}", super::shown::shown_time(view)));
+                println!(
+                    "would write user {} {} viewed at {} (the table holds {had})",
+                    key.0,
+                    key.1,
+                    super::shown::shown_time(record.view_at)
+                );
             }
         }
     }

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
-use backends::history_table::{HistoryTable, META_FAMILY, RECORDS_FAMILY};
+use backends::history_table::{self, HistoryTable, Wanted};
 use backends::user_state::Link;
 use model::{codec, keys, Record};
 use serde::Serialize;
@@ -260,21 +260,19 @@ pub async fn read(
     let pending_index: Option<f64> = redis::cmd("ZSCORE").arg(keys::pending_index(shard)).arg(uid).query_async(&mut link.clone()).await?;
     let leaving_index: Option<f64> = redis::cmd("ZSCORE").arg(keys::leaving_index(shard)).arg(uid).query_async(&mut link.clone()).await?;
 
-    let columns = match only {
-        None => vec![RECORDS_FAMILY.to_owned(), META_FAMILY.to_owned()],
-        Some(items) => items.iter().map(|item| format!("{RECORDS_FAMILY}:{item}")).chain([format!("{META_FAMILY}:paused")]).collect(),
+    let wanted = match only {
+        None => Wanted::Everything,
+        Some(items) => Wanted::ItemsAndPaused(items),
     };
-    let cells = table.read_row(uid, columns).await.context("cannot read the user's row from the history table")?;
-    let mut hbase: BTreeMap<String, Shown> = BTreeMap::new();
-    let mut hbase_paused = None;
-    for cell in cells {
-        if let Some(item) = cell.column.strip_prefix("r:") {
+    let cells = table.read(uid, wanted).await.context("cannot read the user's row from the history table")?;
+    let hbase_paused = history_table::paused(&cells);
+    let mut hbase: BTreeMap<String, Shown> = history_table::records(cells)
+        .into_iter()
+        .map(|cell| {
             let progress = record(&cell.value).map_or(0, |record| record.progress);
-            hbase.insert(item.to_owned(), Shown { view_at: cell.timestamp, progress });
-        } else if cell.column == "m:paused" {
-            hbase_paused = Some(cell.value == b"1");
-        }
-    }
+            (cell.item, Shown { view_at: cell.view_at, progress })
+        })
+        .collect();
 
     let is_item = |field: &str| !field.starts_with('~');
     let names: BTreeSet<String> = timeline

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use hbase_compat::store::{Change, ColumnFilter, Store, StoreError, TimedRow};
 
+use super::layout::{META_FAMILY, RECORDS_FAMILY};
 use super::mutation::{RowMutation, ScannedRow, TableCell, TableError};
-use super::{META_FAMILY, RECORDS_FAMILY};
 
 impl From<StoreError> for TableError {
     fn from(error: StoreError) -> Self {

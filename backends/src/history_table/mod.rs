@@ -1,14 +1,17 @@
-//! The history table (HBase's `history` by default): one row per user, row
-//! key = 4 hex chars of md5(uid) + decimal uid, family `r` (item key →
-//! record, cell timestamp = view_at) and family `m` (the recording switch).
-//! The persist stage writes it; the read side falls back to it.
+//! The history table (HBase's `history` by default): one row per user.
+//! The persist stage writes it; the read side falls back to it; the
+//! retention sweep trims it.
 //!
+//! - `layout`: the row layout (row key, families, columns) and its domain
+//!   API: a user's records written, deleted, cleared; a read's records and
+//!   recording switch; deletes past retention. No other module knows it.
 //! - `mutation`: row mutations, cells, and errors that say whether a retry
 //!   can help.
 //! - `thrift`: the table through an HBase Thrift1 gateway.
 //! - `embedded` (feature `embedded`): the table in the embedded on-disk
 //!   store of `--embedded` and the tests.
 
+mod layout;
 mod mutation;
 mod thrift;
 
@@ -19,16 +22,12 @@ use std::sync::Arc;
 
 use model::keys;
 
+pub use layout::{expired_deletes, paused, records, RecordCell, Wanted, META_FAMILY, RECORDS_FAMILY};
 pub use mutation::{Column, RowMutation, ScannedRow, TableCell, TableError};
 pub use thrift::ThriftTable;
 
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedTable;
-
-/// Family of history records.
-pub const RECORDS_FAMILY: &str = "r";
-/// Family of per-user meta (the recording switch).
-pub const META_FAMILY: &str = "m";
 
 /// Where history rows live.
 #[derive(Clone)]
@@ -73,6 +72,11 @@ impl HistoryTable {
             #[cfg(feature = "embedded")]
             HistoryTable::Embedded(table) => table.read_row(row, columns).await,
         }
+    }
+
+    /// What `uid`'s row holds of `wanted`.
+    pub async fn read(&self, uid: u64, wanted: Wanted<'_>) -> Result<Vec<TableCell>, TableError> {
+        self.read_row(uid, wanted.columns()).await
     }
 
     /// Up to `limit` rows after `after` (exclusive; `None`: from the first

@@ -18,6 +18,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use super::layout::{META_FAMILY, RECORDS_FAMILY};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use hbase_thrift::hbase::{BatchMutation, ColumnDescriptor, HbaseSyncClient, Mutation, THbaseSyncClient};
 use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
@@ -179,7 +180,7 @@ impl ThriftTable {
                 max_versions: Some(1),
                 ..ColumnDescriptor::default()
             };
-            client.create_table(table, vec![family("r:"), family("m:")])
+            client.create_table(table, vec![family(&format!("{RECORDS_FAMILY}:")), family(&format!("{META_FAMILY}:"))])
         })
     }
 

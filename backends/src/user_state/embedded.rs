@@ -9,8 +9,8 @@ use std::sync::{Mutex, PoisonError};
 use model::Op;
 
 use super::meta::{hiding_markers, SliceQuery, TimelineSlice, UserMeta};
+use super::params::WriteParams;
 use super::rules::{Status, UserState, UserWrite};
-use super::WriteParams;
 
 /// The in-process user-state store.
 #[derive(Debug, Default)]

@@ -15,6 +15,8 @@
 //! - `marks`: the marks as data (fields, what a flush settles, what a
 //!   re-drive ships).
 //! - `meta`: the meta hash's fields and what a read makes of them.
+//! - `params`: what every write of a commit shares, and a store call's
+//!   error.
 //! - `calls`: grouping users into script calls (by hash slot on a cluster).
 //! - `link`: the connection, to one Redis or a cluster (pipelines split by
 //!   hash slot).
@@ -26,6 +28,7 @@ mod embedded;
 pub(crate) mod link;
 mod marks;
 mod meta;
+mod params;
 mod redis;
 mod rules;
 
@@ -38,33 +41,11 @@ pub use embedded::EmbeddedStore;
 pub use link::{seeds as redis_seeds, Link};
 pub use marks::{carried_by_user, Carried, ClaimedMark, PendingStats, Redriven};
 pub use meta::{SliceQuery, TimelineSlice, UserMeta};
+pub use params::{StoreError, WriteParams};
 pub use redis::RedisStore;
 pub use rules::{
     result_of, trimmed_at_once, EventWrite, Status, UserState, UserWrite, NOT_RECORDED, RECORDED, RECORDED_FIRST_TODAY, TRIMMED_AT_ONCE,
 };
-
-/// What every write of a commit shares.
-#[derive(Debug, Clone, Copy)]
-pub struct WriteParams {
-    /// Timeline length kept per user.
-    pub max_items: usize,
-    /// Key expiry after inactivity, seconds.
-    pub ttl_s: u64,
-    /// Today's UTC day number (first watch of the day).
-    pub today: i64,
-    /// Now, unix ms (the score in the re-drive index).
-    pub now_ms: i64,
-    /// Number of uid shards (which re-drive index a user goes in).
-    pub shards: u32,
-    /// Keep marks: something downstream settles them (a Kafka producer).
-    pub marks: bool,
-}
-
-/// A store call that did not happen (Redis away, timed out, or answered an
-/// error); the same call may succeed later.
-#[derive(Debug, thiserror::Error)]
-#[error("realtime store: {0}")]
-pub struct StoreError(pub String);
 
 /// The user-state store of a process.
 #[derive(Clone)]

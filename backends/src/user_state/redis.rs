@@ -13,8 +13,8 @@ use super::calls::{plan_calls, plan_sized_calls, CallShape};
 use super::link::{Link, Lua, SlotCommand};
 use super::marks::{carried_by_user, ClaimedMark, PendingStats, Redriven};
 use super::meta::{business_clear_marker, business_of, delete_marker, hiding_markers, SliceQuery, TimelineSlice, UserMeta, READ_FIELDS};
+use super::params::{StoreError, WriteParams};
 use super::rules::{Status, UserWrite};
-use super::{StoreError, WriteParams};
 
 /// Most marks one claim takes of one user; the rest wait for the next pass.
 const MAX_CLAIMS_PER_USER: usize = 1024;

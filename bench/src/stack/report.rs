@@ -6,10 +6,11 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::options::Options;
 use super::redis_cost::Cost;
 use super::scrape::Scrape;
 use super::workload::Outcome;
-use super::Options;
+use super::workload::Pace;
 
 /// Everything one run measured. Absent figures are `null` in JSON (a
 /// topology without Kafka has no events per message, say).
@@ -97,8 +98,8 @@ impl Figures {
         let lag = |quantile: &str| job.quantile("histflow_persist_durable_lag_seconds", quantile).map(|seconds| seconds * 1000.0);
         let latency = &outcome.latency_us;
         let (mode, rate) = match options.pace() {
-            super::Pace::Closed => ("closed", None),
-            super::Pace::Open { events_per_s } => ("open", Some(events_per_s)),
+            Pace::Closed => ("closed", None),
+            Pace::Open { events_per_s } => ("open", Some(events_per_s)),
         };
         Figures {
             topology: topology.to_owned(),
@@ -185,8 +186,8 @@ pub fn print(runs: &[Figures], options: &Options) {
         options.batch,
         options.connections,
         match options.pace() {
-            super::Pace::Closed => "closed loop".to_owned(),
-            super::Pace::Open { events_per_s } => format!("open loop at {events_per_s:.0} events/s"),
+            Pace::Closed => "closed loop".to_owned(),
+            Pace::Open { events_per_s } => format!("open loop at {events_per_s:.0} events/s"),
         },
         options.duration
     );

@@ -2,7 +2,7 @@
 //! bridge the stage reads, as a replayable merge batch with the reason; or,
 //! without a broker (`--embedded`), the log.
 
-use backends::history_table::{RowMutation, RECORDS_FAMILY};
+use backends::history_table::RowMutation;
 use backends::kafka::{idempotent_producer, DeliveryTimeout};
 use model::{codec, keys};
 
@@ -33,7 +33,7 @@ impl DeadLetters {
 
     /// Sends a row the table refused for `reason` to the dead letters.
     pub(super) async fn reject(&self, row: &RowMutation, reason: &str, stage: &str) {
-        let ops = ops_of(row);
+        let ops = row.as_ops();
         let uid = ops.first().map_or(0, model::Op::uid);
         if let DeadLetters::Kafka { producer, topic } = self {
             let shard = keys::shard_of(uid, 1);
@@ -59,23 +59,4 @@ impl DeadLetters {
         };
         RowRejected { stage, uid, row: &row.row, reason, topic }.emit();
     }
-}
-
-/// A row mutation as merge ops again (for the dead-letter topic).
-fn ops_of(row: &RowMutation) -> Vec<model::Op> {
-    let uid = keys::uid_of_hbase_row(&row.row).unwrap_or(0);
-    let mut ops = Vec::new();
-    for (column, at) in &row.column_deletes {
-        match column.split_once(':') {
-            Some((_, item)) => ops.push(model::Op::Delete { uid, item: item.to_owned(), at: *at }),
-            None => ops.push(model::Op::Clear { uid, business: None, at: *at }),
-        }
-    }
-    for (column, at, value) in &row.puts {
-        match column.split_once(':') {
-            Some((RECORDS_FAMILY, _)) => ops.extend(codec::decode_record(value).ok().map(model::Op::Upsert)),
-            _ => ops.push(model::Op::SetRecording { uid, paused: value.as_slice() == b"1", at: *at }),
-        }
-    }
-    ops
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use backends::history_table::{RowMutation, RECORDS_FAMILY};
+use backends::history_table::RowMutation;
 use pipeline::view::{Figure, FigureSource};
 
 /// What the live page shows of a persist stage.
@@ -112,7 +112,7 @@ impl WindowWritten<'_> {
                 metrics::counter!(Self::BATCHES).increment(1);
                 let lag = metrics::histogram!(Self::DURABLE_LAG);
                 for row in rows.iter() {
-                    for (_, timestamp, _) in row.puts.iter().filter(|(column, _, _)| column.starts_with(RECORDS_FAMILY)) {
+                    for timestamp in row.record_times() {
                         lag.record((written_at - timestamp).max(0) as f64 / 1000.0);
                     }
                 }

@@ -7,14 +7,14 @@
 //! on its source. Acks of the window's batches (offsets to commit) are
 //! completed only after the whole window is durable.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use backends::history_table::{HistoryTable, RowMutation, TableError, META_FAMILY, RECORDS_FAMILY};
+use backends::history_table::{self, HistoryTable, RowMutation, TableError, Wanted};
 use backends::retry;
 use backends::user_state::UserStore;
 use futures::FutureExt;
-use model::{codec, keys, Batch, EventResult};
+use model::{codec, Batch, EventResult};
 use pipeline::health::Dependency;
 use pipeline::{Stage, StageContext, StageError, StageFuture};
 use tokio_util::task::AbortOnDropHandle;
@@ -114,9 +114,7 @@ pub async fn window_rows(
     let mut references = References::new();
     for ((uid, item), pending) in window.upserts.drain() {
         match pending {
-            Pending::Full(record) => {
-                row_of(&mut rows, uid).puts.push((format!("{RECORDS_FAMILY}:{item}"), record.view_at, codec::encode_record(&record)))
-            }
+            Pending::Full(record) => row_of(&mut rows, uid).put_record(&item, record.view_at, codec::encode_record(&record)),
             Pending::Ref(view_at) => references.entry(uid).or_default().push((item, view_at)),
         }
     }
@@ -141,9 +139,7 @@ pub async fn window_rows(
         for ((uid, items), records) in wanted.iter().zip(found) {
             for (item, record) in items.iter().zip(records) {
                 match record.map(|bytes| codec::decode_record(&bytes).map(|record| (record, bytes))) {
-                    Some(Ok((record, bytes))) => {
-                        row_of(&mut rows, *uid).puts.push((format!("{RECORDS_FAMILY}:{item}"), record.view_at, bytes))
-                    }
+                    Some(Ok((record, bytes))) => row_of(&mut rows, *uid).put_record(item, record.view_at, bytes),
                     Some(Err(error)) => RecordNotWritten::Undecodable { stage, uid: *uid, item, error: &error }.emit(),
                     None => RecordNotWritten::Missing { stage, uid: *uid, item }.emit(),
                 }
@@ -151,44 +147,40 @@ pub async fn window_rows(
         }
     }
     for ((uid, item), at) in window.deletes.drain() {
-        row_of(&mut rows, uid).column_deletes.push((format!("{RECORDS_FAMILY}:{item}"), at));
+        row_of(&mut rows, uid).delete_record(&item, at);
     }
     for (uid, at) in window.clears.drain() {
-        // A family delete, not a row delete: the pause flag in `m`
-        // survives the clear.
-        row_of(&mut rows, uid).column_deletes.push((RECORDS_FAMILY.to_owned(), at));
+        row_of(&mut rows, uid).clear_records(at);
     }
-    // HBase has no prefix delete: a business clear is a column delete
-    // at its time for each of the business's items the row holds or
-    // this window writes (a later, older report stays hidden by it).
-    // One row read per user, whatever it clears.
+    // A business clear deletes each of the business's items the row
+    // holds or this window writes (a later, older report stays hidden by
+    // it): one row read per user, whatever it clears.
     let mut business_clears: BTreeMap<u64, Vec<(String, i64)>> = BTreeMap::new();
     for ((uid, business), at) in window.business_clears.drain() {
-        business_clears.entry(uid).or_default().push((format!("{RECORDS_FAMILY}:{business}:"), at));
+        business_clears.entry(uid).or_default().push((business, at));
     }
     for (uid, clears) in business_clears {
         let held = retry::until_ok(
-            || table.read_row(uid, vec![RECORDS_FAMILY.to_owned()]),
+            || table.read(uid, Wanted::Records),
             |error, pause| Retry { stage, what: "cannot read a row to clear a business; retrying", error, pause }.emit(),
         )
         .await;
+        let held = history_table::records(held);
         let row = row_of(&mut rows, uid);
-        let written = row.puts.iter().map(|(column, _, _)| column.clone());
-        let columns: BTreeSet<String> = held.into_iter().map(|cell| cell.column).chain(written).collect();
-        for (prefix, at) in clears {
-            row.column_deletes.extend(columns.iter().filter(|column| column.starts_with(&prefix)).map(|column| (column.clone(), at)));
+        for (business, at) in clears {
+            row.clear_business(&business, at, &held);
         }
     }
     window.clear_users();
     for (uid, (paused, at)) in window.recording.drain() {
-        row_of(&mut rows, uid).puts.push((format!("{META_FAMILY}:paused"), at, vec![u8::from(paused) + b'0']));
+        row_of(&mut rows, uid).set_paused(paused, at);
     }
     Ok((rows.into_values().collect(), references))
 }
 
 /// The mutation of `uid`'s row, created on first use.
 fn row_of(rows: &mut BTreeMap<u64, RowMutation>, uid: u64) -> &mut RowMutation {
-    rows.entry(uid).or_insert_with(|| RowMutation { row: keys::hbase_row(uid), ..RowMutation::default() })
+    rows.entry(uid).or_insert_with(|| RowMutation::of_user(uid))
 }
 
 impl PersistStage {
@@ -221,8 +213,7 @@ impl PersistStage {
     async fn note_written(&self, mutations: &[RowMutation], mut references: References, stage: &str) {
         let Some(store) = &self.records else { return };
         // Every user with records written, with the references read of it.
-        let record_rows = mutations.iter().filter(|row| row.puts.iter().any(|(column, _, _)| column.starts_with("r:")));
-        for uid in record_rows.filter_map(|row| keys::uid_of_hbase_row(&row.row)) {
+        for uid in mutations.iter().filter(|row| row.writes_records()).filter_map(RowMutation::uid) {
             references.entry(uid).or_default();
         }
         let written: Vec<(u64, Vec<(String, i64)>)> = references.into_iter().collect();

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use backends::history_table::{HistoryTable, RowMutation, RECORDS_FAMILY};
+use backends::history_table::{self, HistoryTable, RowMutation, Wanted};
 use backends::sweep_ledger::{SweepLedger, SweepProgress};
 use pipeline::rate_limit::RateLimit;
 use pipeline::RateLimitSpec;
@@ -241,27 +241,11 @@ impl RetentionSweep {
     /// moves the cursor on (to `None`, with the pass done, at the end).
     async fn step(&self, progress: &mut SweepProgress) -> Result<Step, backends::history_table::TableError> {
         self.limit.take(self.config.step_rows as u32).await;
-        let rows = self.table.scan_rows(progress.cursor.clone(), self.config.step_rows, vec![RECORDS_FAMILY.to_owned()]).await?;
+        let rows = self.table.scan_rows(progress.cursor.clone(), self.config.step_rows, Wanted::Records.columns()).await?;
         let now = model::now_ms();
         let registry = self.registry.now();
-        let mut mutations = Vec::new();
-        for (row, cells) in &rows {
-            let column_deletes: Vec<(String, i64)> = cells
-                .iter()
-                .filter_map(|cell| {
-                    let item = cell.column.strip_prefix("r:").unwrap_or(&cell.column);
-                    let business = item.split_once(':').map_or(item, |(business, _)| business);
-                    let retention = *registry.retention_ms.get(business)?;
-                    // The newest instant past retention: a delete there
-                    // hides what `past_retention` says is past it, no more.
-                    let cutoff = now.saturating_sub(retention) - 1;
-                    model::past_retention(cell.timestamp, retention, now).then(|| (cell.column.clone(), cutoff))
-                })
-                .collect();
-            if !column_deletes.is_empty() {
-                mutations.push(RowMutation { row: row.clone(), puts: Vec::new(), column_deletes });
-            }
-        }
+        let mutations: Vec<RowMutation> =
+            rows.iter().filter_map(|(row, cells)| history_table::expired_deletes(row, cells, &registry.retention_ms, now)).collect();
         let deleted = mutations.iter().map(|row| row.column_deletes.len()).sum();
         if !mutations.is_empty() {
             self.table.mutate_rows(mutations).await?;
