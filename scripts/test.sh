@@ -17,7 +17,9 @@
 #     at REDIS_CLUSTER_URL;
 #   - installs cargo-nextest (cargo install) when missing;
 #   - exports REDIS_URL and KAFKA_BROKERS, then runs cargo fmt --check,
-#     cargo clippy -D warnings, every test (cargo nextest run --workspace,
+#     cargo clippy -D warnings, the import-circle check
+#     (scripts/import_circles.py: no file imports, directly or through
+#     others, a file that imports it), every test (cargo nextest run --workspace,
 #     each test in its own process, no retries), the doc tests, and the
 #     suites that run on both again with REDIS_URL set to the cluster's
 #     seeds; every step runs even when an earlier one failed;
@@ -209,6 +211,7 @@ if [ "${free_kib:-0}" -lt $(( 6 * 1024 * 1024 )) ]; then
 fi
 check "cargo fmt --check" cargo fmt --all -- --check
 check "cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
+check "import circles" python3 scripts/import_circles.py
 rm -f target/nextest/default/junit.xml target/nextest/cluster/junit.xml
 check "cargo nextest run --workspace (every test)" cargo nextest run --workspace
 check "cargo test --doc" cargo test --workspace --doc
