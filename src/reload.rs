@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use ingest_http::admin::topology::{ReloadResult, TopologyAdmin};
 use ingest_http::auth::Clients;
 use ingest_http::error::ApiError;
-use ingest_http::topology_routes::{ReloadResult, TopologyAdmin};
 use ingest_http::StatsBoard;
 use model::Batch;
 use pipeline::env::VarSource;

@@ -382,7 +382,7 @@ async fn held_back_for_25_s(hold_max_bytes: usize) -> HeldBack {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let metrics = reqwest::get(format!("{}/metrics", job.job.base)).await.unwrap().text().await.unwrap();
-    let metrics = ingest_http::stats::Exposition::parse(&metrics);
+    let metrics = ingest_http::admin::stats::Exposition::parse(&metrics);
     HeldBack {
         dropped: metrics.sum("histflow_kafka_lost_partition_offsets_total", &[]).unwrap_or_default(),
         pauses: metrics.sum("histflow_kafka_consumer_pauses_total", &[]).unwrap_or_default(),
@@ -466,7 +466,7 @@ async fn two_jobs_share_the_partitions_and_the_survivor_of_a_kill_writes_everyth
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let metrics = reqwest::get(format!("{}/metrics", survivor.base)).await.unwrap().text().await.unwrap();
-    let rejoins = ingest_http::stats::Exposition::parse(&metrics).sum("histflow_kafka_group_rejoins_total", &[]);
+    let rejoins = ingest_http::admin::stats::Exposition::parse(&metrics).sum("histflow_kafka_group_rejoins_total", &[]);
     eprintln!("the survivor rejoined its group {rejoins:?} time(s) to take the orphaned partitions");
 }
 

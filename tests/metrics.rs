@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::TestCompat;
-use ingest_http::stats::Exposition;
+use ingest_http::admin::stats::Exposition;
 use serde_json::{json, Value};
 
 /// Users posting, one request each.

@@ -1,29 +1,38 @@
-//! Capped exponential backoff: the one way histflow waits between attempts
-//! at a backend call that may succeed later (a table write, a Redis read, a
-//! topic creation, a message delivery). The caller keeps its work while it
-//! waits and reads nothing new, so a slow backend pushes back on the
-//! pipeline instead of losing anything.
+//! Capped exponential backoff with full jitter: the one way histflow waits
+//! between attempts at a backend call that may succeed later (a table
+//! write, a Redis read, a topic creation, a message delivery). The caller
+//! keeps its work while it waits and reads nothing new, so a slow backend
+//! pushes back on the pipeline instead of losing anything. Each pause is
+//! drawn at random below a ceiling that doubles, so instances that lost a
+//! backend together do not retry it in lockstep when it comes back.
 
 use std::future::Future;
 use std::time::Duration;
 
-/// The first pause after a failure.
+/// The ceiling of the first pause after a failure.
 pub const FIRST_PAUSE: Duration = Duration::from_millis(100);
-/// The longest pause between two attempts.
+/// The highest ceiling of a pause between two attempts.
 pub const MAX_PAUSE: Duration = Duration::from_secs(5);
 
-/// Pauses between attempts: doubling from [`FIRST_PAUSE`], capped at
-/// [`MAX_PAUSE`].
+/// Pauses between attempts: each drawn uniformly from zero to a ceiling
+/// that doubles from [`FIRST_PAUSE`] up to [`MAX_PAUSE`] ("full jitter").
 #[derive(Debug, Clone)]
 pub struct Backoff {
+    /// The ceiling of the pause after the next one.
+    ceiling: Duration,
     /// The pause the next [`Backoff::wait`] takes.
     next: Duration,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { next: FIRST_PAUSE }
+        Backoff { ceiling: FIRST_PAUSE, next: jittered(FIRST_PAUSE) }
     }
+}
+
+/// A pause drawn uniformly from zero to `ceiling`, at millisecond steps.
+fn jittered(ceiling: Duration) -> Duration {
+    Duration::from_millis(fastrand::u64(0..=ceiling.as_millis() as u64))
 }
 
 impl Backoff {
@@ -32,10 +41,17 @@ impl Backoff {
         self.next
     }
 
-    /// Sleeps the next pause, then doubles it (up to [`MAX_PAUSE`]).
+    /// The ceiling the next pause was drawn under.
+    pub fn ceiling(&self) -> Duration {
+        self.ceiling
+    }
+
+    /// Sleeps the next pause, then doubles the ceiling (up to
+    /// [`MAX_PAUSE`]) and draws the pause after it.
     pub async fn wait(&mut self) {
         tokio::time::sleep(self.next).await;
-        self.next = (self.next * 2).min(MAX_PAUSE);
+        self.ceiling = (self.ceiling * 2).min(MAX_PAUSE);
+        self.next = jittered(self.ceiling);
     }
 }
 
@@ -137,14 +153,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn pauses_double_up_to_the_cap() {
+    async fn ceilings_double_up_to_the_cap_and_each_pause_is_drawn_below_its_own() {
         let mut backoff = Backoff::default();
-        let mut pauses = Vec::new();
+        let mut ceilings = Vec::new();
         for _ in 0..8 {
-            pauses.push(backoff.next_pause().as_millis());
+            assert!(backoff.next_pause() <= backoff.ceiling(), "{:?} above {:?}", backoff.next_pause(), backoff.ceiling());
+            ceilings.push(backoff.ceiling().as_millis());
             backoff.wait().await;
         }
-        assert_eq!(pauses, vec![100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(ceilings, vec![100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    }
+
+    /// Instances that fail together do not retry together: twenty
+    /// backoffs at the cap draw many different pauses, spread over it.
+    #[test]
+    fn pauses_at_the_cap_are_spread_not_in_lockstep() {
+        let pauses: Vec<u64> =
+            (0..20).map(|_| Backoff { ceiling: MAX_PAUSE, next: jittered(MAX_PAUSE) }.next_pause().as_millis() as u64).collect();
+        let distinct: std::collections::BTreeSet<u64> = pauses.iter().copied().collect();
+        assert!(distinct.len() >= 15, "{pauses:?}");
+        let (low, high) = (pauses.iter().min().copied().unwrap_or(0), pauses.iter().max().copied().unwrap_or(0));
+        assert!(high - low >= 1_000, "pauses bunched within a second: {pauses:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -160,7 +189,8 @@ mod tests {
             |error: &u32, pause| seen.push((*error, pause.as_millis())),
         )
         .await;
-        assert_eq!((value, seen), (7, vec![(1, 100), (2, 200)]));
+        assert_eq!((value, seen.iter().map(|(error, _)| *error).collect::<Vec<_>>()), (7, vec![1, 2]));
+        assert!(seen[0].1 <= 100 && seen[1].1 <= 200, "{seen:?}");
 
         let mut calls = 0;
         let outcome: Result<(), &str> = until_ok_or_final(

@@ -55,8 +55,8 @@ const READ_ATTEMPTS: u32 = 3;
 
 /// Runs a store call of a read; one that fails (Redis's answer later than
 /// its response timeout on a loaded machine, a connection dropped, a
-/// gateway's hiccup) is tried again after the shared backoff's pauses (100
-/// ms, then 200 ms), [`READ_ATTEMPTS`] times in all. Every call a read
+/// gateway's hiccup) is tried again after the shared backoff's pauses
+/// (drawn below 100 ms, then below 200 ms), [`READ_ATTEMPTS`] times in all. Every call a read
 /// makes only reads, so a retry changes nothing; a page answers 503
 /// `read_failed` only when the store stays away.
 async fn with_retries<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(

@@ -32,12 +32,11 @@
 //! - `serve`: the HTTP listener's connections, bounded (count, head and
 //!   idle deadlines).
 //! - `stage`: the `http_ingest` stage serving HTTP and gRPC.
-//! - `admin`: `/metrics`, `/healthz`, `/readyz`, `/admin/stats` and
-//!   `/ui`, merged into the ingest server or served alone when no ingest
-//!   runs in the process.
-//! - `stats`: the live figures behind `/admin/stats`.
-//! - `topology_routes`: `POST /admin/reload` and `GET /admin/topology`.
-//! - `ui`: the live topology page.
+//! - `admin`: the admin side, one module both listeners mount (the ingest
+//!   server merges its router; the job role serves it alone on
+//!   `admin_listen`): `/metrics`, `/healthz`, `/readyz`, `/admin/stats`
+//!   (`admin::stats`), `/ui` (`admin::page`), and `POST /admin/reload`,
+//!   `GET /admin/topology` (`admin::topology`).
 
 pub mod admin;
 pub mod api;
@@ -58,15 +57,12 @@ pub mod router;
 pub mod serve;
 pub mod stage;
 pub mod state;
-pub mod stats;
 pub mod text;
-pub mod topology_routes;
-mod ui;
 pub mod wire;
 
+pub use admin::stats::StatsBoard;
 pub use admin::{admin_router, install_prometheus, serve_admin, AdminState};
 pub use config::HttpIngestConfig;
 pub use error::ApiError;
 pub use events::figures;
 pub use stage::{HttpIngestStage, Listeners};
-pub use stats::StatsBoard;

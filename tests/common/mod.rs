@@ -402,7 +402,7 @@ impl Drop for Histflow {
 /// process does not answer, or has no such metric).
 pub async fn metric(process: &Histflow, name: &str) -> Option<f64> {
     let text = reqwest::get(format!("{}/metrics", process.base)).await.ok()?.text().await.ok()?;
-    ingest_http::stats::Exposition::parse(&text).sum(name, &[])
+    ingest_http::admin::stats::Exposition::parse(&text).sum(name, &[])
 }
 
 /// Starts one role of a topology whose `admin_listen` is `${ADMIN_ADDR}`.

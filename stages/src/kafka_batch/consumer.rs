@@ -35,8 +35,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backends::kafka::{ensure_topic, group_consumer, idempotent_producer, DeliveryTimeout, Replication};
-use backends::retry;
+use backends::kafka::{ensure_topic, group_consumer, idempotent_producer, DeliveryTimeout, ProducerSlot, Replication};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
@@ -46,15 +45,12 @@ use pipeline::{Stage, StageContext, StageError, StageFuture};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::util::Timeout;
 use rdkafka::Message;
 use rdkafka::TopicPartitionList;
 
 use super::config::KafkaBatchConfig;
 use super::events::{ConsumerLag, ConsumerPaused, DeadLetterSent, OffsetOfLostPartition, OrphansRejoined, ProducerRebuilt};
-use super::producer_slot::ProducerSlot;
 
 /// Messages read but not yet durable downstream, at most.
 const MAX_UNACKED: usize = 10_000;
@@ -124,24 +120,20 @@ impl KafkaConsumerStage {
     /// broker takes it: its offset is committed only after that.
     async fn dead_letter(&self, payload: &[u8], partition: i32, offset: i64, reason: &str, stage: &str) {
         let (partition_text, offset_text) = (partition.to_string(), offset.to_string());
-        let send = || async {
-            let headers = OwnedHeaders::new()
-                .insert(Header { key: "reason", value: Some(reason) })
-                .insert(Header { key: "source-topic", value: Some(&self.topic) })
-                .insert(Header { key: "source-partition", value: Some(&partition_text) })
-                .insert(Header { key: "source-offset", value: Some(&offset_text) });
-            let record = FutureRecord::<(), [u8]>::to(&self.dead_letter_topic).payload(payload).headers(headers);
-            let (generation, producer) = self.dead_letters.current();
-            producer.send(record, Timeout::Never).await.map(drop).map_err(|(error, _)| (error, generation))
-        };
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "reason", value: Some(reason) })
+            .insert(Header { key: "source-topic", value: Some(&self.topic) })
+            .insert(Header { key: "source-partition", value: Some(&partition_text) })
+            .insert(Header { key: "source-offset", value: Some(&offset_text) });
         let topic = &self.dead_letter_topic;
-        retry::until_ok(send, |(error, generation), _| {
-            if let Some(fatal) = self.dead_letters.replace_if_fatal(*generation) {
-                ProducerRebuilt { stage, fatal: &fatal }.emit();
-            }
-            DeadLetterSent { stage, partition, offset, reason, topic, outcome: &Err(error.clone()) }.emit()
-        })
-        .await;
+        self.dead_letters
+            .send_until_taken::<[u8]>(topic, None, payload, Some(headers), |error, _, fatal| {
+                if let Some(fatal) = fatal {
+                    ProducerRebuilt { stage, fatal }.emit();
+                }
+                DeadLetterSent { stage, partition, offset, reason, topic, outcome: &Err(error.clone()) }.emit()
+            })
+            .await;
         DeadLetterSent { stage, partition, offset, reason, topic, outcome: &Ok(()) }.emit();
     }
 

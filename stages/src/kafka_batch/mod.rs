@@ -7,7 +7,6 @@
 //! - `config`: the bridge's topology fields and their checks.
 //! - `build`: how each half is built, and the shared resources it uses.
 //! - `producer`, `consumer`: the two halves on a real broker.
-//! - `producer_slot`: the producer in use, replaced after a fatal error.
 //! - `embedded`: the in-process queue of `--embedded`.
 //! - `events`: what the bridge reports.
 
@@ -17,7 +16,6 @@ pub mod consumer;
 pub mod embedded;
 mod events;
 pub mod producer;
-pub mod producer_slot;
 
 pub(crate) use build::{CONSUMER_USES, PRODUCER_USES};
 pub use config::{Compression, KafkaBatchConfig, Payload};

@@ -14,8 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backends::kafka::{ensure_topic, merge_producer, DeliveryTimeout, Replication};
-use backends::retry;
+use backends::kafka::{ensure_topic, merge_producer, DeliveryTimeout, ProducerSlot, Replication};
 use backends::user_state::UserStore;
 use futures::future::{join_all, BoxFuture};
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -23,12 +22,11 @@ use futures::FutureExt;
 use model::{codec, Batch};
 use pipeline::health::Dependency;
 use pipeline::{Stage, StageContext, StageFuture};
-use rdkafka::producer::{FutureRecord, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::util::Timeout;
 
 use super::config::{Compression, KafkaBatchConfig};
 use super::events::{DeliveryRetry, FlushDelivered, MarksKept, MessageDelivered, ProducerRebuilt};
-use super::producer_slot::ProducerSlot;
 use crate::registry::LiveRegistry;
 
 /// Room left in a message for the record batch's own framing.
@@ -112,31 +110,18 @@ impl KafkaProducerStage {
     }
 }
 
-/// A send that failed, on which producer generation.
-struct Failed {
-    error: rdkafka::error::KafkaError,
-    generation: u64,
-}
-
+/// Sends one message of a flush until the broker takes it (replacing a
+/// producer that failed fatally), telling the broker's health.
 async fn send_until_taken(producer: &ProducerSlot, topic: &str, key: &str, payload: Vec<u8>, stage: &str, health: Option<&Dependency>) {
-    let payload = &payload;
-    retry::until_ok(
-        || async move {
-            let (generation, current) = producer.current();
-            current
-                .send(FutureRecord::to(topic).key(key).payload(payload), Timeout::Never)
-                .await
-                .map_err(|(error, _)| Failed { error, generation })
-        },
-        |failed, pause| {
+    producer
+        .send_until_taken(topic, Some(key), &payload, None, |error, pause, fatal| {
             health.inspect(|health| health.set_up(false));
-            if let Some(fatal) = producer.replace_if_fatal(failed.generation) {
-                ProducerRebuilt { stage, fatal: &fatal }.emit();
+            if let Some(fatal) = fatal {
+                ProducerRebuilt { stage, fatal }.emit();
             }
-            DeliveryRetry { stage, topic, error: &failed.error, pause }.emit()
-        },
-    )
-    .await;
+            DeliveryRetry { stage, topic, error, pause }.emit()
+        })
+        .await;
     health.inspect(|health| health.set_up(true));
     MessageDelivered { bytes: payload.len() }.emit();
 }

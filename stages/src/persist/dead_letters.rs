@@ -3,7 +3,7 @@
 //! without a broker (`--embedded`), the log.
 
 use backends::history_table::RowMutation;
-use backends::kafka::{idempotent_producer, DeliveryTimeout};
+use backends::kafka::{idempotent_producer, DeliveryTimeout, ProducerSlot};
 use model::{codec, keys};
 
 use super::events::RowRejected;
@@ -12,8 +12,8 @@ use super::events::RowRejected;
 pub enum DeadLetters {
     /// A Kafka topic.
     Kafka {
-        /// Idempotent producer.
-        producer: rdkafka::producer::FutureProducer,
+        /// Idempotent producer, replaced after a fatal error.
+        producer: ProducerSlot,
         /// The dead-letter topic.
         topic: String,
     },
@@ -25,8 +25,7 @@ impl DeadLetters {
     /// The dead-letter `topic` on `brokers`, through an idempotent producer
     /// (librdkafka's default delivery timeout).
     pub fn kafka(brokers: &str, topic: &str) -> Result<Self, String> {
-        let producer = idempotent_producer(brokers, DeliveryTimeout::Default)
-            .create()
+        let producer = ProducerSlot::new(idempotent_producer(brokers, DeliveryTimeout::Default))
             .map_err(|error| format!("cannot create the dead-letter producer: {error}"))?;
         Ok(DeadLetters::Kafka { producer, topic: topic.to_owned() })
     }
@@ -43,14 +42,14 @@ impl DeadLetters {
                     .insert(rdkafka::message::Header { key: "row", value: Some(&row.row) });
                 // Again and again until the broker takes it: the window's
                 // offsets are committed only after that.
-                let send = || {
-                    let record = rdkafka::producer::FutureRecord::to(topic).key(&row.row).payload(&payload).headers(headers.clone());
-                    async move { producer.send(record, rdkafka::util::Timeout::Never).await.map(drop).map_err(|(error, _)| error) }
-                };
-                backends::retry::until_ok(send, |error, pause| {
-                    tracing::error!(stage, uid, %error, retry_in_ms = pause.as_millis() as u64, "rejected row not delivered to the dead-letter topic; retrying (the window's offsets wait)");
-                })
-                .await;
+                producer
+                    .send_until_taken(topic, Some(&row.row), &payload, Some(headers), |error, pause, fatal| {
+                        if let Some(fatal) = fatal {
+                            tracing::warn!(stage, %fatal, "the dead-letter producer failed fatally; a new one sends what it held");
+                        }
+                        tracing::error!(stage, uid, %error, retry_in_ms = pause.as_millis() as u64, "rejected row not delivered to the dead-letter topic; retrying (the window's offsets wait)");
+                    })
+                    .await;
             }
         }
         let topic = match self {

@@ -6,7 +6,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 /// The page.
-const PAGE: &str = include_str!("../ui/index.html");
+const PAGE: &str = include_str!("../../ui/index.html");
 
 /// Forbids the page anything but itself and same-origin calls, so it can
 /// never load a script, font or style from elsewhere.

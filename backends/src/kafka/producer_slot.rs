@@ -1,4 +1,5 @@
-//! The producer a `kafka_batch` bridge sends through, replaced when it
+//! The one producer type of histflow's Kafka producers (the merge topic's
+//! and both dead-letter topics'): an idempotent producer, replaced when it
 //! fails fatally.
 //!
 //! An idempotent producer that meets a fatal error (the broker refused
@@ -13,9 +14,15 @@
 //! idempotent).
 
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{OwnedHeaders, ToBytes};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
+
+use crate::retry;
 
 /// The producer in use, numbered, and how to build the next one.
 pub struct ProducerSlot {
@@ -56,5 +63,41 @@ impl ProducerSlot {
                 None
             }
         }
+    }
+
+    /// Sends one message until the broker takes it: each failure is
+    /// retried with backoff, and a producer that failed fatally is
+    /// replaced and the message sent again through its successor.
+    /// `failed` hears of each failed attempt (the error, the pause before
+    /// the next, and the fatal error when the producer was replaced).
+    pub async fn send_until_taken<K: ToBytes + ?Sized>(
+        &self,
+        topic: &str,
+        key: Option<&K>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+        mut failed: impl FnMut(&KafkaError, Duration, Option<&str>),
+    ) {
+        /// A failed attempt and the producer it was made on.
+        struct Failed {
+            error: KafkaError,
+            generation: u64,
+        }
+        let attempt = || async {
+            let (generation, producer) = self.current();
+            let mut record = FutureRecord::to(topic).payload(payload);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            if let Some(headers) = headers.clone() {
+                record = record.headers(headers);
+            }
+            producer.send(record, Timeout::Never).await.map(drop).map_err(|(error, _)| Failed { error, generation })
+        };
+        retry::until_ok(attempt, |attempt: &Failed, pause| {
+            let fatal = self.replace_if_fatal(attempt.generation);
+            failed(&attempt.error, pause, fatal.as_deref());
+        })
+        .await;
     }
 }

@@ -2,6 +2,11 @@
 //! topic, dead letters, first-watch broadcast), the job's consumer group,
 //! and creating a topic on brokers that do not create topics on first use
 //! (tansu among them).
+//!
+//! - `producer_slot`: the one producer type the merge and dead-letter
+//!   producers send through, replaced after a fatal error.
+
+mod producer_slot;
 
 use std::time::Duration;
 
@@ -12,6 +17,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
 use crate::retry;
+
+pub use producer_slot::ProducerSlot;
 
 /// How long a producer keeps trying to deliver a message before it fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

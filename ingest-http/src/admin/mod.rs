@@ -8,6 +8,15 @@
 //! has `[[auth.clients]]`: as a bearer token, or (for a browser) as the
 //! password of HTTP Basic authentication. Without clients they are open,
 //! which validation allows only on loopback listeners.
+//!
+//! - `stats`: the live figures behind `/admin/stats`.
+//! - `topology`: `POST /admin/reload` and `GET /admin/topology`, through
+//!   what the process gives them (`TopologyAdmin`).
+//! - `page`: the live topology page.
+
+pub mod page;
+pub mod stats;
+pub mod topology;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 
 use pipeline::health::{Health, Readiness};
 
+use crate::admin::stats::StatsBoard;
 use crate::error::ApiError;
-use crate::stats::StatsBoard;
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -38,14 +47,14 @@ pub struct AdminState {
     /// The live figures of the running topology; `None` without metrics.
     pub board: Option<Arc<StatsBoard>>,
     /// Reloading and showing the topology; `None`: those routes are absent.
-    pub topology: Option<Arc<dyn crate::topology_routes::TopologyAdmin>>,
+    pub topology: Option<Arc<dyn crate::admin::topology::TopologyAdmin>>,
 }
 
 impl AdminState {
     /// `router` with the topology routes, when the process has them.
     fn with_topology_routes(&self, router: Router) -> Router {
         match &self.topology {
-            Some(topology) => router.merge(crate::topology_routes::topology_router(topology.clone())),
+            Some(topology) => router.merge(crate::admin::topology::topology_router(topology.clone())),
             None => router,
         }
     }
@@ -81,7 +90,8 @@ impl AdminState {
 /// The admin routes, for the ingest server to merge or for the admin
 /// listener to serve.
 pub fn admin_router(state: AdminState) -> Router {
-    let guarded = Router::new().route("/metrics", get(metrics)).route("/admin/stats", get(stats)).route("/ui", get(crate::ui::page));
+    let guarded =
+        Router::new().route("/metrics", get(metrics)).route("/admin/stats", get(stats)).route("/ui", get(crate::admin::page::page));
     let guarded = state
         .with_topology_routes(guarded.with_state(state.clone()))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
@@ -191,12 +201,12 @@ mod tests {
     /// A topology backend whose clients are `clients`; it reloads nothing.
     struct Clients(crate::auth::Clients);
 
-    impl crate::topology_routes::TopologyAdmin for Clients {
+    impl crate::admin::topology::TopologyAdmin for Clients {
         fn reload(
             &self,
             _trigger: &'static str,
-        ) -> futures::future::BoxFuture<'_, (crate::topology_routes::ReloadResult, serde_json::Value)> {
-            Box::pin(async { (crate::topology_routes::ReloadResult::Unchanged, serde_json::json!({"result": "unchanged"})) })
+        ) -> futures::future::BoxFuture<'_, (crate::admin::topology::ReloadResult, serde_json::Value)> {
+            Box::pin(async { (crate::admin::topology::ReloadResult::Unchanged, serde_json::json!({"result": "unchanged"})) })
         }
         fn status(&self) -> serde_json::Value {
             serde_json::json!({})
@@ -226,7 +236,7 @@ mod tests {
         });
         let recorder = PrometheusBuilder::new().build_recorder();
         let board = Arc::new(StatsBoard::new(TopologyView::default(), recorder.handle(), health.clone()));
-        let topology: Arc<dyn crate::topology_routes::TopologyAdmin> = Arc::new(Clients(clients));
+        let topology: Arc<dyn crate::admin::topology::TopologyAdmin> = Arc::new(Clients(clients));
         let router = admin_router(AdminState { health, metrics: Some(recorder.handle()), board: Some(board), topology: Some(topology) });
         let call = |method: &str, path: &str, authorization: Option<String>| {
             let mut request = Request::builder().method(method).uri(path);
