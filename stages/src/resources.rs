@@ -79,12 +79,16 @@ pub struct Sharding {
 
 /// A realtime stage's store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserStateAt {
-    /// Its Redis URL (`None` under `--embedded`: the in-process store,
-    /// whatever the file says).
-    pub redis_url: Option<String>,
-    /// How it groups users into script calls.
-    pub shape: CallShape,
+pub enum UserStateAt {
+    /// A Redis, and how the realtime stage groups its users into calls.
+    Redis {
+        /// Its URL.
+        url: String,
+        /// Its call shape.
+        shape: CallShape,
+    },
+    /// The in-process store of `--embedded`, whatever the file says.
+    Embedded,
 }
 
 /// A Kafka bridge, as the stage reading it sees it.
@@ -227,8 +231,11 @@ pub fn resolve(topology: &Topology<StageConfig>, stage: &StageDef<StageConfig>, 
     if has(Resource::UserState) {
         let is_realtime = |config: &StageConfig| matches!(config, StageConfig::Realtime(_));
         if let Some(StageConfig::Realtime(realtime)) = down(&is_realtime).or_else(|| up(&is_realtime)) {
-            let redis_url = (!embedded).then(|| realtime.redis_url.clone());
-            resolved.user_state = Some(UserStateAt { redis_url, shape: realtime.call_shape() });
+            resolved.user_state = Some(if embedded {
+                UserStateAt::Embedded
+            } else {
+                UserStateAt::Redis { url: realtime.redis_url.clone(), shape: realtime.call_shape() }
+            });
         }
     }
     if has(Resource::Marks) {

@@ -61,10 +61,12 @@ impl Backends {
     /// The store of a realtime stage, as [`crate::resources::Resource::UserState`]
     /// names it (the embedded one under `--embedded`).
     pub fn realtime_store(&mut self, at: &UserStateAt) -> Result<UserStore, StageBuildError> {
-        match (&self.embedded, &at.redis_url) {
-            (None, Some(url)) => self.user_store(url, at.shape),
-            (None, None) => Err(StageBuildError::Backend("a realtime store without a Redis URL outside --embedded".to_owned())),
+        match (&self.embedded, at) {
             (Some(store), _) => Ok(UserStore::Embedded(store.clone())),
+            (None, UserStateAt::Redis { url, shape }) => self.user_store(url, *shape),
+            (None, UserStateAt::Embedded) => {
+                Err(StageBuildError::Backend("the in-process store is asked for outside --embedded".to_owned()))
+            }
         }
     }
 

@@ -185,3 +185,20 @@ async fn a_business_edit_rebuilds_nothing_in_any_role_or_mode() {
         }
     }
 }
+
+/// Under `--embedded` the in-process stand-ins ignore endpoints and call
+/// shapes, so an edit to them rebuilds the stage edited and not the bridge
+/// (whose queue cannot be rebuilt while it runs).
+#[tokio::test]
+async fn under_embedded_an_endpoint_edit_rebuilds_no_bridge() {
+    let edit = [("redis_url = \"redis://127.0.0.1:6379\"", "redis_url = \"redis://127.0.0.2:6379\"\nscript_max_events = 64")];
+    let running = load::<StageConfig>(BASE, &VarSource::Fixed(Default::default())).expect("valid");
+    let next = load::<StageConfig>(&edited(&edit), &VarSource::Fixed(Default::default())).expect("valid");
+    let embedded = BuildOptions { role: RoleSelection::All, embedded: true, ..BuildOptions::default() };
+    let changes =
+        build_changes(&running, &next, &embedded).map(|prepared| prepared.changes).unwrap_or_else(|problems| panic!("{problems:?}"));
+    assert_eq!(changes.rebuilt, vec!["realtime".to_owned()]);
+    let real = BuildOptions { role: RoleSelection::All, ..BuildOptions::default() };
+    let changes = build_changes(&running, &next, &real).map(|prepared| prepared.changes).unwrap_or_else(|problems| panic!("{problems:?}"));
+    assert_eq!(changes.rebuilt, vec!["realtime".to_owned(), "kafka_batch".to_owned()]);
+}
