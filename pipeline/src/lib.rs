@@ -16,13 +16,17 @@
 //! - `graph`: DOT and Mermaid rendering.
 //! - `health`: liveness and readiness of the process, flipped to draining
 //!   on stop.
-//! - `plan`: which nodes a role runs; bridges split into two halves.
+//! - `plan`: which nodes a role runs (their specs); bridges split into two
+//!   halves.
 //! - `edge`: bounded, event-counted edges with `block` or `reject`.
 //! - `rate_limit`: governor limits on tokio's clock; they delay, never drop.
 //! - `runtime`: spawning, wiring, draining shutdown with a deadline.
 //! - `metrics`: per-stage and per-edge metric handles and names.
 //! - `view`: the topology as the live page draws it, with each kind's
-//!   figures.
+//!   figures (`figure`: what a kind shows, named by the kind).
+//!
+//! The engine reads one way: parse (`topology`) → plan → run (`runtime`,
+//! `edge`); the view reads them, and none of them reads the view.
 
 pub mod edge;
 pub mod env;
