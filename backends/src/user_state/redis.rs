@@ -315,6 +315,10 @@ impl RedisStore {
         // Calls as small as the writes' (a script blocks Redis while it
         // runs), all in one pipeline.
         let calls = plan_sized_calls(&sizes, self.shape);
+        // On one Redis the script takes a user with no mark left out of
+        // the index itself, atomically; across a cluster's slots the index
+        // is elsewhere and `unindex` does it.
+        let index_in_script = !self.shape.cluster;
         let mut commands = Vec::with_capacity(calls.len());
         for call_users in &calls {
             let mut call = redis::cmd("EVALSHA");
@@ -323,7 +327,7 @@ impl RedisStore {
                 let uid = users[index].0;
                 call.arg(keys::pending(uid)).arg(keys::shipped(uid)).arg(keys::kept(uid));
             }
-            call.arg(ttl_s);
+            call.arg(ttl_s).arg(if index_in_script { keys::pending_index(shard) } else { String::new() });
             for &index in call_users {
                 let marks = &users[index].1;
                 call.arg(marks.len());
@@ -334,6 +338,9 @@ impl RedisStore {
             commands.push(of_user(users[call_users[0]].0, call));
         }
         let replies = self.run_scripted(vec![commands], &self.scripts.settle).await?;
+        if index_in_script {
+            return Ok(());
+        }
         let left: Vec<Vec<i64>> = replies.iter().map(decode).collect::<Result<_, _>>()?;
         // Users left with no pending mark leave the index.
         let settled: Vec<u64> = calls
