@@ -507,19 +507,40 @@ impl RedisStore {
     }
 
     pub(super) async fn read_records(&self, wanted: &[(u64, Vec<String>)]) -> Result<Vec<Vec<Option<Vec<u8>>>>, StoreError> {
-        // The records, and the kept copies of those trimmed while the job
-        // still needed them.
-        let mut commands = Vec::with_capacity(2 * wanted.len());
-        for (uid, items) in wanted {
-            commands.push(of_user(*uid, redis::cmd("HMGET").arg(keys::records(*uid)).arg(items).clone()));
-            commands.push(of_user(*uid, redis::cmd("HMGET").arg(keys::kept(*uid)).arg(items).clone()));
+        // The records first; only the items missing there are looked for
+        // again, with the kept copies of those trimmed while the job still
+        // needed them (rare: a trim of an item still shipped), so a read is
+        // one command per user.
+        let commands = wanted.iter().map(|(uid, items)| of_user(*uid, redis::cmd("HMGET").arg(keys::records(*uid)).arg(items).clone()));
+        let replies = self.run_plain(vec![commands.collect()]).await?;
+        let mut found: Vec<Vec<Option<Vec<u8>>>> = replies.iter().map(decode).collect::<Result<_, _>>()?;
+        let missing: Vec<(usize, Vec<usize>)> = found
+            .iter()
+            .enumerate()
+            .map(|(user, records)| {
+                (user, records.iter().enumerate().filter(|(_, record)| record.is_none()).map(|(at, _)| at).collect::<Vec<usize>>())
+            })
+            .filter(|(_, absent)| !absent.is_empty())
+            .collect();
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        // Both again: a record trimmed between the two reads is in the
+        // kept copies, one written again meanwhile is in the records.
+        let mut commands = Vec::with_capacity(2 * missing.len());
+        for (user, absent) in &missing {
+            let (uid, items) = &wanted[*user];
+            let items: Vec<&String> = absent.iter().map(|&at| &items[at]).collect();
+            commands.push(of_user(*uid, redis::cmd("HMGET").arg(keys::records(*uid)).arg(&items).clone()));
+            commands.push(of_user(*uid, redis::cmd("HMGET").arg(keys::kept(*uid)).arg(&items).clone()));
         }
         let replies = self.run_plain(vec![commands]).await?;
-        let replies: Vec<Vec<Option<Vec<u8>>>> = replies.iter().map(decode).collect::<Result<_, _>>()?;
-        let mut replies = replies.into_iter();
-        let mut found = Vec::with_capacity(wanted.len());
-        while let (Some(records), Some(kept)) = (replies.next(), replies.next()) {
-            found.push(records.into_iter().zip(kept).map(|(record, kept)| record.or(kept)).collect());
+        for ((user, absent), pair) in missing.iter().zip(replies.chunks_exact(2)) {
+            let records: Vec<Option<Vec<u8>>> = decode(&pair[0])?;
+            let kept: Vec<Option<Vec<u8>>> = decode(&pair[1])?;
+            for ((&at, record), kept) in absent.iter().zip(records).zip(kept) {
+                found[*user][at] = record.or(kept);
+            }
         }
         Ok(found)
     }
