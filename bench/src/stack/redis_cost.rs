@@ -26,6 +26,10 @@ pub struct Cost {
     /// Calls per event of each command (inner script calls included),
     /// the busiest first in the table.
     pub calls_per_event: BTreeMap<String, f64>,
+    /// Microseconds per event in each command (a script's inner calls
+    /// count in their own command and in the script's): where the time
+    /// goes.
+    pub us_per_event: BTreeMap<String, f64>,
 }
 
 impl Sample {
@@ -60,6 +64,7 @@ impl Sample {
         let events = events as f64;
         let mut script_us = 0u64;
         let mut calls_per_event = BTreeMap::new();
+        let mut us_per_event = BTreeMap::new();
         for (name, (calls, usec)) in &later.commands {
             let (calls_before, usec_before) = self.commands.get(name).copied().unwrap_or((0, 0));
             // The bench's own INFO calls are not the run's work.
@@ -71,11 +76,13 @@ impl Sample {
                 script_us += usec;
             }
             calls_per_event.insert(name.clone(), (calls - calls_before) as f64 / events);
+            us_per_event.insert(name.clone(), usec as f64 / events);
         }
         Some(Cost {
             cpu_us_per_event: (later.cpu_s - self.cpu_s).max(0.0) * 1e6 / events,
             script_us_per_event: script_us as f64 / events,
             calls_per_event,
+            us_per_event,
         })
     }
 }
@@ -86,9 +93,13 @@ impl Cost {
     pub fn describe(&self) -> String {
         let mut calls: Vec<(&String, &f64)> = self.calls_per_event.iter().collect();
         calls.sort_by(|a, b| b.1.total_cmp(a.1));
-        let calls: Vec<String> = calls.iter().take(12).map(|(name, per)| format!("{name} {per:.2}")).collect();
+        let calls: Vec<String> = calls
+            .iter()
+            .take(12)
+            .map(|(name, per)| format!("{name} {per:.2} ({:.2} µs)", self.us_per_event.get(*name).copied().unwrap_or(0.0)))
+            .collect();
         format!(
-            "Redis CPU {:.2} µs/event (= s per million events), {:.2} µs/event in scripts; calls per event: {}",
+            "Redis CPU {:.2} µs/event (= s per million events), {:.2} µs/event in scripts; calls per event (µs in them): {}",
             self.cpu_us_per_event,
             self.script_us_per_event,
             calls.join(", ")
@@ -115,6 +126,7 @@ mod tests {
         assert!((cost.script_us_per_event - 10.0).abs() < 1e-9, "{cost:?}");
         assert_eq!(cost.calls_per_event.get("zadd"), Some(&2.0));
         assert_eq!(cost.calls_per_event.get("evalsha"), Some(&0.5));
+        assert_eq!(cost.us_per_event.get("zadd"), Some(&4.0));
         assert!(!cost.calls_per_event.contains_key("info"));
         assert!(before.cost_until(&after, 0).is_none());
     }
