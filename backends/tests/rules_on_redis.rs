@@ -73,14 +73,19 @@ struct Marks {
 }
 
 impl Marks {
-    async fn pending(&mut self) -> Vec<String> {
+    async fn fields(&mut self) -> Vec<String> {
         let mut fields: Vec<String> =
             redis::cmd("HKEYS").arg(model::keys::pending(self.uid)).query_async(&mut self.connection).await.unwrap();
         fields.sort();
         fields
     }
+    /// The pending marks' fields.
+    async fn pending(&mut self) -> Vec<String> {
+        self.fields().await.into_iter().filter(|field| !field.starts_with(model::keys::SHIPPED)).collect()
+    }
+    /// The items of the shipped references.
     async fn shipped(&mut self) -> Vec<String> {
-        redis::cmd("HKEYS").arg(model::keys::shipped(self.uid)).query_async(&mut self.connection).await.unwrap()
+        self.fields().await.into_iter().filter_map(|field| Some(field.strip_prefix(model::keys::SHIPPED)?.to_owned())).collect()
     }
     async fn indexed(&mut self) -> bool {
         let score: Option<f64> = redis::cmd("ZSCORE").arg(&self.index).arg(self.uid).query_async(&mut self.connection).await.unwrap();
@@ -112,7 +117,7 @@ async fn marks_are_settled_by_what_a_delivery_carried_and_stale_ones_are_claimed
 
     // A delivered reference ships a:1 (the job must still read it); a
     // delivery of an older view of a:2 settles nothing.
-    store.settle(shard, &[Op::UpsertRef { uid, item: "a:1".into(), view_at: 10 }, Op::Upsert(record(uid, 2, 19))], 3600).await.unwrap();
+    store.settle(shard, &[Op::UpsertRef { uid, item: "a:1".into(), view_at: 10 }, Op::Upsert(record(uid, 2, 19))]).await.unwrap();
     assert_eq!(marks.pending().await, ["a:2"]);
     assert_eq!(marks.shipped().await, ["a:1"]);
     // A newer view of a:1 is marked again; so is a delete.
@@ -143,14 +148,14 @@ async fn marks_are_settled_by_what_a_delivery_carried_and_stale_ones_are_claimed
     assert_eq!(store.redrive(shard, grace_ms, 16).await.unwrap().items, 0, "claimed twice within the grace");
 
     // Their delivery settles everything; the user leaves the index.
-    store.settle(shard, &claimed, 3600).await.unwrap();
+    store.settle(shard, &claimed).await.unwrap();
     assert!(marks.pending().await.is_empty());
     assert!(!marks.indexed().await);
     // a:1 was shipped as a reference at view 10, and a:1@15 delivered
     // whole since; a reference the job must still read survives a trim:
     // ship a:2 as a reference, then push it out of the full timeline.
     store.write(&[write(vec![record(uid, 2, 25)])], params).await.unwrap();
-    store.settle(shard, &[Op::UpsertRef { uid, item: "a:2".into(), view_at: 25 }], 3600).await.unwrap();
+    store.settle(shard, &[Op::UpsertRef { uid, item: "a:2".into(), view_at: 25 }]).await.unwrap();
     store.write(&[write((100..110).map(|oid| record(uid, oid, 1000 + oid as i64)).collect())], params).await.unwrap();
     let read = |store: &UserStore| {
         let store = store.clone();
@@ -162,6 +167,37 @@ async fn marks_are_settled_by_what_a_delivery_carried_and_stale_ones_are_claimed
     store.note_hbase_written(&[(uid, vec![("a:1".into(), 10), ("a:2".into(), 25)])]).await.unwrap();
     assert!(marks.shipped().await.is_empty());
     assert_eq!(read(&store).await, None);
+}
+
+#[tokio::test]
+async fn a_delete_or_a_business_clear_takes_the_shipped_references_it_hides() {
+    use model::{codec, Op};
+    let store = UserStore::Redis(RedisStore::connect_lazy(&redis_url(), CallShape { cluster: false, max_events: 128 }).unwrap());
+    let uid = fresh_uid();
+    let shards = u32::MAX;
+    let shard = model::keys::shard_of(uid, shards);
+    let mut marks = Marks { connection: direct(), uid, index: model::keys::pending_index(shard) };
+    let params = WriteParams { max_items: 10, ttl_s: 3600, today: 1, now_ms: model::now_ms(), shards, marks: true };
+    let events = [record(uid, 1, 10), record(uid, 2, 20), model::Record { business: "b".into(), ..record(uid, 3, 30) }];
+    let write = UserWrite {
+        uid,
+        events: events.iter().map(|r| EventWrite { item: r.item_key(), view_at: r.view_at, record: codec::encode_record(r) }).collect(),
+    };
+    store.write(&[write], params).await.unwrap();
+    let refs: Vec<Op> = events.iter().map(|r| Op::UpsertRef { uid, item: r.item_key(), view_at: r.view_at }).collect();
+    store.settle(shard, &refs).await.unwrap();
+    assert_eq!(marks.shipped().await, ["a:1", "a:2", "b:3"]);
+    // Shipped references alone keep no user in the re-drive index.
+    assert!(marks.pending().await.is_empty());
+    assert!(!marks.indexed().await);
+
+    store.mutate(&[&Op::Delete { uid, item: "a:1".into(), at: 11 }], params).await.unwrap();
+    assert_eq!(marks.shipped().await, ["a:2", "b:3"]);
+    store.mutate(&[&Op::Clear { uid, business: Some("a".into()), at: 21 }], params).await.unwrap();
+    assert_eq!(marks.shipped().await, ["b:3"]);
+    // What is left to ship is the two mutations.
+    assert_eq!(marks.pending().await, ["~clear|a", "~del|a:1"]);
+    assert!(marks.indexed().await);
 }
 
 /// Polls `check` every 20 ms until it answers, for at most 10 s.

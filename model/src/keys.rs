@@ -24,19 +24,24 @@ pub fn meta(uid: u64) -> String {
 
 /// `h:{uid}:p`: HASH of the user's pending marks, what a service
 /// acknowledged and has not yet handed to Kafka: field (an item key,
-/// `~clear`, `~switch` or `~del|{item}`) -> `version,marked_at`.
+/// `~clear`, `~switch` or `~del|{item}`) -> `version,marked_at`; and of its
+/// shipped references (`ids` payload) handed to Kafka that the job has not
+/// yet written to HBase: field [`shipped_field`] -> version.
 pub fn pending(uid: u64) -> String {
     format!("h:{{{uid}}}:p")
 }
 
-/// `h:{uid}:s`: HASH item -> version of references (`ids` payload) handed
-/// to Kafka that the job has not yet written to HBase.
-pub fn shipped(uid: u64) -> String {
-    format!("h:{{{uid}}}:s")
+/// What a shipped reference's field in [`pending`] starts with: an item key
+/// never does (its business is non-empty).
+pub const SHIPPED: char = ':';
+
+/// The field in [`pending`] of `item`'s shipped reference.
+pub fn shipped_field(item: &str) -> String {
+    format!("{SHIPPED}{item}")
 }
 
 /// `h:{uid}:k`: HASH item -> record of records trimmed from the timeline
-/// while still pending or shipped.
+/// while still pending or shipped (named in [`pending`]).
 pub fn kept(uid: u64) -> String {
     format!("h:{{{uid}}}:k")
 }

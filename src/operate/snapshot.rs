@@ -219,12 +219,11 @@ pub async fn read(
 ) -> anyhow::Result<UserReport> {
     let shard = keys::shard_of(uid, shards);
     let redis_error = |what: &str| format!("cannot read the user's {what} from Redis");
-    let (records, kept, pending, shipped, meta, timeline) = match only {
+    let (records, kept, marks, meta, timeline) = match only {
         None => (
             hash(link, &keys::records(uid)).await.with_context(|| redis_error("records"))?,
             hash(link, &keys::kept(uid)).await.with_context(|| redis_error("kept records"))?,
             hash(link, &keys::pending(uid)).await.with_context(|| redis_error("marks"))?,
-            hash(link, &keys::shipped(uid)).await.with_context(|| redis_error("shipped references"))?,
             hash(link, &keys::meta(uid)).await.with_context(|| redis_error("meta"))?,
             sorted_set(link, &keys::timeline(uid)).await.with_context(|| redis_error("timeline"))?,
         ),
@@ -245,15 +244,25 @@ pub async fn read(
             (
                 hash_fields(link, &keys::records(uid), items).await.with_context(|| redis_error("records"))?,
                 hash_fields(link, &keys::kept(uid), items).await.with_context(|| redis_error("kept records"))?,
-                hash_fields(link, &keys::pending(uid), items).await.with_context(|| redis_error("marks"))?,
-                hash_fields(link, &keys::shipped(uid), items).await.with_context(|| redis_error("shipped references"))?,
+                hash_fields(
+                    link,
+                    &keys::pending(uid),
+                    &items.iter().flat_map(|item| [item.clone(), keys::shipped_field(item)]).collect::<Vec<_>>(),
+                )
+                .await
+                .with_context(|| redis_error("marks"))?,
                 hash_fields(link, &keys::meta(uid), &meta_fields).await.with_context(|| redis_error("meta"))?,
                 timeline,
             )
         }
     };
+    // The marks' hash holds the pending marks and the shipped references.
+    let (shipped, pending): (BTreeMap<String, Vec<u8>>, BTreeMap<String, Vec<u8>>) =
+        marks.into_iter().partition(|(field, _)| field.starts_with(keys::SHIPPED));
+    let shipped: BTreeMap<String, Vec<u8>> =
+        shipped.into_iter().filter_map(|(field, version)| Some((field.strip_prefix(keys::SHIPPED)?.to_owned(), version))).collect();
     let mut key_ttls = BTreeMap::new();
-    for key in [keys::timeline(uid), keys::records(uid), keys::meta(uid), keys::pending(uid), keys::shipped(uid), keys::kept(uid)] {
+    for key in [keys::timeline(uid), keys::records(uid), keys::meta(uid), keys::pending(uid), keys::kept(uid)] {
         let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut link.clone()).await?;
         key_ttls.insert(key, (ttl != -2).then_some(ttl));
     }

@@ -17,6 +17,8 @@ local oldest = nil
 local marks = redis.call('HGETALL', p)
 for i = 1, #marks, 2 do
   local field, value = marks[i], marks[i + 1]
+  -- A shipped reference (`marks.lua`) has no 'version,marked_at' value:
+  -- no version here, so it is neither claimed nor counted.
   local version, at = mark_version(value), mark_at(value)
   if version and at <= cutoff and room > 0 then
     room = room - 1

@@ -1,16 +1,23 @@
 -- histflow marks: helpers prepended to every script that keeps them
 -- (`redis.rs` joins this file with the script). A user's marks live in
--- three keys hash-tagged by the user, beside its timeline:
+-- two keys hash-tagged by the user, beside its timeline:
 --   h:{uid}:p  pending HASH: what a service acknowledged and has not yet
 --              handed to Kafka. Field: an item key, '~clear', '~switch' or
 --              '~del|<item>'; value 'version,marked_at': the item's view_at
 --              (or the mutation's effective time), and when it was marked
 --              or last claimed by a re-drive (Redis TIME, ms).
---   h:{uid}:s  shipped HASH: item -> version, references (`ids` payload)
---              handed to Kafka that the job has not yet written to HBase.
+--              The same hash holds the shipped references, field
+--              ':<item>' (SHIPPED then the item; an item key never starts
+--              with ':', its business being non-empty), value the version:
+--              references (`ids` payload) handed to Kafka that the job has
+--              not yet written to HBase. They are not re-driven (Kafka has
+--              them), so they do not keep a user in the re-drive index.
+--              Keeping them beside the marks makes shipping one a rename
+--              inside a hash already touched, not a key made and expired.
 --   h:{uid}:k  kept HASH: item -> record, records trimmed from the
---              timeline while p or s still named them (the job or a
---              re-drive still needs them).
+--              timeline while p still named them (as a pending mark or a
+--              shipped reference: the job or a re-drive still needs
+--              them).
 -- A mark is removed only when a delivered flush (or, for references, the
 -- job's write) carried the item at its version or newer: versions only
 -- grow per item (ZADD GT, and deletes and clears move past the views they
@@ -27,4 +34,17 @@ local function mark_version(value)
 end
 local function mark_at(value)
   return tonumber(string.match(value, ',(%d+)$'))
+end
+-- The field of the shipped reference of `item`.
+local SHIPPED = ':'
+local function shipped_field(item)
+  return SHIPPED .. item
+end
+-- How many pending marks `p` holds (its shipped references left out).
+local function pending_left(p)
+  local count = 0
+  for _, field in ipairs(redis.call('HKEYS', p)) do
+    if string.sub(field, 1, 1) ~= SHIPPED then count = count + 1 end
+  end
+  return count
 end

@@ -69,9 +69,9 @@ impl UserStore {
     /// carried (a mark acknowledged later, of a newer version, stays).
     /// The embedded store keeps no marks: nothing of it outlives its
     /// process.
-    pub async fn settle(&self, shard: u32, ops: &[Op], ttl_s: u64) -> Result<(), StoreError> {
+    pub async fn settle(&self, shard: u32, ops: &[Op]) -> Result<(), StoreError> {
         match self {
-            UserStore::Redis(redis) => redis.settle(shard, ops, ttl_s).await,
+            UserStore::Redis(redis) => redis.settle(shard, ops).await,
             UserStore::Embedded(_) => Ok(()),
         }
     }

@@ -2,7 +2,7 @@
 -- one user, applied atomically. Keep in step with rules.rs (the embedded
 -- store's copy of these rules).
 -- KEYS: h:{uid}:t (timeline), h:{uid}:r (records), h:{uid}:m (meta),
--- then the marks h:{uid}:p, h:{uid}:s, h:{uid}:k (`marks.lua`): the
+-- then the marks h:{uid}:p, h:{uid}:k (`marks.lua`): the
 -- mutation is marked pending in the same call, and what it removes needs
 -- no shipping any more.
 -- ARGV[1] = kind ('delete' | 'clear' | 'clear_business' | 'pause' |
@@ -13,7 +13,7 @@
 -- before it, so it is moved past the newest view it removes (a report
 -- stamped by a fast client clock is removed too); the same time goes to
 -- HBase, so both hide the same views.
-local t, r, m, p, s, k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local t, r, m, p, k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local kind, at, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 
 local function keep_meta()
@@ -45,8 +45,7 @@ if kind == 'delete' then
   redis.call('HSET', m, field, effective)
   redis.call('ZREM', t, item)
   redis.call('HDEL', r, item)
-  redis.call('HDEL', p, item)
-  redis.call('HDEL', s, item)
+  redis.call('HDEL', p, item, shipped_field(item))
   redis.call('HDEL', k, item)
   mark('~del|' .. item, effective)
   keep_meta()
@@ -55,9 +54,10 @@ elseif kind == 'clear' then
   local newest = redis.call('ZREVRANGE', t, 0, 0, 'WITHSCORES')
   local effective = math.max(at, tonumber(newest[2] or '-1'), tonumber(redis.call('HGET', m, 'cleared_at') or '-1'))
   redis.call('HSET', m, 'cleared_at', effective)
-  redis.call('DEL', t, r, s, k)
-  -- Every pending view is cleared; what is left to ship is the clear (and
-  -- a recording switch, which the clear does not undo).
+  redis.call('DEL', t, r, k)
+  -- Every pending view and shipped reference is cleared; what is left to
+  -- ship is the clear (and a recording switch, which the clear does not
+  -- undo).
   local switch = redis.call('HGET', p, '~switch')
   redis.call('DEL', p)
   if switch then redis.call('HSET', p, '~switch', switch) end
@@ -90,8 +90,10 @@ elseif kind == 'clear_business' then
   -- items no longer in the timeline (trimmed) go too.
   local seen = {}
   for _, item in ipairs(gone) do seen[item] = true end
-  for _, key in ipairs({ p, s, k }) do
-    for _, item in ipairs(redis.call('HKEYS', key)) do
+  for _, key in ipairs({ p, k }) do
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      -- A shipped reference names its item after the SHIPPED mark.
+      local item = string.sub(field, 1, 1) == SHIPPED and string.sub(field, 2) or field
       if ours(item) and not seen[item] then
         seen[item] = true
         gone[#gone + 1] = item
@@ -104,7 +106,10 @@ elseif kind == 'clear_business' then
   for first = 1, #gone, 1000 do
     local chunk = { unpack(gone, first, math.min(first + 999, #gone)) }
     redis.call('ZREM', t, unpack(chunk))
-    for _, key in ipairs({ r, p, s, k }) do redis.call('HDEL', key, unpack(chunk)) end
+    for _, key in ipairs({ r, p, k }) do redis.call('HDEL', key, unpack(chunk)) end
+    local shipped = {}
+    for j, item in ipairs(chunk) do shipped[j] = shipped_field(item) end
+    redis.call('HDEL', p, unpack(shipped))
   end
   mark('~clear|' .. business, effective)
   -- The business's delete markers at or before the clear say nothing more.

@@ -5,22 +5,23 @@
 -- written, their kept copies are needed no more. Many users a call (a
 -- cluster caller groups users of one slot), so the job's release is not a
 -- round trip per user.
--- KEYS: per user h:{uid}:m (meta), h:{uid}:s (shipped), h:{uid}:p
--- (pending), h:{uid}:k (kept). ARGV: per user its count n, then n pairs of
--- item, view_at written. Returns 0.
+-- KEYS: per user h:{uid}:m (meta), h:{uid}:p (pending marks and shipped
+-- references), h:{uid}:k (kept). ARGV: per user its count n, then n pairs
+-- of item, view_at written. Returns 0.
 local call, tonumber = redis.call, tonumber
 local arg = 1
-for user = 0, #KEYS / 4 - 1 do
-  local m, s, p, k = KEYS[user * 4 + 1], KEYS[user * 4 + 2], KEYS[user * 4 + 3], KEYS[user * 4 + 4]
+for user = 0, #KEYS / 3 - 1 do
+  local m, p, k = KEYS[user * 3 + 1], KEYS[user * 3 + 2], KEYS[user * 3 + 3]
   if call('EXISTS', m) == 1 then call('HINCRBY', m, 'hbase_written', 1) end
   local count = tonumber(ARGV[arg])
   arg = arg + 1
   for _ = 1, count do
     local item, written = ARGV[arg], ARGV[arg + 1]
     arg = arg + 2
-    local shipped = call('HGET', s, item)
+    local field = shipped_field(item)
+    local shipped = call('HGET', p, field)
     if shipped and tonumber(shipped) <= tonumber(written) then
-      call('HDEL', s, item)
+      call('HDEL', p, field)
       if call('HEXISTS', p, item) == 0 then call('HDEL', k, item) end
     end
   end

@@ -9,9 +9,9 @@
 --   h:{uid}:m  meta HASH     (its fields: `meta.rs`; this script reads
 --              paused, cleared_at, day, kept, d:<item>, c:<business> and
 --              writes day, trimmed_at, kept)
---   h:{uid}:p, h:{uid}:s, h:{uid}:k  the marks (`marks.lua`): every
---              recorded event is marked pending in the same call; a record
---              trimmed while marked is kept in k.
+--   h:{uid}:p, h:{uid}:k  the marks (`marks.lua`): every recorded event
+--              is marked pending in the same call; a record trimmed while
+--              marked (or shipped by reference) is kept in k.
 -- ARGV[1] = max items kept, ARGV[2] = key TTL seconds, ARGV[3] = today
 -- (UTC day number), ARGV[4] = now (unix ms), ARGV[5] = '1' to keep marks
 -- (something downstream settles them), ARGV[6] = how many pending index
@@ -136,12 +136,16 @@ local function write_user(t, count, index)
       local chunk = math.min(excess, 1000)
       local oldest = call('ZRANGE', t, 0, chunk - 1)
       -- A trimmed record still marked pending or shipped is kept: a
-      -- re-drive or the job still needs it.
-      local pending = call('HMGET', p, unpack(oldest))
-      local shipped = call('HMGET', base .. 's', unpack(oldest))
+      -- re-drive or the job still needs it. Both are fields of p.
+      local named = {}
+      for j, item in ipairs(oldest) do
+        named[j] = item
+        named[#oldest + j] = shipped_field(item)
+      end
+      named = call('HMGET', p, unpack(named))
       local keep = {}
       for j, item in ipairs(oldest) do
-        if pending[j] or shipped[j] then keep[#keep + 1] = item end
+        if named[j] or named[#oldest + j] then keep[#keep + 1] = item end
       end
       if #keep > 0 then
         local records = call('HMGET', r, unpack(keep))

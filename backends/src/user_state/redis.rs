@@ -28,10 +28,10 @@ macro_rules! with_marks {
     };
 }
 
-/// The six keys of `uid` a mutation touches, in `mutate.lua`'s order (a
+/// The five keys of `uid` a mutation touches, in `mutate.lua`'s order (a
 /// write names the timeline only; `record.lua` derives the rest).
-fn user_keys(uid: u64) -> [String; 6] {
-    [keys::timeline(uid), keys::records(uid), keys::meta(uid), keys::pending(uid), keys::shipped(uid), keys::kept(uid)]
+fn user_keys(uid: u64) -> [String; 5] {
+    [keys::timeline(uid), keys::records(uid), keys::meta(uid), keys::pending(uid), keys::kept(uid)]
 }
 
 /// `ZADD NX` of `uids` to the pending index of their shards, one command
@@ -113,7 +113,7 @@ impl RedisStore {
             mutate: Lua::new(with_marks!("mutate.lua")),
             page: Lua::new(include_str!("page.lua")),
             mark_checked: Lua::new(include_str!("mark_checked.lua")),
-            note_written: Lua::new(include_str!("note_written.lua")),
+            note_written: Lua::new(with_marks!("note_written.lua")),
         };
         Ok(RedisStore { connection, shape, scripts: Arc::new(scripts) })
     }
@@ -292,10 +292,10 @@ impl RedisStore {
         let mut calls = Vec::new();
         for call_users in plan_sized_calls(&sizes, self.shape) {
             let mut call = redis::cmd("EVALSHA");
-            call.arg(self.scripts.note_written.get_hash()).arg(call_users.len() * 4);
+            call.arg(self.scripts.note_written.get_hash()).arg(call_users.len() * 3);
             for &index in &call_users {
                 let uid = written[index].0;
-                call.arg(keys::meta(uid)).arg(keys::shipped(uid)).arg(keys::pending(uid)).arg(keys::kept(uid));
+                call.arg(keys::meta(uid)).arg(keys::pending(uid)).arg(keys::kept(uid));
             }
             for &index in &call_users {
                 let items = &written[index].1;
@@ -309,7 +309,7 @@ impl RedisStore {
         self.run_scripted(vec![calls], &self.scripts.note_written).await.map(drop)
     }
 
-    pub(super) async fn settle(&self, shard: u32, ops: &[Op], ttl_s: u64) -> Result<(), StoreError> {
+    pub(super) async fn settle(&self, shard: u32, ops: &[Op]) -> Result<(), StoreError> {
         let users = carried_by_user(ops);
         let sizes: Vec<(u64, usize)> = users.iter().map(|(uid, marks)| (*uid, marks.len())).collect();
         // Calls as small as the writes' (a script blocks Redis while it
@@ -322,12 +322,12 @@ impl RedisStore {
         let mut commands = Vec::with_capacity(calls.len());
         for call_users in &calls {
             let mut call = redis::cmd("EVALSHA");
-            call.arg(self.scripts.settle.get_hash()).arg(call_users.len() * 3);
+            call.arg(self.scripts.settle.get_hash()).arg(call_users.len() * 2);
             for &index in call_users {
                 let uid = users[index].0;
-                call.arg(keys::pending(uid)).arg(keys::shipped(uid)).arg(keys::kept(uid));
+                call.arg(keys::pending(uid)).arg(keys::kept(uid));
             }
-            call.arg(ttl_s).arg(if index_in_script { keys::pending_index(shard) } else { String::new() });
+            call.arg(if index_in_script { keys::pending_index(shard) } else { String::new() });
             for &index in call_users {
                 let marks = &users[index].1;
                 call.arg(marks.len());
@@ -374,10 +374,17 @@ impl RedisStore {
         }
         let mut out = redis::cmd("ZREM");
         out.arg(&index).arg(uids);
-        let count = uids.iter().map(|uid| of_user(*uid, redis::cmd("HLEN").arg(keys::pending(*uid)).clone())).collect();
-        let replies = self.run_plain(vec![vec![SlotCommand { slot, command: park }, SlotCommand { slot, command: out }], count]).await?;
-        let left: Vec<i64> = replies[2..].iter().map(decode).collect::<Result<_, _>>()?;
-        let marked_again: Vec<u64> = uids.iter().zip(left).filter(|(_, left)| *left > 0).map(|(uid, _)| *uid).collect();
+        // Its fields: a pending mark marks it again, a shipped reference
+        // does not (it is not re-driven).
+        let fields = uids.iter().map(|uid| of_user(*uid, redis::cmd("HKEYS").arg(keys::pending(*uid)).clone())).collect();
+        let replies = self.run_plain(vec![vec![SlotCommand { slot, command: park }, SlotCommand { slot, command: out }], fields]).await?;
+        let fields: Vec<Vec<String>> = replies[2..].iter().map(decode).collect::<Result<_, _>>()?;
+        let marked_again: Vec<u64> = uids
+            .iter()
+            .zip(fields)
+            .filter(|(_, fields)| fields.iter().any(|field| !field.starts_with(keys::SHIPPED)))
+            .map(|(uid, _)| *uid)
+            .collect();
         let mut done = Vec::new();
         if !marked_again.is_empty() {
             done.push(add_to_index(shard, &marked_again, now_ms));

@@ -1,7 +1,6 @@
 //! How each half of a `kafka_batch` bridge is built: the producer from its
-//! own settings, the realtime store whose marks a delivered flush settles
-//! and the live business registry (the marks' expiry); the consumer from
-//! its own settings. Under `--embedded` both halves are the ends of one
+//! own settings and the realtime store whose marks a delivered flush
+//! settles; the consumer from its own settings. Under `--embedded` both halves are the ends of one
 //! in-process queue, which something must read.
 
 use model::Batch;
@@ -16,8 +15,7 @@ use crate::build::{BuildContext, StageBuildError};
 use crate::resources::{Resource, Takes, Uses};
 
 /// What the producing half builds from beside the bridge's settings.
-pub(crate) const PRODUCER_USES: Uses =
-    &[(Resource::UserState, Takes::Rebuild), (Resource::Readers, Takes::Rebuild), (Resource::Businesses, Takes::InPlace)];
+pub(crate) const PRODUCER_USES: Uses = &[(Resource::UserState, Takes::Rebuild), (Resource::Readers, Takes::Rebuild)];
 
 /// What the consuming half builds from beside the bridge's settings.
 pub(crate) const CONSUMER_USES: Uses = &[(Resource::Readers, Takes::Rebuild)];
@@ -45,7 +43,7 @@ impl KafkaBatchConfig {
                     None => None,
                 };
                 super::events::register_producer();
-                let mut stage = KafkaProducerStage::new(self, marks, cx.registry.clone()).map_err(StageBuildError::Backend)?;
+                let mut stage = KafkaProducerStage::new(self, marks).map_err(StageBuildError::Backend)?;
                 stage.broker_health = Some(cx.admin.health.backend("broker"));
                 Ok(Box::new(stage))
             }

@@ -27,7 +27,6 @@ use rdkafka::util::Timeout;
 
 use super::config::{Compression, KafkaBatchConfig};
 use super::events::{DeliveryRetry, FlushDelivered, MarksKept, MessageDelivered, ProducerRebuilt};
-use crate::registry::LiveRegistry;
 
 /// Room left in a message for the record batch's own framing.
 const FRAMING_BYTES: usize = 4096;
@@ -45,9 +44,6 @@ pub struct KafkaProducerStage {
     max_message_bytes: usize,
     /// The realtime store whose marks delivered flushes settle.
     marks: Option<UserStore>,
-    /// The business registry: the key expiry of the user keys (a shipped
-    /// mark expires with them), read at each settle.
-    registry: LiveRegistry,
     /// What the broker answered last, for the live page.
     pub broker_health: Option<Dependency>,
 }
@@ -55,7 +51,7 @@ pub struct KafkaProducerStage {
 impl KafkaProducerStage {
     /// A producer for `config`; `marks` is the realtime store whose marks
     /// delivered flushes settle.
-    pub fn new(config: &KafkaBatchConfig, marks: Option<UserStore>, registry: LiveRegistry) -> Result<Self, String> {
+    pub fn new(config: &KafkaBatchConfig, marks: Option<UserStore>) -> Result<Self, String> {
         let compression = match config.compression {
             Compression::Lz4 => "lz4",
             Compression::Zstd => "zstd",
@@ -78,7 +74,6 @@ impl KafkaProducerStage {
             partitions: config.partitions as i32,
             max_message_bytes: config.max_message_bytes.saturating_sub(FRAMING_BYTES).max(1024),
             marks,
-            registry,
             broker_health: None,
         })
     }
@@ -88,7 +83,7 @@ impl KafkaProducerStage {
     fn deliver(&self, batch: Batch, stage: std::sync::Arc<str>) -> BoxFuture<'static, ()> {
         let shard = batch.shard.unwrap_or(0);
         let messages = codec::encode_merge_batch(shard, &batch.ops, self.max_message_bytes);
-        let (producer, topic, marks, ttl_s) = (self.producer.clone(), self.topic.clone(), self.marks.clone(), self.registry.key_ttl_s());
+        let (producer, topic, marks) = (self.producer.clone(), self.topic.clone(), self.marks.clone());
         let health = self.broker_health.clone();
         let ops = batch.ops;
         let events = ops.len();
@@ -101,7 +96,7 @@ impl KafkaProducerStage {
             if let Some(marks) = marks {
                 // Not retried: a mark left behind only makes a re-drive
                 // ship the item once more (the writes are idempotent).
-                if let Err(error) = marks.settle(shard, &ops, ttl_s).await {
+                if let Err(error) = marks.settle(shard, &ops).await {
                     MarksKept { stage: &stage, shard, error: &error }.emit();
                 }
             }
