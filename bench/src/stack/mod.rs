@@ -227,10 +227,13 @@ async fn run_stack(options: &Options, histflow: &Path, topology: &Path) -> anyho
         let (service, job) = (scrape_all(&http, &service_bases).await, scrape_all(&http, &job_bases).await);
         warm_counts = Some((service.sum("histflow_kafka_messages_total", &[]), job.sum("histflow_persist_cells_total", &[])));
     }
-    // What Redis does for the run, from the first report to durable.
-    let redis_url = format!("redis://127.0.0.1:{}", ports.redis);
-    let measure_redis = needs.redis && !cluster;
-    let redis_before = if measure_redis { Some(redis_cost::Sample::of(&redis_url).await?) } else { None };
+    // What Redis does for the run, from the first report to durable: on a
+    // cluster, all its masters together.
+    let redis_urls: Vec<String> = match &redis_url {
+        Some(seeds) => seeds.split(',').map(str::to_owned).collect(),
+        None => vec![format!("redis://127.0.0.1:{}", ports.redis)],
+    };
+    let redis_before = if needs.redis { Some(redis_cost::Sample::of_all(&redis_urls).await?) } else { None };
     let (outcome, peak_bytes_per_item) = load(options, &http, &service_bases, &name).await?;
     // Fail loudly if a process died under load.
     for (index, (owner, _)) in services.iter().enumerate() {
@@ -244,7 +247,7 @@ async fn run_stack(options: &Options, histflow: &Path, topology: &Path) -> anyho
         None
     };
     let redis_cost = match &redis_before {
-        Some(before) => before.cost_until(&redis_cost::Sample::of(&redis_url).await?, outcome.events_acked),
+        Some(before) => before.cost_until(&redis_cost::Sample::of_all(&redis_urls).await?, outcome.events_acked),
         None => None,
     };
     let service_metrics = scrape_all(&http, &service_bases).await;

@@ -33,6 +33,25 @@ pub struct Cost {
 }
 
 impl Sample {
+    /// Reads the counters of every Redis in `redis_urls` (a cluster's
+    /// masters), added up: a cluster's cost is what all of them spent.
+    pub async fn of_all(redis_urls: &[String]) -> anyhow::Result<Self> {
+        let mut total = Sample::default();
+        for url in redis_urls {
+            total.add(Sample::of(url).await?);
+        }
+        Ok(total)
+    }
+
+    fn add(&mut self, other: Sample) {
+        self.cpu_s += other.cpu_s;
+        for (name, (calls, usec)) in other.commands {
+            let known = self.commands.entry(name).or_default();
+            known.0 += calls;
+            known.1 += usec;
+        }
+    }
+
     /// Reads `redis_url`'s counters.
     pub async fn of(redis_url: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(redis_url)?;
@@ -129,5 +148,19 @@ mod tests {
         assert_eq!(cost.us_per_event.get("zadd"), Some(&4.0));
         assert!(!cost.calls_per_event.contains_key("info"));
         assert!(before.cost_until(&after, 0).is_none());
+    }
+
+    #[test]
+    fn a_clusters_cost_adds_up_its_masters() {
+        let mut one = Sample::parse("used_cpu_sys:1.0\r\nused_cpu_user:2.0\r\n", "cmdstat_zadd:calls=4,usec=8\r\n");
+        one.add(Sample::parse(
+            "used_cpu_sys:0.5\r\nused_cpu_user:0.5\r\n",
+            "cmdstat_zadd:calls=6,usec=2\r\ncmdstat_hset:calls=1,usec=1\r\n",
+        ));
+        let cost = Sample::default().cost_until(&one, 10).expect("events");
+        assert!((cost.cpu_us_per_event - 400_000.0).abs() < 1e-6, "{cost:?}");
+        assert_eq!(cost.calls_per_event.get("zadd"), Some(&1.0));
+        assert_eq!(cost.us_per_event.get("zadd"), Some(&1.0));
+        assert_eq!(cost.calls_per_event.get("hset"), Some(&0.1));
     }
 }
