@@ -65,6 +65,29 @@ async fn redis_and_the_embedded_store_agree_on_trims_and_first_watches() {
     assert_eq!(kept, vec![vec![None, Some(vec![1]), Some(vec![1]), None]]);
 }
 
+/// A fresh user on the test Redis, with its marks' keys and the write
+/// parameters that keep marks.
+struct MarksCase {
+    store: UserStore,
+    uid: u64,
+    shard: u32,
+    marks: Marks,
+    params: WriteParams,
+}
+
+impl MarksCase {
+    fn new() -> Self {
+        let store = UserStore::Redis(RedisStore::connect_lazy(&redis_url(), CallShape { cluster: false, max_events: 128 }).unwrap());
+        let uid = fresh_uid();
+        // So many shards that this user's index holds nobody else's marks.
+        let shards = u32::MAX;
+        let shard = model::keys::shard_of(uid, shards);
+        let marks = Marks { connection: direct(), uid, index: model::keys::pending_index(shard) };
+        let params = WriteParams { max_items: 10, ttl_s: 3600, today: 1, now_ms: model::now_ms(), shards, marks: true };
+        MarksCase { store, uid, shard, marks, params }
+    }
+}
+
 /// The keys of a user's marks.
 struct Marks {
     connection: Link,
@@ -100,13 +123,7 @@ fn record(uid: u64, oid: u64, view_at: i64) -> model::Record {
 #[tokio::test]
 async fn marks_are_settled_by_what_a_delivery_carried_and_stale_ones_are_claimed_once() {
     use model::{codec, Op};
-    let store = UserStore::Redis(RedisStore::connect_lazy(&redis_url(), CallShape { cluster: false, max_events: 128 }).unwrap());
-    let uid = fresh_uid();
-    // So many shards that this user's index holds nobody else's marks.
-    let shards = u32::MAX;
-    let shard = model::keys::shard_of(uid, shards);
-    let mut marks = Marks { connection: direct(), uid, index: model::keys::pending_index(shard) };
-    let params = WriteParams { max_items: 10, ttl_s: 3600, today: 1, now_ms: model::now_ms(), shards, marks: true };
+    let MarksCase { store, uid, shard, mut marks, params } = MarksCase::new();
     let write = |events: Vec<model::Record>| UserWrite {
         uid,
         events: events.iter().map(|r| EventWrite { item: r.item_key(), view_at: r.view_at, record: codec::encode_record(r) }).collect(),
@@ -172,12 +189,7 @@ async fn marks_are_settled_by_what_a_delivery_carried_and_stale_ones_are_claimed
 #[tokio::test]
 async fn a_delete_or_a_business_clear_takes_the_shipped_references_it_hides() {
     use model::{codec, Op};
-    let store = UserStore::Redis(RedisStore::connect_lazy(&redis_url(), CallShape { cluster: false, max_events: 128 }).unwrap());
-    let uid = fresh_uid();
-    let shards = u32::MAX;
-    let shard = model::keys::shard_of(uid, shards);
-    let mut marks = Marks { connection: direct(), uid, index: model::keys::pending_index(shard) };
-    let params = WriteParams { max_items: 10, ttl_s: 3600, today: 1, now_ms: model::now_ms(), shards, marks: true };
+    let MarksCase { store, uid, shard, mut marks, params } = MarksCase::new();
     let events = [record(uid, 1, 10), record(uid, 2, 20), model::Record { business: "b".into(), ..record(uid, 3, 30) }];
     let write = UserWrite {
         uid,
