@@ -104,11 +104,11 @@ impl Marks {
     }
     /// The pending marks' fields.
     async fn pending(&mut self) -> Vec<String> {
-        self.fields().await.into_iter().filter(|field| !field.starts_with(model::keys::SHIPPED)).collect()
+        self.fields().await.into_iter().filter(|field| model::keys::shipped_item(field).is_none()).collect()
     }
     /// The items of the shipped references.
     async fn shipped(&mut self) -> Vec<String> {
-        self.fields().await.into_iter().filter_map(|field| Some(field.strip_prefix(model::keys::SHIPPED)?.to_owned())).collect()
+        self.fields().await.into_iter().filter_map(|field| Some(model::keys::shipped_item(&field)?.to_owned())).collect()
     }
     async fn indexed(&mut self) -> bool {
         let score: Option<f64> = redis::cmd("ZSCORE").arg(&self.index).arg(self.uid).query_async(&mut self.connection).await.unwrap();

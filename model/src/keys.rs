@@ -33,11 +33,17 @@ pub fn pending(uid: u64) -> String {
 
 /// What a shipped reference's field in [`pending`] starts with: an item key
 /// never does (its business is non-empty).
-pub const SHIPPED: char = ':';
+const SHIPPED: char = ':';
 
 /// The field in [`pending`] of `item`'s shipped reference.
 pub fn shipped_field(item: &str) -> String {
     format!("{SHIPPED}{item}")
+}
+
+/// The item a field of [`pending`] names as a shipped reference; `None` for
+/// a pending mark's field.
+pub fn shipped_item(field: &str) -> Option<&str> {
+    field.strip_prefix(SHIPPED)
 }
 
 /// `h:{uid}:k`: HASH item -> record of records trimmed from the timeline

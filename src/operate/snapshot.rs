@@ -257,10 +257,13 @@ pub async fn read(
         }
     };
     // The marks' hash holds the pending marks and the shipped references.
-    let (shipped, pending): (BTreeMap<String, Vec<u8>>, BTreeMap<String, Vec<u8>>) =
-        marks.into_iter().partition(|(field, _)| field.starts_with(keys::SHIPPED));
-    let shipped: BTreeMap<String, Vec<u8>> =
-        shipped.into_iter().filter_map(|(field, version)| Some((field.strip_prefix(keys::SHIPPED)?.to_owned(), version))).collect();
+    let (mut pending, mut shipped) = (BTreeMap::new(), BTreeMap::new());
+    for (field, value) in marks {
+        match keys::shipped_item(&field) {
+            Some(item) => shipped.insert(item.to_owned(), value),
+            None => pending.insert(field, value),
+        };
+    }
     let mut key_ttls = BTreeMap::new();
     for key in [keys::timeline(uid), keys::records(uid), keys::meta(uid), keys::pending(uid), keys::kept(uid)] {
         let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut link.clone()).await?;

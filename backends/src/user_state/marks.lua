@@ -40,11 +40,16 @@ local SHIPPED = ':'
 local function shipped_field(item)
   return SHIPPED .. item
 end
+-- The item a field of p names as a shipped reference; nil for a mark.
+local function shipped_item(field)
+  if string.sub(field, 1, 1) == SHIPPED then return string.sub(field, 2) end
+  return nil
+end
 -- How many pending marks `p` holds (its shipped references left out).
 local function pending_left(p)
   local count = 0
   for _, field in ipairs(redis.call('HKEYS', p)) do
-    if string.sub(field, 1, 1) ~= SHIPPED then count = count + 1 end
+    if not shipped_item(field) then count = count + 1 end
   end
   return count
 end

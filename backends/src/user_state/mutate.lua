@@ -92,8 +92,7 @@ elseif kind == 'clear_business' then
   for _, item in ipairs(gone) do seen[item] = true end
   for _, key in ipairs({ p, k }) do
     for _, field in ipairs(redis.call('HKEYS', key)) do
-      -- A shipped reference names its item after the SHIPPED mark.
-      local item = string.sub(field, 1, 1) == SHIPPED and string.sub(field, 2) or field
+      local item = shipped_item(field) or field
       if ours(item) and not seen[item] then
         seen[item] = true
         gone[#gone + 1] = item
@@ -106,10 +105,11 @@ elseif kind == 'clear_business' then
   for first = 1, #gone, 1000 do
     local chunk = { unpack(gone, first, math.min(first + 999, #gone)) }
     redis.call('ZREM', t, unpack(chunk))
-    for _, key in ipairs({ r, p, k }) do redis.call('HDEL', key, unpack(chunk)) end
-    local shipped = {}
-    for j, item in ipairs(chunk) do shipped[j] = shipped_field(item) end
-    redis.call('HDEL', p, unpack(shipped))
+    for _, key in ipairs({ r, k }) do redis.call('HDEL', key, unpack(chunk)) end
+    -- Their marks and shipped references, in one call.
+    local fields = { unpack(chunk) }
+    for _, item in ipairs(chunk) do fields[#fields + 1] = shipped_field(item) end
+    redis.call('HDEL', p, unpack(fields))
   end
   mark('~clear|' .. business, effective)
   -- The business's delete markers at or before the clear say nothing more.

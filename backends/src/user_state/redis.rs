@@ -382,7 +382,7 @@ impl RedisStore {
         let marked_again: Vec<u64> = uids
             .iter()
             .zip(fields)
-            .filter(|(_, fields)| fields.iter().any(|field| !field.starts_with(keys::SHIPPED)))
+            .filter(|(_, fields)| fields.iter().any(|field| keys::shipped_item(field).is_none()))
             .map(|(uid, _)| *uid)
             .collect();
         let mut done = Vec::new();

@@ -1,7 +1,7 @@
 //! How each half of a `kafka_batch` bridge is built: the producer from its
 //! own settings and the realtime store whose marks a delivered flush
-//! settles; the consumer from its own settings. Under `--embedded` both halves are the ends of one
-//! in-process queue, which something must read.
+//! settles; the consumer from its own settings. Under `--embedded` both
+//! halves are the ends of one in-process queue, which something must read.
 
 use model::Batch;
 use pipeline::plan::{Half, RoleSelection};
