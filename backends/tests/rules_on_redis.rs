@@ -65,6 +65,25 @@ async fn redis_and_the_embedded_store_agree_on_trims_and_first_watches() {
     assert_eq!(kept, vec![vec![None, Some(vec![1]), Some(vec![1]), None]]);
 }
 
+/// On a cluster, users are grouped by the node serving them, a call over
+/// several slots of one node. A call grouped by an out-of-date node map
+/// meets a key another node serves; it must have written nothing then
+/// (`record.lua` reads every user before writing any), so the users sent
+/// again by slot are each applied once: every event answers recorded.
+/// (On one Redis there is no map: the same write, one call.)
+#[tokio::test]
+async fn a_write_grouped_by_an_out_of_date_node_map_is_applied_once() {
+    let store = RedisStore::connect_lazy(&redis_url(), CallShape { cluster: false, max_events: 128 }).unwrap();
+    store.link().pretend_one_node();
+    let first = fresh_uid();
+    // 100 users: on three masters, two thirds are not where the map says.
+    let users: Vec<UserWrite> = (first..first + 100).flat_map(|uid| write(uid, &[("a:1", 10), ("a:2", 20)])).collect();
+    let params = WriteParams { max_items: 10, ttl_s: 600, today: 1, now_ms: model::now_ms(), shards: 4, marks: true };
+    let statuses = UserStore::Redis(store).write(&users, params).await.unwrap();
+    let expected: Vec<Vec<Status>> = vec![vec![RECORDED_FIRST_TODAY, RECORDED]; 100];
+    assert_eq!(statuses, expected, "a user written by the refused call was written again");
+}
+
 /// A fresh user on the test Redis, with its marks' keys and the write
 /// parameters that keep marks.
 struct MarksCase {

@@ -22,6 +22,68 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest wait for an answer.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a learnt [`NodeMap`] is used before it is asked for again.
+const NODE_MAP_FOR: Duration = Duration::from_secs(10);
+/// Hash slots of a Redis Cluster.
+const SLOTS: usize = 16_384;
+
+/// Which master serves each hash slot, as `CLUSTER SLOTS` answered at one
+/// moment: a slot's node is a number naming its master's address. A slot
+/// no master served then is a group of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NodeMap {
+    node_of_slot: Vec<u32>,
+}
+
+impl NodeMap {
+    /// The map `CLUSTER SLOTS` answered (`reply`): ranges of slots, each
+    /// with its master's host and port first.
+    pub fn parse(reply: &Value) -> RedisResult<Self> {
+        let bad = |what: &str| RedisError::from((redis::ErrorKind::Parse, "unexpected CLUSTER SLOTS answer", what.to_owned()));
+        let Value::Array(ranges) = reply else { return Err(bad("not an array")) };
+        let unserved = |slot: usize| (SLOTS + slot) as u32;
+        let mut node_of_slot: Vec<u32> = (0..SLOTS).map(unserved).collect();
+        let mut addresses: Vec<String> = Vec::new();
+        for range in ranges {
+            let Value::Array(range) = range else { return Err(bad("a range is not an array")) };
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) = (range.first(), range.get(1), range.get(2))
+            else {
+                return Err(bad("a range lacks its bounds or master"));
+            };
+            let host = match master.first() {
+                Some(Value::BulkString(host)) => String::from_utf8_lossy(host).into_owned(),
+                Some(Value::SimpleString(host)) => host.clone(),
+                _ => return Err(bad("a master lacks its host")),
+            };
+            let Some(Value::Int(port)) = master.get(1) else { return Err(bad("a master lacks its port")) };
+            let address = format!("{host}:{port}");
+            let node = match addresses.iter().position(|known| *known == address) {
+                Some(node) => node,
+                None => {
+                    addresses.push(address);
+                    addresses.len() - 1
+                }
+            } as u32;
+            let (start, end) = (usize::try_from(*start).unwrap_or(SLOTS), usize::try_from(*end).unwrap_or(0).min(SLOTS - 1));
+            if start <= end {
+                node_of_slot[start..=end].fill(node);
+            }
+        }
+        Ok(NodeMap { node_of_slot })
+    }
+
+    /// The node serving `slot`.
+    pub fn node_of(&self, slot: u16) -> u32 {
+        self.node_of_slot[usize::from(slot) % SLOTS]
+    }
+}
+
+/// Whether `error` is a script's refusal to touch a key another node
+/// serves: the node map a call was grouped by is out of date (a slot
+/// moved). The script stopped at its first such key.
+pub fn is_non_local(error: &impl std::fmt::Display) -> bool {
+    error.to_string().contains("non local key")
+}
 
 /// A connection to one Redis or to a cluster; cheap to clone. Commands and
 /// single-slot pipelines run on it as on any redis-rs connection.
@@ -49,6 +111,8 @@ struct LazyCluster {
     client: ClusterClient,
     connection: tokio::sync::Mutex<Option<ClusterConnection>>,
     dropped_at: std::sync::Mutex<Option<Instant>>,
+    /// The node map last learnt, and when.
+    nodes: std::sync::Mutex<Option<(Instant, Arc<NodeMap>)>>,
 }
 
 /// Shortest time between two reconnections of a cluster link.
@@ -78,6 +142,43 @@ impl LazyCluster {
             *dropped_at = Some(Instant::now());
         }
         *self.connection.lock().await = None;
+    }
+
+    /// The node map, asked for again when older than [`NODE_MAP_FOR`] or
+    /// forgotten; `None` while the cluster cannot be asked.
+    async fn nodes(&self) -> Option<Arc<NodeMap>> {
+        {
+            let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, map)) = nodes.as_ref().filter(|(at, _)| at.elapsed() < NODE_MAP_FOR) {
+                return Some(map.clone());
+            }
+        }
+        let mut ask = redis::cmd("CLUSTER");
+        ask.arg("SLOTS");
+        let reply = self.connection().await.ok()?.route_command(ask, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)).await;
+        let map = Arc::new(NodeMap::parse(&reply.ok()?).ok()?);
+        *self.nodes.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), map.clone()));
+        Some(map)
+    }
+
+    fn forget_nodes(&self) {
+        *self.nodes.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    fn pretend_one_node(&self) {
+        let map = Arc::new(NodeMap { node_of_slot: vec![0; SLOTS] });
+        *self.nodes.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), map));
+    }
+
+    /// The `count` commands of `pipe` on the master serving `slot` (they
+    /// may name other slots of that node).
+    async fn pipeline_at(&self, slot: u16, pipe: &Pipeline, count: usize) -> RedisResult<Vec<Value>> {
+        let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+        let answer = self.connection().await?.route_pipeline(pipe.clone(), 0, count, route).await;
+        if let Err(error) = &answer {
+            self.failed(error).await;
+        }
+        answer
     }
 
     async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
@@ -127,6 +228,32 @@ impl Lua {
     }
 }
 
+/// Commands of one step that go in one pipeline: their places in the
+/// step, their slots, and the pipeline (sent to the node serving `slot`).
+struct Group {
+    slot: u16,
+    indexes: Vec<usize>,
+    slots: Vec<u16>,
+    pipe: Pipeline,
+}
+
+/// `commands` in one pipeline per `group_of` their slot, in their order.
+fn in_pipelines(commands: Vec<SlotCommand>, group_of: impl Fn(u16) -> u32) -> Vec<Group> {
+    let mut groups: BTreeMap<u32, Group> = BTreeMap::new();
+    for (index, command) in commands.into_iter().enumerate() {
+        let group = groups.entry(group_of(command.slot)).or_insert_with(|| Group {
+            slot: command.slot,
+            indexes: Vec::new(),
+            slots: Vec::new(),
+            pipe: redis::pipe(),
+        });
+        group.indexes.push(index);
+        group.slots.push(command.slot);
+        group.pipe.add_command(command.command);
+    }
+    groups.into_values().collect()
+}
+
 /// One command of a [`Link::run`], with the hash slot of its keys.
 pub(crate) struct SlotCommand {
     /// The slot (`model::keys::key_slot` of any of its keys).
@@ -146,7 +273,12 @@ impl Link {
                 .retries(3)
                 .build()
                 .map_err(|error| format!("bad cluster redis_url {url:?}: {error}"))?;
-            let cluster = LazyCluster { client, connection: tokio::sync::Mutex::new(None), dropped_at: std::sync::Mutex::new(None) };
+            let cluster = LazyCluster {
+                client,
+                connection: tokio::sync::Mutex::new(None),
+                dropped_at: std::sync::Mutex::new(None),
+                nodes: std::sync::Mutex::new(None),
+            };
             return Ok(Link(Inner::Cluster(Arc::new(cluster))));
         }
         let client = redis::Client::open(url).map_err(|error| format!("bad redis_url {url:?}: {error}"))?;
@@ -166,37 +298,65 @@ impl Link {
         matches!(self.0, Inner::Cluster(_))
     }
 
+    /// Which node serves each slot of a cluster (`None` on one Redis, or
+    /// while the cluster cannot be asked).
+    pub(crate) async fn nodes(&self) -> Option<Arc<NodeMap>> {
+        match &self.0 {
+            Inner::Single(_) => None,
+            Inner::Cluster(cluster) => cluster.nodes().await,
+        }
+    }
+
+    /// Makes a cluster link believe, until its next call fails or for
+    /// [`NODE_MAP_FOR`], that one node serves every slot: an out-of-date
+    /// map, for tests of how calls grouped by it are sent again.
+    pub fn pretend_one_node(&self) {
+        if let Inner::Cluster(cluster) = &self.0 {
+            cluster.pretend_one_node();
+        }
+    }
+
     /// Runs `steps` of commands and answers every reply, in the order of
-    /// the commands. On one node: one pipeline, so the steps keep their
-    /// order. On a cluster: step after step, each step's commands one
-    /// pipeline per slot (in their order), the slots at once. With
-    /// `script` (the script the commands' EVALSHAs name), a pipeline
-    /// that found it missing loads it and runs once more (see
-    /// [`Link::run_scripted_pipeline`]).
+    /// the commands, or the first error reply. On one node: one pipeline,
+    /// so the steps keep their order. On a cluster: step after step, each
+    /// step's commands one pipeline per node (per slot while the node map
+    /// is unknown), the nodes at once. With `script` (the script the
+    /// commands' EVALSHAs name), a pipeline that found it missing loads it
+    /// and runs once more (see [`Link::run_scripted_pipeline`]).
     pub(crate) async fn run(&self, steps: Vec<Vec<SlotCommand>>, script: Option<&Lua>) -> RedisResult<Vec<Value>> {
+        self.run_replies(steps, script).await?.into_iter().map(Value::extract_error).collect()
+    }
+
+    /// [`Link::run`], each command's error reply left in its place (a
+    /// `Value::ServerError`) for the caller to judge.
+    ///
+    /// A pipeline the cluster redirects (a slot moved since the node map
+    /// was learnt) is sent again whole by redis-rs, then, if still
+    /// redirected, again one pipeline per slot. So a pipeline of several
+    /// slots must hold only commands that may run twice: the plain ones
+    /// this store sends, and script calls that declare no key (nothing in
+    /// them can be redirected; a key of another node is an error reply).
+    pub(crate) async fn run_replies(&self, steps: Vec<Vec<SlotCommand>>, script: Option<&Lua>) -> RedisResult<Vec<Value>> {
         if !self.is_cluster() {
             let mut pipe = redis::pipe();
             for command in steps.into_iter().flatten() {
                 pipe.add_command(command.command);
             }
-            return self.attempt(0, pipe, script).await;
+            return self.attempt(0, &pipe, script).await;
         }
+        let nodes = self.nodes().await;
         let mut replies = Vec::new();
         for step in steps {
-            let mut by_slot: BTreeMap<u16, (Vec<usize>, Pipeline)> = BTreeMap::new();
             let count = step.len();
-            for (index, command) in step.into_iter().enumerate() {
-                let (indexes, pipe) = by_slot.entry(command.slot).or_insert_with(|| (Vec::new(), redis::pipe()));
-                indexes.push(index);
-                pipe.add_command(command.command);
-            }
-            let groups: Vec<(u16, Vec<usize>, Pipeline)> =
-                by_slot.into_iter().map(|(slot, (indexes, pipe))| (slot, indexes, pipe)).collect();
-            let answers =
-                futures::future::try_join_all(groups.iter().map(|(slot, _, pipe)| self.attempt(*slot, pipe.clone(), script))).await?;
+            let groups = in_pipelines(step, |slot| nodes.as_ref().map_or(u32::from(slot), |nodes| nodes.node_of(slot)));
+            let answers = futures::future::join_all(groups.iter().map(|group| self.attempt(group.slot, &group.pipe, script))).await;
             let mut ordered: Vec<Value> = vec![Value::Nil; count];
-            for ((_, indexes, _), answer) in groups.iter().zip(answers) {
-                for (&index, value) in indexes.iter().zip(answer) {
+            for (group, answer) in groups.iter().zip(answers) {
+                let answer = match answer {
+                    Err(error) if nodes.is_some() && error.is_cluster_error() => self.by_slot(group, script).await?,
+                    answer => answer?,
+                };
+                for (&index, value) in group.indexes.iter().zip(answer) {
                     ordered[index] = value;
                 }
             }
@@ -205,10 +365,42 @@ impl Link {
         Ok(replies)
     }
 
-    async fn attempt(&self, slot: u16, pipe: Pipeline, script: Option<&Lua>) -> RedisResult<Vec<Value>> {
+    /// A node's pipeline again, one pipeline per slot.
+    async fn by_slot(&self, group: &Group, script: Option<&Lua>) -> RedisResult<Vec<Value>> {
+        let commands: Vec<SlotCommand> =
+            group.pipe.cmd_iter().zip(&group.slots).map(|(command, &slot)| SlotCommand { slot, command: command.clone() }).collect();
+        let slots = in_pipelines(commands, u32::from);
+        let answers = futures::future::try_join_all(slots.iter().map(|one| self.attempt(one.slot, &one.pipe, script))).await?;
+        let mut ordered = vec![Value::Nil; group.slots.len()];
+        for (one, answer) in slots.iter().zip(answers) {
+            for (&index, value) in one.indexes.iter().zip(answer) {
+                ordered[index] = value;
+            }
+        }
+        Ok(ordered)
+    }
+
+    async fn attempt(&self, slot: u16, pipe: &Pipeline, script: Option<&Lua>) -> RedisResult<Vec<Value>> {
         match script {
-            Some(script) => self.run_scripted_pipeline(slot, &pipe, script).await,
-            None => pipe.query_async(&mut self.clone()).await,
+            Some(script) => self.run_scripted_pipeline(slot, pipe, script).await,
+            None => self.pipeline_at(slot, pipe).await,
+        }
+    }
+
+    /// `pipe` on one Redis, or on the cluster master serving `slot`: each
+    /// command's reply, an error reply in its place.
+    async fn pipeline_at(&self, slot: u16, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
+        let count = pipe.cmd_iter().count();
+        match &self.0 {
+            Inner::Single(_) => self.clone().req_packed_commands(pipe, 0, count).await,
+            Inner::Cluster(cluster) => {
+                let answer = cluster.pipeline_at(slot, pipe, count).await;
+                if answer.as_ref().map_or(true, |replies| replies.iter().any(|reply| matches!(reply, Value::ServerError(_)))) {
+                    // A slot may have moved: learn the map again.
+                    cluster.forget_nodes();
+                }
+                answer
+            }
         }
     }
 
@@ -221,14 +413,13 @@ impl Link {
     /// redis-rs's own loading sends SCRIPT LOAD to every node of a cluster
     /// and fails while one is down; here it goes to the one that needs it.
     pub(crate) async fn run_scripted_pipeline(&self, slot: u16, pipe: &Pipeline, script: &Lua) -> RedisResult<Vec<Value>> {
-        let mut link = self.clone();
-        match pipe.query_async(&mut link).await {
-            Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.load_script(slot, script.source).await?;
-                pipe.query_async(&mut link).await
-            }
-            answer => answer,
+        let replies = self.pipeline_at(slot, pipe).await?;
+        let lost = |reply: &Value| matches!(reply, Value::ServerError(error) if error.kind() == Some(redis::ServerErrorKind::NoScript));
+        if replies.iter().any(lost) {
+            self.load_script(slot, script.source).await?;
+            return self.pipeline_at(slot, pipe).await;
         }
+        Ok(replies)
     }
 
     /// Runs `script` on `keys` (all of one slot) with `args`, loading it
@@ -240,7 +431,7 @@ impl Link {
         pipe.add_command(call);
         let slot = keys.first().map_or(0, |key| model::keys::key_slot(key));
         let replies = self.run_scripted_pipeline(slot, &pipe, script).await?;
-        let reply = replies.into_iter().next().unwrap_or(Value::Nil);
+        let reply = replies.into_iter().next().unwrap_or(Value::Nil).extract_error()?;
         redis::from_redis_value(reply).map_err(RedisError::from)
     }
 

@@ -18,6 +18,19 @@
 --              timeline while p still named them (as a pending mark or a
 --              shipped reference: the job or a re-drive still needs
 --              them).
+-- A cluster call may carry users of several hash slots of one node. Its
+-- keys cannot be declared then (declared keys must share a slot), so it
+-- declares none and names them first in ARGV: '@keys', their count,
+-- the keys; the script's own arguments follow. Here they become KEYS and
+-- ARGV as a call by slot would have them.
+local KEYS, ARGV = KEYS, ARGV
+if #KEYS == 0 and ARGV[1] == '@keys' then
+  local count = tonumber(ARGV[2])
+  local keys, args = {}, {}
+  for i = 1, count do keys[i] = ARGV[2 + i] end
+  for i = count + 3, #ARGV do args[#args + 1] = ARGV[i] end
+  KEYS, ARGV = keys, args
+end
 -- A mark is removed only when a delivered flush (or, for references, the
 -- job's write) carried the item at its version or newer: versions only
 -- grow per item (ZADD GT, and deletes and clears move past the views they

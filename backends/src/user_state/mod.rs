@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use model::Op;
 
-pub use calls::{plan_calls, CallShape};
+pub use calls::CallShape;
 pub use embedded::EmbeddedStore;
 pub use link::{seeds as redis_seeds, Link};
 pub use marks::{carried_by_user, Carried, ClaimedMark, PendingStats, Redriven};

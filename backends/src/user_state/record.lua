@@ -51,19 +51,17 @@ end
 -- `event_field` of a user with one event (most users of a call).
 local ONE_EVENT = { 5, 6 }
 
-local function write_user(t, count, index)
-  -- h:{uid}: and the keys every write touches.
-  local base = sub(t, 1, -2)
-  local r, m, p = base .. 'r', base .. 'm', base .. 'p'
-  -- One read of everything the decision needs: pause, clear, day, whether
-  -- records were ever kept, each event's delete marker and each business's
-  -- clear marker (once per business).
+-- One read of everything a user's decision needs: pause, clear, day,
+-- whether records were ever kept, each event's delete marker and each
+-- business's clear marker (once per business), for the `count` events
+-- from ARGV[first]. Answers the meta's values and `event_field`:
+-- event_field[i] and event_field[count + i] are where event i's delete
+-- marker and its business's clear marker are among them.
+local function read_meta(m, count, first)
   local fields
-  -- event_field[i] and event_field[count + i]: where event i's delete
-  -- marker and its business's clear marker are in `fields`.
   local event_field = ONE_EVENT
   if count == 1 then
-    local item = ARGV[arg]
+    local item = ARGV[first]
     fields = { 'paused', 'cleared_at', 'day', 'kept', 'd:' .. item, 'c:' .. business_of(item) }
   else
     fields = { 'paused', 'cleared_at', 'day', 'kept' }
@@ -71,7 +69,7 @@ local function write_user(t, count, index)
     local business_field = {}
     local n = 4
     for i = 1, count do
-      local item = ARGV[arg + (i - 1) * 3]
+      local item = ARGV[first + (i - 1) * 3]
       n = n + 1
       fields[n] = 'd:' .. item
       event_field[i] = n
@@ -86,7 +84,13 @@ local function write_user(t, count, index)
       event_field[count + i] = at
     end
   end
-  local meta = call('HMGET', m, unpack(fields))
+  return call('HMGET', m, unpack(fields)), event_field
+end
+
+local function write_user(t, count, index, meta, event_field)
+  -- h:{uid}: and the keys every write touches.
+  local base = sub(t, 1, -2)
+  local r, m, p = base .. 'r', base .. 'm', base .. 'p'
   local paused = meta[1] == '1'
   local cleared_at = tonumber(meta[2] or '-1')
   local new_day = meta[3] ~= today
@@ -190,9 +194,21 @@ local function write_user(t, count, index)
   end
 end
 
+-- Every user's meta is read before any user is written: a cluster call
+-- carrying users of several slots of one node (`marks.lua`) stops at the
+-- first key of a slot that has moved to another node, and it must then
+-- have written nothing (the caller sends the users again by slot).
+local users = {}
+local at = arg
 for user = 1, #KEYS do
-  local count, index = tonumber(ARGV[arg]), indexes[tonumber(ARGV[arg + 1])]
+  local count = tonumber(ARGV[at])
+  local meta, event_field = read_meta(sub(KEYS[user], 1, -2) .. 'm', count, at + 2)
+  users[user] = { count, indexes[tonumber(ARGV[at + 1])], meta, event_field }
+  at = at + 2 + count * 3
+end
+for user = 1, #KEYS do
+  local read = users[user]
   arg = arg + 2
-  write_user(KEYS[user], count, index)
+  write_user(KEYS[user], read[1], read[2], read[3], read[4])
 end
 return out

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use model::{keys, Op};
 use redis::Value;
 
-use super::calls::{plan_calls, plan_sized_calls, CallShape};
-use super::link::{Link, Lua, SlotCommand};
+use super::calls::{plan_calls, plan_sized_calls, script_call, CallShape};
+use super::link::{is_non_local, Link, Lua, NodeMap, SlotCommand};
 use super::marks::{carried_by_user, ClaimedMark, PendingStats, Redriven};
 use super::meta::{business_clear_marker, business_of, delete_marker, hiding_markers, SliceQuery, TimelineSlice, UserMeta, READ_FIELDS};
 use super::params::{StoreError, WriteParams};
@@ -68,6 +68,14 @@ fn decode<T: redis::FromRedisValue>(value: &Value) -> Result<T, StoreError> {
     redis::from_redis_value_ref(value).map_err(parse_error)
 }
 
+/// A write's steps for [`Link::run`], the users of each of its script
+/// calls, and how many replies come before the calls'.
+struct WriteSteps {
+    steps: Vec<Vec<SlotCommand>>,
+    calls: Vec<Vec<usize>>,
+    skip: usize,
+}
+
 /// Redis (one node or a cluster) behind a reconnecting connection.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -123,13 +131,80 @@ impl RedisStore {
         self.connection.run(steps, Some(script)).await.map_err(store_error)
     }
 
+    /// Runs the steps `build` makes of calls of `script`, grouping users by
+    /// the node that serves them (on a cluster whose node map is known),
+    /// and answers the replies and what `build` made beside them. If a
+    /// call met a slot that another node now serves, the link has
+    /// forgotten its map and all the steps run again grouped by slot: only
+    /// for scripts that may run twice (settling, noting), as the calls
+    /// that did not fail ran already.
+    async fn run_by_node<C>(
+        &self,
+        script: &Lua,
+        build: impl Fn(Option<&NodeMap>) -> (Vec<Vec<SlotCommand>>, C),
+    ) -> Result<(Vec<Value>, C), StoreError> {
+        let nodes = self.connection.nodes().await;
+        let (steps, made) = build(nodes.as_deref());
+        let replies = self.connection.run_replies(steps, Some(script)).await.map_err(store_error)?;
+        let moved = |reply: &Value| matches!(reply, Value::ServerError(error) if is_non_local(error));
+        if nodes.is_some() && replies.iter().any(moved) {
+            let (steps, made) = build(None);
+            return Ok((self.run_scripted(steps, script).await?, made));
+        }
+        let replies = replies.into_iter().map(Value::extract_error).collect::<Result<_, _>>().map_err(store_error)?;
+        Ok((replies, made))
+    }
+
     /// Runs `steps` (see [`Link::run`]) of plain commands.
     async fn run_plain(&self, steps: Vec<Vec<SlotCommand>>) -> Result<Vec<Value>, StoreError> {
         self.connection.run(steps, None).await.map_err(store_error)
     }
 
     pub(super) async fn write(&self, users: &[UserWrite], params: WriteParams) -> Result<Vec<Vec<Status>>, StoreError> {
-        let calls = plan_calls(users, self.shape);
+        let nodes = self.connection.nodes().await;
+        let WriteSteps { steps, calls, skip } = self.write_steps(users, params, nodes.as_deref());
+        let replies = self.connection.run_replies(steps, Some(&self.scripts.record)).await.map_err(store_error)?;
+        let mut statuses: Vec<Vec<Status>> = vec![Vec::new(); users.len()];
+        // Users of calls that met a slot another node now serves: those
+        // calls wrote nothing (`record.lua` reads every user first), so
+        // they are written again, grouped by slot.
+        let mut again: Vec<usize> = Vec::new();
+        for (position, reply) in replies.into_iter().enumerate() {
+            let call_users = position.checked_sub(skip).and_then(|call| calls.get(call));
+            match (reply, call_users) {
+                (Value::ServerError(error), Some(call_users)) if nodes.is_some() && is_non_local(&error) => {
+                    again.extend(call_users.iter().copied());
+                }
+                (Value::ServerError(error), _) => return Err(StoreError(error.to_string())),
+                (reply, Some(call_users)) => {
+                    // Put the call's flat statuses back per user.
+                    let reply: Vec<Status> = decode(&reply)?;
+                    let mut reply = reply.into_iter();
+                    for &index in call_users {
+                        statuses[index] = reply.by_ref().take(users[index].events.len()).collect();
+                    }
+                }
+                (_, None) => {}
+            }
+        }
+        if !again.is_empty() {
+            let retry: Vec<UserWrite> = again.iter().map(|&index| users[index].clone()).collect();
+            let WriteSteps { steps, calls, skip } = self.write_steps(&retry, params, None);
+            let replies = self.run_scripted(steps, &self.scripts.record).await?;
+            for (call_users, reply) in calls.iter().zip(&replies[skip..]) {
+                let reply: Vec<Status> = decode(reply)?;
+                let mut reply = reply.into_iter();
+                for &index in call_users {
+                    statuses[again[index]] = reply.by_ref().take(retry[index].events.len()).collect();
+                }
+            }
+        }
+        Ok(statuses)
+    }
+
+    /// The steps of a write of `users`.
+    fn write_steps(&self, users: &[UserWrite], params: WriteParams, nodes: Option<&NodeMap>) -> WriteSteps {
+        let calls = plan_calls(users, self.shape, nodes);
         // On one Redis the script indexes a user itself, in the same atomic
         // step as the mark that needs it, and only when it makes a new mark
         // (a user with marks is indexed already). Across a cluster's slots
@@ -145,11 +220,8 @@ impl RedisStore {
         let before = index();
         let mut scripts = Vec::with_capacity(calls.len());
         for call_users in &calls {
-            let mut call = redis::cmd("EVALSHA");
-            call.arg(self.scripts.record.get_hash()).arg(call_users.len());
-            for &index in call_users {
-                call.arg(keys::timeline(users[index].uid));
-            }
+            let timelines: Vec<String> = call_users.iter().map(|&index| keys::timeline(users[index].uid)).collect();
+            let mut call = script_call(&self.scripts.record, &timelines, nodes.is_some());
             call.arg(params.max_items).arg(params.ttl_s).arg(params.today).arg(params.now_ms).arg(u8::from(params.marks));
             // The call's distinct shards; a user names its shard's position.
             let shards: Vec<u32> = if index_in_script {
@@ -170,25 +242,15 @@ impl RedisStore {
                     call.arg(&event.item).arg(event.view_at).arg(&event.record);
                 }
             }
-            // A call groups users of one slot (`plan_calls`).
+            // A call groups users of one node (`plan_calls`).
             scripts.push(of_user(users[call_users[0]].uid, call));
         }
         let skip = before.len();
-        let replies = self.run_scripted(vec![before, scripts, index()], &self.scripts.record).await?;
-        // Put each call's flat statuses back per user.
-        let mut statuses: Vec<Vec<Status>> = vec![Vec::new(); users.len()];
-        for (call_users, reply) in calls.iter().zip(&replies[skip..]) {
-            let reply: Vec<Status> = decode(reply)?;
-            let mut reply = reply.into_iter();
-            for &index in call_users {
-                statuses[index] = reply.by_ref().take(users[index].events.len()).collect();
-            }
-        }
-        Ok(statuses)
+        WriteSteps { steps: vec![before, scripts, index()], calls, skip }
     }
 
     /// The connection, for other keys of the same Redis.
-    pub(crate) fn link(&self) -> Link {
+    pub fn link(&self) -> Link {
         self.connection.clone()
     }
 
@@ -289,55 +351,68 @@ impl RedisStore {
         // blocks Redis while it runs), users of one slot together on a
         // cluster; all in one pipeline.
         let sizes: Vec<(u64, usize)> = written.iter().map(|(uid, items)| (*uid, items.len().max(1))).collect();
-        let mut calls = Vec::new();
-        for call_users in plan_sized_calls(&sizes, self.shape) {
-            let mut call = redis::cmd("EVALSHA");
-            call.arg(self.scripts.note_written.get_hash()).arg(call_users.len() * 3);
-            for &index in &call_users {
-                let uid = written[index].0;
-                call.arg(keys::meta(uid)).arg(keys::pending(uid)).arg(keys::kept(uid));
-            }
-            for &index in &call_users {
-                let items = &written[index].1;
-                call.arg(items.len());
-                for (item, view_at) in items {
-                    call.arg(item).arg(view_at);
+        // Noting again what a call that failed half way noted already only
+        // bumps a count once more (which voids a read's note, as it must).
+        let build = |nodes: Option<&NodeMap>| {
+            let mut calls = Vec::new();
+            for call_users in plan_sized_calls(&sizes, self.shape, nodes) {
+                let user_keys: Vec<String> = call_users
+                    .iter()
+                    .flat_map(|&index| {
+                        let uid = written[index].0;
+                        [keys::meta(uid), keys::pending(uid), keys::kept(uid)]
+                    })
+                    .collect();
+                let mut call = script_call(&self.scripts.note_written, &user_keys, nodes.is_some());
+                for &index in &call_users {
+                    let items = &written[index].1;
+                    call.arg(items.len());
+                    for (item, view_at) in items {
+                        call.arg(item).arg(view_at);
+                    }
                 }
+                calls.push(of_user(written[call_users[0]].0, call));
             }
-            calls.push(of_user(written[call_users[0]].0, call));
-        }
-        self.run_scripted(vec![calls], &self.scripts.note_written).await.map(drop)
+            (vec![calls], ())
+        };
+        self.run_by_node(&self.scripts.note_written, build).await.map(drop)
     }
 
     pub(super) async fn settle(&self, shard: u32, ops: &[Op]) -> Result<(), StoreError> {
         let users = carried_by_user(ops);
         let sizes: Vec<(u64, usize)> = users.iter().map(|(uid, marks)| (*uid, marks.len())).collect();
-        // Calls as small as the writes' (a script blocks Redis while it
-        // runs), all in one pipeline.
-        let calls = plan_sized_calls(&sizes, self.shape);
         // On one Redis the script takes a user with no mark left out of
         // the index itself, atomically; across a cluster's slots the index
         // is elsewhere and `unindex` does it.
         let index_in_script = !self.shape.cluster;
-        let mut commands = Vec::with_capacity(calls.len());
-        for call_users in &calls {
-            let mut call = redis::cmd("EVALSHA");
-            call.arg(self.scripts.settle.get_hash()).arg(call_users.len() * 2);
-            for &index in call_users {
-                let uid = users[index].0;
-                call.arg(keys::pending(uid)).arg(keys::kept(uid));
-            }
-            call.arg(if index_in_script { keys::pending_index(shard) } else { String::new() });
-            for &index in call_users {
-                let marks = &users[index].1;
-                call.arg(marks.len());
-                for mark in marks {
-                    call.arg(&mark.field).arg(mark.version).arg(if mark.whole { "1" } else { "0" });
+        // Calls as small as the writes' (a script blocks Redis while it
+        // runs), all in one pipeline. Settling again what a call that
+        // failed half way settled changes nothing (versions only grow).
+        let build = |nodes: Option<&NodeMap>| {
+            let calls = plan_sized_calls(&sizes, self.shape, nodes);
+            let mut commands = Vec::with_capacity(calls.len());
+            for call_users in &calls {
+                let user_keys: Vec<String> = call_users
+                    .iter()
+                    .flat_map(|&index| {
+                        let uid = users[index].0;
+                        [keys::pending(uid), keys::kept(uid)]
+                    })
+                    .collect();
+                let mut call = script_call(&self.scripts.settle, &user_keys, nodes.is_some());
+                call.arg(if index_in_script { keys::pending_index(shard) } else { String::new() });
+                for &index in call_users {
+                    let marks = &users[index].1;
+                    call.arg(marks.len());
+                    for mark in marks {
+                        call.arg(&mark.field).arg(mark.version).arg(if mark.whole { "1" } else { "0" });
+                    }
                 }
+                commands.push(of_user(users[call_users[0]].0, call));
             }
-            commands.push(of_user(users[call_users[0]].0, call));
-        }
-        let replies = self.run_scripted(vec![commands], &self.scripts.settle).await?;
+            (vec![commands], calls)
+        };
+        let (replies, calls) = self.run_by_node(&self.scripts.settle, build).await?;
         if index_in_script {
             return Ok(());
         }
