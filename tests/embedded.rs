@@ -24,7 +24,7 @@ fn topology(http: u16, data_dir: &std::path::Path, payload: &str) -> String {
     shipped
         .replace("${HTTP_ADDR:-127.0.0.1:8080}", &format!("127.0.0.1:{http}"))
         .replace("${ADMIN_ADDR:-127.0.0.1:9464}", &format!("127.0.0.1:{}", common::free_port()))
-        .replace("payload = \"ids\"", &format!("payload = \"{payload}\""))
+        .replace("payload = \"fetched\"", &format!("payload = \"{payload}\""))
         .replace("flush_interval_ms = 60000", &format!("flush_interval_ms = 200\nembedded_data_dir = \"{}\"", data_dir.display()))
 }
 
@@ -77,6 +77,13 @@ async fn embedded_pipeline_keeps_the_newest_report_in_ids_mode() {
 #[tokio::test]
 async fn embedded_pipeline_keeps_the_newest_report_in_full_mode() {
     last_write_wins_end_to_end("full").await;
+}
+
+/// The shipped payload: under `--embedded` the in-process queue hands the
+/// references on, and the job reads their records from the embedded store.
+#[tokio::test]
+async fn embedded_pipeline_keeps_the_newest_report_in_fetched_mode() {
+    last_write_wins_end_to_end("fetched").await;
 }
 
 #[tokio::test]

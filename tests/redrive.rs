@@ -148,12 +148,22 @@ async fn until_acknowledged(acknowledged: &Arc<Mutex<Acknowledged>>, count: usiz
 /// becomes durable.
 #[tokio::test]
 async fn a_service_killed_under_load_and_restarted_loses_nothing_it_acknowledged() {
+    killed_under_load_and_restarted("ids", 11).await;
+}
+
+/// The same with `fetched`: the producer reads each flush's records from
+/// Redis before shipping them, and settles the marks only after.
+#[tokio::test]
+async fn a_fetching_service_killed_under_load_and_restarted_loses_nothing_it_acknowledged() {
+    killed_under_load_and_restarted("fetched", 10).await;
+}
+
+async fn killed_under_load_and_restarted(payload: &str, redis_db: u8) {
     let compat = TestCompat::start();
     let (http, topic) = (common::free_port(), common::unique("kill"));
     let redis = common::redis_url().trim_end_matches('/').to_owned();
     let brokers = common::kafka_brokers();
-    let wiring =
-        Wiring { http, realtime_redis: &redis, redis_db: 11, brokers: &brokers, topic: &topic, payload: "ids", shutdown_timeout_ms: 15000 };
+    let wiring = Wiring { http, realtime_redis: &redis, redis_db, brokers: &brokers, topic: &topic, payload, shutdown_timeout_ms: 15000 };
     let topo = topology(&wiring, &compat);
     let mut service = common::start_role(&topo, "service", Some(http)).await;
     let job = common::start_role(&topo, "job", None).await;

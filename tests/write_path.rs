@@ -301,7 +301,7 @@ async fn merge_topic_carries_latest_view_per_item(payload: &'static str) {
         for op in ops {
             let (uid, item, view_at) = match &op {
                 Op::UpsertRef { uid, item, view_at } if payload == "ids" => (*uid, item.clone(), *view_at),
-                Op::Upsert(record) if payload == "full" => (record.uid, record.item_key(), record.view_at),
+                Op::Upsert(record) if payload == "full" || payload == "fetched" => (record.uid, record.item_key(), record.view_at),
                 other => panic!("unexpected op in {payload} mode: {other:?}"),
             };
             assert_eq!(keys::shard_of(uid, 8), shard, "user {uid} is in the wrong shard's message");
@@ -316,6 +316,17 @@ async fn merge_topic_carries_latest_view_per_item(payload: &'static str) {
     })
     .await;
     assert!(seen.values().all(|&count| count == 1), "an item appeared twice in one flush: {seen:?}");
+    // Delivered, every mark is settled. A reference shipped by `ids`
+    // stays named in the user's marks hash until the job has written its
+    // record (no job runs here); what travels whole leaves nothing.
+    let mut redis = redis(&url).await;
+    for user in 0..20u64 {
+        let uid = uid_base + user;
+        let mut fields: Vec<String> = redis::cmd("HKEYS").arg(keys::pending(uid)).query_async(&mut redis).await.unwrap();
+        fields.sort();
+        let expected: Vec<String> = if payload == "ids" { (0..3).map(|oid| format!(":archive:{oid}")).collect() } else { Vec::new() };
+        assert_eq!(fields, expected, "{payload}: the marks hash of user {uid} after the delivery");
+    }
 }
 
 #[tokio::test]
@@ -326,6 +337,13 @@ async fn merge_topic_in_ids_mode() {
 #[tokio::test]
 async fn merge_topic_in_full_mode() {
     merge_topic_carries_latest_view_per_item("full").await;
+}
+
+/// `fetched`: the aggregate holds references, the producer ships the
+/// records it reads from Redis.
+#[tokio::test]
+async fn merge_topic_in_fetched_mode() {
+    merge_topic_carries_latest_view_per_item("fetched").await;
 }
 
 #[tokio::test]

@@ -87,6 +87,10 @@ pub enum Payload {
     Ids,
     /// The whole record; the job never reads Redis.
     Full,
+    /// The aggregate holds uid + item key + view_at (as `ids`); the
+    /// producer reads each record from Redis as it ships a window, so the
+    /// message carries it whole (as `full`) and the job never reads Redis.
+    Fetched,
 }
 
 fn to_proto(record: &Record) -> proto::Record {

@@ -13,6 +13,8 @@
 //!   in the `ingest-http` crate) and the reader behind its read API.
 //! - `discard`: a sink that answers and drops (the benchmark's HTTP
 //!   ceiling).
+//! - `references`: reading the records references name, shared by the
+//!   job (`ids`) and the producer (`fetched`).
 //! - [`resources`]: the facts stages share (the business registry, the
 //!   sharding, the payload, the Redis, Kafka and HBase endpoints), which a
 //!   kind declares and builds from; the one place that reads across
@@ -31,6 +33,7 @@ mod http_ingest;
 pub mod kafka_batch;
 pub mod persist;
 pub mod realtime;
+mod references;
 pub mod registry;
 pub mod reload;
 pub mod resources;

@@ -11,7 +11,7 @@ use redis::Value;
 
 use super::calls::{plan_calls, plan_sized_calls, script_call, CallShape};
 use super::link::{is_non_local, Link, Lua, NodeMap, SlotCommand};
-use super::marks::{carried_by_user, ClaimedMark, PendingStats, Redriven};
+use super::marks::{Carried, ClaimedMark, PendingStats, Redriven};
 use super::meta::{business_clear_marker, business_of, delete_marker, hiding_markers, SliceQuery, TimelineSlice, UserMeta, READ_FIELDS};
 use super::params::{StoreError, WriteParams};
 use super::rules::{Status, UserWrite};
@@ -378,8 +378,7 @@ impl RedisStore {
         self.run_by_node(&self.scripts.note_written, build).await.map(drop)
     }
 
-    pub(super) async fn settle(&self, shard: u32, ops: &[Op]) -> Result<(), StoreError> {
-        let users = carried_by_user(ops);
+    pub(super) async fn settle(&self, shard: u32, users: &[(u64, Vec<Carried>)]) -> Result<(), StoreError> {
         let sizes: Vec<(u64, usize)> = users.iter().map(|(uid, marks)| (*uid, marks.len())).collect();
         // On one Redis the script takes a user with no mark left out of
         // the index itself, atomically; across a cluster's slots the index

@@ -22,8 +22,15 @@ pub(crate) fn figures() -> Vec<Figure> {
 /// Registers the producing half's counters at zero, so `/metrics` lists
 /// them before their first event.
 pub(crate) fn register_producer() {
-    for name in [FlushDelivered::MESSAGES, FlushDelivered::EVENTS, MessageDelivered::METRIC, DeliveryRetry::METRIC, ProducerRebuilt::METRIC]
-    {
+    for name in [
+        FlushDelivered::MESSAGES,
+        FlushDelivered::EVENTS,
+        MessageDelivered::METRIC,
+        DeliveryRetry::METRIC,
+        ProducerRebuilt::METRIC,
+        FetchRetry::METRIC,
+        ReferenceNotShipped::METRIC,
+    ] {
         metrics::counter!(name).increment(0);
     }
 }
@@ -102,6 +109,46 @@ pub(crate) struct MarksKept<'a> {
 impl MarksKept<'_> {
     pub fn emit(&self) {
         tracing::warn!(stage = self.stage, shard = self.shard, error = %self.error, "delivered, but its marks stay (a re-drive will ship them again)");
+    }
+}
+
+/// A `fetched` bridge could not read a flush's records from Redis; it
+/// reads again after `pause`, shipping nothing of that flush meanwhile.
+pub(crate) struct FetchRetry<'a> {
+    pub stage: &'a str,
+    pub error: &'a dyn std::fmt::Display,
+    pub pause: Duration,
+}
+
+impl FetchRetry<'_> {
+    /// `histflow_kafka_fetch_retries_total`.
+    const METRIC: &'static str = "histflow_kafka_fetch_retries_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::METRIC).increment(1);
+        tracing::warn!(stage = self.stage, error = %self.error, retry_in_ms = self.pause.as_millis() as u64, "cannot read a flush's records from Redis; retrying");
+    }
+}
+
+/// A `fetched` bridge found no record (or an undecodable one) for a
+/// reference it was to ship: the item was deleted, cleared or expired
+/// since it was acknowledged (its mark is settled; nothing is left to
+/// write), or its stored record is damaged.
+pub(crate) struct ReferenceNotShipped<'a> {
+    pub stage: &'a str,
+    pub uid: u64,
+    pub item: &'a str,
+    /// Why: `missing` or the decoding error.
+    pub why: &'a dyn std::fmt::Display,
+}
+
+impl ReferenceNotShipped<'_> {
+    /// `histflow_kafka_references_not_shipped_total`.
+    const METRIC: &'static str = "histflow_kafka_references_not_shipped_total";
+
+    pub fn emit(&self) {
+        metrics::counter!(Self::METRIC).increment(1);
+        tracing::info!(stage = self.stage, uid = self.uid, item = self.item, why = %self.why, "a reference's record is not in Redis; nothing to ship for it");
     }
 }
 

@@ -10,23 +10,29 @@
 //! settled (a newer view acknowledged meanwhile keeps its mark). A
 //! producer that fails fatally is replaced ([`ProducerSlot`]) and what it
 //! held is sent again.
+//!
+//! With `payload = "fetched"` the flush's references are completed first:
+//! each record is read from the realtime store (retried while Redis is
+//! away) and shipped whole, so the job never reads Redis and nothing in
+//! Redis need wait for the job.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use backends::kafka::{ensure_topic, merge_producer, DeliveryTimeout, ProducerSlot, Replication};
-use backends::user_state::UserStore;
+use backends::user_state::{carried_by_user, Carried, UserStore};
 use futures::future::{join_all, BoxFuture};
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
-use model::{codec, Batch};
+use model::{codec, Batch, Op};
 use pipeline::health::Dependency;
 use pipeline::{Stage, StageContext, StageFuture};
 use rdkafka::producer::Producer;
 use rdkafka::util::Timeout;
 
-use super::config::{Compression, KafkaBatchConfig};
-use super::events::{DeliveryRetry, FlushDelivered, MarksKept, MessageDelivered, ProducerRebuilt};
+use super::config::{Compression, KafkaBatchConfig, Payload};
+use super::events::{DeliveryRetry, FetchRetry, FlushDelivered, MarksKept, MessageDelivered, ProducerRebuilt, ReferenceNotShipped};
+use crate::references::read_referenced;
 
 /// Room left in a message for the record batch's own framing.
 const FRAMING_BYTES: usize = 4096;
@@ -44,6 +50,9 @@ pub struct KafkaProducerStage {
     max_message_bytes: usize,
     /// The realtime store whose marks delivered flushes settle.
     marks: Option<UserStore>,
+    /// `payload = "fetched"`: references are shipped as the records `marks`
+    /// holds.
+    fetch: bool,
     /// What the broker answered last, for the live page.
     pub broker_health: Option<Dependency>,
 }
@@ -52,6 +61,13 @@ impl KafkaProducerStage {
     /// A producer for `config`; `marks` is the realtime store whose marks
     /// delivered flushes settle.
     pub fn new(config: &KafkaBatchConfig, marks: Option<UserStore>) -> Result<Self, String> {
+        let fetch = config.payload == Payload::Fetched;
+        if fetch && marks.is_none() {
+            return Err(format!(
+                "`payload = \"fetched\"` reads the records it ships from the realtime stage's Redis, and no realtime stage feeds this bridge ({})",
+                config.topic
+            ));
+        }
         let compression = match config.compression {
             Compression::Lz4 => "lz4",
             Compression::Zstd => "zstd",
@@ -74,35 +90,89 @@ impl KafkaProducerStage {
             partitions: config.partitions as i32,
             max_message_bytes: config.max_message_bytes.saturating_sub(FRAMING_BYTES).max(1024),
             marks,
+            fetch,
             broker_health: None,
         })
     }
 
-    /// Delivers one flush: every message, each retried until taken; then
-    /// settles the marks it carried.
+    /// Delivers one flush (its references completed first when fetching):
+    /// every message, each retried until taken; then settles the marks it
+    /// carried.
     fn deliver(&self, batch: Batch, stage: std::sync::Arc<str>) -> BoxFuture<'static, ()> {
         let shard = batch.shard.unwrap_or(0);
-        let messages = codec::encode_merge_batch(shard, &batch.ops, self.max_message_bytes);
-        let (producer, topic, marks) = (self.producer.clone(), self.topic.clone(), self.marks.clone());
+        let (producer, topic, marks, fetch) = (self.producer.clone(), self.topic.clone(), self.marks.clone(), self.fetch);
+        let max_message_bytes = self.max_message_bytes;
         let health = self.broker_health.clone();
-        let ops = batch.ops;
-        let events = ops.len();
         async move {
+            let (ops, not_shipped) = match &marks {
+                Some(store) if fetch => fetch_records(store, batch.ops, &stage).await,
+                _ => (batch.ops, Vec::new()),
+            };
+            let messages = codec::encode_merge_batch(shard, &ops, max_message_bytes);
             let key = shard.to_string();
             let count = messages.len();
             let health = health.as_ref();
             join_all(messages.into_iter().map(|payload| send_until_taken(&producer, &topic, &key, payload, &stage, health))).await;
-            FlushDelivered { messages: count, events }.emit();
+            FlushDelivered { messages: count, events: ops.len() }.emit();
             if let Some(marks) = marks {
+                let mut carried = carried_by_user(&ops);
+                carried.extend(not_shipped);
                 // Not retried: a mark left behind only makes a re-drive
                 // ship the item once more (the writes are idempotent).
-                if let Err(error) = marks.settle(shard, &ops).await {
+                if let Err(error) = marks.settle_carried(shard, &carried).await {
                     MarksKept { stage: &stage, shard, error: &error }.emit();
                 }
             }
         }
         .boxed()
     }
+}
+
+/// `ops` with each reference replaced by the record `store` holds for it
+/// (its newest view, which may be newer than the one referenced), and the
+/// marks of the references it holds no record for, to settle as if
+/// shipped: the item was deleted, cleared or expired since (those leave
+/// marks and records of their own), so there is nothing left to write.
+async fn fetch_records(store: &UserStore, ops: Vec<Op>, stage: &str) -> (Vec<Op>, Vec<(u64, Vec<Carried>)>) {
+    let mut wanted: std::collections::BTreeMap<u64, Vec<String>> = std::collections::BTreeMap::new();
+    for op in &ops {
+        if let Op::UpsertRef { uid, item, .. } = op {
+            wanted.entry(*uid).or_default().push(item.clone());
+        }
+    }
+    if wanted.is_empty() {
+        return (ops, Vec::new());
+    }
+    let wanted: Vec<(u64, Vec<String>)> = wanted.into_iter().collect();
+    let found = read_referenced(store, &wanted, |error, pause| FetchRetry { stage, error, pause }.emit()).await;
+    let mut records: std::collections::HashMap<(u64, &str), Result<model::Record, String>> = std::collections::HashMap::new();
+    for ((uid, items), records_of_user) in wanted.iter().zip(found) {
+        for (item, record) in items.iter().zip(records_of_user) {
+            let record = match record {
+                Some(bytes) => codec::decode_record(&bytes).map_err(|error| error.to_string()),
+                None => Err("missing".to_owned()),
+            };
+            records.insert((*uid, item.as_str()), record);
+        }
+    }
+    let mut shipped = Vec::with_capacity(ops.len());
+    let mut not_shipped = Vec::new();
+    for op in ops {
+        let Op::UpsertRef { uid, item, view_at } = op else {
+            shipped.push(op);
+            continue;
+        };
+        match records.get(&(uid, item.as_str())) {
+            Some(Ok(record)) => shipped.push(Op::Upsert(record.clone())),
+            Some(Err(why)) => {
+                ReferenceNotShipped { stage, uid, item: &item, why }.emit();
+                not_shipped.push((uid, vec![Carried { field: item, version: view_at, whole: true }]));
+            }
+            // Every reference was asked for.
+            None => {}
+        }
+    }
+    (shipped, not_shipped)
 }
 
 /// Sends one message of a flush until the broker takes it (replacing a

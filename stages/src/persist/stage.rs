@@ -22,6 +22,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::dead_letters::DeadLetters;
 use super::events::{RecordNotWritten, Retry, WindowWritten};
 use super::window::{Pending, Window};
+use crate::references::read_referenced;
 
 /// A built persist stage.
 pub struct PersistStage {
@@ -75,29 +76,6 @@ impl PersistStage {
 /// Per user, the `ids` references of a window: (item, view_at shipped).
 pub type References = BTreeMap<u64, Vec<(String, i64)>>;
 
-/// Records one `ids` re-read asks Redis for at most (a user with more
-/// goes alone), so a large window is many bounded calls, each well within
-/// the client's response timeout, not one pipeline of everything.
-const READ_CHUNK_ITEMS: usize = 2_000;
-
-/// `wanted` in consecutive runs of users holding at most
-/// [`READ_CHUNK_ITEMS`] items (or one user).
-fn read_chunks(wanted: &[(u64, Vec<String>)]) -> Vec<&[(u64, Vec<String>)]> {
-    let mut chunks = Vec::new();
-    let (mut start, mut items) = (0, 0);
-    for (index, (_, user_items)) in wanted.iter().enumerate() {
-        if index > start && items + user_items.len() > READ_CHUNK_ITEMS {
-            chunks.push(&wanted[start..index]);
-            (start, items) = (index, 0);
-        }
-        items += user_items.len();
-    }
-    if start < wanted.len() {
-        chunks.push(&wanted[start..]);
-    }
-    chunks
-}
-
 /// Turns a window into row mutations, reading `ids` records from
 /// `records` and, for business clears, the rows they clear from `table`;
 /// also answers the references read, per user (item, view_at shipped), to
@@ -124,18 +102,12 @@ pub async fn window_rows(
         };
         let wanted: Vec<(u64, Vec<String>)> =
             references.iter().map(|(uid, items)| (*uid, items.iter().map(|(item, _)| item.clone()).collect())).collect();
-        let mut found = Vec::with_capacity(wanted.len());
-        for chunk in read_chunks(&wanted) {
-            // Redis away: retry the read (the refs are held here),
-            // reading nothing new meanwhile, as for writes.
-            found.extend(
-                retry::until_ok(
-                    || store.read_records(chunk),
-                    |error, pause| Retry { stage, what: "cannot read ids records from Redis; retrying", error, pause }.emit(),
-                )
-                .await,
-            );
-        }
+        // Redis away: retry the read (the refs are held here), reading
+        // nothing new meanwhile, as for writes.
+        let found = read_referenced(store, &wanted, |error, pause| {
+            Retry { stage, what: "cannot read ids records from Redis; retrying", error, pause }.emit()
+        })
+        .await;
         for ((uid, items), records) in wanted.iter().zip(found) {
             for (item, record) in items.iter().zip(records) {
                 match record.map(|bytes| codec::decode_record(&bytes).map(|record| (record, bytes))) {
@@ -350,20 +322,5 @@ mod tests {
         assert!(first.is_ok_and(|outcome| outcome.is_ok()) && second.is_ok_and(|outcome| outcome.is_ok()));
         drop(output);
         running.await.unwrap().unwrap();
-    }
-
-    fn users(sizes: &[usize]) -> Vec<(u64, Vec<String>)> {
-        sizes.iter().enumerate().map(|(uid, size)| (uid as u64, (0..*size).map(|oid| format!("archive:{oid}")).collect())).collect()
-    }
-
-    #[test]
-    fn the_ids_re_read_is_cut_into_bounded_runs_of_whole_users() {
-        let wanted = users(&[1500, 400, 200, 3000, 10, 10]);
-        let chunks = read_chunks(&wanted);
-        let sizes: Vec<Vec<u64>> = chunks.iter().map(|chunk| chunk.iter().map(|(uid, _)| *uid).collect()).collect();
-        // 1500+400 fit; +200 would not; a user over the bound goes alone.
-        assert_eq!(sizes, vec![vec![0, 1], vec![2], vec![3], vec![4, 5]]);
-        assert_eq!(chunks.iter().map(|chunk| chunk.len()).sum::<usize>(), wanted.len(), "every user once, in order");
-        assert!(read_chunks(&[]).is_empty());
     }
 }
