@@ -51,7 +51,7 @@ struct Wiring<'a> {
     brokers: &'a str,
     /// The merge topic (and the job's group, named after it).
     topic: &'a str,
-    /// `ids` or `full`.
+    /// `ids`, `fetched` or `full`.
     payload: &'a str,
     /// The drain's deadline.
     shutdown_timeout_ms: u64,
