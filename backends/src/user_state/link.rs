@@ -78,11 +78,22 @@ impl NodeMap {
     }
 }
 
-/// Whether `error` is a script's refusal to touch a key another node
-/// serves: the node map a call was grouped by is out of date (a slot
-/// moved). The script stopped at its first such key.
+/// Whether `error` is a script's refusal to touch a key of a call grouped
+/// by node: a key another node serves (the node map is out of date: a
+/// slot moved), or, on a server that allows a script no key outside one
+/// slot, any other slot's key ([`refuses_cross_slot`]). Either way the
+/// script stopped at its first such key, and the call may be sent again
+/// grouped by slot.
 pub fn is_non_local(error: &impl std::fmt::Display) -> bool {
-    error.to_string().contains("non local key")
+    let text = error.to_string();
+    text.contains("non local key") || refuses_cross_slot(&text)
+}
+
+/// Whether the server refused a script a key of another slot than its
+/// first key's. Redis 7 allows it to scripts without flags; a server that
+/// does not cannot take calls grouped by node at all.
+fn refuses_cross_slot(text: &str) -> bool {
+    text.contains("do not hash to the same slot")
 }
 
 /// A connection to one Redis or to a cluster; cheap to clone. Commands and
@@ -113,6 +124,9 @@ struct LazyCluster {
     dropped_at: std::sync::Mutex<Option<Instant>>,
     /// The node map last learnt, and when.
     nodes: std::sync::Mutex<Option<(Instant, Arc<NodeMap>)>>,
+    /// The server refused a script keys of several slots: calls stay
+    /// grouped by slot from then on.
+    by_slot_only: std::sync::atomic::AtomicBool,
 }
 
 /// Shortest time between two reconnections of a cluster link.
@@ -147,6 +161,9 @@ impl LazyCluster {
     /// The node map, asked for again when older than [`NODE_MAP_FOR`] or
     /// forgotten; `None` while the cluster cannot be asked.
     async fn nodes(&self) -> Option<Arc<NodeMap>> {
+        if self.by_slot_only.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         {
             let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some((_, map)) = nodes.as_ref().filter(|(at, _)| at.elapsed() < NODE_MAP_FOR) {
@@ -278,6 +295,7 @@ impl Link {
                 connection: tokio::sync::Mutex::new(None),
                 dropped_at: std::sync::Mutex::new(None),
                 nodes: std::sync::Mutex::new(None),
+                by_slot_only: std::sync::atomic::AtomicBool::new(false),
             };
             return Ok(Link(Inner::Cluster(Arc::new(cluster))));
         }
@@ -395,6 +413,12 @@ impl Link {
             Inner::Single(_) => self.clone().req_packed_commands(pipe, 0, count).await,
             Inner::Cluster(cluster) => {
                 let answer = cluster.pipeline_at(slot, pipe, count).await;
+                if let Ok(replies) = &answer {
+                    let refused = |reply: &Value| matches!(reply, Value::ServerError(error) if refuses_cross_slot(&error.to_string()));
+                    if replies.iter().any(refused) && !cluster.by_slot_only.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!("this Redis Cluster refuses a script keys of several slots: calls are grouped by slot from now on");
+                    }
+                }
                 if answer.as_ref().map_or(true, |replies| replies.iter().any(|reply| matches!(reply, Value::ServerError(_)))) {
                     // A slot may have moved: learn the map again.
                     cluster.forget_nodes();
@@ -476,5 +500,23 @@ impl ConnectionLike for Link {
             Inner::Single(connection) => connection.get_db(),
             Inner::Cluster(_) => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two refusals Redis 7 gives a script touching a key it may not
+    /// (as it words them), and one it does not: a refused call is sent
+    /// again grouped by slot; any other error is the caller's.
+    #[test]
+    fn a_refused_key_is_told_apart_from_other_script_errors() {
+        let moved = "ERR Script attempted to access a non local key in a cluster node script: 31204e2c, on @user_script:1.";
+        let one_slot_only = "ERR Script attempted to access keys that do not hash to the same slot script: 91edf402, on @user_script:1.";
+        let other = "ERR user_script:12: Attempt to compare nil with number script: 91edf402";
+        assert!(is_non_local(&moved) && is_non_local(&one_slot_only));
+        assert!(refuses_cross_slot(one_slot_only) && !refuses_cross_slot(moved));
+        assert!(!is_non_local(&other));
     }
 }
