@@ -352,8 +352,10 @@ impl Link {
     /// was learnt) is sent again whole by redis-rs, then, if still
     /// redirected, again one pipeline per slot. So a pipeline of several
     /// slots must hold only commands that may run twice: the plain ones
-    /// this store sends, and script calls that declare no key (nothing in
-    /// them can be redirected; a key of another node is an error reply).
+    /// this store sends, script calls that declare no key (nothing in them
+    /// can be redirected; a key of another node is an error reply), and
+    /// re-drive claims (a claim run twice only stamps its marks again: the
+    /// first run's answer is lost, so they are shipped a grace later).
     pub(crate) async fn run_replies(&self, steps: Vec<Vec<SlotCommand>>, script: Option<&Lua>) -> RedisResult<Vec<Value>> {
         if !self.is_cluster() {
             let mut pipe = redis::pipe();
