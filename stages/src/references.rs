@@ -5,6 +5,18 @@
 
 use backends::retry;
 use backends::user_state::{StoreError, UserStore};
+use model::codec::{self, DecodeError};
+use model::Record;
+
+/// What the store holds for one reference.
+pub(crate) enum Referenced {
+    /// The record, decoded, and its stored bytes.
+    Found(Record, Vec<u8>),
+    /// Nothing: deleted, cleared, trimmed or expired since.
+    Missing,
+    /// Stored bytes that are not a record.
+    Undecodable(DecodeError),
+}
 
 /// Records one read asks Redis for at most (a user with more goes alone),
 /// so a large window is many bounded calls, each well within the client's
@@ -29,20 +41,26 @@ fn read_chunks(wanted: &[(u64, Vec<String>)]) -> Vec<&[(u64, Vec<String>)]> {
     chunks
 }
 
-/// The stored record of each wanted item, per user, in order (`None`:
-/// the store holds none: deleted, expired). A chunk whose read fails is
-/// read again after a pause, `on_retry` told of each failure; reading
-/// nothing new meanwhile is the backpressure.
+/// What the store holds for each wanted item, per user, in order. A
+/// chunk whose read fails is read again after a pause, `on_retry` told of
+/// each failure; reading nothing new meanwhile is the backpressure.
 pub(crate) async fn read_referenced(
     store: &UserStore,
     wanted: &[(u64, Vec<String>)],
     mut on_retry: impl FnMut(&StoreError, std::time::Duration),
-) -> Vec<Vec<Option<Vec<u8>>>> {
+) -> Vec<Vec<Referenced>> {
     let mut found = Vec::with_capacity(wanted.len());
     for chunk in read_chunks(wanted) {
         found.extend(retry::until_ok(|| store.read_records(chunk), &mut on_retry).await);
     }
-    found
+    let decoded = |stored: Option<Vec<u8>>| match stored {
+        Some(bytes) => match codec::decode_record(&bytes) {
+            Ok(record) => Referenced::Found(record, bytes),
+            Err(error) => Referenced::Undecodable(error),
+        },
+        None => Referenced::Missing,
+    };
+    found.into_iter().map(|records| records.into_iter().map(decoded).collect()).collect()
 }
 
 #[cfg(test)]

@@ -203,12 +203,13 @@ local at = arg
 for user = 1, #KEYS do
   local count = tonumber(ARGV[at])
   local meta, event_field = read_meta(sub(KEYS[user], 1, -2) .. 'm', count, at + 2)
-  users[user] = { count, indexes[tonumber(ARGV[at + 1])], meta, event_field }
+  users[user] = { count, indexes[tonumber(ARGV[at + 1])], meta, event_field, at + 2 }
   at = at + 2 + count * 3
 end
 for user = 1, #KEYS do
   local read = users[user]
-  arg = arg + 2
+  -- write_user reads its events from ARGV[arg] on.
+  arg = read[5]
   write_user(KEYS[user], read[1], read[2], read[3], read[4])
 end
 return out

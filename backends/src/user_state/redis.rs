@@ -68,6 +68,14 @@ fn decode<T: redis::FromRedisValue>(value: &Value) -> Result<T, StoreError> {
     redis::from_redis_value_ref(value).map_err(parse_error)
 }
 
+/// A write call's flat statuses put back per user: each of `call_users`
+/// (indexes into `users`) with its events' statuses.
+fn per_user(reply: &Value, call_users: &[usize], users: &[UserWrite]) -> Result<Vec<(usize, Vec<Status>)>, StoreError> {
+    let reply: Vec<Status> = decode(reply)?;
+    let mut reply = reply.into_iter();
+    Ok(call_users.iter().map(|&index| (index, reply.by_ref().take(users[index].events.len()).collect())).collect())
+}
+
 /// A write's steps for [`Link::run`], the users of each of its script
 /// calls, and how many replies come before the calls'.
 struct WriteSteps {
@@ -177,11 +185,8 @@ impl RedisStore {
                 }
                 (Value::ServerError(error), _) => return Err(StoreError(error.to_string())),
                 (reply, Some(call_users)) => {
-                    // Put the call's flat statuses back per user.
-                    let reply: Vec<Status> = decode(&reply)?;
-                    let mut reply = reply.into_iter();
-                    for &index in call_users {
-                        statuses[index] = reply.by_ref().take(users[index].events.len()).collect();
+                    for (index, user_statuses) in per_user(&reply, call_users, users)? {
+                        statuses[index] = user_statuses;
                     }
                 }
                 (_, None) => {}
@@ -192,10 +197,8 @@ impl RedisStore {
             let WriteSteps { steps, calls, skip } = self.write_steps(&retry, params, None);
             let replies = self.run_scripted(steps, &self.scripts.record).await?;
             for (call_users, reply) in calls.iter().zip(&replies[skip..]) {
-                let reply: Vec<Status> = decode(reply)?;
-                let mut reply = reply.into_iter();
-                for &index in call_users {
-                    statuses[again[index]] = reply.by_ref().take(retry[index].events.len()).collect();
+                for (index, user_statuses) in per_user(reply, call_users, &retry)? {
+                    statuses[again[index]] = user_statuses;
                 }
             }
         }

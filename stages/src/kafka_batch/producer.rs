@@ -32,7 +32,7 @@ use rdkafka::util::Timeout;
 
 use super::config::{Compression, KafkaBatchConfig, Payload};
 use super::events::{DeliveryRetry, FetchRetry, FlushDelivered, MarksKept, MessageDelivered, ProducerRebuilt, ReferenceNotShipped};
-use crate::references::read_referenced;
+use crate::references::{read_referenced, Referenced};
 
 /// Room left in a message for the record batch's own framing.
 const FRAMING_BYTES: usize = 4096;
@@ -145,13 +145,9 @@ async fn fetch_records(store: &UserStore, ops: Vec<Op>, stage: &str) -> (Vec<Op>
     }
     let wanted: Vec<(u64, Vec<String>)> = wanted.into_iter().collect();
     let found = read_referenced(store, &wanted, |error, pause| FetchRetry { stage, error, pause }.emit()).await;
-    let mut records: std::collections::HashMap<(u64, &str), Result<model::Record, String>> = std::collections::HashMap::new();
+    let mut records: std::collections::HashMap<(u64, &str), Referenced> = std::collections::HashMap::new();
     for ((uid, items), records_of_user) in wanted.iter().zip(found) {
         for (item, record) in items.iter().zip(records_of_user) {
-            let record = match record {
-                Some(bytes) => codec::decode_record(&bytes).map_err(|error| error.to_string()),
-                None => Err("missing".to_owned()),
-            };
             records.insert((*uid, item.as_str()), record);
         }
     }
@@ -162,15 +158,18 @@ async fn fetch_records(store: &UserStore, ops: Vec<Op>, stage: &str) -> (Vec<Op>
             shipped.push(op);
             continue;
         };
-        match records.get(&(uid, item.as_str())) {
-            Some(Ok(record)) => shipped.push(Op::Upsert(record.clone())),
-            Some(Err(why)) => {
-                ReferenceNotShipped { stage, uid, item: &item, why }.emit();
-                not_shipped.push((uid, vec![Carried { field: item, version: view_at, whole: true }]));
+        let why: &dyn std::fmt::Display = match records.get(&(uid, item.as_str())) {
+            Some(Referenced::Found(record, _)) => {
+                shipped.push(Op::Upsert(record.clone()));
+                continue;
             }
+            Some(Referenced::Undecodable(error)) => error,
+            Some(Referenced::Missing) => &"missing",
             // Every reference was asked for.
-            None => {}
-        }
+            None => continue,
+        };
+        ReferenceNotShipped { stage, uid, item: &item, why }.emit();
+        not_shipped.push((uid, vec![Carried { field: item, version: view_at, whole: true }]));
     }
     (shipped, not_shipped)
 }

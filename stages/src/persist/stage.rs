@@ -22,7 +22,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::dead_letters::DeadLetters;
 use super::events::{RecordNotWritten, Retry, WindowWritten};
 use super::window::{Pending, Window};
-use crate::references::read_referenced;
+use crate::references::{read_referenced, Referenced};
 
 /// A built persist stage.
 pub struct PersistStage {
@@ -110,10 +110,10 @@ pub async fn window_rows(
         .await;
         for ((uid, items), records) in wanted.iter().zip(found) {
             for (item, record) in items.iter().zip(records) {
-                match record.map(|bytes| codec::decode_record(&bytes).map(|record| (record, bytes))) {
-                    Some(Ok((record, bytes))) => row_of(&mut rows, *uid).put_record(item, record.view_at, bytes),
-                    Some(Err(error)) => RecordNotWritten::Undecodable { stage, uid: *uid, item, error: &error }.emit(),
-                    None => RecordNotWritten::Missing { stage, uid: *uid, item }.emit(),
+                match record {
+                    Referenced::Found(record, bytes) => row_of(&mut rows, *uid).put_record(item, record.view_at, bytes),
+                    Referenced::Undecodable(error) => RecordNotWritten::Undecodable { stage, uid: *uid, item, error: &error }.emit(),
+                    Referenced::Missing => RecordNotWritten::Missing { stage, uid: *uid, item }.emit(),
                 }
             }
         }
