@@ -123,7 +123,7 @@ impl Marks {
     }
     /// The pending marks' fields.
     async fn pending(&mut self) -> Vec<String> {
-        self.fields().await.into_iter().filter(|field| model::keys::shipped_item(field).is_none()).collect()
+        self.fields().await.into_iter().filter(|field| model::keys::is_pending_mark(field)).collect()
     }
     /// The items of the shipped references.
     async fn shipped(&mut self) -> Vec<String> {
@@ -291,8 +291,8 @@ async fn redis_and_the_embedded_store_agree_on_clears_by_business() {
         assert_eq!(markers, vec![Some(40), None, Some(20)], "{name}");
     }
     // In Redis the cleared items' pending marks gave way to the clears'.
-    let pending: std::collections::BTreeSet<String> =
-        redis::cmd("HKEYS").arg(model::keys::pending(uid)).query_async(&mut connection).await.unwrap();
+    let fields: Vec<String> = redis::cmd("HKEYS").arg(model::keys::pending(uid)).query_async(&mut connection).await.unwrap();
+    let pending: std::collections::BTreeSet<String> = fields.into_iter().filter(|field| field != model::keys::PENDING_KEEPER).collect();
     let expected = ["archive:1", "archive:2", "comic:1", "pgc:2", "~clear|comic", "~clear|pgc"];
     assert_eq!(pending, expected.into_iter().map(str::to_owned).collect());
 }
@@ -353,6 +353,75 @@ async fn a_newer_view_of_a_kept_record_drops_the_kept_copy() {
     // older kept copy is superseded.
     assert_eq!(store.write(&write(uid, &[("a:1", 30)]), params).await.unwrap(), vec![vec![RECORDED]]);
     assert_eq!(kept(&mut connection).await, ["a:2"]);
+}
+
+#[tokio::test]
+async fn a_record_kept_while_pending_leaves_k_when_delivered_whole_even_after_a_claim() {
+    use model::codec;
+    let MarksCase { store, uid, shard, mut marks, mut params } = MarksCase::new();
+    params.max_items = 1;
+    let write = |r: model::Record| UserWrite {
+        uid,
+        events: vec![EventWrite { item: r.item_key(), view_at: r.view_at, record: codec::encode_record(&r) }],
+    };
+    store.write(&[write(record(uid, 1, 10))], params).await.unwrap();
+    store.write(&[write(record(uid, 2, 20))], params).await.unwrap();
+    let kept = async |marks: &mut Marks| -> Vec<String> {
+        let mut items: Vec<String> = redis::cmd("HKEYS").arg(model::keys::kept(uid)).query_async(&mut marks.connection).await.unwrap();
+        items.sort();
+        items
+    };
+    assert_eq!(kept(&mut marks).await, ["a:1"], "a:1 trimmed while pending");
+    // A re-drive claims both (stamping them anew), as a killed instance's.
+    let mut claimed = Vec::new();
+    eventually(async || {
+        claimed.extend(store.redrive(shard, 100, 16).await.unwrap().ops);
+        (claimed.len() >= 2).then_some(())
+    })
+    .await;
+    // Delivered whole: the marks go, and with a:1's mark its kept copy.
+    store.settle(shard, &claimed).await.unwrap();
+    assert!(marks.pending().await.is_empty());
+    assert!(kept(&mut marks).await.is_empty(), "the kept copy of a record delivered whole stays behind");
+    assert!(!marks.indexed().await);
+}
+
+#[tokio::test]
+async fn the_pending_hash_outlives_its_marks_and_always_expires() {
+    use model::{codec, Op};
+    let MarksCase { store, uid, shard, mut marks, params } = MarksCase::new();
+    let pttl = async |marks: &mut Marks| -> i64 {
+        redis::cmd("PTTL").arg(model::keys::pending(uid)).query_async(&mut marks.connection).await.unwrap()
+    };
+    let write = |r: &model::Record| UserWrite {
+        uid,
+        events: vec![EventWrite { item: r.item_key(), view_at: r.view_at, record: codec::encode_record(r) }],
+    };
+    // The day's first write made without marks (a topology that keeps
+    // none, reloaded since): the next write makes the hash, past the
+    // first write of the day that renews the user's expiries.
+    store.write(&[write(&record(uid, 9, 5))], WriteParams { marks: false, ..params }).await.unwrap();
+    let first = record(uid, 1, 10);
+    store.write(&[write(&first)], params).await.unwrap();
+    assert!(pttl(&mut marks).await > 0, "a pending hash made by a write expires");
+    assert!(marks.indexed().await);
+    // Settled: no mark left, out of the index, but the hash stays (its
+    // keeper), still expiring, so the next mark needs no expiry of its own.
+    store.settle(shard, &[Op::Upsert(first)]).await.unwrap();
+    assert!(marks.pending().await.is_empty());
+    assert!(!marks.indexed().await);
+    assert_eq!(marks.fields().await, [model::keys::PENDING_KEEPER]);
+    assert!(pttl(&mut marks).await > 0);
+    store.write(&[write(&record(uid, 2, 20))], params).await.unwrap();
+    assert_eq!(marks.pending().await, ["a:2"]);
+    assert!(marks.indexed().await, "a mark in a hash kept in being indexes its user again");
+    assert!(pttl(&mut marks).await > 0);
+    // A clear drops the hash and marks itself; the next write restores
+    // the keeper, and the hash still expires.
+    store.mutate(&[&Op::Clear { uid, business: None, at: 30 }], params).await.unwrap();
+    store.write(&[write(&record(uid, 3, 40))], params).await.unwrap();
+    assert_eq!(marks.pending().await, ["a:3", "~clear"]);
+    assert!(pttl(&mut marks).await > 0);
 }
 
 #[tokio::test]

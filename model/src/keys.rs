@@ -24,11 +24,24 @@ pub fn meta(uid: u64) -> String {
 
 /// `h:{uid}:p`: HASH of the user's pending marks, what a service
 /// acknowledged and has not yet handed to Kafka: field (an item key,
-/// `~clear`, `~switch` or `~del|{item}`) -> `version,marked_at`; and of its
-/// shipped references (`ids` payload) handed to Kafka that the job has not
-/// yet written to HBase: field [`shipped_field`] -> version.
+/// `~clear`, `~switch` or `~del|{item}`) -> `version,marked_at`, followed
+/// by `,k` when a trim kept the item's record in [`kept`]; of its shipped
+/// references (`ids` payload) handed to Kafka that the job has not yet
+/// written to HBase: field [`shipped_field`] -> version; and of
+/// [`PENDING_KEEPER`].
 pub fn pending(uid: u64) -> String {
     format!("h:{{{uid}}}:p")
+}
+
+/// The field of [`pending`] that keeps the hash in being while it holds no
+/// mark (value: the UTC day a write last set it), so a mark written to it
+/// needs no new expiry.
+pub const PENDING_KEEPER: &str = "~keep";
+
+/// Whether a field of [`pending`] is a pending mark (not a shipped
+/// reference, not [`PENDING_KEEPER`]).
+pub fn is_pending_mark(field: &str) -> bool {
+    field != PENDING_KEEPER && shipped_item(field).is_none()
 }
 
 /// What a shipped reference's field in [`pending`] starts with: an item key

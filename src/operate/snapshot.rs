@@ -258,7 +258,7 @@ pub async fn read(
     };
     // The marks' hash holds the pending marks and the shipped references.
     let (mut pending, mut shipped) = (BTreeMap::new(), BTreeMap::new());
-    for (field, value) in marks {
+    for (field, value) in marks.into_iter().filter(|(field, _)| field != keys::PENDING_KEEPER) {
         match keys::shipped_item(&field) {
             Some(item) => shipped.insert(item.to_owned(), value),
             None => pending.insert(field, value),

@@ -17,8 +17,9 @@ local oldest = nil
 local marks = redis.call('HGETALL', p)
 for i = 1, #marks, 2 do
   local field, value = marks[i], marks[i + 1]
-  -- A shipped reference (`marks.lua`) has no 'version,marked_at' value:
-  -- no version here, so it is neither claimed nor counted.
+  -- A shipped reference and the keeper (`marks.lua`) have no
+  -- 'version,marked_at' value: no version here, so neither is claimed nor
+  -- counted.
   local version, at = mark_version(value), mark_at(value)
   if version and at <= cutoff and room > 0 then
     room = room - 1
@@ -29,7 +30,8 @@ for i = 1, #marks, 2 do
       payload = redis.call('HGET', r, field) or redis.call('HGET', k, field)
     end
     if payload then
-      redis.call('HSET', p, field, mark_value(version, now))
+      -- Still a kept mark if it was one (its settle drops the kept copy).
+      redis.call('HSET', p, field, mark_value(version, now) .. (mark_kept(value) and KEPT or ''))
       at = now
     else
       -- Nothing left to ship (the keys expired): the mark says nothing.

@@ -14,6 +14,16 @@
 --              them), so they do not keep a user in the re-drive index.
 --              Keeping them beside the marks makes shipping one a rename
 --              inside a hash already touched, not a key made and expired.
+--              A mark whose record a trim moved to k says so: ',k' after
+--              its value, so only such a mark's settle touches k.
+--              Field '~keep' (value: the day it was set) keeps the hash in
+--              being while it holds no mark: a write sets it with every
+--              mark, and only a write that made it anew (the hash was
+--              gone, or a clear had dropped it) sets the hash's expiry;
+--              the user's first write of each day renews it with the
+--              other keys'. So in the production regime (a user's only
+--              mark settled before the next report) a mark costs no
+--              EXPIRE and the settle never deletes the hash.
 --   h:{uid}:k  kept HASH: item -> record, records trimmed from the
 --              timeline while p still named them (as a pending mark or a
 --              shipped reference: the job or a re-drive still needs
@@ -46,8 +56,15 @@ local function mark_version(value)
   return tonumber(string.match(value, '^(%d+),'))
 end
 local function mark_at(value)
-  return tonumber(string.match(value, ',(%d+)$'))
+  return tonumber(string.match(value, '^%d+,(%d+)'))
 end
+-- A kept mark: its record is (also) in k.
+local KEPT = ',k'
+local function mark_kept(value)
+  return string.sub(value, -2) == KEPT
+end
+-- The field that keeps p in being between marks.
+local KEEPER = '~keep'
 -- The field of the shipped reference of `item`.
 local SHIPPED = ':'
 local function shipped_field(item)
@@ -62,7 +79,7 @@ end
 local function pending_left(p)
   local count = 0
   for _, field in ipairs(redis.call('HKEYS', p)) do
-    if not shipped_item(field) then count = count + 1 end
+    if field ~= KEEPER and not shipped_item(field) then count = count + 1 end
   end
   return count
 end

@@ -97,7 +97,9 @@ local function write_user(t, count, index, meta, event_field)
   -- Set when a trim first kept a record: only then can a kept copy need
   -- superseding (a stale flag costs an HDEL of nothing).
   local has_kept = meta[4] == '1'
-  local first_given, new_item, new_mark = false, false, false
+  -- new_mark: a mark's field is new (the user may be out of the index);
+  -- made_p: this call made p anew (`marks.lua`: '~keep'), so it expires.
+  local first_given, new_item, new_mark, made_p = false, false, false, false
   -- Where this user's events start in ARGV and in out[].
   local first_arg, first_out = arg, answered + 1
   for i = 1, count do
@@ -113,7 +115,15 @@ local function write_user(t, count, index, meta, event_field)
        and call('ZADD', t, 'GT', 'CH', view_text, item) == 1 then
       -- A new field is a new item: the timeline grew (or was made anew).
       if call('HSET', r, item, record) == 1 then new_item = true end
-      if marking and call('HSET', p, item, view_text .. mark_suffix) == 1 then new_mark = true end
+      if marking then
+        -- Answers how many of the two fields are new: 2, both (p was
+        -- gone, or held no keeper); 1, one of them, the mark or (p made
+        -- by a clear, which expires it) the keeper: either may be new
+        -- to the index.
+        local added = call('HSET', p, item, view_text .. mark_suffix, KEEPER, today)
+        if added > 0 then new_mark = true end
+        if added == 2 then made_p = true end
+      end
       -- A kept copy of an older view is superseded.
       if has_kept then call('HDEL', base .. 'k', item) end
       status = 1
@@ -147,14 +157,21 @@ local function write_user(t, count, index, meta, event_field)
         named[#oldest + j] = shipped_field(item)
       end
       named = call('HMGET', p, unpack(named))
-      local keep = {}
+      local keep, marked = {}, {}
       for j, item in ipairs(oldest) do
-        if named[j] or named[#oldest + j] then keep[#keep + 1] = item end
+        if named[j] or named[#oldest + j] then
+          keep[#keep + 1] = item
+          marked[#keep] = named[j]
+        end
       end
       if #keep > 0 then
         local records = call('HMGET', r, unpack(keep))
         for j, item in ipairs(keep) do
-          if records[j] then call('HSET', base .. 'k', item, records[j]) end
+          if records[j] then
+            call('HSET', base .. 'k', item, records[j])
+            -- Its settle drops the kept copy (`marks.lua`).
+            if marked[j] and not mark_kept(marked[j]) then call('HSET', p, item, marked[j] .. KEPT) end
+          end
         end
         call('EXPIRE', base .. 'k', ttl)
         if not has_kept then
@@ -176,8 +193,7 @@ local function write_user(t, count, index, meta, event_field)
     end
   end
   if new_mark then
-    -- A new mark may have made the pending hash anew (a settle empties it).
-    call('EXPIRE', p, ttl)
+    if made_p then call('EXPIRE', p, ttl) end
     if index then call('ZADD', index, 'NX', now, string.match(base, '{(.*)}')) end
   end
   -- Expiry counts days of inactivity: refreshing it on the user's first
@@ -191,6 +207,8 @@ local function write_user(t, count, index, meta, event_field)
     call('PEXPIREAT', t, expire_at)
     call('PEXPIREAT', r, expire_at)
     call('PEXPIREAT', m, expire_at)
+    -- p outlives its marks (its keeper), so its expiry is renewed too.
+    if marking then call('PEXPIREAT', p, expire_at) end
   end
 end
 

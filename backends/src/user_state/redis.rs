@@ -451,15 +451,15 @@ impl RedisStore {
         }
         let mut out = redis::cmd("ZREM");
         out.arg(&index).arg(uids);
-        // Its fields: a pending mark marks it again, a shipped reference
-        // does not (it is not re-driven).
+        // Its fields: a pending mark marks it again; a shipped reference
+        // (not re-driven) and the keeper do not.
         let fields = uids.iter().map(|uid| of_user(*uid, redis::cmd("HKEYS").arg(keys::pending(*uid)).clone())).collect();
         let replies = self.run_plain(vec![vec![SlotCommand { slot, command: park }, SlotCommand { slot, command: out }], fields]).await?;
         let fields: Vec<Vec<String>> = replies[2..].iter().map(decode).collect::<Result<_, _>>()?;
         let marked_again: Vec<u64> = uids
             .iter()
             .zip(fields)
-            .filter(|(_, fields)| fields.iter().any(|field| keys::shipped_item(field).is_none()))
+            .filter(|(_, fields)| fields.iter().any(|field| keys::is_pending_mark(field)))
             .map(|(uid, _)| *uid)
             .collect();
         let mut done = Vec::new();

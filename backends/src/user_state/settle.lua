@@ -28,7 +28,8 @@ for user = 0, #KEYS / 2 - 1 do
     if pending and mark_version(pending) <= version then
       if whole then
         call('HDEL', p, field)
-        call('HDEL', k, field)
+        -- Only a kept mark's record has a copy in k (`marks.lua`).
+        if mark_kept(pending) then call('HDEL', k, field) end
       else
         -- Set before the mark goes, so the hash never empties between
         -- (it keeps its expiry).
