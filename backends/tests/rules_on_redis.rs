@@ -425,6 +425,27 @@ async fn the_pending_hash_outlives_its_marks_and_always_expires() {
 }
 
 #[tokio::test]
+async fn the_jobs_count_lands_only_in_a_meta_that_exists() {
+    let MarksCase { store, uid, mut marks, params, .. } = MarksCase::new();
+    let meta = async |marks: &mut Marks, uid: u64| -> (bool, Option<i64>) {
+        let key = model::keys::meta(uid);
+        let exists: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut marks.connection).await.unwrap();
+        let count: Option<i64> = redis::cmd("HGET").arg(&key).arg("hbase_written").query_async(&mut marks.connection).await.unwrap();
+        (exists, count)
+    };
+    // A user Redis holds nothing of (expired, say): no meta is made.
+    let unknown = fresh_uid();
+    store.note_hbase_written(&[(unknown, Vec::new())]).await.unwrap();
+    assert_eq!(meta(&mut marks, unknown).await, (false, None), "the job's count made a meta hash");
+    // A user with a meta: each of the job's writes counts.
+    store.write(&write(uid, &[("a:1", 10)]), params).await.unwrap();
+    store.note_hbase_written(&[(uid, Vec::new())]).await.unwrap();
+    assert_eq!(meta(&mut marks, uid).await, (true, Some(1)));
+    store.note_hbase_written(&[(uid, Vec::new())]).await.unwrap();
+    assert_eq!(meta(&mut marks, uid).await, (true, Some(2)));
+}
+
+#[tokio::test]
 async fn a_lowered_limit_trims_on_the_first_write_of_a_day_without_a_new_item() {
     let store = UserStore::Redis(RedisStore::connect_lazy(&redis_url(), CallShape { cluster: false, max_events: 128 }).unwrap());
     let mut connection = direct();

@@ -12,7 +12,10 @@ local call, tonumber = redis.call, tonumber
 local arg = 1
 for user = 0, #KEYS / 3 - 1 do
   local m, p, k = KEYS[user * 3 + 1], KEYS[user * 3 + 2], KEYS[user * 3 + 3]
-  if call('EXISTS', m) == 1 then call('HINCRBY', m, 'hbase_written', 1) end
+  -- Counted only in a meta hash that exists: a count of 1 is the first,
+  -- and if it is the hash's only field the count made the hash (any meta
+  -- of a user has other fields), which goes again. One call per user.
+  if call('HINCRBY', m, 'hbase_written', 1) == 1 and call('HLEN', m) == 1 then call('DEL', m) end
   local count = tonumber(ARGV[arg])
   arg = arg + 1
   for _ = 1, count do
