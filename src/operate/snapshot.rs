@@ -113,7 +113,7 @@ pub struct ItemReport {
     pub verdict: Verdict,
     /// What Redis holds of it; `null` when nothing.
     pub redis: Option<RedisItem>,
-    /// Its pending mark (`version,marked_at`), if any.
+    /// Its pending mark (`version,marked_at`, then `,k` when its record is kept), if any.
     pub mark: Option<String>,
     /// Its shipped reference (`ids`: handed to Kafka, not yet written).
     pub shipped: Option<String>,
