@@ -300,8 +300,7 @@ async fn pages_beyond_what_redis_keeps_come_from_hbase_in_order() {
     assert!(api.counter("histflow_read_pages_total", "source=\"hbase\"").await >= before + 5.0, "pages past Redis came from HBase");
 
     // A user whose HBase row holds nothing Redis lacks stops costing HBase
-    // calls: a read notes it (after the job's note of its last write, which
-    // voids an earlier note, has landed).
+    // calls: a read notes it (the user was never trimmed).
     let small = uid + 1;
     api.post(vec![event(small, "archive", 1, 1, base)]).await;
     until_persisted(&compat, small, 1).await;
@@ -347,8 +346,9 @@ async fn items_pushed_out_of_redis_show_once_written(payload: &str) {
     let cursor = first["next_cursor"].as_str().expect("a full page at the end of Redis has a cursor").to_owned();
     let early = api.page(&format!("/v1/users/{uid}/history?limit=5&cursor={cursor}")).await;
     assert!(early["items"].as_array().unwrap().len() <= 5, "{early}");
-    // That early look noted "HBase holds nothing more"; the job's write of
-    // the older five voids the note, so they show.
+    // That early look found HBase without them, but the user was trimmed:
+    // no "HBase holds nothing more" note is made, so they show once the
+    // job wrote them.
     let oids = common::eventually("the five older items from HBase", Duration::from_secs(30), async || {
         let page = api.page(&format!("/v1/users/{uid}/history?limit=5&cursor={cursor}")).await;
         let oids: Vec<u64> = page["items"].as_array().unwrap().iter().map(|item| item["oid"].as_u64().unwrap()).collect();

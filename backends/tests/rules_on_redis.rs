@@ -200,7 +200,7 @@ async fn marks_are_settled_by_what_a_delivery_carried_and_stale_ones_are_claimed
     let kept = read(&store).await.expect("a trimmed reference the job has not written is kept");
     assert_eq!(codec::decode_record(&kept).unwrap().view_at, 25);
     // The job's write releases the references it read; the kept copy goes.
-    store.note_hbase_written(&[(uid, vec![("a:1".into(), 10), ("a:2".into(), 25)])]).await.unwrap();
+    store.release_written(&[(uid, vec![("a:1".into(), 10), ("a:2".into(), 25)])]).await.unwrap();
     assert!(marks.shipped().await.is_empty());
     assert_eq!(read(&store).await, None);
 }
@@ -425,24 +425,35 @@ async fn the_pending_hash_outlives_its_marks_and_always_expires() {
 }
 
 #[tokio::test]
-async fn the_jobs_count_lands_only_in_a_meta_that_exists() {
-    let MarksCase { store, uid, mut marks, params, .. } = MarksCase::new();
-    let meta = async |marks: &mut Marks, uid: u64| -> (bool, Option<i64>) {
-        let key = model::keys::meta(uid);
-        let exists: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut marks.connection).await.unwrap();
-        let count: Option<i64> = redis::cmd("HGET").arg(&key).arg("hbase_written").query_async(&mut marks.connection).await.unwrap();
-        (exists, count)
-    };
-    // A user Redis holds nothing of (expired, say): no meta is made.
-    let unknown = fresh_uid();
-    store.note_hbase_written(&[(unknown, Vec::new())]).await.unwrap();
-    assert_eq!(meta(&mut marks, unknown).await, (false, None), "the job's count made a meta hash");
-    // A user with a meta: each of the job's writes counts.
-    store.write(&write(uid, &[("a:1", 10)]), params).await.unwrap();
-    store.note_hbase_written(&[(uid, Vec::new())]).await.unwrap();
-    assert_eq!(meta(&mut marks, uid).await, (true, Some(1)));
-    store.note_hbase_written(&[(uid, Vec::new())]).await.unwrap();
-    assert_eq!(meta(&mut marks, uid).await, (true, Some(2)));
+async fn a_nothing_more_note_is_made_only_in_a_known_user_never_trimmed_alike_in_redis_and_embedded() {
+    let redis = UserStore::Redis(RedisStore::connect_lazy(&redis_url(), CallShape { cluster: false, max_events: 128 }).unwrap());
+    let embedded = UserStore::Embedded(Arc::new(EmbeddedStore::default()));
+    for (name, store) in [("redis", redis), ("embedded", embedded)] {
+        let params = WriteParams { max_items: 2, ttl_s: 3600, today: 1, now_ms: 1_000, shards: 4, marks: false };
+        let noted = async |uid: u64| -> (bool, bool) {
+            let (meta, _) = store.meta_and_markers(uid, &[]).await.unwrap();
+            (meta.exists, meta.hbase_checked_at == Some(5_000))
+        };
+        // A user the store knows nothing of: no state is made.
+        let unknown = fresh_uid();
+        store.mark_hbase_checked(unknown, 5_000).await.unwrap();
+        assert_eq!(noted(unknown).await, (false, false), "{name}: a read made state");
+        // A user never trimmed is noted.
+        let uid = fresh_uid();
+        store.write(&write(uid, &[("a:1", 10)]), params).await.unwrap();
+        store.mark_hbase_checked(uid, 5_000).await.unwrap();
+        assert_eq!(noted(uid).await, (true, true), "{name}");
+        let (meta, _) = store.meta_and_markers(uid, &[]).await.unwrap();
+        assert!(!meta.hbase_may_hold_more(5_000) && meta.hbase_may_hold_more(5_000 + backends::user_state::NOTE_LIFETIME_MS));
+        // Once trimmed, no note is trusted, nor made again.
+        store.write(&write(uid, &[("a:2", 20), ("a:3", 30)]), params).await.unwrap();
+        let (meta, _) = store.meta_and_markers(uid, &[]).await.unwrap();
+        assert!(meta.trimmed && meta.hbase_may_hold_more(5_000), "{name}: a trimmed user's note is trusted");
+        let trimmed = fresh_uid();
+        store.write(&write(trimmed, &[("a:1", 10), ("a:2", 20), ("a:3", 30)]), params).await.unwrap();
+        store.mark_hbase_checked(trimmed, 5_000).await.unwrap();
+        assert_eq!(noted(trimmed).await, (true, false), "{name}: a trimmed user was noted");
+    }
 }
 
 #[tokio::test]

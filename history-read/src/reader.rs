@@ -9,11 +9,11 @@
 //! holds, and Redis's delete and clear markers hide HBase items the job has
 //! not yet deleted there. To keep a user with nothing more in HBase from
 //! costing an HBase call on every short page, a read that finds HBase holds
-//! nothing Redis lacks records so (`hbase_checked`), naming what that
-//! depends on: the user's last trim and the count of the job's writes of
-//! the user. A later trim, or the job writing items it had not yet written
-//! when the read looked (pushed out of Redis before they were durable),
-//! voids the note.
+//! nothing Redis lacks records when (`hbase_checked`), in a user never
+//! trimmed: such a user has nothing on its way to HBase that its timeline
+//! lacks, so the note holds until a trim (which voids it) or a loss of
+//! Redis data (after which it is trusted for
+//! [`backends::user_state::NOTE_LIFETIME_MS`] at most).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -37,8 +37,9 @@ pub struct HistoryReader {
     pub table: Option<HistoryTable>,
     /// Progress look-ups fall back to the history table.
     pub progress_fallback: bool,
-    /// Note "HBase holds nothing more" for a user (the job voids the note
-    /// when it writes the user's records, so it needs the realtime store).
+    /// Note "HBase holds nothing more" for a user never trimmed, so its
+    /// short pages skip HBase for a while
+    /// ([`backends::user_state::NOTE_LIFETIME_MS`]).
     pub note_checks: bool,
     /// Each business's retention in ms: older views (by view_at) are no
     /// longer shown, wherever they are still stored. A business missing
@@ -139,7 +140,7 @@ impl HistoryReader {
         // HBase is read only for a page Redis cannot fill. A full page at
         // the end of Redis gets a cursor when HBase may hold more; the next
         // page finds out (and may be empty).
-        let hbase_may_hold_more = exhausted && meta.hbase_may_hold_more();
+        let hbase_may_hold_more = exhausted && meta.hbase_may_hold_more(model::now_ms());
         let full = members.len() >= query.limit;
         let table = self.table.as_ref().filter(|_| hbase_may_hold_more && !full);
         let Some(table) = table else {
@@ -164,8 +165,8 @@ impl HistoryReader {
         let found = hbase_candidates(uid, cells, &marker_map(items, markers), fresh_meta.cleared_at, &in_redis);
         if found.all_in_redis {
             // Nothing in HBase that Redis lacks: later short pages skip HBase
-            // until a trim or the job's next write of the user voids the note.
-            let noted = if self.note_checks { self.store.mark_hbase_checked(uid, &meta.check_token).await } else { Ok(()) };
+            // for the note's lifetime, unless a trim comes first.
+            let noted = if self.note_checks { self.store.mark_hbase_checked(uid, model::now_ms()).await } else { Ok(()) };
             if let Err(error) = noted {
                 tracing::debug!(uid, %error, "could not note the HBase check; the next short page reads HBase again");
             }

@@ -15,9 +15,9 @@ pub fn records(uid: u64) -> String {
 
 /// `h:{uid}:m`: HASH of meta: `paused`, `day` (of the last first watch),
 /// `cleared_at`, `d:{item}` delete markers, `c:{business}` clear markers,
-/// `trimmed_at` (when a write last trimmed the timeline), `hbase_written`
-/// (the job's writes of the user) and `hbase_checked` (the `trimmed_at:hbase_written` at which a
-/// read found nothing in HBase the timeline lacks).
+/// `trimmed_at` (when a write last trimmed the timeline) and
+/// `hbase_checked` (when a read found nothing in HBase the timeline of a
+/// user never trimmed lacks).
 pub fn meta(uid: u64) -> String {
     format!("h:{{{uid}}}:m")
 }

@@ -228,8 +228,7 @@ pub async fn read(
             sorted_set(link, &keys::timeline(uid)).await.with_context(|| redis_error("timeline"))?,
         ),
         Some(items) => {
-            let mut meta_fields: Vec<String> =
-                ["paused", "day", "cleared_at", "trimmed_at", "hbase_written", "hbase_checked"].map(str::to_owned).to_vec();
+            let mut meta_fields: Vec<String> = ["paused", "day", "cleared_at", "trimmed_at", "hbase_checked"].map(str::to_owned).to_vec();
             for item in items {
                 meta_fields.push(format!("d:{item}"));
                 meta_fields.push(format!("c:{}", item.split_once(':').map_or(item.as_str(), |(business, _)| business)));

@@ -58,10 +58,9 @@ fn reader(config: &HttpIngestConfig, cx: &mut BuildContext<'_>) -> Result<Option
         Some(at) if config.history_fallback || progress_fallback => Some(cx.backends.history_table(at)?),
         _ => None,
     };
-    // The note "HBase holds nothing more" is voided by the job when it
-    // writes a user; a job without the realtime store cannot, so then
-    // every short page reads HBase.
-    let note_checks = table_at.is_some_and(|at| at.notes_written);
+    // "HBase holds nothing more" notes need nothing of the job
+    // (`backends::user_state::NOTE_LIFETIME_MS`).
+    let note_checks = table.is_some();
     history_read::register_metrics();
     let retention_ms = pipeline::topology::retention_ms(cx.resources.businesses()?);
     Ok(Some(HistoryReader { store, table, progress_fallback, note_checks, retention_ms }))

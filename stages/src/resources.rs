@@ -109,9 +109,6 @@ pub struct TableAt {
     pub table: String,
     /// The embedded store's directory (`None` with real services).
     pub embedded_data_dir: Option<String>,
-    /// Whether the job writing it tells the realtime store what it wrote
-    /// (it has a `redis_url`, or runs embedded).
-    pub notes_written: bool,
 }
 
 /// The resources one node declared, resolved. Each is asked for by name;
@@ -273,7 +270,6 @@ pub fn table_of(persist: &PersistConfig, embedded: bool) -> TableAt {
         hbase_thrift: (!embedded).then(|| persist.hbase_thrift.clone()),
         table: persist.table.clone(),
         embedded_data_dir: embedded.then(|| persist.embedded_data_dir.clone()),
-        notes_written: embedded || persist.redis_url.is_some(),
     }
 }
 

@@ -71,19 +71,10 @@ impl EmbeddedStore {
         })
     }
 
-    pub(super) fn mark_hbase_checked(&self, uid: u64, token: &str) {
+    pub(super) fn mark_hbase_checked(&self, uid: u64, now_ms: i64) {
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(user) = users.get_mut(&uid).filter(|user| meta_of(user).check_token == token) {
-            user.hbase_checked = Some(token.to_owned());
-        }
-    }
-
-    pub(super) fn note_hbase_written(&self, uids: impl Iterator<Item = u64>) {
-        let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-        for uid in uids {
-            if let Some(user) = users.get_mut(&uid) {
-                user.hbase_written += 1;
-            }
+        if let Some(user) = users.get_mut(&uid).filter(|user| meta_of(user).exists && user.trimmed_at.is_none()) {
+            user.hbase_checked = Some(now_ms);
         }
     }
 
@@ -112,7 +103,7 @@ fn meta_of(user: &UserState) -> UserMeta {
         exists,
         paused: user.paused,
         cleared_at: user.cleared_at,
-        check_token: format!("{}:{}", user.trimmed_at.unwrap_or(0), user.hbase_written),
-        hbase_checked: user.hbase_checked.clone(),
+        trimmed: user.trimmed_at.is_some(),
+        hbase_checked_at: user.hbase_checked,
     }
 }

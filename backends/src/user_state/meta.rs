@@ -13,14 +13,28 @@
 //!   only in HBase now).
 //! - `kept`: `1` once a trim kept a record in `h:{uid}:k` (a write then
 //!   drops the kept copy of an item it records anew).
-//! - `hbase_written`: how many times the job wrote the user to HBase.
-//! - `hbase_checked`: the `trimmed_at:hbase_written` token at which a read
-//!   found nothing in HBase the timeline lacks.
+//! - `hbase_checked`: when (unix ms) a read found nothing in HBase the
+//!   timeline lacks, in a user never trimmed (see [`NOTE_LIFETIME_MS`]).
+//!
+//! (`hbase_written`, the job's count of its writes that the note once
+//! depended on, is read no more; a meta written by an older build may
+//! still hold it.)
 
 /// The meta fields a read needs, in the order `page.lua` and
 /// `meta_and_markers` return them (the scripts get this list as
 /// arguments, so it is written once).
-pub(crate) const READ_FIELDS: [&str; 5] = ["paused", "cleared_at", "trimmed_at", "hbase_written", "hbase_checked"];
+pub(crate) const READ_FIELDS: [&str; 4] = ["paused", "cleared_at", "trimmed_at", "hbase_checked"];
+
+/// How long a read trusts an "HBase holds nothing more" note.
+///
+/// A user never trimmed has nothing in flight to HBase that its timeline
+/// lacks: every item it recorded is in the timeline unless deleted or
+/// cleared, whose markers hide HBase's copies. So only a trim (which sets
+/// `trimmed_at`, and no note is made or trusted after one) or a loss of
+/// Redis data (a failover to a replica that lagged, a restart from an older
+/// snapshot) can leave HBase holding items the timeline lacks. After such a
+/// loss the note is trusted this long at most, then HBase is read again.
+pub const NOTE_LIFETIME_MS: i64 = 10 * 60 * 1000;
 
 /// The delete-marker field of `item`.
 pub(crate) fn delete_marker(item: &str) -> String {
@@ -57,33 +71,34 @@ pub struct UserMeta {
     pub paused: bool,
     /// Items viewed at or before this were cleared (-1: never).
     pub cleared_at: i64,
-    /// What HBase holding nothing more depends on: the last trim and the
-    /// job's writes of the user, as `trimmed_at:hbase_written`.
-    pub check_token: String,
-    /// The token at which a read found nothing in HBase the timeline lacks.
-    pub hbase_checked: Option<String>,
+    /// A write trimmed the timeline once (`trimmed_at`): older items are
+    /// only in HBase, and no "nothing more" note is made or trusted.
+    pub trimmed: bool,
+    /// When a read found nothing in HBase the timeline lacks (unix ms).
+    pub hbase_checked_at: Option<i64>,
 }
 
 impl UserMeta {
-    /// Whether HBase may hold items the timeline does not: not known to be
-    /// a subset since the last trim or the job's last write of the user
-    /// (or ever, for a user with no meta).
-    pub fn hbase_may_hold_more(&self) -> bool {
-        self.hbase_checked.as_deref() != Some(self.check_token.as_str())
+    /// Whether HBase may hold items the timeline does not, at `now_ms`:
+    /// always for a user ever trimmed, and otherwise unless a read found
+    /// it did not less than [`NOTE_LIFETIME_MS`] ago (either way: clocks
+    /// apart by more than that trust no note).
+    pub fn hbase_may_hold_more(&self, now_ms: i64) -> bool {
+        self.trimmed || self.hbase_checked_at.is_none_or(|at| (now_ms - at).abs() >= NOTE_LIFETIME_MS)
     }
 
     /// The meta from the values of [`READ_FIELDS`], in order ('' where a
     /// field is absent).
     pub(crate) fn parse(values: &[String], exists: bool) -> Self {
         let field = |index: usize| values.get(index).map_or("", String::as_str);
-        let or_zero = |text: &str| if text.is_empty() { "0".to_owned() } else { text.to_owned() };
-        let hbase_checked = field(4);
         UserMeta {
             exists,
             paused: field(0) == "1",
             cleared_at: field(1).parse().unwrap_or(-1),
-            check_token: format!("{}:{}", or_zero(field(2)), or_zero(field(3))),
-            hbase_checked: (!hbase_checked.is_empty()).then(|| hbase_checked.to_owned()),
+            trimmed: !field(2).is_empty(),
+            // A note of an older build (`trimmed_at:hbase_written`) is no
+            // time: not trusted.
+            hbase_checked_at: field(3).parse().ok(),
         }
     }
 }
@@ -120,13 +135,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn absent_fields_read_as_a_user_never_cleared_or_checked() {
+    fn absent_fields_read_as_a_user_never_cleared_trimmed_or_checked() {
         let meta = UserMeta::parse(&[], false);
-        assert_eq!((meta.paused, meta.cleared_at, meta.check_token.as_str(), meta.hbase_checked.as_deref()), (false, -1, "0:0", None));
-        assert!(meta.hbase_may_hold_more());
-        let values: Vec<String> = ["1", "50", "7", "3", "7:3"].map(str::to_owned).into();
+        assert_eq!((meta.paused, meta.cleared_at, meta.trimmed, meta.hbase_checked_at), (false, -1, false, None));
+        assert!(meta.hbase_may_hold_more(1_000));
+        let values: Vec<String> = ["1", "50", "", "1000"].map(str::to_owned).into();
         let meta = UserMeta::parse(&values, true);
-        assert_eq!((meta.paused, meta.cleared_at, meta.check_token.as_str()), (true, 50, "7:3"));
-        assert!(!meta.hbase_may_hold_more());
+        assert_eq!((meta.paused, meta.cleared_at, meta.trimmed, meta.hbase_checked_at), (true, 50, false, Some(1_000)));
+    }
+
+    #[test]
+    fn a_note_is_trusted_for_its_lifetime_and_never_in_a_trimmed_user() {
+        let noted = |trimmed_at: &str, checked: &str| UserMeta::parse(&["", "", trimmed_at, checked].map(str::to_owned), true);
+        let meta = noted("", "1000");
+        assert!(!meta.hbase_may_hold_more(1_000));
+        assert!(!meta.hbase_may_hold_more(1_000 + NOTE_LIFETIME_MS - 1));
+        assert!(meta.hbase_may_hold_more(1_000 + NOTE_LIFETIME_MS), "a note outlived its lifetime");
+        assert!(meta.hbase_may_hold_more(1_000 - NOTE_LIFETIME_MS), "a note from a clock far ahead");
+        assert!(noted("900", "1000").hbase_may_hold_more(1_000), "a trimmed user's note");
+        assert!(noted("", "7:3").hbase_may_hold_more(1_000), "an older build's note");
     }
 }

@@ -9,7 +9,7 @@
 //! - `rules`: the write rules as data, and the embedded store's copy of
 //!   the decisions.
 //! - `record.lua`, `mutate.lua`, `page.lua`, `mark_checked.lua`,
-//!   `note_written.lua`, `settle.lua`, `claim.lua`: the same rules for
+//!   `release_written.lua`, `settle.lua`, `claim.lua`: the same rules for
 //!   Redis, one atomic script each; `marks.lua` is the marks' helpers the
 //!   scripts that keep marks start with.
 //! - `marks`: the marks as data (fields, what a flush settles, what a
@@ -40,7 +40,7 @@ pub use calls::CallShape;
 pub use embedded::EmbeddedStore;
 pub use link::{seeds as redis_seeds, Link};
 pub use marks::{carried_by_user, Carried, ClaimedMark, PendingStats, Redriven};
-pub use meta::{SliceQuery, TimelineSlice, UserMeta};
+pub use meta::{SliceQuery, TimelineSlice, UserMeta, NOTE_LIFETIME_MS};
 pub use params::{StoreError, WriteParams};
 pub use redis::RedisStore;
 pub use rules::{
@@ -146,29 +146,27 @@ impl UserStore {
         }
     }
 
-    /// Notes that HBase holds nothing `uid`'s timeline lacks, as of the
-    /// check token a read saw (ignored if a trim or a job write moved it,
-    /// or the store holds nothing of the user: a read creates no state).
-    pub async fn mark_hbase_checked(&self, uid: u64, token: &str) -> Result<(), StoreError> {
+    /// Notes that HBase holds nothing `uid`'s timeline lacks, at `now_ms`
+    /// (`meta::NOTE_LIFETIME_MS`); ignored for a user ever trimmed, or one
+    /// the store holds nothing of (a read creates no state).
+    pub async fn mark_hbase_checked(&self, uid: u64, now_ms: i64) -> Result<(), StoreError> {
         match self {
-            UserStore::Redis(redis) => redis.mark_hbase_checked(uid, token).await,
+            UserStore::Redis(redis) => redis.mark_hbase_checked(uid, now_ms).await,
             UserStore::Embedded(store) => {
-                store.mark_hbase_checked(uid, token);
+                store.mark_hbase_checked(uid, now_ms);
                 Ok(())
             }
         }
     }
 
-    /// After the job made these users' records durable in HBase: voids
-    /// their "HBase holds nothing more" notes, and releases the references
-    /// it re-read (item, view_at written).
-    pub async fn note_hbase_written(&self, written: &[(u64, Vec<(String, i64)>)]) -> Result<(), StoreError> {
+    /// After the job made records durable in HBase: releases the
+    /// references it re-read (`ids` payload; per user, item and view_at
+    /// written), whose kept copies are needed no more. The embedded store
+    /// keeps no shipped reference.
+    pub async fn release_written(&self, written: &[(u64, Vec<(String, i64)>)]) -> Result<(), StoreError> {
         match self {
-            UserStore::Redis(redis) => redis.note_hbase_written(written).await,
-            UserStore::Embedded(store) => {
-                store.note_hbase_written(written.iter().map(|(uid, _)| *uid));
-                Ok(())
-            }
+            UserStore::Redis(redis) => redis.release_written(written).await,
+            UserStore::Embedded(_) => Ok(()),
         }
     }
 

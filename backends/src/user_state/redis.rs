@@ -103,7 +103,7 @@ struct Scripts {
     mutate: Lua,
     page: Lua,
     mark_checked: Lua,
-    note_written: Lua,
+    release_written: Lua,
 }
 
 fn store_error(error: redis::RedisError) -> StoreError {
@@ -129,7 +129,7 @@ impl RedisStore {
             mutate: Lua::new(with_marks!("mutate.lua")),
             page: Lua::new(include_str!("page.lua")),
             mark_checked: Lua::new(include_str!("mark_checked.lua")),
-            note_written: Lua::new(with_marks!("note_written.lua")),
+            release_written: Lua::new(with_marks!("release_written.lua")),
         };
         Ok(RedisStore { connection, shape, scripts: Arc::new(scripts) })
     }
@@ -340,22 +340,23 @@ impl RedisStore {
         Ok((UserMeta::parse(meta_values, exists > 0), markers))
     }
 
-    pub(super) async fn mark_hbase_checked(&self, uid: u64, token: &str) -> Result<(), StoreError> {
+    pub(super) async fn mark_hbase_checked(&self, uid: u64, now_ms: i64) -> Result<(), StoreError> {
         let mut call = self.scripts.mark_checked.call(&[keys::meta(uid)]);
-        call.arg(token);
+        call.arg(now_ms);
         self.run_scripted(vec![vec![of_user(uid, call)]], &self.scripts.mark_checked).await.map(drop)
     }
 
-    pub(super) async fn note_hbase_written(&self, written: &[(u64, Vec<(String, i64)>)]) -> Result<(), StoreError> {
+    pub(super) async fn release_written(&self, written: &[(u64, Vec<(String, i64)>)]) -> Result<(), StoreError> {
+        let written: Vec<&(u64, Vec<(String, i64)>)> = written.iter().filter(|(_, items)| !items.is_empty()).collect();
         if written.is_empty() {
             return Ok(());
         }
         // Many users a call, as small as the writes' calls (a script
         // blocks Redis while it runs), users of one slot together on a
         // cluster; all in one pipeline.
-        let sizes: Vec<(u64, usize)> = written.iter().map(|(uid, items)| (*uid, items.len().max(1))).collect();
-        // Noting again what a call that failed half way noted already only
-        // bumps a count once more (which voids a read's note, as it must).
+        let sizes: Vec<(u64, usize)> = written.iter().map(|(uid, items)| (*uid, items.len())).collect();
+        // Releasing again what a call that failed half way released
+        // changes nothing.
         let build = |nodes: Option<&NodeMap>| {
             let mut calls = Vec::new();
             for call_users in plan_sized_calls(&sizes, self.shape, nodes) {
@@ -363,10 +364,10 @@ impl RedisStore {
                     .iter()
                     .flat_map(|&index| {
                         let uid = written[index].0;
-                        [keys::meta(uid), keys::pending(uid), keys::kept(uid)]
+                        [keys::pending(uid), keys::kept(uid)]
                     })
                     .collect();
-                let mut call = script_call(&self.scripts.note_written, &user_keys, nodes.is_some());
+                let mut call = script_call(&self.scripts.release_written, &user_keys, nodes.is_some());
                 for &index in &call_users {
                     let items = &written[index].1;
                     call.arg(items.len());
@@ -378,7 +379,7 @@ impl RedisStore {
             }
             (vec![calls], ())
         };
-        self.run_by_node(&self.scripts.note_written, build).await.map(drop)
+        self.run_by_node(&self.scripts.release_written, build).await.map(drop)
     }
 
     pub(super) async fn settle(&self, shard: u32, users: &[(u64, Vec<Carried>)]) -> Result<(), StoreError> {

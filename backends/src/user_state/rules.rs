@@ -76,11 +76,9 @@ pub struct UserState {
     pub records: HashMap<String, (i64, Vec<u8>)>,
     /// When a write last trimmed the timeline (items now only in HBase).
     pub trimmed_at: Option<i64>,
-    /// How many times the job wrote the user's records to HBase.
-    pub hbase_written: u64,
-    /// The check token (`trimmed_at:hbase_written`) at which a read found
-    /// nothing in HBase that the timeline lacks.
-    pub hbase_checked: Option<String>,
+    /// When (unix ms) a read found nothing in HBase that the timeline
+    /// lacks (`meta::NOTE_LIFETIME_MS`).
+    pub hbase_checked: Option<i64>,
 }
 
 impl Default for UserState {
@@ -96,7 +94,6 @@ impl Default for UserState {
             timeline: BTreeSet::new(),
             records: HashMap::new(),
             trimmed_at: None,
-            hbase_written: 0,
             hbase_checked: None,
         }
     }

@@ -177,21 +177,20 @@ impl PersistStage {
         })
     }
 
-    /// Tells the realtime store which users got records in HBase, voiding
-    /// the read path's "HBase holds nothing more" notes of those users, and
-    /// releasing the references read (their records may now leave Redis);
-    /// retried while Redis is away (before the offsets are committed, so a
-    /// crash meanwhile replays the window and notes again).
-    async fn note_written(&self, mutations: &[RowMutation], mut references: References, stage: &str) {
+    /// Releases the references the window re-read (`ids` payload): their
+    /// records, now durable, may leave Redis. Retried while Redis is away
+    /// (before the offsets are committed, so a crash meanwhile replays the
+    /// window and releases again). A window of whole records (`fetched`,
+    /// `full`) read nothing, and asks nothing of Redis.
+    async fn release_written(&self, references: References, stage: &str) {
         let Some(store) = &self.records else { return };
-        // Every user with records written, with the references read of it.
-        for uid in mutations.iter().filter(|row| row.writes_records()).filter_map(RowMutation::uid) {
-            references.entry(uid).or_default();
+        if references.is_empty() {
+            return;
         }
         let written: Vec<(u64, Vec<(String, i64)>)> = references.into_iter().collect();
         retry::until_ok(
-            || store.note_hbase_written(&written),
-            |error, pause| Retry { stage, what: "cannot note the written users in Redis; retrying", error, pause }.emit(),
+            || store.release_written(&written),
+            |error, pause| Retry { stage, what: "cannot release the written references in Redis; retrying", error, pause }.emit(),
         )
         .await;
     }
@@ -218,7 +217,7 @@ impl PersistStage {
             }
             WindowWritten::Chunk { rows: chunk, written_at }.emit();
         }
-        self.note_written(&mutations, references, &cx.name).await;
+        self.release_written(references, &cx.name).await;
         WindowWritten::Ops(window.ops).emit();
         window.ops = 0;
         for ack in window.acks.drain(..) {
