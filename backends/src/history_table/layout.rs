@@ -131,11 +131,6 @@ impl RowMutation {
         self.puts.push((PAUSED.to_owned(), at, vec![u8::from(paused) + b'0']));
     }
 
-    /// Whether it writes any record.
-    pub fn writes_records(&self) -> bool {
-        self.puts.iter().any(|(column, _, _)| item_of(column).is_some())
-    }
-
     /// The view times of the records it writes.
     pub fn record_times(&self) -> impl Iterator<Item = i64> + '_ {
         self.puts.iter().filter(|(column, _, _)| item_of(column).is_some()).map(|(_, at, _)| *at)
@@ -203,7 +198,6 @@ mod tests {
         row.clear_records(800);
         row.set_paused(true, 1_100);
         assert_eq!(row.uid(), Some(42));
-        assert!(row.writes_records());
         assert_eq!(row.record_times().collect::<Vec<_>>(), vec![1_000]);
         assert_eq!(
             row.as_ops(),
