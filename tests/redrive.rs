@@ -419,7 +419,7 @@ async fn a_user_stranded_half_way_out_of_the_index_is_re_driven() {
         .await
         .unwrap();
 
-    let redriven = store.redrive(shard, 0, 256).await.unwrap();
+    let redriven = store.redrive(shard, shards, 0, 256).await.unwrap();
     let shipped: Vec<(u64, i64)> = redriven
         .ops
         .iter()

@@ -90,6 +90,8 @@ struct MarksCase {
     store: UserStore,
     uid: u64,
     shard: u32,
+    /// The shard whose re-drive looks at the user's index.
+    looked_at_by: u32,
     marks: Marks,
     params: WriteParams,
 }
@@ -101,9 +103,12 @@ impl MarksCase {
         // So many shards that this user's index holds nobody else's marks.
         let shards = u32::MAX;
         let shard = model::keys::shard_of(uid, shards);
-        let marks = Marks { connection: direct(), uid, index: model::keys::pending_index(shard) };
+        let connection = direct();
+        let cluster = connection.is_cluster();
+        let marks = Marks { uid, index: model::keys::user_pending_index(uid, shards, cluster), connection };
         let params = WriteParams { max_items: 10, ttl_s: 3600, today: 1, now_ms: model::now_ms(), shards, marks: true };
-        MarksCase { store, uid, shard, marks, params }
+        let looked_at_by = model::keys::redrive_shard_of(uid, shards, cluster);
+        MarksCase { store, uid, shard, looked_at_by, marks, params }
     }
 }
 
@@ -142,7 +147,7 @@ fn record(uid: u64, oid: u64, view_at: i64) -> model::Record {
 #[tokio::test]
 async fn marks_are_settled_by_what_a_delivery_carried_and_stale_ones_are_claimed_once() {
     use model::{codec, Op};
-    let MarksCase { store, uid, shard, mut marks, params } = MarksCase::new();
+    let MarksCase { store, uid, shard, looked_at_by, mut marks, params } = MarksCase::new();
     let write = |events: Vec<model::Record>| UserWrite {
         uid,
         events: events.iter().map(|r| EventWrite { item: r.item_key(), view_at: r.view_at, record: codec::encode_record(r) }).collect(),
@@ -167,7 +172,7 @@ async fn marks_are_settled_by_what_a_delivery_carried_and_stale_ones_are_claimed
     let grace_ms = 200;
     let mut claimed = Vec::new();
     eventually(async || {
-        claimed.extend(store.redrive(shard, grace_ms, 16).await.unwrap().ops);
+        claimed.extend(store.redrive(looked_at_by, params.shards, grace_ms, 16).await.unwrap().ops);
         (claimed.len() >= 3).then_some(())
     })
     .await;
@@ -181,7 +186,7 @@ async fn marks_are_settled_by_what_a_delivery_carried_and_stale_ones_are_claimed
         .collect();
     shipped.sort();
     assert_eq!(shipped, ["a:1@15", "a:2@20", "delete a:3@5"]);
-    assert_eq!(store.redrive(shard, grace_ms, 16).await.unwrap().items, 0, "claimed twice within the grace");
+    assert_eq!(store.redrive(looked_at_by, params.shards, grace_ms, 16).await.unwrap().items, 0, "claimed twice within the grace");
 
     // Their delivery settles everything; the user leaves the index.
     store.settle(shard, &claimed).await.unwrap();
@@ -208,7 +213,7 @@ async fn marks_are_settled_by_what_a_delivery_carried_and_stale_ones_are_claimed
 #[tokio::test]
 async fn a_delete_or_a_business_clear_takes_the_shipped_references_it_hides() {
     use model::{codec, Op};
-    let MarksCase { store, uid, shard, mut marks, params } = MarksCase::new();
+    let MarksCase { store, uid, shard, mut marks, params, .. } = MarksCase::new();
     let events = [record(uid, 1, 10), record(uid, 2, 20), model::Record { business: "b".into(), ..record(uid, 3, 30) }];
     let write = UserWrite {
         uid,
@@ -358,7 +363,7 @@ async fn a_newer_view_of_a_kept_record_drops_the_kept_copy() {
 #[tokio::test]
 async fn a_record_kept_while_pending_leaves_k_when_delivered_whole_even_after_a_claim() {
     use model::codec;
-    let MarksCase { store, uid, shard, mut marks, mut params } = MarksCase::new();
+    let MarksCase { store, uid, shard, looked_at_by, mut marks, mut params } = MarksCase::new();
     params.max_items = 1;
     let write = |r: model::Record| UserWrite {
         uid,
@@ -375,7 +380,7 @@ async fn a_record_kept_while_pending_leaves_k_when_delivered_whole_even_after_a_
     // A re-drive claims both (stamping them anew), as a killed instance's.
     let mut claimed = Vec::new();
     eventually(async || {
-        claimed.extend(store.redrive(shard, 100, 16).await.unwrap().ops);
+        claimed.extend(store.redrive(looked_at_by, params.shards, 100, 16).await.unwrap().ops);
         (claimed.len() >= 2).then_some(())
     })
     .await;
@@ -389,7 +394,7 @@ async fn a_record_kept_while_pending_leaves_k_when_delivered_whole_even_after_a_
 #[tokio::test]
 async fn the_pending_hash_outlives_its_marks_and_always_expires() {
     use model::{codec, Op};
-    let MarksCase { store, uid, shard, mut marks, params } = MarksCase::new();
+    let MarksCase { store, uid, shard, mut marks, params, .. } = MarksCase::new();
     let pttl = async |marks: &mut Marks| -> i64 {
         redis::cmd("PTTL").arg(model::keys::pending(uid)).query_async(&mut marks.connection).await.unwrap()
     };
@@ -470,4 +475,62 @@ async fn a_lowered_limit_trims_on_the_first_write_of_a_day_without_a_new_item() 
     let members: Vec<String> =
         redis::cmd("ZRANGE").arg(model::keys::timeline(uid)).arg(0).arg(-1).query_async(&mut connection).await.unwrap();
     assert_eq!(members, ["a:2", "a:3"]);
+}
+
+/// On a cluster a user's marks are indexed in its slot's index; a build
+/// before that indexed them in the shard's. A user left only there (its
+/// marks made by the older build, never settled) is still re-driven, and
+/// leaves the shard's index once nothing is pending. On one Redis the two
+/// are the same index, and the same holds.
+#[tokio::test]
+async fn a_user_only_in_its_shards_index_is_re_driven_from_there_and_leaves_it() {
+    use model::{codec, keys, Op};
+    let MarksCase { store, uid, shard, mut marks, params, .. } = MarksCase::new();
+    let first = record(uid, 1, 10);
+    let write = UserWrite { uid, events: vec![EventWrite { item: first.item_key(), view_at: 10, record: codec::encode_record(&first) }] };
+    store.write(&[write], params).await.unwrap();
+    assert!(marks.indexed().await);
+    // What an older build left: the user in its shard's index alone.
+    let shard_index = keys::pending_index(shard);
+    let () = redis::cmd("ZREM").arg(&marks.index).arg(uid).query_async(&mut marks.connection).await.map(drop::<i64>).unwrap();
+    let () = redis::cmd("ZADD").arg(&shard_index).arg(1).arg(uid).query_async(&mut marks.connection).await.map(drop::<i64>).unwrap();
+    let in_shard_index = async |marks: &mut Marks| -> bool {
+        let score: Option<f64> = redis::cmd("ZSCORE").arg(&shard_index).arg(uid).query_async(&mut marks.connection).await.unwrap();
+        score.is_some()
+    };
+    let claimed = eventually(async || {
+        let ops = store.redrive(shard, params.shards, 0, 16).await.unwrap().ops;
+        (!ops.is_empty()).then_some(ops)
+    })
+    .await;
+    assert!(matches!(&claimed[..], [Op::Upsert(shipped)] if shipped.view_at == 10), "{claimed:?}");
+    assert!(in_shard_index(&mut marks).await, "a claimed user stays indexed until its marks are settled");
+    store.settle(shard, &claimed).await.unwrap();
+    assert!(marks.pending().await.is_empty());
+    // With nothing pending, the next look lets the user go.
+    eventually(async || {
+        store.redrive(shard, params.shards, 0, 16).await.unwrap();
+        (!in_shard_index(&mut marks).await).then_some(())
+    })
+    .await;
+    assert!(!marks.indexed().await);
+}
+
+/// A mutation's mark indexes its user in the same step, in the index the
+/// user's writes use.
+#[tokio::test]
+async fn a_mutation_indexes_its_user_where_its_writes_do() {
+    use model::Op;
+    let MarksCase { store, uid, shard, looked_at_by, mut marks, params } = MarksCase::new();
+    store.mutate(&[&Op::Delete { uid, item: "a:1".into(), at: 5 }], params).await.unwrap();
+    assert_eq!(marks.pending().await, ["~del|a:1"]);
+    assert!(marks.indexed().await, "a mutation's mark left its user out of the re-drive index");
+    let claimed = eventually(async || {
+        let ops = store.redrive(looked_at_by, params.shards, 0, 16).await.unwrap().ops;
+        (!ops.is_empty()).then_some(ops)
+    })
+    .await;
+    assert!(matches!(&claimed[..], [Op::Delete { item, .. }] if item == "a:1"), "{claimed:?}");
+    store.settle(shard, &claimed).await.unwrap();
+    assert!(!marks.indexed().await);
 }

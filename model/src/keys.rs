@@ -67,18 +67,84 @@ pub fn kept(uid: u64) -> String {
 
 /// `h:pending:{shard}`: ZSET member = uid, score = when to look at the
 /// user's pending marks next (ms) — the re-drive's index of users that may
-/// have marks, kept at-least-once.
+/// have marks, kept at-least-once, on one Redis. On a Redis Cluster each
+/// slot has its own ([`slot_pending_index`]); a shard's there holds only
+/// users that builds before the slot indexes put in it, re-driven and
+/// drained.
 pub fn pending_index(shard: u32) -> String {
     format!("h:pending:{{{shard}}}")
 }
 
 /// `h:leaving:{shard}`: ZSET member = uid, score = when it was moved here
-/// (ms) — users on their way out of `shard`'s pending index. A user is
+/// (ms) — users on their way out of `shard`'s pending index on a cluster,
+/// where the index is in another slot than theirs. A user is
 /// moved here before its marks are looked at and taken out only after, so
 /// a process killed in between leaves it here, where the re-drive finds it
 /// and puts it back (same hash tag as the index: one Cluster slot).
 pub fn leaving_index(shard: u32) -> String {
     format!("h:leaving:{{{shard}}}")
+}
+
+/// `h:marked:{tag}`: ZSET as [`pending_index`], on a Redis Cluster: the
+/// re-drive's index of the users of one hash slot (`tag` is
+/// [`slot_tag`]`(slot)`, so the index lives in its users' slot and the
+/// scripts that write and settle their marks keep it in the same atomic
+/// step, as on one Redis). The re-drive of shard `s` looks at the slots
+/// [`slots_of_shard`] gives it.
+pub fn slot_pending_index(slot: u16) -> String {
+    format!("h:marked:{{{}}}", slot_tag(slot))
+}
+
+/// The re-drive index a write of `uid` puts the user in: its slot's on a
+/// Redis Cluster ([`slot_pending_index`]), its shard's on one Redis
+/// ([`pending_index`]).
+pub fn user_pending_index(uid: u64, shards: u32, cluster: bool) -> String {
+    if cluster {
+        slot_pending_index(cluster_slot(uid))
+    } else {
+        pending_index(shard_of(uid, shards))
+    }
+}
+
+/// The hash slots whose users' re-drive indexes shard `shard` of `shards`
+/// looks at on a Redis Cluster: every slot falls to exactly one shard.
+pub fn slots_of_shard(shard: u32, shards: u32) -> impl Iterator<Item = u16> {
+    let shards = shards.max(1);
+    (0..CLUSTER_SLOTS).filter(move |&slot| u32::from(slot) % shards == shard)
+}
+
+/// The shard whose re-drive looks at `uid`'s index: its own on one Redis,
+/// its slot's on a cluster ([`slots_of_shard`]).
+pub fn redrive_shard_of(uid: u64, shards: u32, cluster: bool) -> u32 {
+    if cluster {
+        u32::from(cluster_slot(uid)) % shards.max(1)
+    } else {
+        shard_of(uid, shards)
+    }
+}
+
+/// Hash slots of a Redis Cluster.
+const CLUSTER_SLOTS: u16 = 16384;
+
+/// A hash tag of `slot`: the smallest decimal number whose slot it is
+/// (fixed: every process finds the same tags).
+pub fn slot_tag(slot: u16) -> u32 {
+    static TAGS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    let tags = TAGS.get_or_init(|| {
+        let mut tags = vec![u32::MAX; usize::from(CLUSTER_SLOTS)];
+        let mut missing = tags.len();
+        let mut tag = 0u32;
+        while missing > 0 {
+            let slot = usize::from(crc16_xmodem(tag.to_string().as_bytes()) % CLUSTER_SLOTS);
+            if tags[slot] == u32::MAX {
+                tags[slot] = tag;
+                missing -= 1;
+            }
+            tag += 1;
+        }
+        tags
+    });
+    tags[usize::from(slot % CLUSTER_SLOTS)]
 }
 
 /// `h:sweep:{table}`: HASH of the retention sweep of HBase table `table`:
@@ -122,7 +188,7 @@ pub fn uid_of_hbase_row(row: &str) -> Option<u64> {
 /// The Redis Cluster hash slot of every key of `uid` (the slot of its hash
 /// tag, the decimal uid): CRC16-XMODEM mod 16384, as the cluster computes it.
 pub fn cluster_slot(uid: u64) -> u16 {
-    crc16_xmodem(uid.to_string().as_bytes()) % 16384
+    crc16_xmodem(uid.to_string().as_bytes()) % CLUSTER_SLOTS
 }
 
 /// The Redis Cluster hash slot of `key`: of its hash tag (what lies
@@ -133,7 +199,7 @@ pub fn key_slot(key: &str) -> u16 {
         let rest = &key[open + 1..];
         rest.find('}').filter(|&close| close > 0).map(|close| &rest[..close])
     });
-    crc16_xmodem(tagged.unwrap_or(key).as_bytes()) % 16384
+    crc16_xmodem(tagged.unwrap_or(key).as_bytes()) % CLUSTER_SLOTS
 }
 
 fn crc16_xmodem(bytes: &[u8]) -> u16 {
@@ -182,6 +248,25 @@ mod tests {
         assert_eq!(key_slot(&pending_index(3)), key_slot(&leaving_index(3)));
         assert_eq!(key_slot("foo{}{bar}"), crc16_xmodem(b"foo{}{bar}") % 16384);
         assert_eq!(cluster_slot(123_456_789), 12_739); // 0x31c3 is below 16384
+    }
+
+    #[test]
+    fn a_slots_re_drive_index_lives_in_that_slot_and_one_shard_looks_at_it() {
+        for slot in 0..CLUSTER_SLOTS {
+            assert_eq!(key_slot(&slot_pending_index(slot)), slot);
+        }
+        for uid in [1, 42, 123_456_789, u64::MAX] {
+            let index = user_pending_index(uid, 64, true);
+            assert_eq!(key_slot(&index), cluster_slot(uid));
+            let shard = redrive_shard_of(uid, 64, true);
+            assert!(slots_of_shard(shard, 64).any(|slot| slot == cluster_slot(uid)));
+            assert_eq!(redrive_shard_of(uid, 64, false), shard_of(uid, 64));
+            assert_eq!(user_pending_index(uid, 64, false), pending_index(shard_of(uid, 64)));
+        }
+        let looked_at: usize = (0..7).map(|shard| slots_of_shard(shard, 7).count()).sum();
+        assert_eq!(looked_at, usize::from(CLUSTER_SLOTS));
+        // A slot's index is never a shard's.
+        assert_eq!(slot_pending_index(0), format!("h:marked:{{{}}}", slot_tag(0)));
     }
 
     #[test]

@@ -137,7 +137,8 @@ pub struct UserReport {
     /// Each key of the user and its time to live: ms, -1 without expiry,
     /// `null` when the key does not exist.
     pub keys: BTreeMap<String, Option<i64>>,
-    /// Its score in its shard's re-drive index, if listed.
+    /// Its score in its re-drive index (its shard's on one Redis, its
+    /// hash slot's on a cluster), if listed.
     pub pending_index: Option<f64>,
     /// Its score in its shard's leaving set, if listed.
     pub leaving_index: Option<f64>,
@@ -268,7 +269,13 @@ pub async fn read(
         let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut link.clone()).await?;
         key_ttls.insert(key, (ttl != -2).then_some(ttl));
     }
-    let pending_index: Option<f64> = redis::cmd("ZSCORE").arg(keys::pending_index(shard)).arg(uid).query_async(&mut link.clone()).await?;
+    // Its index: its slot's on a cluster (its shard's there only if an
+    // older build put it there), its shard's on one Redis.
+    let index = keys::user_pending_index(uid, shards, link.is_cluster());
+    let mut pending_index: Option<f64> = redis::cmd("ZSCORE").arg(&index).arg(uid).query_async(&mut link.clone()).await?;
+    if pending_index.is_none() && link.is_cluster() {
+        pending_index = redis::cmd("ZSCORE").arg(keys::pending_index(shard)).arg(uid).query_async(&mut link.clone()).await?;
+    }
     let leaving_index: Option<f64> = redis::cmd("ZSCORE").arg(keys::leaving_index(shard)).arg(uid).query_async(&mut link.clone()).await?;
 
     let wanted = match only {

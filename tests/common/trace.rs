@@ -43,7 +43,6 @@ async fn redis_state(redis: &str, pairs: &[(u64, String)]) -> redis::RedisResult
     let mut text = String::new();
     for (uid, item) in pairs {
         let shard = keys::shard_of(*uid, SHARDS);
-        // The user's keys share a slot; the index has its shard's.
         let (record, pending, shipped, kept): ItemState = redis::pipe()
             .cmd("HGET")
             .arg(keys::records(*uid))
@@ -59,7 +58,8 @@ async fn redis_state(redis: &str, pairs: &[(u64, String)]) -> redis::RedisResult
             .arg(item)
             .query_async(&mut connection)
             .await?;
-        let indexed: Option<f64> = redis::cmd("ZSCORE").arg(keys::pending_index(shard)).arg(uid).query_async(&mut connection).await?;
+        let index = keys::user_pending_index(*uid, SHARDS, connection.is_cluster());
+        let indexed: Option<f64> = redis::cmd("ZSCORE").arg(&index).arg(uid).query_async(&mut connection).await?;
         let record = record.and_then(|bytes| codec::decode_record(&bytes).ok()).map(|record| record.view_at);
         writeln!(
             text,

@@ -2,7 +2,10 @@
 -- the grace (`marks.lua`), so they can be shipped again, and stamps them
 -- claimed now, so no other instance claims them again within the grace.
 -- KEYS: h:{uid}:p, h:{uid}:r, h:{uid}:k, h:{uid}:m.
--- ARGV[1] = grace ms, ARGV[2] = most marks claimed in one call.
+-- ARGV[1] = grace ms, ARGV[2] = most marks claimed in one call, ARGV[3] =
+-- the re-drive index the user was found in, to keep in the same step
+-- (due again when its oldest mark is; left when it has none), or '' when
+-- the caller keeps it (an index in another slot: `redrive_index.rs`).
 -- Returns { oldest, then per claimed mark: field, version, payload }:
 -- oldest is the marked_at of the oldest mark still pending after the claim
 -- (-1: none); payload is the item's record (from the records, else the
@@ -12,6 +15,7 @@ local p, r, k, m = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = mark_clock()
 local cutoff = now - tonumber(ARGV[1])
 local room = tonumber(ARGV[2])
+local index = ARGV[3]
 local out = { -1 }
 local oldest = nil
 local marks = redis.call('HGETALL', p)
@@ -45,4 +49,12 @@ for i = 1, #marks, 2 do
   if version and at and (not oldest or at < oldest) then oldest = at end
 end
 out[1] = oldest or -1
+if index ~= '' then
+  local uid = string.match(p, '{(.*)}')
+  if oldest then
+    redis.call('ZADD', index, 'XX', oldest, uid)
+  else
+    redis.call('ZREM', index, uid)
+  end
+end
 return out

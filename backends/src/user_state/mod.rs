@@ -11,7 +11,8 @@
 //! - `record.lua`, `mutate.lua`, `page.lua`, `mark_checked.lua`,
 //!   `release_written.lua`, `settle.lua`, `claim.lua`: the same rules for
 //!   Redis, one atomic script each; `marks.lua` is the marks' helpers the
-//!   scripts that keep marks start with.
+//!   scripts that keep marks start with; `due.lua` and `index_stats.lua`
+//!   read a cluster's slot re-drive indexes.
 //! - `marks`: the marks as data (fields, what a flush settles, what a
 //!   re-drive ships).
 //! - `meta`: the meta hash's fields and what a read makes of them.
@@ -21,6 +22,7 @@
 //! - `link`: the connection, to one Redis or a cluster (pipelines split by
 //!   hash slot).
 //! - `redis`: the store on Redis.
+//! - `redrive_index`: the re-drive index on Redis and the re-drive.
 //! - `embedded`: the store in process memory (`--embedded`).
 
 mod calls;
@@ -30,6 +32,7 @@ mod marks;
 mod meta;
 mod params;
 mod redis;
+mod redrive_index;
 mod rules;
 
 use std::sync::Arc;
@@ -82,11 +85,12 @@ impl UserStore {
         }
     }
 
-    /// Claims the pending marks of `shard` older than `grace_ms` (at most
-    /// `max_users` users) and returns what to ship again.
-    pub async fn redrive(&self, shard: u32, grace_ms: i64, max_users: usize) -> Result<Redriven, StoreError> {
+    /// Claims the pending marks of `shard` of `shards` older than
+    /// `grace_ms` (at most `max_users` users) and returns what to ship
+    /// again.
+    pub async fn redrive(&self, shard: u32, shards: u32, grace_ms: i64, max_users: usize) -> Result<Redriven, StoreError> {
         match self {
-            UserStore::Redis(redis) => redis.redrive(shard, grace_ms, max_users).await,
+            UserStore::Redis(redis) => redis.redrive(shard, shards, grace_ms, max_users).await,
             UserStore::Embedded(_) => Ok(Redriven::default()),
         }
     }

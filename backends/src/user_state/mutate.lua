@@ -7,8 +7,9 @@
 -- no shipping any more.
 -- ARGV[1] = kind ('delete' | 'clear' | 'clear_business' | 'pause' |
 -- 'resume'), ARGV[2] = at (unix ms), ARGV[3] = key TTL seconds, ARGV[4] =
--- '1' to keep marks, ARGV[5] = the item (delete) or the business
--- (clear_business).
+-- the user's re-drive index to keep marks (`record.lua`: the user is
+-- added to it in the same step as its mark), '' to keep none, ARGV[5] =
+-- the item (delete) or the business (clear_business).
 -- Returns the effective time: a delete or clear hides every view at or
 -- before it, so it is moved past the newest view it removes (a report
 -- stamped by a fast client clock is removed too); the same time goes to
@@ -28,12 +29,14 @@ local function keep_meta()
   end
 end
 
-local marking = ARGV[4] == '1'
+local index = ARGV[4]
 
 local function mark(field, version)
-  if not marking then return end
-  redis.call('HSET', p, field, mark_value(version, mark_clock()))
+  if index == '' then return end
+  local now = mark_clock()
+  redis.call('HSET', p, field, mark_value(version, now))
   redis.call('EXPIRE', p, ttl)
+  redis.call('ZADD', index, 'NX', now, string.match(p, '{(.*)}'))
 end
 
 if kind == 'delete' then

@@ -15,12 +15,13 @@
 -- ARGV[1] = max items kept, ARGV[2] = key TTL seconds, ARGV[3] = today
 -- (UTC day number), ARGV[4] = now (unix ms), ARGV[5] = '1' to keep marks
 -- (something downstream settles them), ARGV[6] = how many pending index
--- keys follow (0 when the caller indexes: on a cluster the index is in
--- another slot), then those keys; then per user: its event count n, the
--- position of its shard's index among those keys (0: none), then n times
--- item, view_at, record. A user given a new mark here is added to its
--- index (ZADD NX, score now) in the same step: a user with marks is always
--- indexed, so a mark only overwritten needs no index write.
+-- keys follow, then those keys (`model::keys::user_pending_index`: on one
+-- Redis its shard's, on a cluster its slot's, so always a key this call
+-- may touch); then per user: its event count n, the position of its index
+-- among those keys (0: none), then n times item, view_at, record. A user
+-- given a new mark here is added to its index (ZADD NX, score now) in the
+-- same step: a user with marks is always indexed, so a mark only
+-- overwritten needs no index write.
 -- Returns one status per event, in order: 0 not recorded, 1 recorded,
 -- 2 recorded and the user's first recorded watch of the day; 3 and 4 are
 -- 1 and 2 for a report this same call trimmed at once (a backdated view of

@@ -11,15 +11,10 @@ use redis::Value;
 
 use super::calls::{plan_calls, plan_sized_calls, script_call, CallShape};
 use super::link::{is_non_local, Link, Lua, NodeMap, SlotCommand};
-use super::marks::{Carried, ClaimedMark, PendingStats, Redriven};
+use super::marks::Carried;
 use super::meta::{business_clear_marker, business_of, delete_marker, hiding_markers, SliceQuery, TimelineSlice, UserMeta, READ_FIELDS};
 use super::params::{StoreError, WriteParams};
 use super::rules::{Status, UserWrite};
-
-/// Most marks one claim takes of one user; the rest wait for the next pass.
-const MAX_CLAIMS_PER_USER: usize = 1024;
-/// Users stranded in a leaving set put back per shard per look.
-const MAX_STRANDED: usize = 1024;
 
 /// The helpers every mark-keeping script starts with.
 macro_rules! with_marks {
@@ -34,37 +29,13 @@ fn user_keys(uid: u64) -> [String; 5] {
     [keys::timeline(uid), keys::records(uid), keys::meta(uid), keys::pending(uid), keys::kept(uid)]
 }
 
-/// `ZADD NX` of `uids` to the pending index of their shards, one command
-/// per shard: sent before and after a script that marks them when the
-/// script cannot index them itself (a mutation; any write on a cluster,
-/// where the index is in another slot), so a re-drive's remove-and-recheck
-/// of a user always sees one of the two.
-fn index_commands(uids: impl IntoIterator<Item = u64>, shards: u32, now_ms: i64) -> Vec<SlotCommand> {
-    let mut by_shard: std::collections::BTreeMap<u32, Vec<u64>> = std::collections::BTreeMap::new();
-    for uid in uids {
-        by_shard.entry(keys::shard_of(uid, shards)).or_default().push(uid);
-    }
-    by_shard.into_iter().map(|(shard, uids)| add_to_index(shard, &uids, now_ms)).collect()
-}
-
-/// `ZADD NX` of `uids` (all of `shard`) to `shard`'s pending index.
-fn add_to_index(shard: u32, uids: &[u64], now_ms: i64) -> SlotCommand {
-    let index = keys::pending_index(shard);
-    let mut add = redis::cmd("ZADD");
-    add.arg(&index).arg("NX");
-    for uid in uids {
-        add.arg(now_ms).arg(uid);
-    }
-    SlotCommand { slot: keys::key_slot(&index), command: add }
-}
-
 /// A command on `uid`'s keys.
-fn of_user(uid: u64, command: redis::Cmd) -> SlotCommand {
+pub(super) fn of_user(uid: u64, command: redis::Cmd) -> SlotCommand {
     SlotCommand { slot: keys::cluster_slot(uid), command }
 }
 
 /// Decodes one reply.
-fn decode<T: redis::FromRedisValue>(value: &Value) -> Result<T, StoreError> {
+pub(super) fn decode<T: redis::FromRedisValue>(value: &Value) -> Result<T, StoreError> {
     redis::from_redis_value_ref(value).map_err(parse_error)
 }
 
@@ -76,41 +47,41 @@ fn per_user(reply: &Value, call_users: &[usize], users: &[UserWrite]) -> Result<
     Ok(call_users.iter().map(|&index| (index, reply.by_ref().take(users[index].events.len()).collect())).collect())
 }
 
-/// A write's steps for [`Link::run`], the users of each of its script
-/// calls, and how many replies come before the calls'.
+/// A write's script calls for [`Link::run`] and the users of each.
 struct WriteSteps {
-    steps: Vec<Vec<SlotCommand>>,
+    scripts: Vec<SlotCommand>,
     calls: Vec<Vec<usize>>,
-    skip: usize,
 }
 
 /// Redis (one node or a cluster) behind a reconnecting connection.
 #[derive(Clone)]
 pub struct RedisStore {
     /// Cloned per call.
-    connection: Link,
+    pub(super) connection: Link,
     /// How users are grouped into script calls.
-    shape: CallShape,
+    pub(super) shape: CallShape,
     /// The scripts, shared by every clone.
-    scripts: Arc<Scripts>,
+    pub(super) scripts: Arc<Scripts>,
 }
 
 /// The Lua scripts a store runs (EVALSHA, loaded on NOSCRIPT).
-struct Scripts {
+pub(super) struct Scripts {
     record: Lua,
     settle: Lua,
-    claim: Lua,
+    pub(super) claim: Lua,
+    pub(super) due: Lua,
+    pub(super) index_stats: Lua,
     mutate: Lua,
     page: Lua,
     mark_checked: Lua,
     release_written: Lua,
 }
 
-fn store_error(error: redis::RedisError) -> StoreError {
+pub(super) fn store_error(error: redis::RedisError) -> StoreError {
     StoreError(error.to_string())
 }
 
-fn parse_error(error: redis::ParsingError) -> StoreError {
+pub(super) fn parse_error(error: redis::ParsingError) -> StoreError {
     StoreError(format!("unexpected answer: {error}"))
 }
 
@@ -126,6 +97,8 @@ impl RedisStore {
             record: Lua::new(with_marks!("record.lua")),
             settle: Lua::new(with_marks!("settle.lua")),
             claim: Lua::new(with_marks!("claim.lua")),
+            due: Lua::new(with_marks!("due.lua")),
+            index_stats: Lua::new(with_marks!("index_stats.lua")),
             mutate: Lua::new(with_marks!("mutate.lua")),
             page: Lua::new(include_str!("page.lua")),
             mark_checked: Lua::new(include_str!("mark_checked.lua")),
@@ -135,7 +108,7 @@ impl RedisStore {
     }
 
     /// Runs `steps` (see [`Link::run`]) of calls of `script`.
-    async fn run_scripted(&self, steps: Vec<Vec<SlotCommand>>, script: &Lua) -> Result<Vec<Value>, StoreError> {
+    pub(super) async fn run_scripted(&self, steps: Vec<Vec<SlotCommand>>, script: &Lua) -> Result<Vec<Value>, StoreError> {
         self.connection.run(steps, Some(script)).await.map_err(store_error)
     }
 
@@ -146,7 +119,7 @@ impl RedisStore {
     /// forgotten its map and all the steps run again grouped by slot: only
     /// for scripts that may run twice (settling, noting), as the calls
     /// that did not fail ran already.
-    async fn run_by_node<C>(
+    pub(super) async fn run_by_node<C>(
         &self,
         script: &Lua,
         build: impl Fn(Option<&NodeMap>) -> (Vec<Vec<SlotCommand>>, C),
@@ -164,39 +137,37 @@ impl RedisStore {
     }
 
     /// Runs `steps` (see [`Link::run`]) of plain commands.
-    async fn run_plain(&self, steps: Vec<Vec<SlotCommand>>) -> Result<Vec<Value>, StoreError> {
+    pub(super) async fn run_plain(&self, steps: Vec<Vec<SlotCommand>>) -> Result<Vec<Value>, StoreError> {
         self.connection.run(steps, None).await.map_err(store_error)
     }
 
     pub(super) async fn write(&self, users: &[UserWrite], params: WriteParams) -> Result<Vec<Vec<Status>>, StoreError> {
         let nodes = self.connection.nodes().await;
-        let WriteSteps { steps, calls, skip } = self.write_steps(users, params, nodes.as_deref());
-        let replies = self.connection.run_replies(steps, Some(&self.scripts.record)).await.map_err(store_error)?;
+        let WriteSteps { scripts, calls } = self.write_steps(users, params, nodes.as_deref());
+        let replies = self.connection.run_replies(vec![scripts], Some(&self.scripts.record)).await.map_err(store_error)?;
         let mut statuses: Vec<Vec<Status>> = vec![Vec::new(); users.len()];
         // Users of calls that met a slot another node now serves: those
         // calls wrote nothing (`record.lua` reads every user first), so
         // they are written again, grouped by slot.
         let mut again: Vec<usize> = Vec::new();
-        for (position, reply) in replies.into_iter().enumerate() {
-            let call_users = position.checked_sub(skip).and_then(|call| calls.get(call));
+        for (reply, call_users) in replies.into_iter().zip(&calls) {
             match (reply, call_users) {
-                (Value::ServerError(error), Some(call_users)) if nodes.is_some() && is_non_local(&error) => {
+                (Value::ServerError(error), call_users) if nodes.is_some() && is_non_local(&error) => {
                     again.extend(call_users.iter().copied());
                 }
                 (Value::ServerError(error), _) => return Err(StoreError(error.to_string())),
-                (reply, Some(call_users)) => {
+                (reply, call_users) => {
                     for (index, user_statuses) in per_user(&reply, call_users, users)? {
                         statuses[index] = user_statuses;
                     }
                 }
-                (_, None) => {}
             }
         }
         if !again.is_empty() {
             let retry: Vec<UserWrite> = again.iter().map(|&index| users[index].clone()).collect();
-            let WriteSteps { steps, calls, skip } = self.write_steps(&retry, params, None);
-            let replies = self.run_scripted(steps, &self.scripts.record).await?;
-            for (call_users, reply) in calls.iter().zip(&replies[skip..]) {
+            let WriteSteps { scripts, calls } = self.write_steps(&retry, params, None);
+            let replies = self.run_scripted(vec![scripts], &self.scripts.record).await?;
+            for (call_users, reply) in calls.iter().zip(&replies) {
                 for (index, user_statuses) in per_user(reply, call_users, &retry)? {
                     statuses[again[index]] = user_statuses;
                 }
@@ -208,39 +179,30 @@ impl RedisStore {
     /// The steps of a write of `users`.
     fn write_steps(&self, users: &[UserWrite], params: WriteParams, nodes: Option<&NodeMap>) -> WriteSteps {
         let calls = plan_calls(users, self.shape, nodes);
-        // On one Redis the script indexes a user itself, in the same atomic
-        // step as the mark that needs it, and only when it makes a new mark
-        // (a user with marks is indexed already). Across a cluster's slots
-        // it cannot: the index is written before and after the scripts.
-        let index_in_script = params.marks && !self.shape.cluster;
-        let index = || {
-            if params.marks && !index_in_script {
-                index_commands(users.iter().map(|user| user.uid), params.shards, params.now_ms)
-            } else {
-                Vec::new()
-            }
-        };
-        let before = index();
+        // The script indexes a user itself, in the same atomic step as the
+        // mark that needs it, and only when it makes a new mark (a user
+        // with marks is indexed already): the index is the shard's on one
+        // Redis, the user's slot's on a cluster.
         let mut scripts = Vec::with_capacity(calls.len());
         for call_users in &calls {
             let timelines: Vec<String> = call_users.iter().map(|&index| keys::timeline(users[index].uid)).collect();
             let mut call = script_call(&self.scripts.record, &timelines, nodes.is_some());
             call.arg(params.max_items).arg(params.ttl_s).arg(params.today).arg(params.now_ms).arg(u8::from(params.marks));
-            // The call's distinct shards; a user names its shard's position.
-            let shards: Vec<u32> = if index_in_script {
-                call_users.iter().map(|&index| keys::shard_of(users[index].uid, params.shards)).collect()
+            // The call's distinct indexes; a user names its index's position.
+            let indexes: Vec<String> = if params.marks {
+                call_users.iter().map(|&index| self.index_of(users[index].uid, params.shards)).collect()
             } else {
                 Vec::new()
             };
-            let distinct: Vec<u32> = shards.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+            let distinct: Vec<&String> = indexes.iter().collect::<BTreeSet<_>>().into_iter().collect();
             call.arg(distinct.len());
-            for shard in &distinct {
-                call.arg(keys::pending_index(*shard));
+            for index in &distinct {
+                call.arg(*index);
             }
             for (position, &index) in call_users.iter().enumerate() {
                 let user = &users[index];
-                let shard = shards.get(position).map_or(0, |shard| distinct.partition_point(|seen| seen < shard) + 1);
-                call.arg(user.events.len()).arg(shard);
+                let at = indexes.get(position).map_or(0, |index| distinct.partition_point(|seen| *seen < index) + 1);
+                call.arg(user.events.len()).arg(at);
                 for event in &user.events {
                     call.arg(&event.item).arg(event.view_at).arg(&event.record);
                 }
@@ -248,8 +210,13 @@ impl RedisStore {
             // A call groups users of one node (`plan_calls`).
             scripts.push(of_user(users[call_users[0]].uid, call));
         }
-        let skip = before.len();
-        WriteSteps { steps: vec![before, scripts, index()], calls, skip }
+        WriteSteps { scripts, calls }
+    }
+
+    /// The re-drive index a mark of `uid` keeps it in
+    /// ([`keys::user_pending_index`]).
+    pub(super) fn index_of(&self, uid: u64, shards: u32) -> String {
+        keys::user_pending_index(uid, shards, self.shape.cluster)
     }
 
     /// The connection, for other keys of the same Redis.
@@ -260,23 +227,22 @@ impl RedisStore {
     pub(super) async fn mutate(&self, ops: &[&Op], params: WriteParams) -> Result<Vec<i64>, StoreError> {
         let mut effective = Vec::with_capacity(ops.len());
         for op in ops {
+            // Marks go with the user's re-drive index, in the same step.
+            let index = if params.marks { self.index_of(op.uid(), params.shards) } else { String::new() };
             let mut call = self.scripts.mutate.call(&user_keys(op.uid()));
             match op {
-                Op::Delete { item, at, .. } => call.arg("delete").arg(at).arg(params.ttl_s).arg(u8::from(params.marks)).arg(item),
-                Op::Clear { business: None, at, .. } => call.arg("clear").arg(at).arg(params.ttl_s).arg(u8::from(params.marks)),
+                Op::Delete { item, at, .. } => call.arg("delete").arg(at).arg(params.ttl_s).arg(&index).arg(item),
+                Op::Clear { business: None, at, .. } => call.arg("clear").arg(at).arg(params.ttl_s).arg(&index),
                 Op::Clear { business: Some(business), at, .. } => {
-                    call.arg("clear_business").arg(at).arg(params.ttl_s).arg(u8::from(params.marks)).arg(business)
+                    call.arg("clear_business").arg(at).arg(params.ttl_s).arg(&index).arg(business)
                 }
                 Op::SetRecording { paused, at, .. } => {
-                    call.arg(if *paused { "pause" } else { "resume" }).arg(at).arg(params.ttl_s).arg(u8::from(params.marks))
+                    call.arg(if *paused { "pause" } else { "resume" }).arg(at).arg(params.ttl_s).arg(&index)
                 }
                 Op::Upsert(_) | Op::UpsertRef { .. } => return Err(StoreError("an upsert is not a mutation".to_owned())),
             };
-            let index = || if params.marks { index_commands([op.uid()], params.shards, params.now_ms) } else { Vec::new() };
-            let before = index();
-            let skip = before.len();
-            let replies = self.run_scripted(vec![before, vec![of_user(op.uid(), call)], index()], &self.scripts.mutate).await?;
-            let time = replies.get(skip).ok_or_else(|| StoreError("the mutation answered nothing".to_owned()))?;
+            let replies = self.run_scripted(vec![vec![of_user(op.uid(), call)]], &self.scripts.mutate).await?;
+            let time = replies.first().ok_or_else(|| StoreError("the mutation answered nothing".to_owned()))?;
             effective.push(decode(time)?);
         }
         Ok(effective)
@@ -384,10 +350,10 @@ impl RedisStore {
 
     pub(super) async fn settle(&self, shard: u32, users: &[(u64, Vec<Carried>)]) -> Result<(), StoreError> {
         let sizes: Vec<(u64, usize)> = users.iter().map(|(uid, marks)| (*uid, marks.len())).collect();
-        // On one Redis the script takes a user with no mark left out of
-        // the index itself, atomically; across a cluster's slots the index
-        // is elsewhere and `unindex` does it.
-        let index_in_script = !self.shape.cluster;
+        // The index a user with no mark left leaves, in the same atomic
+        // step: its shard's on one Redis, its slot's on a cluster.
+        let index_of =
+            |uid: u64| if self.shape.cluster { keys::slot_pending_index(keys::cluster_slot(uid)) } else { keys::pending_index(shard) };
         // Calls as small as the writes' (a script blocks Redis while it
         // runs), all in one pipeline. Settling again what a call that
         // failed half way settled changes nothing (versions only grow).
@@ -399,11 +365,10 @@ impl RedisStore {
                     .iter()
                     .flat_map(|&index| {
                         let uid = users[index].0;
-                        [keys::pending(uid), keys::kept(uid)]
+                        [keys::pending(uid), keys::kept(uid), index_of(uid)]
                     })
                     .collect();
                 let mut call = script_call(&self.scripts.settle, &user_keys, nodes.is_some());
-                call.arg(if index_in_script { keys::pending_index(shard) } else { String::new() });
                 for &index in call_users {
                     let marks = &users[index].1;
                     call.arg(marks.len());
@@ -413,182 +378,9 @@ impl RedisStore {
                 }
                 commands.push(of_user(users[call_users[0]].0, call));
             }
-            (vec![commands], calls)
+            (vec![commands], ())
         };
-        let (replies, calls) = self.run_by_node(&self.scripts.settle, build).await?;
-        if index_in_script {
-            return Ok(());
-        }
-        let left: Vec<Vec<i64>> = replies.iter().map(decode).collect::<Result<_, _>>()?;
-        // Users left with no pending mark leave the index.
-        let settled: Vec<u64> = calls
-            .iter()
-            .zip(left)
-            .flat_map(|(call_users, left)| {
-                call_users.iter().zip(left).filter(|(_, left)| *left == 0).map(|(&i, _)| users[i].0).collect::<Vec<_>>()
-            })
-            .collect();
-        self.unindex(shard, &settled, model::now_ms()).await
-    }
-
-    /// Removes users with no pending marks from `shard`'s index, without
-    /// ever leaving a marked user unindexed, even if this process dies
-    /// half way: each user is first moved to the leaving set, then its
-    /// marks are counted, then the marked ones go back to the index (a
-    /// write may have marked one after the caller looked) and all leave
-    /// the leaving set. Each step is ordered on one connection; a user
-    /// stranded in the leaving set by a kill is put back by
-    /// [`Self::return_stranded`].
-    async fn unindex(&self, shard: u32, uids: &[u64], now_ms: i64) -> Result<(), StoreError> {
-        if uids.is_empty() {
-            return Ok(());
-        }
-        let (index, leaving) = (keys::pending_index(shard), keys::leaving_index(shard));
-        let slot = keys::key_slot(&index);
-        let mut park = redis::cmd("ZADD");
-        park.arg(&leaving);
-        for uid in uids {
-            park.arg(now_ms).arg(uid);
-        }
-        let mut out = redis::cmd("ZREM");
-        out.arg(&index).arg(uids);
-        // Its fields: a pending mark marks it again; a shipped reference
-        // (not re-driven) and the keeper do not.
-        let fields = uids.iter().map(|uid| of_user(*uid, redis::cmd("HKEYS").arg(keys::pending(*uid)).clone())).collect();
-        let replies = self.run_plain(vec![vec![SlotCommand { slot, command: park }, SlotCommand { slot, command: out }], fields]).await?;
-        let fields: Vec<Vec<String>> = replies[2..].iter().map(decode).collect::<Result<_, _>>()?;
-        let marked_again: Vec<u64> = uids
-            .iter()
-            .zip(fields)
-            .filter(|(_, fields)| fields.iter().any(|field| keys::is_pending_mark(field)))
-            .map(|(uid, _)| *uid)
-            .collect();
-        let mut done = Vec::new();
-        if !marked_again.is_empty() {
-            done.push(add_to_index(shard, &marked_again, now_ms));
-        }
-        let mut gone = redis::cmd("ZREM");
-        gone.arg(&leaving).arg(uids);
-        done.push(SlotCommand { slot, command: gone });
-        self.run_plain(vec![done]).await.map(drop)
-    }
-
-    /// Puts users left in `shard`'s leaving set for longer than `stale_ms`
-    /// (their remover was killed between its steps) back in the index, as
-    /// due: the next look re-drives their marks or lets them go.
-    async fn return_stranded(&self, shard: u32, stale_ms: i64) -> Result<(), StoreError> {
-        let (index, leaving) = (keys::pending_index(shard), keys::leaving_index(shard));
-        let mut connection = self.connection.clone();
-        let stranded: Vec<(u64, f64)> = redis::cmd("ZRANGEBYSCORE")
-            .arg(&leaving)
-            .arg("-inf")
-            .arg(model::now_ms() - stale_ms)
-            .arg("WITHSCORES")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(MAX_STRANDED)
-            .query_async(&mut connection)
-            .await
-            .map_err(store_error)?;
-        if stranded.is_empty() {
-            return Ok(());
-        }
-        let mut back = redis::cmd("ZADD");
-        back.arg(&index).arg("NX");
-        for (uid, since) in &stranded {
-            back.arg(*since as i64).arg(uid);
-        }
-        let uids: Vec<u64> = stranded.iter().map(|(uid, _)| *uid).collect();
-        // Back in the index first, then out of the leaving set.
-        redis::pipe()
-            .add_command(back)
-            .ignore()
-            .cmd("ZREM")
-            .arg(&leaving)
-            .arg(&uids)
-            .ignore()
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(store_error)
-    }
-
-    pub(super) async fn redrive(&self, shard: u32, grace_ms: i64, max_users: usize) -> Result<Redriven, StoreError> {
-        self.return_stranded(shard, grace_ms).await?;
-        let mut connection = self.connection.clone();
-        let index = keys::pending_index(shard);
-        let due = model::now_ms() - grace_ms;
-        let uids: Vec<u64> = redis::cmd("ZRANGEBYSCORE")
-            .arg(&index)
-            .arg("-inf")
-            .arg(due)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(max_users)
-            .query_async(&mut connection)
-            .await
-            .map_err(store_error)?;
-        let mut redriven = Redriven { examined: uids.len(), ..Redriven::default() };
-        if uids.is_empty() {
-            return Ok(redriven);
-        }
-        let mut claims = Vec::with_capacity(uids.len());
-        for uid in &uids {
-            let mut call = self.scripts.claim.call(&[keys::pending(*uid), keys::records(*uid), keys::kept(*uid), keys::meta(*uid)]);
-            call.arg(grace_ms).arg(MAX_CLAIMS_PER_USER);
-            claims.push(of_user(*uid, call));
-        }
-        let replies = self.run_scripted(vec![claims], &self.scripts.claim).await?;
-        let replies: Vec<Vec<Value>> = replies.iter().map(decode).collect::<Result<_, _>>()?;
-        let mut settled = Vec::new();
-        let mut next = redis::cmd("ZADD");
-        next.arg(&index).arg("XX");
-        let mut any_next = false;
-        for (uid, reply) in uids.iter().zip(replies) {
-            let (oldest, marks) = parse_claim(reply)?;
-            redriven.add_user(*uid, marks);
-            if oldest < 0 {
-                settled.push(*uid);
-            } else {
-                // Look again once its oldest mark is due.
-                next.arg(oldest).arg(uid);
-                any_next = true;
-            }
-        }
-        if any_next {
-            next.query_async::<()>(&mut connection).await.map_err(store_error)?;
-        }
-        // A record that cannot be decoded never will be: its mark goes.
-        if !redriven.undecodable.is_empty() {
-            let drops = redriven
-                .undecodable
-                .iter()
-                .map(|(uid, field, _)| of_user(*uid, redis::cmd("HDEL").arg(keys::pending(*uid)).arg(field).clone()));
-            self.run_plain(vec![drops.collect()]).await?;
-        }
-        self.unindex(shard, &settled, model::now_ms()).await?;
-        Ok(redriven)
-    }
-
-    pub(super) async fn pending_stats(&self, shards: u32) -> Result<PendingStats, StoreError> {
-        let mut commands = Vec::with_capacity(2 * shards as usize);
-        for shard in 0..shards {
-            let index = keys::pending_index(shard);
-            let slot = keys::key_slot(&index);
-            commands.push(SlotCommand { slot, command: redis::cmd("ZCARD").arg(&index).clone() });
-            commands.push(SlotCommand { slot, command: redis::cmd("ZRANGE").arg(&index).arg(0).arg(0).arg("WITHSCORES").clone() });
-        }
-        let replies = self.run_plain(vec![commands]).await?;
-        let mut stats = PendingStats::default();
-        for pair in replies.chunks(2) {
-            let users: u64 = redis::from_redis_value_ref(&pair[0]).map_err(parse_error)?;
-            let oldest: Vec<(u64, f64)> = redis::from_redis_value_ref(&pair[1]).map_err(parse_error)?;
-            stats.users += users;
-            if let Some(&(_, at)) = oldest.first() {
-                let at = at as i64;
-                stats.oldest_ms = Some(stats.oldest_ms.map_or(at, |known| known.min(at)));
-            }
-        }
-        Ok(stats)
+        self.run_by_node(&self.scripts.settle, build).await.map(drop)
     }
 
     pub(super) async fn read_records(&self, wanted: &[(u64, Vec<String>)]) -> Result<Vec<Vec<Option<Vec<u8>>>>, StoreError> {
@@ -634,24 +426,4 @@ impl RedisStore {
         let mut connection = self.connection.clone();
         redis::cmd("PING").query_async::<String>(&mut connection).await.is_ok()
     }
-}
-
-/// `claim.lua`'s answer: the oldest mark left (-1: none), then the claimed
-/// marks.
-fn parse_claim(reply: Vec<redis::Value>) -> Result<(i64, Vec<ClaimedMark>), StoreError> {
-    let mut values = reply.into_iter();
-    let oldest: i64 = match values.next() {
-        Some(value) => redis::from_redis_value_ref(&value).map_err(parse_error)?,
-        None => return Err(StoreError("the claim answered nothing".to_owned())),
-    };
-    let rest: Vec<redis::Value> = values.collect();
-    let mut marks = Vec::with_capacity(rest.len() / 3);
-    for triple in rest.chunks_exact(3) {
-        marks.push(ClaimedMark {
-            field: redis::from_redis_value_ref(&triple[0]).map_err(parse_error)?,
-            version: redis::from_redis_value_ref(&triple[1]).map_err(parse_error)?,
-            payload: redis::from_redis_value_ref(&triple[2]).map_err(parse_error)?,
-        });
-    }
-    Ok((oldest, marks))
 }

@@ -1,9 +1,8 @@
 -- histflow settle: after a flush reached Kafka, removes the marks it
 -- carried (`marks.lua`), for one or more users.
--- KEYS: per user h:{uid}:p, h:{uid}:k.
--- ARGV[1] = the users' pending index (their shard's), or '' when the
--- caller unindexes them (on a cluster the index is in another slot); then
--- per user: its count n, then n times field, version, whole ('1': the
+-- KEYS: per user h:{uid}:p, h:{uid}:k and its re-drive index (its
+-- shard's on one Redis, its slot's on a cluster: `record.lua`).
+-- ARGV: per user: its count n, then n times field, version, whole ('1': the
 -- flush carried the whole record or the mutation; '0': a reference the job
 -- must still re-read).
 -- A mark goes only if its version is at or below the one carried: a newer
@@ -14,11 +13,10 @@
 -- step (a later write that marks it again indexes it again).
 -- Returns per user how many pending marks are left.
 local call, tonumber = redis.call, tonumber
-local index = ARGV[1]
-local arg = 2
+local arg = 1
 local out = {}
-for user = 0, #KEYS / 2 - 1 do
-  local p, k = KEYS[user * 2 + 1], KEYS[user * 2 + 2]
+for user = 0, #KEYS / 3 - 1 do
+  local p, k, index = KEYS[user * 3 + 1], KEYS[user * 3 + 2], KEYS[user * 3 + 3]
   local count = tonumber(ARGV[arg])
   arg = arg + 1
   for _ = 1, count do
@@ -45,7 +43,7 @@ for user = 0, #KEYS / 2 - 1 do
     end
   end
   local left = pending_left(p)
-  if left == 0 and index ~= '' then call('ZREM', index, string.match(p, '{(.*)}')) end
+  if left == 0 then call('ZREM', index, string.match(p, '{(.*)}')) end
   out[#out + 1] = left
 end
 return out

@@ -59,7 +59,7 @@ impl Redrive {
     async fn pass(&self, shard: u32, stage: &str, output: &Output<Batch>) -> bool {
         let grace_ms = self.grace.as_millis() as i64;
         for _ in 0..MAX_ROUNDS {
-            let redriven = match self.store.redrive(shard, grace_ms, MAX_USERS).await {
+            let redriven = match self.store.redrive(shard, self.shards, grace_ms, MAX_USERS).await {
                 Ok(redriven) => redriven,
                 Err(error) => {
                     RedriveFailed { stage, shard, error: &error }.emit();

@@ -1,0 +1,291 @@
+//! The re-drive index on a real Redis: which users may hold pending marks,
+//! and the re-drive that claims the due ones.
+//!
+//! On one Redis a shard's users are in its index (`h:pending:{shard}`); on a
+//! Redis Cluster each hash slot's users are in that slot's index
+//! (`h:marked:{tag}`), so the scripts that write, settle and claim a user's
+//! marks keep its index in the same atomic step on both. The re-drive of
+//! shard `s` on a cluster looks at the slots [`keys::slots_of_shard`] gives
+//! it, a node's slots in a few script calls (`due.lua`).
+//!
+//! A cluster's shard indexes are where builds before the slot indexes put
+//! its users: still read, never written, so what they hold is re-driven and
+//! drained. Taking a user out of such an index cannot be one step with the
+//! look at its marks (they are in other slots): [`RedisStore::unindex`]
+//! moves it to a leaving set first, and a user a kill strands there is put
+//! back by [`RedisStore::return_stranded`].
+
+use model::keys;
+use redis::Value;
+
+use super::calls::script_call;
+use super::link::{Lua, NodeMap, SlotCommand};
+use super::marks::{ClaimedMark, PendingStats, Redriven};
+use super::params::StoreError;
+use super::redis::{decode, of_user, parse_error, store_error, RedisStore};
+
+/// Most marks one claim takes of one user; the rest wait for the next pass.
+const MAX_CLAIMS_PER_USER: usize = 1024;
+/// Users stranded in a leaving set put back per shard per look.
+const MAX_STRANDED: usize = 1024;
+/// Most slot indexes one script call looks at (a call blocks its node).
+const MAX_SLOTS_PER_CALL: usize = 1024;
+
+/// A user due for a look, and the index it was found in: `Some` when the
+/// claim keeps that index itself (it is in the user's slot, or on one
+/// Redis), `None` for a cluster's shard index (the caller keeps it).
+type Due = (u64, Option<String>);
+
+impl RedisStore {
+    /// `ZADD NX` of `uids` to `index`.
+    pub(super) fn add_to_index(&self, index: &str, uids: &[u64], now_ms: i64) -> SlotCommand {
+        let mut add = redis::cmd("ZADD");
+        add.arg(index).arg("NX");
+        for uid in uids {
+            add.arg(now_ms).arg(uid);
+        }
+        SlotCommand { slot: keys::key_slot(index), command: add }
+    }
+
+    /// Calls of `script` over the slot indexes of `slots`, grouped by the
+    /// node serving them when `nodes` is known (else one call per slot),
+    /// each with `args` after its keys.
+    fn slot_index_calls(&self, script: &Lua, slots: &[u16], nodes: Option<&NodeMap>, args: &[i64]) -> Vec<SlotCommand> {
+        let mut groups: std::collections::BTreeMap<u32, Vec<u16>> = std::collections::BTreeMap::new();
+        for &slot in slots {
+            groups.entry(nodes.map_or(u32::from(slot), |nodes| nodes.node_of(slot))).or_default().push(slot);
+        }
+        let mut calls = Vec::new();
+        for group in groups.values() {
+            for chunk in group.chunks(MAX_SLOTS_PER_CALL) {
+                let indexes: Vec<String> = chunk.iter().map(|&slot| keys::slot_pending_index(slot)).collect();
+                let mut call = script_call(script, &indexes, nodes.is_some());
+                for arg in args {
+                    call.arg(arg);
+                }
+                calls.push(SlotCommand { slot: chunk[0], command: call });
+            }
+        }
+        calls
+    }
+
+    /// Users of `shard`'s slot indexes (a cluster's) due by `due_ms`, at
+    /// most `max_users`.
+    async fn due_in_slots(&self, shard: u32, shards: u32, due_ms: i64, max_users: usize) -> Result<Vec<u64>, StoreError> {
+        let slots: Vec<u16> = keys::slots_of_shard(shard, shards).collect();
+        let build =
+            |nodes: Option<&NodeMap>| (vec![self.slot_index_calls(&self.scripts.due, &slots, nodes, &[due_ms, max_users as i64])], ());
+        let (replies, ()) = self.run_by_node(&self.scripts.due, build).await?;
+        let mut uids = Vec::new();
+        for reply in &replies {
+            let found: Vec<u64> = decode(reply)?;
+            uids.extend(found);
+        }
+        uids.truncate(max_users);
+        Ok(uids)
+    }
+
+    /// Claims the due marks of `shard` (at most `max_users` users) and
+    /// answers what to ship again.
+    pub(super) async fn redrive(&self, shard: u32, shards: u32, grace_ms: i64, max_users: usize) -> Result<Redriven, StoreError> {
+        self.return_stranded(shard, grace_ms).await?;
+        let mut connection = self.connection.clone();
+        let index = keys::pending_index(shard);
+        let due = model::now_ms() - grace_ms;
+        let listed: Vec<u64> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&index)
+            .arg("-inf")
+            .arg(due)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(max_users)
+            .query_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        let cluster = self.shape.cluster;
+        let mut candidates: Vec<Due> = listed.into_iter().map(|uid| (uid, (!cluster).then(|| index.clone()))).collect();
+        if cluster && candidates.len() < max_users {
+            let in_slots = self.due_in_slots(shard, shards, due, max_users - candidates.len()).await?;
+            candidates.extend(in_slots.into_iter().map(|uid| (uid, Some(keys::slot_pending_index(keys::cluster_slot(uid))))));
+        }
+        let mut redriven = Redriven { examined: candidates.len(), ..Redriven::default() };
+        if candidates.is_empty() {
+            return Ok(redriven);
+        }
+        let mut claims = Vec::with_capacity(candidates.len());
+        for (uid, kept_by_claim) in &candidates {
+            let mut call = self.scripts.claim.call(&[keys::pending(*uid), keys::records(*uid), keys::kept(*uid), keys::meta(*uid)]);
+            call.arg(grace_ms).arg(MAX_CLAIMS_PER_USER).arg(kept_by_claim.as_deref().unwrap_or(""));
+            claims.push(of_user(*uid, call));
+        }
+        let replies = self.run_scripted(vec![claims], &self.scripts.claim).await?;
+        let replies: Vec<Vec<Value>> = replies.iter().map(decode).collect::<Result<_, _>>()?;
+        // A cluster's shard index is kept here: due again when the user's
+        // oldest mark is, left when it has none.
+        let mut settled = Vec::new();
+        let mut next = redis::cmd("ZADD");
+        next.arg(&index).arg("XX");
+        let mut any_next = false;
+        for ((uid, kept_by_claim), reply) in candidates.iter().zip(replies) {
+            let (oldest, marks) = parse_claim(reply)?;
+            redriven.add_user(*uid, marks);
+            match (kept_by_claim, oldest < 0) {
+                (Some(_), _) => {}
+                (None, true) => settled.push(*uid),
+                (None, false) => {
+                    next.arg(oldest).arg(uid);
+                    any_next = true;
+                }
+            }
+        }
+        if any_next {
+            next.query_async::<()>(&mut connection).await.map_err(store_error)?;
+        }
+        // A record that cannot be decoded never will be: its mark goes.
+        if !redriven.undecodable.is_empty() {
+            let drops = redriven
+                .undecodable
+                .iter()
+                .map(|(uid, field, _)| of_user(*uid, redis::cmd("HDEL").arg(keys::pending(*uid)).arg(field).clone()));
+            self.run_plain(vec![drops.collect()]).await?;
+        }
+        self.unindex(shard, &settled, model::now_ms()).await?;
+        Ok(redriven)
+    }
+
+    /// Removes users with no pending marks from `shard`'s index (a
+    /// cluster's, where it is in another slot than theirs), without ever
+    /// leaving a marked user unindexed, even if this process dies half
+    /// way: each user is first moved to the leaving set, then its marks
+    /// are counted, then the marked ones go back to the index (a write may
+    /// have marked one after the caller looked) and all leave the leaving
+    /// set. Each step is ordered on one connection; a user stranded in the
+    /// leaving set by a kill is put back by [`Self::return_stranded`].
+    async fn unindex(&self, shard: u32, uids: &[u64], now_ms: i64) -> Result<(), StoreError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let (index, leaving) = (keys::pending_index(shard), keys::leaving_index(shard));
+        let slot = keys::key_slot(&index);
+        let mut park = redis::cmd("ZADD");
+        park.arg(&leaving);
+        for uid in uids {
+            park.arg(now_ms).arg(uid);
+        }
+        let mut out = redis::cmd("ZREM");
+        out.arg(&index).arg(uids);
+        // Its fields: a pending mark marks it again; a shipped reference
+        // (not re-driven) and the keeper do not.
+        let fields = uids.iter().map(|uid| of_user(*uid, redis::cmd("HKEYS").arg(keys::pending(*uid)).clone())).collect();
+        let replies = self.run_plain(vec![vec![SlotCommand { slot, command: park }, SlotCommand { slot, command: out }], fields]).await?;
+        let fields: Vec<Vec<String>> = replies[2..].iter().map(decode).collect::<Result<_, _>>()?;
+        let marked_again: Vec<u64> = uids
+            .iter()
+            .zip(fields)
+            .filter(|(_, fields)| fields.iter().any(|field| keys::is_pending_mark(field)))
+            .map(|(uid, _)| *uid)
+            .collect();
+        let mut done = Vec::new();
+        if !marked_again.is_empty() {
+            done.push(self.add_to_index(&index, &marked_again, now_ms));
+        }
+        let mut gone = redis::cmd("ZREM");
+        gone.arg(&leaving).arg(uids);
+        done.push(SlotCommand { slot, command: gone });
+        self.run_plain(vec![done]).await.map(drop)
+    }
+
+    /// Puts users left in `shard`'s leaving set for longer than `stale_ms`
+    /// (their remover was killed between its steps) back in the index, as
+    /// due: the next look re-drives their marks or lets them go.
+    async fn return_stranded(&self, shard: u32, stale_ms: i64) -> Result<(), StoreError> {
+        let (index, leaving) = (keys::pending_index(shard), keys::leaving_index(shard));
+        let mut connection = self.connection.clone();
+        let stranded: Vec<(u64, f64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&leaving)
+            .arg("-inf")
+            .arg(model::now_ms() - stale_ms)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(MAX_STRANDED)
+            .query_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        if stranded.is_empty() {
+            return Ok(());
+        }
+        let mut back = redis::cmd("ZADD");
+        back.arg(&index).arg("NX");
+        for (uid, since) in &stranded {
+            back.arg(*since as i64).arg(uid);
+        }
+        let uids: Vec<u64> = stranded.iter().map(|(uid, _)| *uid).collect();
+        // Back in the index first, then out of the leaving set.
+        redis::pipe()
+            .add_command(back)
+            .ignore()
+            .cmd("ZREM")
+            .arg(&leaving)
+            .arg(&uids)
+            .ignore()
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(store_error)
+    }
+
+    /// Users in the re-drive indexes (`shards` shard indexes, and on a
+    /// cluster every slot's), and the oldest entry.
+    pub(super) async fn pending_stats(&self, shards: u32) -> Result<PendingStats, StoreError> {
+        let mut commands = Vec::with_capacity(2 * shards as usize);
+        for shard in 0..shards {
+            let index = keys::pending_index(shard);
+            let slot = keys::key_slot(&index);
+            commands.push(SlotCommand { slot, command: redis::cmd("ZCARD").arg(&index).clone() });
+            commands.push(SlotCommand { slot, command: redis::cmd("ZRANGE").arg(&index).arg(0).arg(0).arg("WITHSCORES").clone() });
+        }
+        let replies = self.run_plain(vec![commands]).await?;
+        let mut stats = PendingStats::default();
+        let mut count = |users: u64, oldest: Option<i64>| {
+            stats.users += users;
+            if let Some(at) = oldest {
+                stats.oldest_ms = Some(stats.oldest_ms.map_or(at, |known| known.min(at)));
+            }
+        };
+        for pair in replies.chunks(2) {
+            let users: u64 = redis::from_redis_value_ref(&pair[0]).map_err(parse_error)?;
+            let oldest: Vec<(u64, f64)> = redis::from_redis_value_ref(&pair[1]).map_err(parse_error)?;
+            count(users, oldest.first().map(|&(_, at)| at as i64));
+        }
+        if self.shape.cluster {
+            let slots: Vec<u16> = (0..shards).flat_map(|shard| keys::slots_of_shard(shard, shards)).collect();
+            let build = |nodes: Option<&NodeMap>| (vec![self.slot_index_calls(&self.scripts.index_stats, &slots, nodes, &[])], ());
+            let (replies, ()) = self.run_by_node(&self.scripts.index_stats, build).await?;
+            for reply in &replies {
+                let (users, oldest): (u64, i64) = decode(reply)?;
+                count(users, (oldest >= 0).then_some(oldest));
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// `claim.lua`'s answer: the oldest mark left (-1: none), then the claimed
+/// marks.
+fn parse_claim(reply: Vec<redis::Value>) -> Result<(i64, Vec<ClaimedMark>), StoreError> {
+    let mut values = reply.into_iter();
+    let oldest: i64 = match values.next() {
+        Some(value) => redis::from_redis_value_ref(&value).map_err(parse_error)?,
+        None => return Err(StoreError("the claim answered nothing".to_owned())),
+    };
+    let rest: Vec<redis::Value> = values.collect();
+    let mut marks = Vec::with_capacity(rest.len() / 3);
+    for triple in rest.chunks_exact(3) {
+        marks.push(ClaimedMark {
+            field: redis::from_redis_value_ref(&triple[0]).map_err(parse_error)?,
+            version: redis::from_redis_value_ref(&triple[1]).map_err(parse_error)?,
+            payload: redis::from_redis_value_ref(&triple[2]).map_err(parse_error)?,
+        });
+    }
+    Ok((oldest, marks))
+}
