@@ -11,8 +11,8 @@
 //! - `record.lua`, `mutate.lua`, `page.lua`, `mark_checked.lua`,
 //!   `release_written.lua`, `settle.lua`, `claim.lua`: the same rules for
 //!   Redis, one atomic script each; `marks.lua` is the marks' helpers the
-//!   scripts that keep marks start with; `due.lua` and `index_stats.lua`
-//!   read a cluster's slot re-drive indexes.
+//!   scripts that keep marks start with; `due.lua` reads a cluster's slot
+//!   re-drive indexes.
 //! - `marks`: the marks as data (fields, what a flush settles, what a
 //!   re-drive ships).
 //! - `meta`: the meta hash's fields and what a read makes of them.

@@ -14,6 +14,7 @@ use super::link::{is_non_local, Link, Lua, NodeMap, SlotCommand};
 use super::marks::Carried;
 use super::meta::{business_clear_marker, business_of, delete_marker, hiding_markers, SliceQuery, TimelineSlice, UserMeta, READ_FIELDS};
 use super::params::{StoreError, WriteParams};
+use super::redrive_index::SlotScan;
 use super::rules::{Status, UserWrite};
 
 /// The helpers every mark-keeping script starts with.
@@ -62,6 +63,9 @@ pub struct RedisStore {
     pub(super) shape: CallShape,
     /// The scripts, shared by every clone.
     pub(super) scripts: Arc<Scripts>,
+    /// Where a cluster's re-drive stands in its slots, shared by every
+    /// clone.
+    pub(super) slot_scan: Arc<SlotScan>,
 }
 
 /// The Lua scripts a store runs (EVALSHA, loaded on NOSCRIPT).
@@ -70,7 +74,6 @@ pub(super) struct Scripts {
     settle: Lua,
     pub(super) claim: Lua,
     pub(super) due: Lua,
-    pub(super) index_stats: Lua,
     mutate: Lua,
     page: Lua,
     mark_checked: Lua,
@@ -98,13 +101,12 @@ impl RedisStore {
             settle: Lua::new(with_marks!("settle.lua")),
             claim: Lua::new(with_marks!("claim.lua")),
             due: Lua::new(with_marks!("due.lua")),
-            index_stats: Lua::new(with_marks!("index_stats.lua")),
             mutate: Lua::new(with_marks!("mutate.lua")),
             page: Lua::new(include_str!("page.lua")),
             mark_checked: Lua::new(include_str!("mark_checked.lua")),
             release_written: Lua::new(with_marks!("release_written.lua")),
         };
-        Ok(RedisStore { connection, shape, scripts: Arc::new(scripts) })
+        Ok(RedisStore { connection, shape, scripts: Arc::new(scripts), slot_scan: Arc::default() })
     }
 
     /// Runs `steps` (see [`Link::run`]) of calls of `script`.

@@ -6,7 +6,9 @@
 //! (`h:marked:{tag}`), so the scripts that write, settle and claim a user's
 //! marks keep its index in the same atomic step on both. The re-drive of
 //! shard `s` on a cluster looks at the slots [`keys::slots_of_shard`] gives
-//! it, a node's slots in a few script calls (`due.lua`).
+//! it, one of [`SLOT_PARTS`] parts of them a pass, a node's in one script
+//! call (`due.lua`), which also counts what the indexes hold for the marks
+//! gauge.
 //!
 //! A cluster's shard indexes are where builds before the slot indexes put
 //! its users: still read, never written, so what they hold is re-driven and
@@ -14,6 +16,9 @@
 //! look at its marks (they are in other slots): [`RedisStore::unindex`]
 //! moves it to a leaving set first, and a user a kill strands there is put
 //! back by [`RedisStore::return_stranded`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use model::keys;
 use redis::Value;
@@ -30,6 +35,49 @@ const MAX_CLAIMS_PER_USER: usize = 1024;
 const MAX_STRANDED: usize = 1024;
 /// Most slot indexes one script call looks at (a call blocks its node).
 const MAX_SLOTS_PER_CALL: usize = 1024;
+/// Parts a shard's slots are looked at in on a cluster, one a pass: an
+/// empty index still costs a look, and 16,384 of them every pass of every
+/// instance cost Redis more than the re-drive needs. A due mark then waits
+/// up to this many passes (8 s at the default `redrive_every_ms`, beside a
+/// grace of 30 s or more).
+pub(super) const SLOT_PARTS: usize = 8;
+
+/// Users in some re-drive indexes and their oldest entry (unix ms).
+type Indexed = (u64, Option<i64>);
+/// A part of a shard's slots: (shards, shard, part).
+type SlotPart = (u32, u32, usize);
+
+/// Where a cluster's re-drive stands in its slots.
+#[derive(Default)]
+pub(crate) struct SlotScan {
+    /// Per (shards, shard): the part of its slots looked at next.
+    next: Mutex<HashMap<(u32, u32), usize>>,
+    /// Per (shards, shard, part): users in its slot indexes and their
+    /// oldest entry, when last looked at.
+    seen: Mutex<HashMap<SlotPart, Indexed>>,
+}
+
+impl SlotScan {
+    /// The part of `shard`'s slots to look at now; the next call gets the
+    /// next one.
+    fn take_part(&self, shards: u32, shard: u32) -> usize {
+        let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let part = next.entry((shards, shard)).or_insert(0);
+        let now = *part;
+        *part = (now + 1) % SLOT_PARTS;
+        now
+    }
+
+    fn record(&self, shards: u32, shard: u32, part: usize, users: u64, oldest: Option<i64>) {
+        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert((shards, shard, part), (users, oldest));
+    }
+
+    /// What the slot indexes of `shards` shards held when last looked at.
+    fn seen(&self, shards: u32) -> Vec<Indexed> {
+        let seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.iter().filter(|((of, _, _), _)| *of == shards).map(|(_, &counted)| counted).collect()
+    }
+}
 
 /// A user due for a look, and the index it was found in: `Some` when the
 /// claim keeps that index itself (it is in the user's slot, or on one
@@ -69,18 +117,28 @@ impl RedisStore {
         calls
     }
 
-    /// Users of `shard`'s slot indexes (a cluster's) due by `due_ms`, at
-    /// most `max_users`.
+    /// Users of one part of `shard`'s slot indexes (a cluster's) due by
+    /// `due_ms`, at most `max_users`; what those indexes hold is kept for
+    /// [`Self::pending_stats`].
     async fn due_in_slots(&self, shard: u32, shards: u32, due_ms: i64, max_users: usize) -> Result<Vec<u64>, StoreError> {
-        let slots: Vec<u16> = keys::slots_of_shard(shard, shards).collect();
+        let part = self.slot_scan.take_part(shards, shard);
+        let slots: Vec<u16> = keys::slots_of_shard(shard, shards).skip(part).step_by(SLOT_PARTS).collect();
         let build =
             |nodes: Option<&NodeMap>| (vec![self.slot_index_calls(&self.scripts.due, &slots, nodes, &[due_ms, max_users as i64])], ());
         let (replies, ()) = self.run_by_node(&self.scripts.due, build).await?;
-        let mut uids = Vec::new();
+        let (mut users, mut oldest, mut uids) = (0u64, None::<i64>, Vec::new());
         for reply in &replies {
-            let found: Vec<u64> = decode(reply)?;
-            uids.extend(found);
+            let reply: Vec<i64> = decode(reply)?;
+            let [indexed, first, due @ ..] = &reply[..] else {
+                return Err(StoreError("the re-drive look-up answered too little".to_owned()));
+            };
+            users += *indexed as u64;
+            if *first >= 0 {
+                oldest = Some(oldest.map_or(*first, |known| known.min(*first)));
+            }
+            uids.extend(due.iter().map(|&uid| uid as u64));
         }
+        self.slot_scan.record(shards, shard, part, users, oldest);
         uids.truncate(max_users);
         Ok(uids)
     }
@@ -235,7 +293,8 @@ impl RedisStore {
     }
 
     /// Users in the re-drive indexes (`shards` shard indexes, and on a
-    /// cluster every slot's), and the oldest entry.
+    /// cluster every slot's as the re-drive last looked at them), and the
+    /// oldest entry.
     pub(super) async fn pending_stats(&self, shards: u32) -> Result<PendingStats, StoreError> {
         let mut commands = Vec::with_capacity(2 * shards as usize);
         for shard in 0..shards {
@@ -257,14 +316,8 @@ impl RedisStore {
             let oldest: Vec<(u64, f64)> = redis::from_redis_value_ref(&pair[1]).map_err(parse_error)?;
             count(users, oldest.first().map(|&(_, at)| at as i64));
         }
-        if self.shape.cluster {
-            let slots: Vec<u16> = (0..shards).flat_map(|shard| keys::slots_of_shard(shard, shards)).collect();
-            let build = |nodes: Option<&NodeMap>| (vec![self.slot_index_calls(&self.scripts.index_stats, &slots, nodes, &[])], ());
-            let (replies, ()) = self.run_by_node(&self.scripts.index_stats, build).await?;
-            for reply in &replies {
-                let (users, oldest): (u64, i64) = decode(reply)?;
-                count(users, (oldest >= 0).then_some(oldest));
-            }
+        for (users, oldest) in self.slot_scan.seen(shards) {
+            count(users, oldest);
         }
         Ok(stats)
     }
