@@ -416,6 +416,9 @@ async fn the_pending_hash_outlives_its_marks_and_always_expires() {
     assert!(marks.pending().await.is_empty());
     assert!(!marks.indexed().await);
     assert_eq!(marks.fields().await, [model::keys::PENDING_KEEPER]);
+    // Its index (this user's alone) stays too, kept by a member no user is.
+    let index: Vec<String> = redis::cmd("ZRANGE").arg(&marks.index).arg(0).arg(-1).query_async(&mut marks.connection).await.unwrap();
+    assert_eq!(index, [model::keys::INDEX_KEEPER], "the re-drive index went with its last user");
     assert!(pttl(&mut marks).await > 0);
     store.write(&[write(&record(uid, 2, 20))], params).await.unwrap();
     assert_eq!(marks.pending().await, ["a:2"]);

@@ -85,6 +85,13 @@ pub fn leaving_index(shard: u32) -> String {
     format!("h:leaving:{{{shard}}}")
 }
 
+/// The member of a re-drive index ([`pending_index`],
+/// [`slot_pending_index`]) that keeps it in being while no user is in it,
+/// scored `+inf` (never due), so the first user added and the last taken
+/// out make and delete no key: an index of a few users, a slot's, would
+/// otherwise be made and deleted with nearly every mark. Never a uid.
+pub const INDEX_KEEPER: &str = "~";
+
 /// `h:marked:{tag}`: ZSET as [`pending_index`], on a Redis Cluster: the
 /// re-drive's index of the users of one hash slot (`tag` is
 /// [`slot_tag`]`(slot)`, so the index lives in its users' slot and the

@@ -65,6 +65,15 @@ local function mark_kept(value)
 end
 -- The field that keeps p in being between marks.
 local KEEPER = '~keep'
+-- The member that keeps a re-drive index in being while no user is in it
+-- (`model::keys::INDEX_KEEPER`; score +inf: never due), so the first user
+-- added and the last taken out make and delete no key.
+local INDEX_KEEPER = '~'
+-- Adds the user `uid` to the re-drive index `index`, due at `at`, unless
+-- listed.
+local function index_user(index, at, uid)
+  redis.call('ZADD', index, 'NX', at, uid, '+inf', INDEX_KEEPER)
+end
 -- The field of the shipped reference of `item`.
 local SHIPPED = ':'
 local function shipped_field(item)

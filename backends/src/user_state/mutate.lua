@@ -36,7 +36,7 @@ local function mark(field, version)
   local now = mark_clock()
   redis.call('HSET', p, field, mark_value(version, now))
   redis.call('EXPIRE', p, ttl)
-  redis.call('ZADD', index, 'NX', now, string.match(p, '{(.*)}'))
+  index_user(index, now, string.match(p, '{(.*)}'))
 end
 
 if kind == 'delete' then

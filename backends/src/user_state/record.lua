@@ -195,7 +195,7 @@ local function write_user(t, count, index, meta, event_field)
   end
   if new_mark then
     if made_p then call('EXPIRE', p, ttl) end
-    if index then call('ZADD', index, 'NX', now, string.match(base, '{(.*)}')) end
+    if index then index_user(index, now, string.match(base, '{(.*)}')) end
   end
   -- Expiry counts days of inactivity: refreshing it on the user's first
   -- write of each day keeps it exact to the day at a fraction of the cost.

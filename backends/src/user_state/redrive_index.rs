@@ -300,8 +300,11 @@ impl RedisStore {
         for shard in 0..shards {
             let index = keys::pending_index(shard);
             let slot = keys::key_slot(&index);
-            commands.push(SlotCommand { slot, command: redis::cmd("ZCARD").arg(&index).clone() });
-            commands.push(SlotCommand { slot, command: redis::cmd("ZRANGE").arg(&index).arg(0).arg(0).arg("WITHSCORES").clone() });
+            // Its keeper (score +inf) is no user.
+            commands.push(SlotCommand { slot, command: redis::cmd("ZCOUNT").arg(&index).arg("-inf").arg("(+inf").clone() });
+            let oldest =
+                redis::cmd("ZRANGEBYSCORE").arg(&index).arg("-inf").arg("(+inf").arg("WITHSCORES").arg("LIMIT").arg(0).arg(1).clone();
+            commands.push(SlotCommand { slot, command: oldest });
         }
         let replies = self.run_plain(vec![commands]).await?;
         let mut stats = PendingStats::default();
