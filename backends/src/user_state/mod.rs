@@ -22,7 +22,8 @@
 //! - `link`: the connection, to one Redis or a cluster (pipelines split by
 //!   hash slot).
 //! - `redis`: the store on Redis.
-//! - `redrive_index`: the re-drive index on Redis and the re-drive.
+//! - `redrive_index`: the re-drive index on Redis and the re-drive;
+//!   `slot_scan`: where a cluster's re-drive stands in its slots.
 //! - `embedded`: the store in process memory (`--embedded`).
 
 mod calls;
@@ -34,6 +35,7 @@ mod params;
 mod redis;
 mod redrive_index;
 mod rules;
+mod slot_scan;
 
 use std::sync::Arc;
 

@@ -14,8 +14,8 @@ use super::link::{is_non_local, Link, Lua, NodeMap, SlotCommand};
 use super::marks::Carried;
 use super::meta::{business_clear_marker, business_of, delete_marker, hiding_markers, SliceQuery, TimelineSlice, UserMeta, READ_FIELDS};
 use super::params::{StoreError, WriteParams};
-use super::redrive_index::SlotScan;
 use super::rules::{Status, UserWrite};
+use super::slot_scan::SlotScan;
 
 /// The helpers every mark-keeping script starts with.
 macro_rules! with_marks {

@@ -6,7 +6,7 @@
 //! (`h:marked:{tag}`), so the scripts that write, settle and claim a user's
 //! marks keep its index in the same atomic step on both. The re-drive of
 //! shard `s` on a cluster looks at the slots [`keys::slots_of_shard`] gives
-//! it, one of [`SLOT_PARTS`] parts of them a pass, a node's in one script
+//! it, one of `SLOT_PARTS` (`slot_scan`) parts of them a pass, a node's in one script
 //! call (`due.lua`), which also counts what the indexes hold for the marks
 //! gauge.
 //!
@@ -17,9 +17,6 @@
 //! moves it to a leaving set first, and a user a kill strands there is put
 //! back by [`RedisStore::return_stranded`].
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use model::keys;
 use redis::Value;
 
@@ -28,6 +25,7 @@ use super::link::{Lua, NodeMap, SlotCommand};
 use super::marks::{ClaimedMark, PendingStats, Redriven};
 use super::params::StoreError;
 use super::redis::{decode, of_user, parse_error, store_error, RedisStore};
+use super::slot_scan::SLOT_PARTS;
 
 /// Most marks one claim takes of one user; the rest wait for the next pass.
 const MAX_CLAIMS_PER_USER: usize = 1024;
@@ -35,49 +33,6 @@ const MAX_CLAIMS_PER_USER: usize = 1024;
 const MAX_STRANDED: usize = 1024;
 /// Most slot indexes one script call looks at (a call blocks its node).
 const MAX_SLOTS_PER_CALL: usize = 1024;
-/// Parts a shard's slots are looked at in on a cluster, one a pass: an
-/// empty index still costs a look, and 16,384 of them every pass of every
-/// instance cost Redis more than the re-drive needs. A due mark then waits
-/// up to this many passes (8 s at the default `redrive_every_ms`, beside a
-/// grace of 30 s or more).
-pub(super) const SLOT_PARTS: usize = 8;
-
-/// Users in some re-drive indexes and their oldest entry (unix ms).
-type Indexed = (u64, Option<i64>);
-/// A part of a shard's slots: (shards, shard, part).
-type SlotPart = (u32, u32, usize);
-
-/// Where a cluster's re-drive stands in its slots.
-#[derive(Default)]
-pub(crate) struct SlotScan {
-    /// Per (shards, shard): the part of its slots looked at next.
-    next: Mutex<HashMap<(u32, u32), usize>>,
-    /// Per (shards, shard, part): users in its slot indexes and their
-    /// oldest entry, when last looked at.
-    seen: Mutex<HashMap<SlotPart, Indexed>>,
-}
-
-impl SlotScan {
-    /// The part of `shard`'s slots to look at now; the next call gets the
-    /// next one.
-    fn take_part(&self, shards: u32, shard: u32) -> usize {
-        let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let part = next.entry((shards, shard)).or_insert(0);
-        let now = *part;
-        *part = (now + 1) % SLOT_PARTS;
-        now
-    }
-
-    fn record(&self, shards: u32, shard: u32, part: usize, users: u64, oldest: Option<i64>) {
-        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert((shards, shard, part), (users, oldest));
-    }
-
-    /// What the slot indexes of `shards` shards held when last looked at.
-    fn seen(&self, shards: u32) -> Vec<Indexed> {
-        let seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        seen.iter().filter(|((of, _, _), _)| *of == shards).map(|(_, &counted)| counted).collect()
-    }
-}
 
 /// A user due for a look, and the index it was found in: `Some` when the
 /// claim keeps that index itself (it is in the user's slot, or on one
