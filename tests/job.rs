@@ -163,8 +163,9 @@ async fn service_and_job_persist_the_latest_record(payload: &str) {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the replay did not reach the first job's offsets {ends:?} in 45 s (at {committed:?})\n{}",
-            replay.log_text()
+            "the replay did not reach the first job's offsets {ends:?} in 45 s (at {committed:?})\nthe replay:\n{}\nthe service (what it shipped since):\n{}",
+            replay.log_text(),
+            service.log_text()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
