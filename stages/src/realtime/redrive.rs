@@ -9,7 +9,9 @@
 //!
 //! Cost: a pass reads only the index entries that are due (at most
 //! `MAX_USERS` a shard a round, a few rounds a pass), and claims at most
-//! what those users have pending.
+//! what those users have pending. On a Redis Cluster each hash slot has
+//! its own index, and a pass also looks once at each index of an eighth
+//! of the slots (`backends::user_state`'s slot scan).
 
 use std::sync::Arc;
 use std::time::Duration;
