@@ -106,10 +106,15 @@ pub fn slot_pending_index(slot: u16) -> String {
 /// Redis Cluster ([`slot_pending_index`]), its shard's on one Redis
 /// ([`pending_index`]).
 pub fn user_pending_index(uid: u64, shards: u32, cluster: bool) -> String {
+    user_pending_index_in(uid, shard_of(uid, shards), cluster)
+}
+
+/// [`user_pending_index`] of `uid`, known to be in shard `shard`.
+pub fn user_pending_index_in(uid: u64, shard: u32, cluster: bool) -> String {
     if cluster {
         slot_pending_index(cluster_slot(uid))
     } else {
-        pending_index(shard_of(uid, shards))
+        pending_index(shard)
     }
 }
 

@@ -36,21 +36,30 @@ pub(crate) fn plan_calls(users: &[UserWrite], shape: CallShape, nodes: Option<&N
 /// [`plan_calls`] over `(uid, size)` pairs: any per-user script call
 /// (writes, settling marks).
 pub(crate) fn plan_sized_calls(users: &[(u64, usize)], shape: CallShape, nodes: Option<&NodeMap>) -> Vec<Vec<usize>> {
-    let group_of = |uid: u64| match (shape.cluster, nodes) {
+    // One Redis groups everything together: no slot to compute.
+    let slotted: Vec<(u16, usize)> =
+        users.iter().map(|&(uid, size)| (if shape.cluster { keys::cluster_slot(uid) } else { 0 }, size)).collect();
+    plan_slotted_calls(&slotted, shape, nodes)
+}
+
+/// [`plan_sized_calls`] over `(hash slot, size)` pairs: calls on keys
+/// named by their slot (a cluster's slot re-drive indexes, one each).
+pub(crate) fn plan_slotted_calls(items: &[(u16, usize)], shape: CallShape, nodes: Option<&NodeMap>) -> Vec<Vec<usize>> {
+    let group_of = |slot: u16| match (shape.cluster, nodes) {
         (false, _) => 0,
-        (true, Some(nodes)) => nodes.node_of(keys::cluster_slot(uid)),
-        (true, None) => u32::from(keys::cluster_slot(uid)),
+        (true, Some(nodes)) => nodes.node_of(slot),
+        (true, None) => u32::from(slot),
     };
     let mut groups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-    for (index, &(uid, _)) in users.iter().enumerate() {
-        groups.entry(group_of(uid)).or_default().push(index);
+    for (index, &(slot, _)) in items.iter().enumerate() {
+        groups.entry(group_of(slot)).or_default().push(index);
     }
     let mut calls = Vec::new();
     for members in groups.into_values() {
         let mut call: Vec<usize> = Vec::new();
         let mut events = 0;
         for index in members {
-            let size = users[index].1;
+            let size = items[index].1;
             if !call.is_empty() && events + size > shape.max_events {
                 calls.push(std::mem::take(&mut call));
                 events = 0;

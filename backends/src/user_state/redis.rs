@@ -352,10 +352,6 @@ impl RedisStore {
 
     pub(super) async fn settle(&self, shard: u32, users: &[(u64, Vec<Carried>)]) -> Result<(), StoreError> {
         let sizes: Vec<(u64, usize)> = users.iter().map(|(uid, marks)| (*uid, marks.len())).collect();
-        // The index a user with no mark left leaves, in the same atomic
-        // step: its shard's on one Redis, its slot's on a cluster.
-        let index_of =
-            |uid: u64| if self.shape.cluster { keys::slot_pending_index(keys::cluster_slot(uid)) } else { keys::pending_index(shard) };
         // Calls as small as the writes' (a script blocks Redis while it
         // runs), all in one pipeline. Settling again what a call that
         // failed half way settled changes nothing (versions only grow).
@@ -367,7 +363,9 @@ impl RedisStore {
                     .iter()
                     .flat_map(|&index| {
                         let uid = users[index].0;
-                        [keys::pending(uid), keys::kept(uid), index_of(uid)]
+                        // The index a user with no mark left leaves, in the
+                        // same atomic step.
+                        [keys::pending(uid), keys::kept(uid), keys::user_pending_index_in(uid, shard, self.shape.cluster)]
                     })
                     .collect();
                 let mut call = script_call(&self.scripts.settle, &user_keys, nodes.is_some());

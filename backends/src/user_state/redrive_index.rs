@@ -20,8 +20,8 @@
 use model::keys;
 use redis::Value;
 
-use super::calls::script_call;
-use super::link::{Lua, NodeMap, SlotCommand};
+use super::calls::{plan_slotted_calls, script_call, CallShape};
+use super::link::{NodeMap, SlotCommand};
 use super::marks::{ClaimedMark, PendingStats, Redriven};
 use super::params::StoreError;
 use super::redis::{decode, of_user, parse_error, store_error, RedisStore};
@@ -39,37 +39,33 @@ const MAX_SLOTS_PER_CALL: usize = 1024;
 /// Redis), `None` for a cluster's shard index (the caller keeps it).
 type Due = (u64, Option<String>);
 
-impl RedisStore {
-    /// `ZADD NX` of `uids` to `index`.
-    pub(super) fn add_to_index(&self, index: &str, uids: &[u64], now_ms: i64) -> SlotCommand {
-        let mut add = redis::cmd("ZADD");
-        add.arg(index).arg("NX");
-        for uid in uids {
-            add.arg(now_ms).arg(uid);
-        }
-        SlotCommand { slot: keys::key_slot(index), command: add }
+/// `ZADD NX` of `uids` to `index`.
+fn add_to_index(index: &str, uids: &[u64], now_ms: i64) -> SlotCommand {
+    let mut add = redis::cmd("ZADD");
+    add.arg(index).arg("NX");
+    for uid in uids {
+        add.arg(now_ms).arg(uid);
     }
+    SlotCommand { slot: keys::key_slot(index), command: add }
+}
 
-    /// Calls of `script` over the slot indexes of `slots`, grouped by the
-    /// node serving them when `nodes` is known (else one call per slot),
-    /// each with `args` after its keys.
-    fn slot_index_calls(&self, script: &Lua, slots: &[u16], nodes: Option<&NodeMap>, args: &[i64]) -> Vec<SlotCommand> {
-        let mut groups: std::collections::BTreeMap<u32, Vec<u16>> = std::collections::BTreeMap::new();
-        for &slot in slots {
-            groups.entry(nodes.map_or(u32::from(slot), |nodes| nodes.node_of(slot))).or_default().push(slot);
-        }
-        let mut calls = Vec::new();
-        for group in groups.values() {
-            for chunk in group.chunks(MAX_SLOTS_PER_CALL) {
-                let indexes: Vec<String> = chunk.iter().map(|&slot| keys::slot_pending_index(slot)).collect();
-                let mut call = script_call(script, &indexes, nodes.is_some());
-                for arg in args {
-                    call.arg(arg);
-                }
-                calls.push(SlotCommand { slot: chunk[0], command: call });
-            }
-        }
-        calls
+impl RedisStore {
+    /// `due.lua` calls over the slot indexes of `slots`, grouped as any
+    /// script call is (`plan_slotted_calls`: by the node serving them when
+    /// `nodes` is known, else one call per slot), at most
+    /// `MAX_SLOTS_PER_CALL` indexes a call.
+    fn due_calls(&self, slots: &[u16], nodes: Option<&NodeMap>, due_ms: i64, max_users: usize) -> Vec<SlotCommand> {
+        let sized: Vec<(u16, usize)> = slots.iter().map(|&slot| (slot, 1)).collect();
+        let shape = CallShape { cluster: true, max_events: MAX_SLOTS_PER_CALL };
+        plan_slotted_calls(&sized, shape, nodes)
+            .into_iter()
+            .map(|call_slots| {
+                let indexes: Vec<String> = call_slots.iter().map(|&at| keys::slot_pending_index(slots[at])).collect();
+                let mut call = script_call(&self.scripts.due, &indexes, nodes.is_some());
+                call.arg(due_ms).arg(max_users);
+                SlotCommand { slot: slots[call_slots[0]], command: call }
+            })
+            .collect()
     }
 
     /// Users of one part of `shard`'s slot indexes (a cluster's) due by
@@ -78,8 +74,7 @@ impl RedisStore {
     async fn due_in_slots(&self, shard: u32, shards: u32, due_ms: i64, max_users: usize) -> Result<Vec<u64>, StoreError> {
         let part = self.slot_scan.take_part(shards, shard);
         let slots: Vec<u16> = keys::slots_of_shard(shard, shards).skip(part).step_by(SLOT_PARTS).collect();
-        let build =
-            |nodes: Option<&NodeMap>| (vec![self.slot_index_calls(&self.scripts.due, &slots, nodes, &[due_ms, max_users as i64])], ());
+        let build = |nodes: Option<&NodeMap>| (vec![self.due_calls(&slots, nodes, due_ms, max_users)], ());
         let (replies, ()) = self.run_by_node(&self.scripts.due, build).await?;
         let (mut users, mut oldest, mut uids) = (0u64, None::<i64>, Vec::new());
         for reply in &replies {
@@ -200,7 +195,7 @@ impl RedisStore {
             .collect();
         let mut done = Vec::new();
         if !marked_again.is_empty() {
-            done.push(self.add_to_index(&index, &marked_again, now_ms));
+            done.push(add_to_index(&index, &marked_again, now_ms));
         }
         let mut gone = redis::cmd("ZREM");
         gone.arg(&leaving).arg(uids);

@@ -11,10 +11,9 @@
 -- it); a whole record or a mutation needs nothing more from Redis.
 -- A user left with no pending mark leaves the index in the same atomic
 -- step (a later write that marks it again indexes it again).
--- Returns per user how many pending marks are left.
+-- Returns nothing.
 local call, tonumber = redis.call, tonumber
 local arg = 1
-local out = {}
 for user = 0, #KEYS / 3 - 1 do
   local p, k, index = KEYS[user * 3 + 1], KEYS[user * 3 + 2], KEYS[user * 3 + 3]
   local count = tonumber(ARGV[arg])
@@ -42,8 +41,6 @@ for user = 0, #KEYS / 3 - 1 do
       end
     end
   end
-  local left = pending_left(p)
-  if left == 0 then call('ZREM', index, string.match(p, '{(.*)}')) end
-  out[#out + 1] = left
+  if pending_left(p) == 0 then call('ZREM', index, string.match(p, '{(.*)}')) end
 end
-return out
+return nil
