@@ -9,7 +9,8 @@
 //! Instances sharing a Redis share its marks: any of them re-drives what
 //! another acknowledged, into its own topic. So each test here keeps its
 //! keys in a Redis database of its own (they run side by side, each with
-//! its own topic and history table).
+//! its own topic and history table); the test on a Redis Cluster, which
+//! has no databases, starts a cluster of its own.
 //!
 //! Each of these tests fails when the re-drive is off: run them with
 //! `HISTFLOW_TEST_REDRIVE=off` to see it (the topology then says
@@ -25,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::cluster::TestCluster;
 use common::{TestCompat, TestTansu};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,10 +45,10 @@ struct Wiring<'a> {
     /// The service's ingest port.
     http: u16,
     /// The realtime stage's Redis (maybe through a proxy), without the
-    /// database.
+    /// database, or a cluster's seeds.
     realtime_redis: &'a str,
-    /// The Redis database of this test's keys.
-    redis_db: u8,
+    /// Where this test's keys are.
+    keys_in: KeysIn,
     /// The brokers.
     brokers: &'a str,
     /// The merge topic (and the job's group, named after it).
@@ -57,15 +59,41 @@ struct Wiring<'a> {
     shutdown_timeout_ms: u64,
 }
 
+/// Where a test keeps its keys.
+#[derive(Clone, Copy)]
+enum KeysIn {
+    /// A database of its own, on the Redis at `common::redis_url()` (or a
+    /// proxy to it).
+    Database(u8),
+    /// A Redis Cluster of the test's own (`realtime_redis` lists its seeds).
+    OwnCluster,
+}
+
+impl KeysIn {
+    /// The URL of `redis` (a server or a cluster's seeds) with this test's
+    /// database.
+    fn url(self, redis: &str) -> String {
+        match self {
+            KeysIn::Database(db) => format!("{}/{db}", redis.trim_end_matches('/')),
+            KeysIn::OwnCluster => redis.to_owned(),
+        }
+    }
+}
+
 /// Both roles' topology: a short aggregate window and a short grace.
 fn topology(wiring: &Wiring<'_>, compat: &TestCompat) -> String {
     let redrive = std::env::var("HISTFLOW_TEST_REDRIVE").map_or(true, |value| value != "off");
-    let Wiring { http, realtime_redis, redis_db, brokers, topic, payload, shutdown_timeout_ms } = *wiring;
+    let Wiring { http, realtime_redis, keys_in, brokers, topic, payload, shutdown_timeout_ms } = *wiring;
+    // The job reads Redis directly, never through the realtime stage's proxy.
+    let job_redis = match keys_in {
+        KeysIn::Database(_) => keys_in.url(&common::redis_url()),
+        KeysIn::OwnCluster => realtime_redis.to_owned(),
+    };
     common::StackTopology {
         http,
         compat,
-        realtime_redis: format!("{realtime_redis}/{redis_db}"),
-        job_redis: Some(format!("{}/{redis_db}", common::redis_url().trim_end_matches('/'))),
+        realtime_redis: keys_in.url(realtime_redis),
+        job_redis: Some(job_redis),
         brokers: brokers.to_owned(),
         topic,
         payload,
@@ -148,7 +176,7 @@ async fn until_acknowledged(acknowledged: &Arc<Mutex<Acknowledged>>, count: usiz
 /// becomes durable.
 #[tokio::test]
 async fn a_service_killed_under_load_and_restarted_loses_nothing_it_acknowledged() {
-    killed_under_load_and_restarted("ids", 11).await;
+    killed_under_load_and_restarted("ids", &common::redis_url(), KeysIn::Database(11)).await;
 }
 
 /// The same with `fetched`: the producer reads each flush's records from
@@ -158,15 +186,24 @@ async fn a_fetching_service_killed_under_load_and_restarted_loses_nothing_it_ack
     // Each kill test has a database of its own (the metrics test has 10):
     // marks a killed service leaves would be re-driven by another test's
     // service into that test's topic.
-    killed_under_load_and_restarted("fetched", 7).await;
+    killed_under_load_and_restarted("fetched", &common::redis_url(), KeysIn::Database(7)).await;
 }
 
-async fn killed_under_load_and_restarted(payload: &str, redis_db: u8) {
+/// The same on a Redis Cluster of three masters: there each hash slot has
+/// a re-drive index of its own, kept by the scripts that write the marks,
+/// and a pass looks at a part of the slots in turn. (A cluster has no
+/// databases, so this test starts one of its own.)
+#[tokio::test]
+async fn a_service_killed_under_load_on_a_redis_cluster_and_restarted_loses_nothing_it_acknowledged() {
+    let cluster = TestCluster::start(3, 0);
+    killed_under_load_and_restarted("fetched", &cluster.url(), KeysIn::OwnCluster).await;
+}
+
+async fn killed_under_load_and_restarted(payload: &str, redis: &str, keys_in: KeysIn) {
     let compat = TestCompat::start();
     let (http, topic) = (common::free_port(), common::unique("kill"));
-    let redis = common::redis_url().trim_end_matches('/').to_owned();
     let brokers = common::kafka_brokers();
-    let wiring = Wiring { http, realtime_redis: &redis, redis_db, brokers: &brokers, topic: &topic, payload, shutdown_timeout_ms: 15000 };
+    let wiring = Wiring { http, realtime_redis: redis, keys_in, brokers: &brokers, topic: &topic, payload, shutdown_timeout_ms: 15000 };
     let topo = topology(&wiring, &compat);
     let mut service = common::start_role(&topo, "service", Some(http)).await;
     let job = common::start_role(&topo, "job", None).await;
@@ -183,7 +220,7 @@ async fn killed_under_load_and_restarted(payload: &str, redis_db: u8) {
     let restarted = common::start_role(&topo, "service", Some(http)).await;
     let acknowledged = acknowledged.lock().unwrap().clone();
     if let Err(problem) = common::until_durable(&compat, &acknowledged).await {
-        let trace = common::trace::missing(&format!("{redis}/{}", wiring.redis_db), &brokers, &topic, &problem.missing).await;
+        let trace = common::trace::missing(&keys_in.url(redis), &brokers, &topic, &problem.missing).await;
         panic!(
             "{problem}\n{trace}--- first service:\n{}\n--- restarted:\n{}\n--- job:\n{}",
             service.log_text(),
@@ -203,7 +240,7 @@ async fn the_survivor_re_drives_what_a_dead_instance_acknowledged() {
     let instance = |http| Wiring {
         http,
         realtime_redis: &redis,
-        redis_db: 12,
+        keys_in: KeysIn::Database(12),
         brokers: &brokers,
         topic: &topic,
         payload: "full",
@@ -300,7 +337,7 @@ async fn an_event_redis_applied_without_a_reply_is_durable_whatever_the_client_w
     let wiring = Wiring {
         http,
         realtime_redis: &proxied,
-        redis_db: 13,
+        keys_in: KeysIn::Database(13),
         brokers: &brokers,
         topic: &topic,
         payload: "ids",
@@ -349,8 +386,15 @@ async fn what_a_drain_deadline_cut_off_is_re_driven_after_a_restart() {
     let tansu = TestTansu::start();
     let (http, topic, brokers) = (common::free_port(), common::unique("deadline"), tansu.brokers());
     let redis = common::redis_url().trim_end_matches('/').to_owned();
-    let wiring =
-        Wiring { http, realtime_redis: &redis, redis_db: 14, brokers: &brokers, topic: &topic, payload: "full", shutdown_timeout_ms: 3000 };
+    let wiring = Wiring {
+        http,
+        realtime_redis: &redis,
+        keys_in: KeysIn::Database(14),
+        brokers: &brokers,
+        topic: &topic,
+        payload: "full",
+        shutdown_timeout_ms: 3000,
+    };
     let topo = topology(&wiring, &compat);
     let mut service = common::start_role(&topo, "service", Some(http)).await;
     let _job = common::start_role(&topo, "job", None).await;
