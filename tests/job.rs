@@ -220,8 +220,14 @@ async fn older_reports_deletes_and_clears_never_resurrect_in_hbase() {
     // Sentinels, sent last: a newer view after the delete, and after the clear.
     job.send(vec![Op::Upsert(record(b, 1, 35, 350)), Op::Upsert(record(c, 3, 70, 700))]).await;
 
-    let snapshot = until_table(&job.compat, "the sentinels", |snapshot| {
-        cell(snapshot, b, "archive:1").is_some_and(|(ts, _)| ts == 350) && cell(snapshot, c, "archive:3").is_some()
+    // A window's rows go out in concurrent calls (one per timestamp), so
+    // a sentinel in the table says nothing of another row of its window:
+    // the wait covers user a's row as well (its first write is already
+    // the folded one, so waiting for it hides nothing the test checks).
+    let snapshot = until_table(&job.compat, "the sentinels and user a's row", |snapshot| {
+        cell(snapshot, b, "archive:1").is_some_and(|(ts, _)| ts == 350)
+            && cell(snapshot, c, "archive:3").is_some()
+            && cell(snapshot, a, "archive:1").is_some()
     })
     .await;
     assert_eq!(cell(&snapshot, a, "archive:1").map(|(ts, r)| (ts, r.progress)), Some((200, 20)), "an older report never hides a newer one");
