@@ -67,7 +67,8 @@ pub fn kept(uid: u64) -> String {
 
 /// `h:pending:{shard}`: ZSET member = uid, score = when to look at the
 /// user's pending marks next (ms) — the re-drive's index of users that may
-/// have marks, kept at-least-once, on one Redis. On a Redis Cluster each
+/// have marks, kept at-least-once, on one Redis: a settle leaves a user
+/// listed, and the look that finds it with no mark left takes it out. On a Redis Cluster each
 /// slot has its own ([`slot_pending_index`]); a shard's there holds only
 /// users that builds before the slot indexes put in it, re-driven and
 /// drained.
@@ -95,7 +96,7 @@ pub const INDEX_KEEPER: &str = "~";
 /// `h:marked:{tag}`: ZSET as [`pending_index`], on a Redis Cluster: the
 /// re-drive's index of the users of one hash slot (`tag` is
 /// [`slot_tag`]`(slot)`, so the index lives in its users' slot and the
-/// scripts that write and settle their marks keep it in the same atomic
+/// scripts that write and claim their marks keep it in the same atomic
 /// step, as on one Redis). The re-drive of shard `s` looks at the slots
 /// [`slots_of_shard`] gives it.
 pub fn slot_pending_index(slot: u16) -> String {

@@ -84,11 +84,3 @@ local function shipped_item(field)
   if string.sub(field, 1, 1) == SHIPPED then return string.sub(field, 2) end
   return nil
 end
--- How many pending marks `p` holds (its shipped references left out).
-local function pending_left(p)
-  local count = 0
-  for _, field in ipairs(redis.call('HKEYS', p)) do
-    if field ~= KEEPER and not shipped_item(field) then count = count + 1 end
-  end
-  return count
-end

@@ -70,19 +70,19 @@ impl UserStore {
         }
     }
 
-    /// After a shard's flush reached Kafka: settles the marks its `ops`
-    /// carried (a mark acknowledged later, of a newer version, stays).
+    /// After a flush reached Kafka: settles the marks its `ops` carried (a
+    /// mark acknowledged later, of a newer version, stays).
     /// The embedded store keeps no marks: nothing of it outlives its
     /// process.
-    pub async fn settle(&self, shard: u32, ops: &[Op]) -> Result<(), StoreError> {
-        self.settle_carried(shard, &carried_by_user(ops)).await
+    pub async fn settle(&self, ops: &[Op]) -> Result<(), StoreError> {
+        self.settle_carried(&carried_by_user(ops)).await
     }
 
     /// [`UserStore::settle`] of marks named one by one, per user (as
     /// [`carried_by_user`] answers them).
-    pub async fn settle_carried(&self, shard: u32, users: &[(u64, Vec<Carried>)]) -> Result<(), StoreError> {
+    pub async fn settle_carried(&self, users: &[(u64, Vec<Carried>)]) -> Result<(), StoreError> {
         match self {
-            UserStore::Redis(redis) => redis.settle(shard, users).await,
+            UserStore::Redis(redis) => redis.settle(users).await,
             UserStore::Embedded(_) => Ok(()),
         }
     }

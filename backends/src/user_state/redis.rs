@@ -350,7 +350,7 @@ impl RedisStore {
         self.run_by_node(&self.scripts.release_written, build).await.map(drop)
     }
 
-    pub(super) async fn settle(&self, shard: u32, users: &[(u64, Vec<Carried>)]) -> Result<(), StoreError> {
+    pub(super) async fn settle(&self, users: &[(u64, Vec<Carried>)]) -> Result<(), StoreError> {
         let sizes: Vec<(u64, usize)> = users.iter().map(|(uid, marks)| (*uid, marks.len())).collect();
         // Calls as small as the writes' (a script blocks Redis while it
         // runs), all in one pipeline. Settling again what a call that
@@ -363,9 +363,7 @@ impl RedisStore {
                     .iter()
                     .flat_map(|&index| {
                         let uid = users[index].0;
-                        // The index a user with no mark left leaves, in the
-                        // same atomic step.
-                        [keys::pending(uid), keys::kept(uid), keys::user_pending_index_in(uid, shard, self.shape.cluster)]
+                        [keys::pending(uid), keys::kept(uid)]
                     })
                     .collect();
                 let mut call = script_call(&self.scripts.settle, &user_keys, nodes.is_some());

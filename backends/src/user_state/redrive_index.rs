@@ -3,8 +3,10 @@
 //!
 //! On one Redis a shard's users are in its index (`h:pending:{shard}`); on a
 //! Redis Cluster each hash slot's users are in that slot's index
-//! (`h:marked:{tag}`), so the scripts that write, settle and claim a user's
-//! marks keep its index in the same atomic step on both. The re-drive of
+//! (`h:marked:{tag}`), so the scripts that write and claim a user's marks
+//! keep its index in the same atomic step on both. A settle leaves the
+//! user listed (`settle.lua`); the claim of a user it finds with no mark
+//! left takes it out. The claims of a round go many users a script call. The re-drive of
 //! shard `s` on a cluster looks at the slots [`keys::slots_of_shard`] gives
 //! it, one of `SLOT_PARTS` (`slot_scan`) parts of them a pass, a node's in one script
 //! call (`due.lua`), which also counts what the indexes hold for the marks
@@ -20,8 +22,8 @@
 use model::keys;
 use redis::Value;
 
-use super::calls::{plan_slotted_calls, script_call, CallShape};
-use super::link::{NodeMap, SlotCommand};
+use super::calls::{plan_sized_calls, plan_slotted_calls, script_call, CallShape};
+use super::link::{is_non_local, NodeMap, SlotCommand};
 use super::marks::{ClaimedMark, PendingStats, Redriven};
 use super::params::StoreError;
 use super::redis::{decode, of_user, parse_error, store_error, RedisStore};
@@ -29,6 +31,8 @@ use super::slot_scan::SLOT_PARTS;
 
 /// Most marks one claim takes of one user; the rest wait for the next pass.
 const MAX_CLAIMS_PER_USER: usize = 1024;
+/// Most users one claim call carries (a call blocks its node).
+const MAX_USERS_PER_CLAIM: usize = 64;
 /// Users stranded in a leaving set put back per shard per look.
 const MAX_STRANDED: usize = 1024;
 /// Most slot indexes one script call looks at (a call blocks its node).
@@ -120,22 +124,14 @@ impl RedisStore {
         if candidates.is_empty() {
             return Ok(redriven);
         }
-        let mut claims = Vec::with_capacity(candidates.len());
-        for (uid, kept_by_claim) in &candidates {
-            let mut call = self.scripts.claim.call(&[keys::pending(*uid), keys::records(*uid), keys::kept(*uid), keys::meta(*uid)]);
-            call.arg(grace_ms).arg(MAX_CLAIMS_PER_USER).arg(kept_by_claim.as_deref().unwrap_or(""));
-            claims.push(of_user(*uid, call));
-        }
-        let replies = self.run_scripted(vec![claims], &self.scripts.claim).await?;
-        let replies: Vec<Vec<Value>> = replies.iter().map(decode).collect::<Result<_, _>>()?;
+        let claimed = self.claim(&candidates, grace_ms).await?;
         // A cluster's shard index is kept here: due again when the user's
         // oldest mark is, left when it has none.
         let mut settled = Vec::new();
         let mut next = redis::cmd("ZADD");
         next.arg(&index).arg("XX");
         let mut any_next = false;
-        for ((uid, kept_by_claim), reply) in candidates.iter().zip(replies) {
-            let (oldest, marks) = parse_claim(reply)?;
+        for ((uid, kept_by_claim), (oldest, marks)) in candidates.iter().zip(claimed) {
             redriven.add_user(*uid, marks);
             match (kept_by_claim, oldest < 0) {
                 (Some(_), _) => {}
@@ -159,6 +155,69 @@ impl RedisStore {
         }
         self.unindex(shard, &settled, model::now_ms()).await?;
         Ok(redriven)
+    }
+
+    /// Claims the due marks of `candidates` (`claim.lua`), many users a
+    /// call: on a cluster whose node map is known, users one node serves
+    /// together; a call that met a slot now served by another node claimed
+    /// nothing (the script reads every user first), and its users are
+    /// claimed again, grouped by slot. Answers, per candidate, the oldest
+    /// mark left (-1: none) and the marks claimed.
+    async fn claim(&self, candidates: &[Due], grace_ms: i64) -> Result<Vec<(i64, Vec<ClaimedMark>)>, StoreError> {
+        let nodes = self.connection.nodes().await;
+        let (calls, commands) = self.claim_calls(candidates, grace_ms, nodes.as_deref());
+        let replies = self.connection.run_replies(vec![commands], Some(&self.scripts.claim)).await.map_err(store_error)?;
+        let mut claimed: Vec<Option<(i64, Vec<ClaimedMark>)>> = (0..candidates.len()).map(|_| None).collect();
+        let mut again: Vec<usize> = Vec::new();
+        for (reply, call_users) in replies.into_iter().zip(&calls) {
+            match reply {
+                Value::ServerError(error) if nodes.is_some() && is_non_local(&error) => again.extend(call_users.iter().copied()),
+                Value::ServerError(error) => return Err(StoreError(error.to_string())),
+                reply => {
+                    for (&at, user) in call_users.iter().zip(parse_claims(&reply, call_users.len())?) {
+                        claimed[at] = Some(user);
+                    }
+                }
+            }
+        }
+        if !again.is_empty() {
+            let retry: Vec<Due> = again.iter().map(|&at| candidates[at].clone()).collect();
+            let (calls, commands) = self.claim_calls(&retry, grace_ms, None);
+            let replies = self.run_scripted(vec![commands], &self.scripts.claim).await?;
+            for (reply, call_users) in replies.iter().zip(&calls) {
+                for (&at, user) in call_users.iter().zip(parse_claims(reply, call_users.len())?) {
+                    claimed[again[at]] = Some(user);
+                }
+            }
+        }
+        claimed.into_iter().map(|user| user.ok_or_else(|| StoreError("the claim answered too few users".to_owned()))).collect()
+    }
+
+    /// The `claim.lua` calls of `candidates`, grouped as any script call
+    /// is (`plan_sized_calls`), and the candidates each call carries.
+    fn claim_calls(&self, candidates: &[Due], grace_ms: i64, nodes: Option<&NodeMap>) -> (Vec<Vec<usize>>, Vec<SlotCommand>) {
+        let sizes: Vec<(u64, usize)> = candidates.iter().map(|(uid, _)| (*uid, 1)).collect();
+        let shape = CallShape { cluster: self.shape.cluster, max_events: MAX_USERS_PER_CLAIM };
+        let calls = plan_sized_calls(&sizes, shape, nodes);
+        let commands = calls
+            .iter()
+            .map(|call_users| {
+                let user_keys: Vec<String> = call_users
+                    .iter()
+                    .flat_map(|&at| {
+                        let uid = candidates[at].0;
+                        [keys::pending(uid), keys::records(uid), keys::kept(uid), keys::meta(uid)]
+                    })
+                    .collect();
+                let mut call = script_call(&self.scripts.claim, &user_keys, nodes.is_some());
+                call.arg(grace_ms).arg(MAX_CLAIMS_PER_USER);
+                for &at in call_users {
+                    call.arg(candidates[at].1.as_deref().unwrap_or(""));
+                }
+                of_user(candidates[call_users[0]].0, call)
+            })
+            .collect();
+        (calls, commands)
     }
 
     /// Removes users with no pending marks from `shard`'s index (a
@@ -276,22 +335,32 @@ impl RedisStore {
     }
 }
 
-/// `claim.lua`'s answer: the oldest mark left (-1: none), then the claimed
-/// marks.
-fn parse_claim(reply: Vec<redis::Value>) -> Result<(i64, Vec<ClaimedMark>), StoreError> {
-    let mut values = reply.into_iter();
-    let oldest: i64 = match values.next() {
-        Some(value) => redis::from_redis_value_ref(&value).map_err(parse_error)?,
-        None => return Err(StoreError("the claim answered nothing".to_owned())),
-    };
-    let rest: Vec<redis::Value> = values.collect();
-    let mut marks = Vec::with_capacity(rest.len() / 3);
-    for triple in rest.chunks_exact(3) {
-        marks.push(ClaimedMark {
-            field: redis::from_redis_value_ref(&triple[0]).map_err(parse_error)?,
-            version: redis::from_redis_value_ref(&triple[1]).map_err(parse_error)?,
-            payload: redis::from_redis_value_ref(&triple[2]).map_err(parse_error)?,
-        });
+/// `claim.lua`'s answer for a call of `users` users: per user the oldest
+/// mark left (-1: none) and the marks claimed.
+fn parse_claims(reply: &Value, users: usize) -> Result<Vec<(i64, Vec<ClaimedMark>)>, StoreError> {
+    let values: Vec<Value> = decode(reply)?;
+    let too_little = || StoreError("the claim answered too little".to_owned());
+    let int = |value: &Value| -> Result<i64, StoreError> { redis::from_redis_value_ref(value).map_err(parse_error) };
+    let mut at = 0;
+    let mut parsed = Vec::with_capacity(users);
+    for _ in 0..users {
+        let [oldest, count] = values.get(at..at + 2).ok_or_else(too_little)? else { unreachable!("a slice of two") };
+        let (oldest, count) = (int(oldest)?, usize::try_from(int(count)?).map_err(|_| too_little())?);
+        at += 2;
+        let triples = values.get(at..at + 3 * count).ok_or_else(too_little)?;
+        at += 3 * count;
+        let mut marks = Vec::with_capacity(count);
+        for triple in triples.chunks_exact(3) {
+            marks.push(ClaimedMark {
+                field: redis::from_redis_value_ref(&triple[0]).map_err(parse_error)?,
+                version: int(&triple[1])?,
+                payload: redis::from_redis_value_ref(&triple[2]).map_err(parse_error)?,
+            });
+        }
+        parsed.push((oldest, marks));
     }
-    Ok((oldest, marks))
+    if at != values.len() {
+        return Err(StoreError("the claim answered more than its users".to_owned()));
+    }
+    Ok(parsed)
 }

@@ -1,7 +1,6 @@
 -- histflow settle: after a flush reached Kafka, removes the marks it
 -- carried (`marks.lua`), for one or more users.
--- KEYS: per user h:{uid}:p, h:{uid}:k and its re-drive index (its
--- shard's on one Redis, its slot's on a cluster: `record.lua`).
+-- KEYS: per user h:{uid}:p, h:{uid}:k.
 -- ARGV: per user: its count n, then n times field, version, whole ('1': the
 -- flush carried the whole record or the mutation; '0': a reference the job
 -- must still re-read).
@@ -9,13 +8,16 @@
 -- view of the item, acknowledged meanwhile, keeps it. A reference becomes
 -- a shipped reference (the record must stay readable until the job wrote
 -- it); a whole record or a mutation needs nothing more from Redis.
--- A user left with no pending mark leaves the index in the same atomic
--- step (a later write that marks it again indexes it again).
+-- A user left with no pending mark stays in its re-drive index: the
+-- re-drive's claim takes it out when it comes due with none (`claim.lua`).
+-- So a user reporting every few seconds, whose every mark is settled
+-- before its next report, costs the index one look a grace, not an add
+-- and a removal a report (its writes find it listed: `ZADD NX`).
 -- Returns nothing.
 local call, tonumber = redis.call, tonumber
 local arg = 1
-for user = 0, #KEYS / 3 - 1 do
-  local p, k, index = KEYS[user * 3 + 1], KEYS[user * 3 + 2], KEYS[user * 3 + 3]
+for user = 0, #KEYS / 2 - 1 do
+  local p, k = KEYS[user * 2 + 1], KEYS[user * 2 + 2]
   local count = tonumber(ARGV[arg])
   arg = arg + 1
   for _ = 1, count do
@@ -41,6 +43,5 @@ for user = 0, #KEYS / 3 - 1 do
       end
     end
   end
-  if pending_left(p) == 0 then call('ZREM', index, string.match(p, '{(.*)}')) end
 end
 return nil

@@ -119,7 +119,7 @@ impl KafkaProducerStage {
                 carried.extend(not_shipped);
                 // Not retried: a mark left behind only makes a re-drive
                 // ship the item once more (the writes are idempotent).
-                if let Err(error) = marks.settle_carried(shard, &carried).await {
+                if let Err(error) = marks.settle_carried(&carried).await {
                     MarksKept { stage: &stage, shard, error: &error }.emit();
                 }
             }
