@@ -12,8 +12,8 @@ pub(crate) fn figures() -> Vec<Figure> {
             label: "events/commit",
             source: FigureSource::Ratio { numerator: CommitSucceeded::EVENTS, denominator: CommitSucceeded::COMMITS },
         },
-        Figure { label: "users with marks", source: FigureSource::Value(MarksMeasured::USERS) },
-        Figure { label: "oldest mark, s", source: FigureSource::Value(MarksMeasured::OLDEST) },
+        Figure { label: "users in the re-drive index", source: FigureSource::Value(MarksMeasured::USERS) },
+        Figure { label: "oldest index entry, s", source: FigureSource::Value(MarksMeasured::OLDEST) },
         Figure { label: "re-driven users/s", source: FigureSource::Rate(MarksRedriven::USERS) },
     ]
 }
