@@ -6,11 +6,11 @@
 //! (`h:marked:{tag}`), so the scripts that write and claim a user's marks
 //! keep its index in the same atomic step on both. A settle leaves the
 //! user listed (`settle.lua`); the claim of a user it finds with no mark
-//! left takes it out. The claims of a round go many users a script call. The re-drive of
-//! shard `s` on a cluster looks at the slots [`keys::slots_of_shard`] gives
-//! it, one of `SLOT_PARTS` (`slot_scan`) parts of them a pass, a node's in one script
-//! call (`due.lua`), which also counts what the indexes hold for the marks
-//! gauge.
+//! left takes it out. The claims of a round go many users a script call.
+//! The re-drive of shard `s` on a cluster looks at the slots
+//! [`keys::slots_of_shard`] gives it, one of `SLOT_PARTS` (`slot_scan`)
+//! parts of them a pass, a node's in one script call (`due.lua`), which
+//! also counts what the indexes hold for the marks gauge.
 //!
 //! A cluster's shard indexes are where builds before the slot indexes put
 //! its users: still read, never written, so what they hold is re-driven and
