@@ -40,12 +40,12 @@ pub(super) fn decode<T: redis::FromRedisValue>(value: &Value) -> Result<T, Store
     redis::from_redis_value_ref(value).map_err(parse_error)
 }
 
-/// A write call's flat statuses put back per user: each of `call_users`
-/// (indexes into `users`) with its events' statuses.
-fn per_user(reply: &Value, call_users: &[usize], users: &[UserWrite]) -> Result<Vec<(usize, Vec<Status>)>, StoreError> {
+/// A write call's flat statuses put back per user: for each of
+/// `call_users` (indexes into `users`), its events' statuses.
+fn per_user(reply: &Value, call_users: &[usize], users: &[UserWrite]) -> Result<Vec<Vec<Status>>, StoreError> {
     let reply: Vec<Status> = decode(reply)?;
     let mut reply = reply.into_iter();
-    Ok(call_users.iter().map(|&index| (index, reply.by_ref().take(users[index].events.len()).collect())).collect())
+    Ok(call_users.iter().map(|&index| reply.by_ref().take(users[index].events.len()).collect()).collect())
 }
 
 /// A write's script calls for [`Link::run`] and the users of each.
@@ -143,39 +143,59 @@ impl RedisStore {
         self.connection.run(steps, None).await.map_err(store_error)
     }
 
-    pub(super) async fn write(&self, users: &[UserWrite], params: WriteParams) -> Result<Vec<Vec<Status>>, StoreError> {
+    /// Runs the script calls `steps` makes of `items` (the calls, as
+    /// indexes into the items given, and their commands), grouped by the
+    /// node serving them when the node map is known, and answers each
+    /// item's part of its call's reply (`parse`: per item of a call, in
+    /// order), in the order of `items`. The items of a call that met a
+    /// slot another node now serves go again, grouped by slot: only for
+    /// scripts that read every item before changing any (`record.lua`,
+    /// `claim.lua`), so that such a call changed nothing.
+    pub(super) async fn run_read_first<I: Clone, T>(
+        &self,
+        script: &Lua,
+        items: &[I],
+        steps: impl Fn(&[I], Option<&NodeMap>) -> (Vec<Vec<usize>>, Vec<SlotCommand>),
+        parse: impl Fn(&Value, &[usize], &[I]) -> Result<Vec<T>, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let nodes = self.connection.nodes().await;
-        let WriteSteps { scripts, calls } = self.write_steps(users, params, nodes.as_deref());
-        let replies = self.connection.run_replies(vec![scripts], Some(&self.scripts.record)).await.map_err(store_error)?;
-        let mut statuses: Vec<Vec<Status>> = vec![Vec::new(); users.len()];
-        // Users of calls that met a slot another node now serves: those
-        // calls wrote nothing (`record.lua` reads every user first), so
-        // they are written again, grouped by slot.
+        let (calls, commands) = steps(items, nodes.as_deref());
+        let replies = self.connection.run_replies(vec![commands], Some(script)).await.map_err(store_error)?;
+        let mut answered: Vec<Option<T>> = (0..items.len()).map(|_| None).collect();
         let mut again: Vec<usize> = Vec::new();
-        for (reply, call_users) in replies.into_iter().zip(&calls) {
-            match (reply, call_users) {
-                (Value::ServerError(error), call_users) if nodes.is_some() && is_non_local(&error) => {
-                    again.extend(call_users.iter().copied());
-                }
-                (Value::ServerError(error), _) => return Err(StoreError(error.to_string())),
-                (reply, call_users) => {
-                    for (index, user_statuses) in per_user(&reply, call_users, users)? {
-                        statuses[index] = user_statuses;
+        for (reply, call_items) in replies.into_iter().zip(&calls) {
+            match reply {
+                Value::ServerError(error) if nodes.is_some() && is_non_local(&error) => again.extend(call_items.iter().copied()),
+                Value::ServerError(error) => return Err(StoreError(error.to_string())),
+                reply => {
+                    for (&at, answer) in call_items.iter().zip(parse(&reply, call_items, items)?) {
+                        answered[at] = Some(answer);
                     }
                 }
             }
         }
         if !again.is_empty() {
-            let retry: Vec<UserWrite> = again.iter().map(|&index| users[index].clone()).collect();
-            let WriteSteps { scripts, calls } = self.write_steps(&retry, params, None);
-            let replies = self.run_scripted(vec![scripts], &self.scripts.record).await?;
-            for (call_users, reply) in calls.iter().zip(&replies) {
-                for (index, user_statuses) in per_user(reply, call_users, &retry)? {
-                    statuses[again[index]] = user_statuses;
+            let retry: Vec<I> = again.iter().map(|&at| items[at].clone()).collect();
+            let (calls, commands) = steps(&retry, None);
+            let replies = self.run_scripted(vec![commands], script).await?;
+            for (reply, call_items) in replies.iter().zip(&calls) {
+                for (&at, answer) in call_items.iter().zip(parse(reply, call_items, &retry)?) {
+                    answered[again[at]] = Some(answer);
                 }
             }
         }
-        Ok(statuses)
+        answered
+            .into_iter()
+            .map(|answer| answer.ok_or_else(|| StoreError("a script call answered too few of its items".to_owned())))
+            .collect()
+    }
+
+    pub(super) async fn write(&self, users: &[UserWrite], params: WriteParams) -> Result<Vec<Vec<Status>>, StoreError> {
+        let steps = |users: &[UserWrite], nodes: Option<&NodeMap>| {
+            let WriteSteps { scripts, calls } = self.write_steps(users, params, nodes);
+            (calls, scripts)
+        };
+        self.run_read_first(&self.scripts.record, users, steps, per_user).await
     }
 
     /// The steps of a write of `users`.

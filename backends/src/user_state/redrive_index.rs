@@ -23,7 +23,7 @@ use model::keys;
 use redis::Value;
 
 use super::calls::{plan_sized_calls, plan_slotted_calls, script_call, CallShape};
-use super::link::{is_non_local, NodeMap, SlotCommand};
+use super::link::{NodeMap, SlotCommand};
 use super::marks::{ClaimedMark, PendingStats, Redriven};
 use super::params::StoreError;
 use super::redis::{decode, of_user, parse_error, store_error, RedisStore};
@@ -164,33 +164,8 @@ impl RedisStore {
     /// claimed again, grouped by slot. Answers, per candidate, the oldest
     /// mark left (-1: none) and the marks claimed.
     async fn claim(&self, candidates: &[Due], grace_ms: i64) -> Result<Vec<(i64, Vec<ClaimedMark>)>, StoreError> {
-        let nodes = self.connection.nodes().await;
-        let (calls, commands) = self.claim_calls(candidates, grace_ms, nodes.as_deref());
-        let replies = self.connection.run_replies(vec![commands], Some(&self.scripts.claim)).await.map_err(store_error)?;
-        let mut claimed: Vec<Option<(i64, Vec<ClaimedMark>)>> = (0..candidates.len()).map(|_| None).collect();
-        let mut again: Vec<usize> = Vec::new();
-        for (reply, call_users) in replies.into_iter().zip(&calls) {
-            match reply {
-                Value::ServerError(error) if nodes.is_some() && is_non_local(&error) => again.extend(call_users.iter().copied()),
-                Value::ServerError(error) => return Err(StoreError(error.to_string())),
-                reply => {
-                    for (&at, user) in call_users.iter().zip(parse_claims(&reply, call_users.len())?) {
-                        claimed[at] = Some(user);
-                    }
-                }
-            }
-        }
-        if !again.is_empty() {
-            let retry: Vec<Due> = again.iter().map(|&at| candidates[at].clone()).collect();
-            let (calls, commands) = self.claim_calls(&retry, grace_ms, None);
-            let replies = self.run_scripted(vec![commands], &self.scripts.claim).await?;
-            for (reply, call_users) in replies.iter().zip(&calls) {
-                for (&at, user) in call_users.iter().zip(parse_claims(reply, call_users.len())?) {
-                    claimed[again[at]] = Some(user);
-                }
-            }
-        }
-        claimed.into_iter().map(|user| user.ok_or_else(|| StoreError("the claim answered too few users".to_owned()))).collect()
+        let steps = |candidates: &[Due], nodes: Option<&NodeMap>| self.claim_calls(candidates, grace_ms, nodes);
+        self.run_read_first(&self.scripts.claim, candidates, steps, |reply, call_users, _| parse_claims(reply, call_users.len())).await
     }
 
     /// The `claim.lua` calls of `candidates`, grouped as any script call
