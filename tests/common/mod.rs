@@ -90,8 +90,20 @@ pub fn texts(output: &Output) -> (String, String) {
 }
 
 /// A loopback port nobody listens on now.
+///
+/// Never the same port twice in one test process: the kernel may hand a
+/// port out again once its probe listener is closed, and two listeners of
+/// one service (`listen` and `grpc_listen`) given the same port refuse
+/// the topology.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).map(|addr| addr.port()).expect("a free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port =
+            TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).map(|addr| addr.port()).expect("a free port");
+        if GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A name no other test run uses (topics, groups).
